@@ -1,0 +1,197 @@
+//! HTTP status codes and `Retry-After`.
+
+use std::time::Duration;
+
+use http::{Response, StatusCode, header::RETRY_AFTER};
+
+use super::retry_after::{SystemClock, WallClock, parse_retry_after};
+use super::{Class, Classify, DEFAULT_MAX_DELAY_HINT, Kind, NoEos, ServerHint, Verdict};
+
+/// Classifies HTTP responses by status code; reads `Retry-After` on failures.
+///
+/// | status | kind | retryable |
+/// |---|---|---|
+/// | 1xx, 2xx, 3xx | success | — |
+/// | 408 Request Timeout | timeout | yes |
+/// | 429 Too Many Requests | overload | yes (the retry layer also wants a delay hint) |
+/// | other 4xx | client error (not a failure) | no |
+/// | 500 Internal Server Error, 502 Bad Gateway | server error | yes |
+/// | 503 Service Unavailable | unavailable | yes |
+/// | 504 Gateway Timeout | timeout | yes |
+/// | other 5xx (501, 505, 507, …) | server error | no: repeating will not change the answer |
+///
+/// "Retryable" says whether another attempt could help; whether it is *safe* (the method, an
+/// idempotency key) is the retry layer's question. A `Retry-After` on a failure becomes
+/// [`ServerHint::RetryAfter`], capped at [`max_delay_hint`](Self::max_delay_hint) (default 30 s);
+/// a malformed one is ignored. The whole verdict is in the head.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpClassifier<C = SystemClock> {
+    clock: C,
+    max_delay_hint: Duration,
+}
+
+impl HttpClassifier {
+    /// A classifier with the system clock and a 30 s hint cap.
+    pub fn new() -> Self {
+        HttpClassifier {
+            clock: SystemClock,
+            max_delay_hint: DEFAULT_MAX_DELAY_HINT,
+        }
+    }
+}
+
+impl Default for HttpClassifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: WallClock> HttpClassifier<C> {
+    /// Uses `clock` to turn HTTP-date `Retry-After` values into delays.
+    pub fn with_clock<C2: WallClock>(self, clock: C2) -> HttpClassifier<C2> {
+        HttpClassifier {
+            clock,
+            max_delay_hint: self.max_delay_hint,
+        }
+    }
+
+    /// Caps server delay hints at `cap` (default 30 s).
+    pub fn max_delay_hint(mut self, cap: Duration) -> Self {
+        self.max_delay_hint = cap;
+        self
+    }
+
+    /// Classifies a status code and the response headers.
+    pub fn classify_status(&self, status: StatusCode, headers: &http::HeaderMap) -> Class {
+        let (kind, retryable) = match status.as_u16() {
+            100..=399 => return Class::success(),
+            408 => (Kind::Timeout, true),
+            429 => (Kind::Overload, true),
+            400..=499 => return Class::new(Kind::ClientError),
+            500 | 502 => (Kind::ServerError, true),
+            503 => (Kind::Unavailable, true),
+            504 => (Kind::Timeout, true),
+            _ => (Kind::ServerError, false),
+        };
+        let hint = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v.as_bytes(), self.clock.now()))
+            .map_or(ServerHint::None, |d| {
+                ServerHint::RetryAfter(d.min(self.max_delay_hint))
+            });
+        Class::new(kind).with_retryable(retryable).with_hint(hint)
+    }
+}
+
+impl<C: WallClock, B> Classify<Response<B>> for HttpClassifier<C> {
+    type Eos = NoEos;
+
+    fn classify_response(&self, res: &Response<B>) -> Verdict<NoEos> {
+        Verdict::Done(self.classify_status(res.status(), res.headers()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::classify::FixedClock;
+
+    fn classify(status: u16, retry_after: Option<&str>) -> Class {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let mut res = Response::builder().status(status);
+        if let Some(v) = retry_after {
+            res = res.header(RETRY_AFTER, v);
+        }
+        match HttpClassifier::new()
+            .with_clock(FixedClock(now))
+            .classify_response(&res.body(()).unwrap())
+        {
+            Verdict::Done(class) => class,
+            Verdict::AtEndOfStream(never) => match never {},
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        use Kind::*;
+        let cases: &[(u16, Kind, bool)] = &[
+            (200, Success, false),
+            (204, Success, false),
+            (301, Success, false),
+            (400, ClientError, false),
+            (401, ClientError, false),
+            (404, ClientError, false),
+            (409, ClientError, false),
+            (422, ClientError, false),
+            (408, Timeout, true),
+            (429, Overload, true),
+            (500, ServerError, true),
+            (501, ServerError, false),
+            (502, ServerError, true),
+            (503, Unavailable, true),
+            (504, Timeout, true),
+            (505, ServerError, false),
+            (507, ServerError, false),
+            (599, ServerError, false),
+        ];
+        for &(status, kind, retryable) in cases {
+            let class = classify(status, None);
+            assert_eq!(class.kind(), kind, "{status}");
+            assert_eq!(class.is_retryable(), retryable, "{status}");
+            assert_eq!(class.hint(), ServerHint::None, "{status}");
+            assert!(!class.is_never_sent(), "{status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_hints() {
+        let cases: &[(u16, &str, ServerHint)] = &[
+            (503, "3", ServerHint::RetryAfter(Duration::from_secs(3))),
+            (429, "0", ServerHint::RetryAfter(Duration::ZERO)),
+            (
+                429,
+                "Wed, 21 Oct 2015 07:28:05 GMT",
+                ServerHint::RetryAfter(Duration::from_secs(5)),
+            ),
+            // Capped at 30 s.
+            (503, "3600", ServerHint::RetryAfter(Duration::from_secs(30))),
+            (
+                503,
+                "Thu, 22 Oct 2015 07:28:00 GMT",
+                ServerHint::RetryAfter(Duration::from_secs(30)),
+            ),
+            // Malformed: ignored.
+            (503, "-1", ServerHint::None),
+            (503, "later", ServerHint::None),
+            // Successes carry no hint.
+            (200, "5", ServerHint::None),
+        ];
+        for &(status, value, hint) in cases {
+            assert_eq!(
+                classify(status, Some(value)).hint(),
+                hint,
+                "{status} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn hint_cap_is_configurable() {
+        let res = Response::builder()
+            .status(503)
+            .header(RETRY_AFTER, "90")
+            .body(())
+            .unwrap();
+        let classifier = HttpClassifier::new()
+            .with_clock(FixedClock(SystemTime::now()))
+            .max_delay_hint(Duration::from_secs(60));
+        assert_eq!(
+            classifier
+                .classify_status(res.status(), res.headers())
+                .hint(),
+            ServerHint::RetryAfter(Duration::from_secs(60))
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The attempt level: a per-try timeout clamped to the deadline, written on the wire.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderName, HeaderValue, Request};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::grpc_timeout::grpc_timeout_header;
+use super::layer::{Expiry, ResponseFuture};
+use super::{DeadlineCarrier, MAX_BUDGET};
+use crate::error::{BoxError, ConfigError, Error, check_duration};
+
+/// The default per-try timeout: 10 s (as .NET's standard resilience handler).
+pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const GRPC_PREVIOUS_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");
+
+/// The 1-based number of the attempt a request is, in its extensions (set by the retry layer;
+/// absent means the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempt(pub u32);
+
+impl Attempt {
+    /// The attempt number of `req` (1 when unset).
+    pub fn of<B>(req: &Request<B>) -> u32 {
+        req.extensions().get::<Attempt>().map_or(1, |a| a.0)
+    }
+}
+
+/// Bounds each attempt by min(per-try timeout, remaining deadline) and stamps it on the request.
+///
+/// Sits innermost, around the transport (per endpoint, below retries). For each attempt it:
+///
+/// - fails at once with [`Error::DeadlineExceeded`] if the deadline has already passed, without
+///   calling the inner service;
+/// - writes the attempt's timeout to the request: `grpc-timeout` on gRPC requests (content type
+///   `application/grpc…`), and, if configured with [`timeout_header`](Self::timeout_header), an
+///   HTTP header in whole milliseconds (rounded down, so never more than what is left);
+/// - writes `grpc-previous-rpc-attempts` on gRPC retries (gRPC A6), and the attempt number in a
+///   configured [`attempt_header`](Self::attempt_header);
+/// - fails with [`Error::AttemptTimedOut`] when the per-try timeout fires first, or with
+///   [`Error::DeadlineExceeded`] when the deadline does.
+///
+/// ```
+/// use std::time::Duration;
+/// use stanchion::deadline::AttemptLayer;
+///
+/// let layer = AttemptLayer::new(Duration::from_secs(2))
+///     .unwrap()
+///     .timeout_header(http::HeaderName::from_static("x-timeout-ms"));
+/// assert_eq!(layer.per_try_timeout(), Duration::from_secs(2));
+/// ```
+#[derive(Debug, Clone)]
+pub struct AttemptLayer {
+    per_try: Duration,
+    timeout_header: Option<HeaderName>,
+    attempt_header: Option<HeaderName>,
+}
+
+impl AttemptLayer {
+    /// Each attempt gets at most `per_try` (more than zero, at most a year).
+    pub fn new(per_try: Duration) -> Result<Self, ConfigError> {
+        Ok(AttemptLayer {
+            per_try: check_duration("per_try_timeout", per_try, MAX_BUDGET)?,
+            timeout_header: None,
+            attempt_header: None,
+        })
+    }
+
+    /// Also writes each attempt's timeout, in whole milliseconds, to header `name`.
+    pub fn timeout_header(mut self, name: HeaderName) -> Self {
+        self.timeout_header = Some(name);
+        self
+    }
+
+    /// Also writes the attempt number (1, 2, …) to header `name`.
+    pub fn attempt_header(mut self, name: HeaderName) -> Self {
+        self.attempt_header = Some(name);
+        self
+    }
+
+    /// The per-try timeout.
+    pub fn per_try_timeout(&self) -> Duration {
+        self.per_try
+    }
+}
+
+/// A 10 s per-try timeout, `grpc-timeout` only.
+impl Default for AttemptLayer {
+    fn default() -> Self {
+        AttemptLayer {
+            per_try: DEFAULT_PER_TRY_TIMEOUT,
+            timeout_header: None,
+            attempt_header: None,
+        }
+    }
+}
+
+impl<S> Layer<S> for AttemptLayer {
+    type Service = AttemptService<S>;
+
+    fn layer(&self, inner: S) -> AttemptService<S> {
+        AttemptService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`AttemptLayer`].
+#[derive(Debug, Clone)]
+pub struct AttemptService<S> {
+    inner: S,
+    layer: AttemptLayer,
+}
+
+/// The response future of [`AttemptService`].
+pub type AttemptFuture<F> = ResponseFuture<F>;
+
+impl<S, B> Service<Request<B>> for AttemptService<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = AttemptFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let now = Instant::now();
+        let (timeout, expiry) = match req.deadline() {
+            Some(deadline) if deadline.remaining_at(now) <= self.layer.per_try => (
+                deadline.remaining_at(now),
+                Expiry::Deadline(deadline.budget()),
+            ),
+            _ => (self.layer.per_try, Expiry::Attempt(self.layer.per_try)),
+        };
+        if timeout.is_zero() {
+            return ResponseFuture::expired(expiry);
+        }
+        let attempt = Attempt::of(&req);
+        let is_grpc = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+        let headers = req.headers_mut();
+        if is_grpc {
+            headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
+            if attempt > 1 {
+                headers.insert(GRPC_PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
+            }
+        }
+        if let Some(name) = &self.layer.timeout_header {
+            let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            headers.insert(name.clone(), HeaderValue::from(millis));
+        }
+        if let Some(name) = &self.layer.attempt_header {
+            headers.insert(name.clone(), HeaderValue::from(attempt));
+        }
+        ResponseFuture::racing(self.inner.call(req), now + timeout, expiry)
+    }
+}

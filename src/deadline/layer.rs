@@ -1,0 +1,204 @@
+//! The client-side budget of a logical call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower::util::Oneshot;
+use tower::{Layer, Service};
+
+use super::{DEFAULT_BUDGET, Deadline, DeadlineCarrier, MAX_BUDGET, current};
+use crate::error::{BoxError, ConfigError, Error, check_duration};
+
+/// Sets one total budget per logical call. See the [module docs](super).
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    budget: Duration,
+}
+
+impl DeadlineLayer {
+    /// A layer giving each call `budget` (more than zero, at most [`MAX_BUDGET`]).
+    pub fn new(budget: Duration) -> Result<Self, ConfigError> {
+        Ok(DeadlineLayer {
+            budget: check_duration("budget", budget, MAX_BUDGET)?,
+        })
+    }
+
+    /// The budget each call gets.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
+/// A 30 s budget ([`DEFAULT_BUDGET`]).
+impl Default for DeadlineLayer {
+    fn default() -> Self {
+        DeadlineLayer {
+            budget: DEFAULT_BUDGET,
+        }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> DeadlineService<S> {
+        DeadlineService {
+            inner,
+            budget: self.budget,
+        }
+    }
+}
+
+/// The service of [`DeadlineLayer`].
+///
+/// Always ready: it clones the inner service into each call and waits for its readiness inside
+/// the response future, so that wait is charged to the budget (hence `S: Clone`).
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+    budget: Duration,
+}
+
+impl<S> DeadlineService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for DeadlineService<S>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    Req: DeadlineCarrier,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<Oneshot<S, Req>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let now = Instant::now();
+        let mut deadline = Deadline::starting_at(now, self.budget);
+        if let Some(carried) = req.deadline() {
+            deadline = deadline.earliest(carried);
+        }
+        if let Some(adopted) = current() {
+            deadline = deadline.earliest(adopted);
+        }
+        req.set_deadline(deadline);
+        let expiry = Expiry::Deadline(deadline.budget());
+        if deadline.instant() <= now {
+            ResponseFuture::expired(expiry)
+        } else {
+            ResponseFuture::racing(
+                Oneshot::new(self.inner.clone(), req),
+                deadline.instant(),
+                expiry,
+            )
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`DeadlineService`] and [`AttemptService`](super::AttemptService):
+    /// the inner call raced against a timer.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            sleep: Sleep,
+            expiry: Expiry,
+        },
+        Expired {
+            expiry: Expiry,
+        },
+    }
+}
+
+/// What the timer running out means.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expiry {
+    /// The call's deadline, set from this budget.
+    Deadline(Duration),
+    /// The per-try timeout of one attempt.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Attempt(Duration),
+}
+
+impl Expiry {
+    fn error(self) -> Error {
+        match self {
+            Expiry::Deadline(budget) => {
+                tracing::debug!(?budget, "deadline exceeded");
+                Error::DeadlineExceeded { budget }
+            }
+            Expiry::Attempt(timeout) => {
+                tracing::debug!(?timeout, "attempt timed out");
+                Error::AttemptTimedOut { timeout }
+            }
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// Races `inner` against a timer that fires at `at`.
+    pub(crate) fn racing(inner: F, at: Instant, expiry: Expiry) -> Self {
+        ResponseFuture {
+            state: State::Running {
+                inner,
+                sleep: sleep_until(at),
+                expiry,
+            },
+        }
+    }
+
+    /// A call that failed before it started.
+    pub(crate) fn expired(expiry: Expiry) -> Self {
+        ResponseFuture {
+            state: State::Expired { expiry },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Running {
+                inner,
+                sleep,
+                expiry,
+            } => {
+                // The response wins a tie with the timer.
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(result.map_err(Error::from_inner));
+                }
+                ready!(sleep.poll(cx));
+                Poll::Ready(Err(expiry.error()))
+            }
+            StateProj::Expired { expiry } => Poll::Ready(Err(expiry.error())),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Timeout budgets: one deadline for the whole logical call.
+//!
+//! Why a budget and not a timeout per layer: a caller cares how long the *call* takes. Time spent
+//! queueing in a bulkhead, waiting for a pooled connection, in each attempt and in every backoff
+//! sleep all come out of the same budget, so a call with a 2 s budget ends by 2 s whatever happens
+//! inside. Per-layer timeouts add up instead (three 10 s attempts plus backoff is not a 10 s call).
+//!
+//! - [`Deadline`] is an absolute instant carried with the request ([`DeadlineCarrier`]; for
+//!   `http::Request` in its extensions). Every layer that waits reads it and clamps its own wait to
+//!   [`Deadline::remaining`].
+//! - [`DeadlineLayer`] sets the budget of a logical call (default 30 s). It waits for the inner
+//!   service's readiness *inside* its response future, so that wait is charged too; when the
+//!   budget runs out the call fails with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+//!   A deadline already on the request, or adopted from upstream, wins when it is earlier: nested
+//!   budgets use the smaller.
+//! - [`AdoptDeadlineLayer`] (server side) adopts an incoming `grpc-timeout` (or a configured HTTP
+//!   header) into the request's extensions and a task-local scope ([`current`]); a client stack
+//!   called inside that handler uses the smaller of its own budget and the adopted one, so
+//!   budgets shrink across hops.
+//! - [`AttemptLayer`] (innermost, per attempt) enforces min(per-try timeout, remaining) and writes
+//!   it to the outgoing request: `grpc-timeout` for gRPC, optionally an HTTP header.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stanchion::deadline::{DeadlineLayer, Deadline};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let slow = service_fn(|req: http::Request<()>| async move {
+//!     let remaining = Deadline::of(&req).unwrap().remaining();
+//!     tokio::time::sleep(Duration::from_secs(3)).await;
+//!     Ok::<_, std::convert::Infallible>(remaining)
+//! });
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(1)).unwrap())
+//!     .service(slow);
+//! let err = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap_err();
+//! assert!(err.is_deadline_exceeded());
+//! # }
+//! ```
+
+#[cfg(feature = "http")]
+mod adopt;
+#[cfg(feature = "http")]
+mod attempt;
+#[cfg(feature = "http")]
+mod grpc_timeout;
+mod layer;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Instant;
+
+#[cfg(feature = "http")]
+pub use self::adopt::{AdoptDeadline, AdoptDeadlineLayer};
+#[cfg(feature = "http")]
+pub use self::attempt::{
+    Attempt, AttemptFuture, AttemptLayer, AttemptService, DEFAULT_PER_TRY_TIMEOUT,
+};
+#[cfg(feature = "http")]
+pub use self::grpc_timeout::{format_grpc_timeout, parse_grpc_timeout};
+pub use self::layer::{DeadlineLayer, DeadlineService, ResponseFuture};
+
+/// The default total budget of a logical call: 30 s (as .NET's standard resilience handler).
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
+
+/// The longest budget a builder accepts, and the longest adopted from the wire: 365 days.
+pub const MAX_BUDGET: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// An absolute deadline for a logical call, and the budget it was set from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    at: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline::starting_at(Instant::now(), budget)
+    }
+
+    /// A deadline `budget` after `start`.
+    pub fn starting_at(start: Instant, budget: Duration) -> Deadline {
+        let budget = budget.min(MAX_BUDGET);
+        Deadline {
+            at: start + budget,
+            budget,
+        }
+    }
+
+    /// The deadline carried by `req`, if any.
+    pub fn of<R: DeadlineCarrier>(req: &R) -> Option<Deadline> {
+        req.deadline()
+    }
+
+    /// The instant the call must be over by.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// The total budget this deadline was set from.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Time left until the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.remaining_at(Instant::now())
+    }
+
+    /// Time left at `now`.
+    pub fn remaining_at(&self, now: Instant) -> Duration {
+        self.at.saturating_duration_since(now)
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        self.at <= Instant::now()
+    }
+
+    /// The earlier of two deadlines (`self` on a tie).
+    pub fn earliest(self, other: Deadline) -> Deadline {
+        if other.at < self.at { other } else { self }
+    }
+}
+
+/// A request that carries a [`Deadline`].
+///
+/// Implemented for `http::Request` (in its extensions, feature `http`). Implement it for your own
+/// request type to use the deadline layer elsewhere.
+pub trait DeadlineCarrier {
+    /// The deadline the request carries.
+    fn deadline(&self) -> Option<Deadline>;
+
+    /// Sets the request's deadline.
+    fn set_deadline(&mut self, deadline: Deadline);
+}
+
+#[cfg(feature = "http")]
+impl<B> DeadlineCarrier for http::Request<B> {
+    fn deadline(&self) -> Option<Deadline> {
+        self.extensions().get::<Deadline>().copied()
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline) {
+        self.extensions_mut().insert(deadline);
+    }
+}
+
+tokio::task_local! {
+    static ADOPTED: Option<Deadline>;
+}
+
+/// The deadline adopted for the current task by [`scope`] (e.g. by [`AdoptDeadlineLayer`] in a
+/// server handler), if any.
+pub fn current() -> Option<Deadline> {
+    ADOPTED.try_with(|d| *d).ok().flatten()
+}
+
+/// Runs `fut` with `deadline` as the task's adopted deadline: client calls made inside it through
+/// a [`DeadlineLayer`] end by `deadline` at the latest.
+pub fn scope<F: Future>(
+    deadline: Option<Deadline>,
+    fut: F,
+) -> TaskLocalFuture<Option<Deadline>, F> {
+    ADOPTED.scope(deadline, fut)
+}
+
+/// Runs `f` synchronously with `deadline` as the adopted deadline.
+#[cfg(feature = "http")]
+pub(crate) fn sync_scope<R>(deadline: Option<Deadline>, f: impl FnOnce() -> R) -> R {
+    ADOPTED.sync_scope(deadline, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn remaining_counts_down() {
+        let d = Deadline::after(Duration::from_secs(2));
+        assert_eq!(d.remaining(), Duration::from_secs(2));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(d.remaining(), Duration::from_millis(500));
+        assert!(!d.is_expired());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(d.remaining(), Duration::ZERO);
+        assert!(d.is_expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn earliest_wins_and_scope_is_visible() {
+        let short = Deadline::after(Duration::from_secs(1));
+        let long = Deadline::after(Duration::from_secs(5));
+        assert_eq!(long.earliest(short), short);
+        assert_eq!(short.earliest(long), short);
+        assert_eq!(current(), None);
+        scope(Some(short), async { assert_eq!(current(), Some(short)) }).await;
+        assert_eq!(Deadline::after(Duration::MAX).budget(), MAX_BUDGET);
+    }
+}

@@ -1,0 +1,357 @@
+//! One error type for every decision the stack makes.
+//!
+//! Why one enum: a caller must be able to tell *why* a call failed — its own deadline ran out, the
+//! retry budget refused another attempt, a breaker is open, a bulkhead is full — because each calls
+//! for a different reaction (give up, shed load, fail over, alert). Every layer in this crate
+//! returns [`Error`]; errors of the services they wrap pass through boxed as [`Error::Inner`], the
+//! way tower layers pass [`BoxError`]s. Wrapping is flat: a stanchion error coming back from an
+//! inner stanchion layer is not wrapped a second time (see [`Error::from_inner`]).
+//!
+//! Builders validate their settings and return [`ConfigError`] instead of panicking.
+//!
+//! With the `tonic` feature, `tonic::Status::from(error)` gives each variant its gRPC code
+//! (DEADLINE_EXCEEDED, UNAVAILABLE, RESOURCE_EXHAUSTED, …, never UNKNOWN), so a stanchion stack can
+//! be the transport of a tonic client: `ServiceBuilder::new().map_err(tonic::Status::from)`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stanchion::Error;
+//!
+//! let err = Error::from_inner(Error::DeadlineExceeded { budget: Duration::from_secs(1) });
+//! // Not wrapped twice: the deadline error is still matchable.
+//! assert!(matches!(err, Error::DeadlineExceeded { .. }));
+//! assert_eq!(err.to_string(), "deadline exceeded: the call's budget of 1s ran out");
+//! ```
+
+#[cfg(feature = "tonic")]
+mod tonic;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A type-erased error, as tower passes them between layers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Every way a call through stanchion's layers can fail.
+///
+/// Each message says why. Errors of the wrapped service arrive as [`Error::Inner`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The logical call's total budget ran out (queueing, checkout, attempts and backoff included).
+    #[error("deadline exceeded: the call's budget of {budget:?} ran out")]
+    DeadlineExceeded {
+        /// The total budget the call had (its own, or a smaller one adopted from upstream).
+        budget: Duration,
+    },
+
+    /// One attempt ran longer than the per-try timeout while the call's deadline still had time.
+    #[error("attempt timed out: no response within the per-try timeout of {timeout:?}")]
+    AttemptTimedOut {
+        /// The per-try timeout that expired.
+        timeout: Duration,
+    },
+
+    /// Every allowed attempt failed; `last` is the error of the final attempt.
+    #[error("retries exhausted after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// How many attempts were made, the first included.
+        attempts: u32,
+        /// The error of the final attempt.
+        #[source]
+        last: BoxError,
+    },
+
+    /// The retry budget refused another attempt, to cap the extra load retries put on the server.
+    #[error(
+        "retry budget exhausted after {attempts} attempts: retries already used up the share of \
+         traffic they may add; last error: {last}"
+    )]
+    RetryBudgetExhausted {
+        /// How many attempts were made, the first included.
+        attempts: u32,
+        /// The error of the final attempt.
+        #[source]
+        last: BoxError,
+    },
+
+    /// A circuit breaker is open: the dependency failed too often, so calls fail fast.
+    #[error("circuit open: the dependency failed too often; next probe allowed in {retry_in:?}")]
+    CircuitOpen {
+        /// Time until the breaker lets a probe through.
+        retry_in: Duration,
+    },
+
+    /// The bulkhead's partition had every permit in use and its queue was full.
+    #[error(
+        "bulkhead full: partition `{partition}` has all {limit} permits in use and its queue of \
+         {queue} waiters is full"
+    )]
+    BulkheadFull {
+        /// The partition that rejected the call.
+        partition: Arc<str>,
+        /// The partition's concurrency limit.
+        limit: usize,
+        /// The partition's queue bound.
+        queue: usize,
+    },
+
+    /// A call waited in the bulkhead's queue for as long as it may (its max wait, or the deadline).
+    #[error("bulkhead wait timed out: waited {waited:?} for a permit in partition `{partition}`")]
+    BulkheadTimeout {
+        /// The partition the call waited in.
+        partition: Arc<str>,
+        /// How long it waited.
+        waited: Duration,
+    },
+
+    /// No connection to the endpoint could be checked out in time.
+    #[error("pool checkout timed out: no connection to {endpoint} became free within {waited:?}")]
+    PoolTimeout {
+        /// The endpoint whose pool was exhausted.
+        endpoint: Arc<str>,
+        /// How long the checkout waited.
+        waited: Duration,
+    },
+
+    /// There was no endpoint to send the call to.
+    #[error("no endpoints: {reason}")]
+    NoEndpoints {
+        /// Why no endpoint could take the call.
+        reason: NoEndpointsReason,
+    },
+
+    /// The server holds a different outcome for this idempotency key.
+    #[error("idempotency conflict for key `{key}`: {reason}")]
+    IdempotencyConflict {
+        /// The key in conflict.
+        key: Arc<str>,
+        /// What the conflict is.
+        reason: IdempotencyConflictReason,
+    },
+
+    /// A layer was configured with invalid settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// The wrapped service failed; its error is passed through unchanged.
+    #[error("{0}")]
+    Inner(#[source] BoxError),
+}
+
+impl Error {
+    /// Wraps an error of an inner service, without wrapping a stanchion [`Error`] twice.
+    pub fn from_inner(err: impl Into<BoxError>) -> Self {
+        match err.into().downcast::<Error>() {
+            Ok(own) => *own,
+            Err(other) => Error::Inner(other),
+        }
+    }
+
+    /// True for [`Error::DeadlineExceeded`].
+    pub fn is_deadline_exceeded(&self) -> bool {
+        matches!(self, Error::DeadlineExceeded { .. })
+    }
+}
+
+/// Why [`Error::NoEndpoints`] was returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoEndpointsReason {
+    /// The resolver returned no addresses (yet).
+    NoneResolved,
+    /// Addresses exist, but every one is ejected or draining and panic mode does not apply.
+    NoneUsable,
+}
+
+impl fmt::Display for NoEndpointsReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoEndpointsReason::NoneResolved => "the resolver has returned no addresses",
+            NoEndpointsReason::NoneUsable => {
+                "every resolved endpoint is ejected or draining and none may take the call"
+            }
+        })
+    }
+}
+
+/// Why [`Error::IdempotencyConflict`] was returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdempotencyConflictReason {
+    /// The first request with this key is still running (HTTP 409).
+    InFlight,
+    /// The key was used before with a different request (HTTP 422).
+    PayloadMismatch,
+}
+
+impl fmt::Display for IdempotencyConflictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdempotencyConflictReason::InFlight => {
+                "the first request with this key is still in progress"
+            }
+            IdempotencyConflictReason::PayloadMismatch => {
+                "the key was already used for a different request"
+            }
+        })
+    }
+}
+
+/// A builder was given a setting it cannot honour.
+///
+/// ```
+/// use std::time::Duration;
+/// use stanchion::deadline::DeadlineLayer;
+///
+/// let err = DeadlineLayer::new(Duration::ZERO).unwrap_err();
+/// assert_eq!(err.field(), "budget");
+/// assert!(err.to_string().contains("must be greater than zero"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration of `{field}`: {reason}")]
+pub struct ConfigError {
+    field: &'static str,
+    reason: Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// A new error for `field`, saying why its value is invalid.
+    pub fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The setting that was invalid.
+    pub fn field(&self) -> &str {
+        self.field
+    }
+
+    /// Why it was invalid.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Checks that a duration setting lies in `(0, max]`.
+pub(crate) fn check_duration(
+    field: &'static str,
+    value: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::new(field, "must be greater than zero"))
+    } else if value > max {
+        Err(ConfigError::new(
+            field,
+            format!("{value:?} is longer than the maximum of {max:?}"),
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_errors_are_boxed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = Error::from_inner(io);
+        assert!(matches!(err, Error::Inner(_)));
+        assert_eq!(err.to_string(), "refused");
+        let again = Error::from_inner(err);
+        match again {
+            Error::Inner(inner) => assert!(inner.downcast_ref::<std::io::Error>().is_some()),
+            other => panic!("expected Inner, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_message_says_why() {
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::AttemptTimedOut {
+                    timeout: Duration::from_millis(250),
+                },
+                "per-try timeout of 250ms",
+            ),
+            (
+                Error::RetriesExhausted {
+                    attempts: 3,
+                    last: "503 Service Unavailable".into(),
+                },
+                "after 3 attempts: 503",
+            ),
+            (
+                Error::RetryBudgetExhausted {
+                    attempts: 1,
+                    last: "boom".into(),
+                },
+                "share of traffic",
+            ),
+            (
+                Error::CircuitOpen {
+                    retry_in: Duration::from_secs(30),
+                },
+                "next probe allowed in 30s",
+            ),
+            (
+                Error::BulkheadFull {
+                    partition: "default".into(),
+                    limit: 100,
+                    queue: 50,
+                },
+                "queue of 50 waiters is full",
+            ),
+            (
+                Error::BulkheadTimeout {
+                    partition: "health".into(),
+                    waited: Duration::from_secs(1),
+                },
+                "waited 1s",
+            ),
+            (
+                Error::PoolTimeout {
+                    endpoint: "127.0.0.1:80".into(),
+                    waited: Duration::from_secs(2),
+                },
+                "127.0.0.1:80 became free within 2s",
+            ),
+            (
+                Error::NoEndpoints {
+                    reason: NoEndpointsReason::NoneResolved,
+                },
+                "resolver has returned no addresses",
+            ),
+            (
+                Error::IdempotencyConflict {
+                    key: "k1".into(),
+                    reason: IdempotencyConflictReason::InFlight,
+                },
+                "still in progress",
+            ),
+            (
+                ConfigError::new("max_attempts", "must be at least 1").into(),
+                "`max_attempts`: must be at least 1",
+            ),
+        ];
+        for (err, needle) in cases {
+            let msg = err.to_string();
+            assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+        }
+    }
+
+    #[test]
+    fn durations_are_validated() {
+        let max = Duration::from_secs(10);
+        assert!(check_duration("t", Duration::ZERO, max).is_err());
+        assert!(check_duration("t", Duration::from_secs(11), max).is_err());
+        assert_eq!(check_duration("t", max, max), Ok(max));
+    }
+}

@@ -1,0 +1,38 @@
+//! # stanchion
+//!
+//! Composable [tower] middleware that makes *clients* resilient. Each capability is a standalone
+//! `Layer` + `Service` that also works inside `tower::ServiceBuilder`; they share one vocabulary
+//! (a deadline carried with the request, a classification of outcomes, one error type) so they
+//! compose into the canonical stack, outermost first:
+//!
+//! ```text
+//! IdempotencyKey → Deadline → Bulkhead → Retry → RoundRobin → per endpoint: CircuitBreaker → Pool
+//!                                                               attempt level: AttemptLayer
+//! ```
+//!
+//! ## Map of the crate
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`deadline`] | timeout budgets: [`DeadlineLayer`](deadline::DeadlineLayer) (one budget per logical call), [`AdoptDeadlineLayer`](deadline::AdoptDeadlineLayer) (server side: adopt `grpc-timeout`), [`AttemptLayer`](deadline::AttemptLayer) (per-try timeout written on the wire) |
+//! | [`classify`] | what an outcome means: success or failure, retryable, overload or unavailable, server delay hints, never-sent requests; for HTTP and gRPC |
+//! | [`error`] | [`Error`], one variant per decision; [`ConfigError`] for builders; `tonic::Status` codes with feature `tonic` |
+//!
+//! ## Features
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `http` | yes | `http::Request` carriers, header stamps, HTTP and gRPC classification |
+//! | `tonic` | no | `tonic::Status` from [`Error`] with the right codes |
+//!
+//! [tower]: https://docs.rs/tower
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod deadline;
+pub mod error;
+#[cfg(feature = "http")]
+mod wire;
+
+pub use error::{BoxError, ConfigError, Error};
