@@ -1,0 +1,212 @@
+//! What a test server does with each request, and what it saw.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// What the server does with one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fault {
+    /// HTTP status (default 200). On the gRPC server, a non-200 status acts like a proxy error.
+    pub status: Option<u16>,
+    /// gRPC status code (default OK).
+    pub grpc_code: Option<i32>,
+    /// Put the gRPC status in the response headers (a trailers-only response) instead of the
+    /// trailers.
+    pub grpc_in_headers: bool,
+    /// Wait this long before answering.
+    pub latency: Duration,
+    /// A `Retry-After` value to send.
+    pub retry_after: Option<String>,
+    /// A `grpc-retry-pushback-ms` value to send.
+    pub pushback: Option<String>,
+    /// Break the connection (HTTP/1) or reset the stream (HTTP/2) instead of answering.
+    pub reset: bool,
+    /// Never answer.
+    pub hang: bool,
+}
+
+impl Fault {
+    /// A normal, successful answer.
+    pub fn ok() -> Self {
+        Fault::default()
+    }
+
+    /// Answer with HTTP `status`.
+    pub fn status(status: u16) -> Self {
+        Fault {
+            status: Some(status),
+            ..Fault::default()
+        }
+    }
+
+    /// Answer with gRPC `code`, in the trailers.
+    pub fn grpc(code: i32) -> Self {
+        Fault {
+            grpc_code: Some(code),
+            ..Fault::default()
+        }
+    }
+
+    /// Reset instead of answering.
+    pub fn reset() -> Self {
+        Fault {
+            reset: true,
+            ..Fault::default()
+        }
+    }
+
+    /// Never answer.
+    pub fn hang() -> Self {
+        Fault {
+            hang: true,
+            ..Fault::default()
+        }
+    }
+
+    /// Answer after `latency`.
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Send `Retry-After: value`.
+    pub fn retry_after(mut self, value: &str) -> Self {
+        self.retry_after = Some(value.to_owned());
+        self
+    }
+
+    /// Send `grpc-retry-pushback-ms: value`.
+    pub fn pushback(mut self, value: &str) -> Self {
+        self.pushback = Some(value.to_owned());
+        self
+    }
+
+    /// Send the gRPC status in the headers (trailers-only response).
+    pub fn in_headers(mut self) -> Self {
+        self.grpc_in_headers = true;
+        self
+    }
+}
+
+/// The faults a server applies: a script consumed one request at a time, then either a fixed
+/// fault or a seeded random choice.
+#[derive(Debug)]
+pub struct FaultPlan {
+    script: Mutex<VecDeque<Fault>>,
+    after: After,
+}
+
+#[derive(Debug)]
+enum After {
+    Always(Fault),
+    Random {
+        rng: Mutex<StdRng>,
+        probability: f64,
+        fault: Fault,
+    },
+}
+
+impl FaultPlan {
+    /// Every request succeeds.
+    pub fn healthy() -> Self {
+        FaultPlan::always(Fault::ok())
+    }
+
+    /// Every request gets `fault`.
+    pub fn always(fault: Fault) -> Self {
+        FaultPlan {
+            script: Mutex::new(VecDeque::new()),
+            after: After::Always(fault),
+        }
+    }
+
+    /// The i-th request gets the i-th fault; requests past the script succeed.
+    pub fn scripted(faults: impl IntoIterator<Item = Fault>) -> Self {
+        FaultPlan::healthy().with_script(faults)
+    }
+
+    /// Each request gets `fault` with `probability`, from an RNG seeded with `seed`, so a run is
+    /// repeatable for a given arrival order.
+    pub fn seeded(seed: u64, probability: f64, fault: Fault) -> Self {
+        FaultPlan {
+            script: Mutex::new(VecDeque::new()),
+            after: After::Random {
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                probability,
+                fault,
+            },
+        }
+    }
+
+    /// Plays `faults` first, then follows this plan.
+    pub fn with_script(self, faults: impl IntoIterator<Item = Fault>) -> Self {
+        self.script.lock().unwrap().extend(faults);
+        self
+    }
+
+    /// The fault for the next request.
+    pub fn next(&self) -> Fault {
+        if let Some(fault) = self.script.lock().unwrap().pop_front() {
+            return fault;
+        }
+        match &self.after {
+            After::Always(fault) => fault.clone(),
+            After::Random {
+                rng,
+                probability,
+                fault,
+            } => {
+                if rng.lock().unwrap().random_bool(*probability) {
+                    fault.clone()
+                } else {
+                    Fault::ok()
+                }
+            }
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+}
+
+impl Recorded {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Every request a server received, in arrival order.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    requests: Mutex<Vec<Recorded>>,
+}
+
+impl Recorder {
+    pub fn record<B>(&self, req: &http::Request<B>) {
+        self.requests.lock().unwrap().push(Recorded {
+            path: req.uri().path().to_owned(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        });
+    }
+
+    /// How many requests arrived.
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// A copy of what arrived.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}

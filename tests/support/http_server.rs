@@ -1,0 +1,133 @@
+//! A hyper test server: HTTP/1 and HTTP/2 (prior knowledge) on one loopback port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::faults::{FaultPlan, Recorder};
+
+/// The reason a request was not answered: hyper closes the HTTP/1 connection, or resets the
+/// HTTP/2 stream, when the service fails.
+#[derive(Debug)]
+pub struct InjectedReset;
+
+impl std::fmt::Display for InjectedReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected reset")
+    }
+}
+
+impl std::error::Error for InjectedReset {}
+
+struct State {
+    plan: FaultPlan,
+    recorder: Recorder,
+}
+
+/// A running server; it stops (connections included) when dropped.
+pub struct HttpServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Starts a server on 127.0.0.1 with an ephemeral port.
+    pub async fn start(plan: FaultPlan) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            plan,
+            recorder: Recorder::default(),
+        });
+        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        HttpServer { addr, state, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn uri(&self, path: &str) -> http::Uri {
+        format!("http://{}{}", self.addr, path).parse().unwrap()
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.state.recorder
+    }
+
+    /// How many requests arrived.
+    pub fn count(&self) -> usize {
+        self.state.recorder.count()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    // Dropping the set (when the task is aborted) aborts every connection.
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        let state = state.clone();
+        connections.spawn(async move {
+            let svc = service_fn(move |req| handle(state.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, InjectedReset> {
+    state.recorder.record(&req);
+    let fault = state.plan.next();
+    // Read the request body, as a real handler would.
+    let _ = req.into_body().collect().await;
+    if !fault.latency.is_zero() {
+        tokio::time::sleep(fault.latency).await;
+    }
+    if fault.hang {
+        std::future::pending::<Infallible>().await;
+    }
+    if fault.reset {
+        return Err(InjectedReset);
+    }
+    let status = fault.status.unwrap_or(200);
+    let mut res = Response::builder().status(status);
+    if let Some(value) = &fault.retry_after {
+        res = res.header(RETRY_AFTER, value.as_str());
+    }
+    let body = if status < 400 {
+        "ok"
+    } else {
+        "injected failure"
+    };
+    Ok(res
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap())
+}

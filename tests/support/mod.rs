@@ -1,0 +1,13 @@
+//! Real servers on 127.0.0.1 for the integration tests, with per-request fault injection.
+//!
+//! - [`http_server::HttpServer`]: hyper, HTTP/1 and HTTP/2 (prior knowledge) on one port.
+//! - [`grpc_server::GrpcServer`]: tonic's server with a hand-written service (no protoc needed),
+//!   whose status can go in the headers (trailers-only) or in the trailers.
+//!
+//! Both take a [`faults::FaultPlan`] (scripted, or by seeded probability) and record every request
+//! ([`faults::Recorder`]) so tests can count attempts and read the headers that arrived.
+#![allow(dead_code)]
+
+pub mod faults;
+pub mod grpc_server;
+pub mod http_server;
