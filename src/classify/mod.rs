@@ -24,7 +24,8 @@
 //! use stanchion::classify::{Classify, HttpClassifier, Kind, Verdict};
 //!
 //! let res = http::Response::builder().status(503).header("retry-after", "2").body(()).unwrap();
-//! let Verdict::Done(class) = HttpClassifier::new().classify_response(&res) else { unreachable!() };
+//! // HTTP is decided on the head, so `Done` is the only verdict it can give.
+//! let Verdict::Done(class) = HttpClassifier::new().classify_response(&res);
 //! assert_eq!(class.kind(), Kind::Unavailable);
 //! assert!(class.is_retryable());
 //! assert_eq!(class.hint().delay(), Some(std::time::Duration::from_secs(2)));

@@ -153,7 +153,11 @@ fn respond(fault: &Fault, message: String) -> Response<FramesBody> {
     if let Some(pushback) = &fault.pushback {
         status.insert("grpc-retry-pushback-ms", pushback.parse().unwrap());
     }
-    if fault.grpc_in_headers || fault.status.is_some_and(|s| s != 200) {
+    if fault.status.is_some_and(|s| s != 200) && fault.grpc_code.is_none() {
+        // Like a proxy's error: an HTTP status, no gRPC status, no body.
+        return res.body(FramesBody::default()).unwrap();
+    }
+    if fault.grpc_in_headers {
         // Trailers-only: the status rides in the headers and there is no body.
         res.headers_mut().unwrap().extend(status);
         return res.body(FramesBody::default()).unwrap();
