@@ -36,3 +36,8 @@ pub mod error;
 mod wire;
 
 pub use error::{BoxError, ConfigError, Error};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -33,14 +33,17 @@ fn slow(delay: Duration) -> impl Service<Request<()>, Response = (), Error = Inf
     })
 }
 
+/// The headers a request arrived with, and the time its deadline had left.
+type Seen = (HeaderMap, Option<Duration>);
+
 /// A service that records the headers and deadline of each request and answers at once.
 #[derive(Clone, Default)]
 struct Capture {
-    seen: Arc<Mutex<Vec<(HeaderMap, Option<Duration>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Capture {
-    fn last(&self) -> (HeaderMap, Option<Duration>) {
+    fn last(&self) -> Seen {
         self.seen
             .lock()
             .unwrap()
@@ -304,6 +307,27 @@ async fn the_per_try_timeout_fails_the_attempt_before_the_deadline() {
         "{err:?}"
     );
     assert_eq!(start.elapsed(), SEC);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_enforcing_the_stamped_timeout_reports_our_expiry() {
+    // tonic's channel enforces the grpc-timeout we write with its own timer, which can fire a
+    // moment before ours: the caller still gets the deadline (or attempt) error.
+    let enforcing = service_fn(|_req: Request<()>| async {
+        Err::<(), _>(stanchion::BoxError::from(tonic::TimeoutExpired(())))
+    });
+    let cases = [(SEC, 2 * SEC, "deadline"), (5 * SEC, 2 * SEC, "attempt")];
+    for (budget, per_try, expected) in cases {
+        let mut svc = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(budget).unwrap())
+            .layer(AttemptLayer::new(per_try).unwrap())
+            .service(enforcing);
+        let err = call(&mut svc, grpc_request()).await.unwrap_err();
+        match expected {
+            "deadline" => assert!(err.is_deadline_exceeded(), "{err:?}"),
+            _ => assert!(matches!(err, Error::AttemptTimedOut { .. }), "{err:?}"),
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

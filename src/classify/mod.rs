@@ -278,16 +278,20 @@ impl NeverSent {
 /// - stanchion's own errors: a deadline that ran out is a timeout that must not be retried; an
 ///   attempt timeout is retryable; an open circuit, a pool timeout or no endpoints were rejected
 ///   before sending (never sent, retryable on another endpoint); a full bulkhead is overload.
-/// - a `tonic::Status` (feature `tonic`) is classified by its code with [`GrpcClassifier`]'s
-///   defaults.
+/// - with feature `tonic`: a `tonic::Status` is classified by its code with
+///   [`GrpcClassifier`]'s defaults; tonic's `ConnectError` (its connector failed) is never sent;
+///   tonic's `TimeoutExpired` (the `grpc-timeout` its channel enforces) is a retryable timeout.
 /// - anything else is a retryable transport failure that may have reached the server.
 pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> Class {
-    let never_sent = chain(err).any(|e| e.is::<NeverSent>());
+    let never_sent = chain(err).any(|e| e.is::<NeverSent>() || is_connect_error(e));
     for e in chain(err) {
-        if let Some(own) = e.downcast_ref::<Error>() {
-            if let Some(class) = classify_own(own) {
-                return class.with_never_sent(never_sent || class.is_never_sent());
-            }
+        if is_transport_timeout(e) {
+            return Class::new(Kind::Timeout)
+                .with_retryable(true)
+                .with_never_sent(never_sent);
+        }
+        if let Some(class) = e.downcast_ref::<Error>().and_then(classify_own) {
+            return class.with_never_sent(never_sent || class.is_never_sent());
         }
         #[cfg(feature = "tonic")]
         if let Some(status) = e.downcast_ref::<tonic::Status>() {
@@ -299,6 +303,30 @@ pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> Class {
     Class::new(Kind::Transport)
         .with_retryable(true)
         .with_never_sent(never_sent)
+}
+
+/// Whether the transport says it could not connect (tonic's connector marks such errors).
+fn is_connect_error(_err: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(feature = "tonic")]
+    if _err.is::<tonic::ConnectError>() {
+        return true;
+    }
+    false
+}
+
+/// Whether `err` is the transport enforcing a timeout that stanchion wrote on the request (tonic's
+/// channel enforces `grpc-timeout` with its own timer, which can fire a moment before ours).
+pub(crate) fn is_transport_timeout(_err: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(feature = "tonic")]
+    if _err.is::<tonic::TimeoutExpired>() {
+        return true;
+    }
+    false
+}
+
+/// Whether `err`, or any error in its source chain, is a transport timeout.
+pub(crate) fn chain_has_transport_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    chain(err).any(is_transport_timeout)
 }
 
 fn classify_own(err: &Error) -> Option<Class> {
@@ -394,6 +422,25 @@ mod tests {
         for (err, expected) in cases {
             assert_eq!(classify_error(err.as_ref()), expected, "{err}");
         }
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn tonic_transport_errors_say_what_happened() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let connect = Error::Inner(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(
+            classify_error(&connect),
+            Class::new(Kind::Transport)
+                .with_retryable(true)
+                .with_never_sent(true)
+        );
+        assert_eq!(
+            classify_error(&tonic::TimeoutExpired(())),
+            Class::new(Kind::Timeout).with_retryable(true)
+        );
+        let status = tonic::Status::resource_exhausted("slow down");
+        assert_eq!(classify_error(&status), Class::new(Kind::Overload));
     }
 
     #[test]

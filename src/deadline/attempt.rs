@@ -165,6 +165,6 @@ where
         if let Some(name) = &self.layer.attempt_header {
             headers.insert(name.clone(), HeaderValue::from(attempt));
         }
-        ResponseFuture::racing(self.inner.call(req), now + timeout, expiry)
+        ResponseFuture::racing(self.inner.call(req), now + timeout, expiry, true)
     }
 }

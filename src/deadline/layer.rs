@@ -11,6 +11,7 @@ use tower::util::Oneshot;
 use tower::{Layer, Service};
 
 use super::{DEFAULT_BUDGET, Deadline, DeadlineCarrier, MAX_BUDGET, current};
+use crate::classify::chain_has_transport_timeout;
 use crate::error::{BoxError, ConfigError, Error, check_duration};
 
 /// Sets one total budget per logical call. See the [module docs](super).
@@ -102,6 +103,7 @@ where
                 Oneshot::new(self.inner.clone(), req),
                 deadline.instant(),
                 expiry,
+                false,
             )
         }
     }
@@ -110,6 +112,9 @@ where
 pin_project! {
     /// The response future of [`DeadlineService`] and [`AttemptService`](super::AttemptService):
     /// the inner call raced against a timer.
+    ///
+    /// The timer is armed the first time the inner future is pending, so a call that completes at
+    /// once never touches the timer wheel.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
@@ -123,11 +128,24 @@ pin_project! {
             #[pin]
             inner: F,
             #[pin]
-            sleep: Sleep,
+            timer: Timer,
             expiry: Expiry,
+            // The timeout was written on the request, so the transport may enforce it itself.
+            stamped: bool,
         },
         Expired {
             expiry: Expiry,
+        },
+    }
+}
+
+pin_project! {
+    #[project = TimerProj]
+    enum Timer {
+        Unarmed { at: Instant },
+        Armed {
+            #[pin]
+            sleep: Sleep,
         },
     }
 }
@@ -158,18 +176,22 @@ impl Expiry {
 }
 
 impl<F> ResponseFuture<F> {
-    /// Races `inner` against a timer that fires at `at`.
-    pub(crate) fn racing(inner: F, at: Instant, expiry: Expiry) -> Self {
+    /// Races `inner` against a timer that fires at `at`. `stamped`: the timeout was written on
+    /// the request, so a transport timeout from below means this timer's expiry.
+    #[inline]
+    pub(crate) fn racing(inner: F, at: Instant, expiry: Expiry, stamped: bool) -> Self {
         ResponseFuture {
             state: State::Running {
                 inner,
-                sleep: sleep_until(at),
+                timer: Timer::Unarmed { at },
                 expiry,
+                stamped,
             },
         }
     }
 
     /// A call that failed before it started.
+    #[inline]
     pub(crate) fn expired(expiry: Expiry) -> Self {
         ResponseFuture {
             state: State::Expired { expiry },
@@ -188,14 +210,28 @@ where
         match self.project().state.project() {
             StateProj::Running {
                 inner,
-                sleep,
+                mut timer,
                 expiry,
+                stamped,
             } => {
                 // The response wins a tie with the timer.
                 if let Poll::Ready(result) = inner.poll(cx) {
-                    return Poll::Ready(result.map_err(Error::from_inner));
+                    return Poll::Ready(result.map_err(|err| {
+                        let err: BoxError = err.into();
+                        if *stamped && chain_has_transport_timeout(err.as_ref()) {
+                            expiry.error()
+                        } else {
+                            Error::from_inner(err)
+                        }
+                    }));
                 }
-                ready!(sleep.poll(cx));
+                if let TimerProj::Unarmed { at } = timer.as_mut().project() {
+                    let sleep = sleep_until(*at);
+                    timer.set(Timer::Armed { sleep });
+                }
+                if let TimerProj::Armed { sleep } = timer.project() {
+                    ready!(sleep.poll(cx));
+                }
                 Poll::Ready(Err(expiry.error()))
             }
             StateProj::Expired { expiry } => Poll::Ready(Err(expiry.error())),

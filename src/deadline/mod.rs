@@ -49,6 +49,7 @@ mod grpc_timeout;
 mod layer;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::task::futures::TaskLocalFuture;
@@ -79,11 +80,13 @@ pub struct Deadline {
 
 impl Deadline {
     /// A deadline `budget` from now.
+    #[inline]
     pub fn after(budget: Duration) -> Deadline {
         Deadline::starting_at(Instant::now(), budget)
     }
 
     /// A deadline `budget` after `start`.
+    #[inline]
     pub fn starting_at(start: Instant, budget: Duration) -> Deadline {
         let budget = budget.min(MAX_BUDGET);
         Deadline {
@@ -98,31 +101,37 @@ impl Deadline {
     }
 
     /// The instant the call must be over by.
+    #[inline]
     pub fn instant(&self) -> Instant {
         self.at
     }
 
     /// The total budget this deadline was set from.
+    #[inline]
     pub fn budget(&self) -> Duration {
         self.budget
     }
 
     /// Time left until the deadline (zero once it has passed).
+    #[inline]
     pub fn remaining(&self) -> Duration {
         self.remaining_at(Instant::now())
     }
 
     /// Time left at `now`.
+    #[inline]
     pub fn remaining_at(&self, now: Instant) -> Duration {
         self.at.saturating_duration_since(now)
     }
 
     /// Whether the deadline has passed.
+    #[inline]
     pub fn is_expired(&self) -> bool {
         self.at <= Instant::now()
     }
 
     /// The earlier of two deadlines (`self` on a tie).
+    #[inline]
     pub fn earliest(self, other: Deadline) -> Deadline {
         if other.at < self.at { other } else { self }
     }
@@ -155,9 +164,17 @@ tokio::task_local! {
     static ADOPTED: Option<Deadline>;
 }
 
+/// Whether any task has ever entered a [`scope`]: until one has, [`current`] skips the task-local
+/// lookup, so clients that never adopt a deadline do not pay for it on every call.
+static SCOPES_USED: AtomicBool = AtomicBool::new(false);
+
 /// The deadline adopted for the current task by [`scope`] (e.g. by [`AdoptDeadlineLayer`] in a
 /// server handler), if any.
+#[inline]
 pub fn current() -> Option<Deadline> {
+    if !SCOPES_USED.load(Ordering::Relaxed) {
+        return None;
+    }
     ADOPTED.try_with(|d| *d).ok().flatten()
 }
 
@@ -167,12 +184,14 @@ pub fn scope<F: Future>(
     deadline: Option<Deadline>,
     fut: F,
 ) -> TaskLocalFuture<Option<Deadline>, F> {
+    SCOPES_USED.store(true, Ordering::Relaxed);
     ADOPTED.scope(deadline, fut)
 }
 
 /// Runs `f` synchronously with `deadline` as the adopted deadline.
 #[cfg(feature = "http")]
 pub(crate) fn sync_scope<R>(deadline: Option<Deadline>, f: impl FnOnce() -> R) -> R {
+    SCOPES_USED.store(true, Ordering::Relaxed);
     ADOPTED.sync_scope(deadline, f)
 }
 

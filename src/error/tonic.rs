@@ -36,7 +36,8 @@ impl Error {
 }
 
 /// The code of an error that came from below: a stanchion error maps as above, a `Status` found in
-/// its source chain keeps its code, an I/O failure is UNAVAILABLE, anything else INTERNAL.
+/// its source chain keeps its code, tonic's own timeout (of the `grpc-timeout` it enforces) is
+/// DEADLINE_EXCEEDED, a connect or I/O failure is UNAVAILABLE, anything else INTERNAL.
 fn code_of_boxed(err: &BoxError) -> Code {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     let mut saw_io = false;
@@ -47,7 +48,13 @@ fn code_of_boxed(err: &BoxError) -> Code {
         if let Some(status) = e.downcast_ref::<Status>() {
             return status.code();
         }
-        saw_io |= e.downcast_ref::<std::io::Error>().is_some();
+        if e.is::<tonic::TimeoutExpired>() {
+            return Code::DeadlineExceeded;
+        }
+        if e.is::<tonic::ConnectError>() {
+            return Code::Unavailable;
+        }
+        saw_io |= e.is::<std::io::Error>();
         current = e.source();
     }
     if saw_io {
@@ -160,6 +167,16 @@ mod tests {
                 Code::Unavailable,
             ),
             (Error::Inner("a plain message".into()), Code::Internal),
+            (
+                Error::Inner(Box::new(tonic::TimeoutExpired(()))),
+                Code::DeadlineExceeded,
+            ),
+            (
+                Error::Inner(Box::new(tonic::ConnectError(Box::new(
+                    std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                )))),
+                Code::Unavailable,
+            ),
         ];
         for (err, code) in cases {
             let msg = err.to_string();

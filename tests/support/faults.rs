@@ -104,9 +104,9 @@ pub struct FaultPlan {
 enum After {
     Always(Fault),
     Random {
-        rng: Mutex<StdRng>,
-        probability: f64,
-        fault: Fault,
+        rng: Box<Mutex<StdRng>>,
+        /// (probability, fault) pairs; the rest of the probability mass succeeds.
+        mix: Vec<(f64, Fault)>,
     },
 }
 
@@ -132,12 +132,17 @@ impl FaultPlan {
     /// Each request gets `fault` with `probability`, from an RNG seeded with `seed`, so a run is
     /// repeatable for a given arrival order.
     pub fn seeded(seed: u64, probability: f64, fault: Fault) -> Self {
+        FaultPlan::mix(seed, [(probability, fault)])
+    }
+
+    /// Each request gets one of the faults with its probability (they add up to at most 1; the
+    /// rest succeed), from an RNG seeded with `seed`.
+    pub fn mix(seed: u64, mix: impl IntoIterator<Item = (f64, Fault)>) -> Self {
         FaultPlan {
             script: Mutex::new(VecDeque::new()),
             after: After::Random {
-                rng: Mutex::new(StdRng::seed_from_u64(seed)),
-                probability,
-                fault,
+                rng: Box::new(Mutex::new(StdRng::seed_from_u64(seed))),
+                mix: mix.into_iter().collect(),
             },
         }
     }
@@ -155,16 +160,15 @@ impl FaultPlan {
         }
         match &self.after {
             After::Always(fault) => fault.clone(),
-            After::Random {
-                rng,
-                probability,
-                fault,
-            } => {
-                if rng.lock().unwrap().random_bool(*probability) {
-                    fault.clone()
-                } else {
-                    Fault::ok()
+            After::Random { rng, mix } => {
+                let mut draw: f64 = rng.lock().unwrap().random();
+                for (probability, fault) in mix {
+                    if draw < *probability {
+                        return fault.clone();
+                    }
+                    draw -= probability;
                 }
+                Fault::ok()
             }
         }
     }
@@ -177,7 +181,6 @@ pub struct Recorded {
     pub version: http::Version,
     pub headers: http::HeaderMap,
 }
-
 impl Recorded {
     /// A header's value as text.
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -1,0 +1,138 @@
+//! Heap allocations per call, counted by a global allocator.
+//!
+//! The deadline layer's own per-call state allocates nothing with a cheap request type; with an
+//! `http::Request` the only allocations are the ones `http` makes to store the deadline in the
+//! request's extensions and the header values the attempt stamp writes (documented in
+//! `docs/performance.md`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::{Ready, poll_fn, ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use stanchion::deadline::{AttemptLayer, Deadline, DeadlineCarrier, DeadlineLayer};
+use tower::{Layer, Service};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls on the current thread.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Ping {
+    deadline: Option<Deadline>,
+}
+
+impl DeadlineCarrier for Ping {
+    fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = Some(deadline);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NoOp;
+
+impl<R> Service<R> for NoOp {
+    type Response = ();
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: R) -> Self::Future {
+        ready(Ok(()))
+    }
+}
+
+/// Allocations per call, averaged over `calls` after a warm-up, with requests made outside the
+/// count.
+fn per_call<S, R>(mut svc: S, make: impl Fn() -> R, calls: u64) -> u64
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut total = 0;
+        for round in 0..calls + 10 {
+            let req = make();
+            let before = allocations();
+            poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+            svc.call(req).await.unwrap();
+            if round >= 10 {
+                total += allocations() - before;
+            }
+        }
+        total / calls
+    })
+}
+
+const BUDGET: Duration = Duration::from_secs(30);
+
+#[test]
+fn the_deadline_layer_allocates_nothing_per_call_with_a_cheap_request() {
+    let svc = DeadlineLayer::new(BUDGET).unwrap().layer(NoOp);
+    assert_eq!(per_call(svc, Ping::default, 1000), 0);
+}
+
+#[test]
+fn http_requests_pay_only_for_their_extensions_and_headers() {
+    let plain = || http::Request::new(());
+    let grpc = || {
+        http::Request::post("/pkg.Service/Method")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+    };
+    // Baseline: the no-op service allocates nothing.
+    assert_eq!(per_call(NoOp, plain, 100), 0);
+    // The deadline in `http::Extensions`: the map's box, its table and the boxed value.
+    let deadline = DeadlineLayer::new(BUDGET).unwrap().layer(NoOp);
+    assert_eq!(per_call(deadline, plain, 100), 3);
+    // The attempt stamp adds one `grpc-timeout` header value.
+    let stamped = DeadlineLayer::new(BUDGET)
+        .unwrap()
+        .layer(AttemptLayer::default().layer(NoOp));
+    let with_headers = per_call(NoOp, grpc, 100);
+    assert_eq!(with_headers, 0);
+    assert_eq!(per_call(stamped, grpc, 100), 4);
+}
