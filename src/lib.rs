@@ -32,6 +32,7 @@
 pub mod classify;
 pub mod deadline;
 pub mod error;
+pub mod retry;
 #[cfg(feature = "http")]
 mod wire;
 

@@ -12,6 +12,13 @@ pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
     }))
 }
 
+/// Whether a request is gRPC: its content type is `application/grpc` or `application/grpc+…`.
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_decimal;

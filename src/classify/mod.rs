@@ -344,7 +344,10 @@ fn classify_own(err: &Error) -> Option<Class> {
         }
         Error::IdempotencyConflict { .. } | Error::Config(_) => Class::new(Kind::ClientError),
         // Look through to what the retries saw last / what the inner service said.
-        Error::RetriesExhausted { .. } | Error::RetryBudgetExhausted { .. } | Error::Inner(_) => {
+        Error::RetriesExhausted { .. }
+        | Error::RetryBudgetExhausted { .. }
+        | Error::RetryRefused { .. }
+        | Error::Inner(_) => {
             return None;
         }
     })

@@ -3,7 +3,6 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Request};
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -12,6 +11,7 @@ use super::grpc_timeout::grpc_timeout_header;
 use super::layer::{Expiry, ResponseFuture};
 use super::{DeadlineCarrier, MAX_BUDGET};
 use crate::error::{BoxError, ConfigError, Error, check_duration};
+use crate::wire::is_grpc;
 
 /// The default per-try timeout: 10 s (as .NET's standard resilience handler).
 pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,10 +147,7 @@ where
             return ResponseFuture::expired(expiry);
         }
         let attempt = Attempt::of(&req);
-        let is_grpc = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+        let is_grpc = is_grpc(req.headers());
         let headers = req.headers_mut();
         if is_grpc {
             headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));

@@ -77,6 +77,20 @@ pub enum Error {
         last: BoxError,
     },
 
+    /// Retrying stopped for a reason other than running out of attempts or budget — the request
+    /// was not safe to repeat, its body could not be replayed, the server was overloaded without a
+    /// delay hint, the delay did not fit in the deadline — while the error itself was retryable.
+    #[error("not retried after {attempts} attempt(s): {reason}; last error: {last}")]
+    RetryRefused {
+        /// Why retrying stopped.
+        reason: crate::retry::RetryStop,
+        /// How many attempts were made, the first included.
+        attempts: u32,
+        /// The error of the final attempt.
+        #[source]
+        last: BoxError,
+    },
+
     /// A circuit breaker is open: the dependency failed too often, so calls fail fast.
     #[error("circuit open: the dependency failed too often; next probe allowed in {retry_in:?}")]
     CircuitOpen {

@@ -18,9 +18,9 @@ impl Error {
             Error::DeadlineExceeded { .. } | Error::AttemptTimedOut { .. } => {
                 Code::DeadlineExceeded
             }
-            Error::RetriesExhausted { last, .. } | Error::RetryBudgetExhausted { last, .. } => {
-                code_of_boxed(last)
-            }
+            Error::RetriesExhausted { last, .. }
+            | Error::RetryBudgetExhausted { last, .. }
+            | Error::RetryRefused { last, .. } => code_of_boxed(last),
             Error::CircuitOpen { .. } | Error::NoEndpoints { .. } => Code::Unavailable,
             Error::BulkheadFull { .. }
             | Error::BulkheadTimeout { .. }

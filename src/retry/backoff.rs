@@ -1,0 +1,241 @@
+//! Backoff between attempts, with jitter so that clients that failed together do not retry
+//! together.
+//!
+//! - **Full jitter** (the default, gRPC A6's formula): the n-th retry waits
+//!   `random(0, min(cap, base · 2ⁿ))`.
+//! - **Decorrelated jitter** (from AWS's "Exponential Backoff and Jitter"): each wait is
+//!   `min(cap, random(base, previous · 3))`, starting from `previous = base`.
+//!
+//! The random numbers come from SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom
+//! number generators", 2014) over one shared atomic counter: lock-free, shared by every clone of
+//! the layer, and seedable so tests get exact delays.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{ConfigError, check_duration};
+
+/// The default base delay: 50 ms.
+pub const DEFAULT_BASE: Duration = Duration::from_millis(50);
+/// The longest base or cap a backoff accepts: 1 h.
+const MAX_DELAY: Duration = Duration::from_secs(3600);
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// How the delay is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// `random(0, min(cap, base · 2ⁿ))` — gRPC A6.
+    Full,
+    /// `min(cap, random(base, previous · 3))` — decorrelated jitter.
+    Decorrelated,
+}
+
+/// Exponential backoff with jitter. Clones share one random sequence.
+///
+/// ```
+/// use std::time::Duration;
+/// use stanchion::retry::Backoff;
+///
+/// let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500))
+///     .unwrap()
+///     .seed(7);
+/// for retry in 0..10 {
+///     let ceiling = Duration::from_millis(500).min(Duration::from_millis(50) * 2u32.pow(retry));
+///     assert!(backoff.delay(retry, None) <= ceiling);
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    jitter: Jitter,
+    rng: Arc<AtomicU64>,
+}
+
+impl Backoff {
+    /// Full-jitter backoff from `base` (in (0, 1 h]) up to `cap` (at least `base`, at most 1 h).
+    pub fn new(base: Duration, cap: Duration) -> Result<Self, ConfigError> {
+        let base = check_duration("backoff base", base, MAX_DELAY)?;
+        let cap = check_duration("backoff cap", cap, MAX_DELAY)?;
+        if cap < base {
+            return Err(ConfigError::new(
+                "backoff cap",
+                format!("{cap:?} is shorter than the base of {base:?}"),
+            ));
+        }
+        Ok(Backoff {
+            base,
+            cap,
+            jitter: Jitter::Full,
+            rng: Arc::new(AtomicU64::new(random_seed())),
+        })
+    }
+
+    /// Uses decorrelated jitter instead of full jitter.
+    pub fn decorrelated(mut self) -> Self {
+        self.jitter = Jitter::Decorrelated;
+        self
+    }
+
+    /// Seeds the random sequence (shared with every clone), so delays repeat exactly.
+    pub fn seed(self, seed: u64) -> Self {
+        self.rng.store(seed, Ordering::Relaxed);
+        self
+    }
+
+    /// The base delay.
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> Duration {
+        self.cap
+    }
+
+    /// The jitter mode.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// The delay before retry number `retry` (0 for the first retry). `previous` is the delay
+    /// before the previous retry, which decorrelated jitter grows from.
+    pub fn delay(&self, retry: u32, previous: Option<Duration>) -> Duration {
+        match self.jitter {
+            Jitter::Full => {
+                let ceiling = self
+                    .base
+                    .checked_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
+                    .map_or(self.cap, |d| d.min(self.cap));
+                self.uniform(Duration::ZERO, ceiling)
+            }
+            Jitter::Decorrelated => {
+                let previous = previous.unwrap_or(self.base).max(self.base);
+                let upper = previous.saturating_mul(3).min(self.cap);
+                self.uniform(self.base, upper)
+            }
+        }
+    }
+
+    /// A uniform draw in `[low, high]`.
+    fn uniform(&self, low: Duration, high: Duration) -> Duration {
+        let span = high.saturating_sub(low).as_nanos() as u64;
+        let draw = ((u128::from(span) + 1) * u128::from(self.next_u64())) >> 64;
+        low + Duration::from_nanos(draw as u64)
+    }
+
+    /// SplitMix64's next output.
+    fn next_u64(&self) -> u64 {
+        let mut z = self
+            .rng
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Full jitter from 50 ms, capped at 500 ms (10 × base).
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(DEFAULT_BASE, DEFAULT_BASE * 10).expect("the defaults are valid")
+    }
+}
+
+/// A seed from the standard library's per-process random hasher keys.
+fn random_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    std::collections::hash_map::RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn seeded_sequences_repeat_and_differ_by_seed() {
+        let draw = |seed| {
+            let b = Backoff::default().seed(seed);
+            (0..20).map(|n| b.delay(n % 4, None)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+    }
+
+    #[test]
+    fn invalid_settings_are_errors() {
+        assert_eq!(
+            Backoff::new(Duration::ZERO, MS).unwrap_err().field(),
+            "backoff base"
+        );
+        assert_eq!(
+            Backoff::new(10 * MS, 5 * MS).unwrap_err().field(),
+            "backoff cap"
+        );
+        assert_eq!(
+            Backoff::new(MS, Duration::from_secs(7200))
+                .unwrap_err()
+                .field(),
+            "backoff cap"
+        );
+        let defaults = Backoff::default();
+        assert_eq!((defaults.base(), defaults.cap()), (50 * MS, 500 * MS));
+        assert_eq!(defaults.jitter(), Jitter::Full);
+    }
+
+    /// 1,000 clients fail at the same instant; their first retries must spread uniformly over
+    /// [0, base] (chi-square, 10 bins, 9 degrees of freedom, 1 % level: 21.666).
+    #[test]
+    fn first_retries_of_many_clients_are_uniform() {
+        let backoff = Backoff::new(100 * MS, Duration::from_secs(1))
+            .unwrap()
+            .seed(2026);
+        let mut bins = [0u32; 10];
+        for _client in 0..1000 {
+            let delay = backoff.delay(0, None);
+            assert!(delay <= 100 * MS);
+            bins[((delay.as_nanos() * 10 / (100 * MS).as_nanos()) as usize).min(9)] += 1;
+        }
+        let expected = 100.0;
+        let chi2: f64 = bins
+            .iter()
+            .map(|&o| (f64::from(o) - expected).powi(2) / expected)
+            .sum();
+        assert!(chi2 < 21.666, "chi-square {chi2:.2} for bins {bins:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn every_delay_lies_in_its_interval(
+            base_ms in 1u64..2000,
+            cap_factor in 1u32..50,
+            retry in 0u32..100,
+            seed in any::<u64>(),
+            decorrelated in any::<bool>(),
+            previous_ms in 0u64..100_000,
+        ) {
+            let base = Duration::from_millis(base_ms);
+            let cap = (base * cap_factor).min(MAX_DELAY);
+            let mut backoff = Backoff::new(base, cap).unwrap().seed(seed);
+            if decorrelated {
+                backoff = backoff.decorrelated();
+            }
+            let delay = backoff.delay(retry, Some(Duration::from_millis(previous_ms)));
+            prop_assert!(delay <= cap);
+            if decorrelated {
+                prop_assert!(delay >= base);
+            } else {
+                let ceiling = base.checked_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX)).map_or(cap, |d| d.min(cap));
+                prop_assert!(delay <= ceiling);
+            }
+        }
+    }
+}

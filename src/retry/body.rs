@@ -1,0 +1,398 @@
+//! Request bodies that can be sent again: teed while they are sent, up to a limit.
+//!
+//! Why tee instead of buffering first: buffering a body before sending delays every request by the
+//! time it takes to read the body, and needs memory for bodies that will never be retried. A
+//! [`ReplayBody`] forwards each chunk as the transport reads it and keeps a copy, up to a limit
+//! (default 64 KiB). A retry gets a fresh handle that replays the copied chunks, then goes on
+//! reading the original body where the last attempt stopped. A body that outgrows the limit drops
+//! its copy; from then on the request is committed and the retry layer will not repeat it
+//! ([`RetryStop::BodyNotReplayable`](super::RetryStop::BodyNotReplayable)).
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, Request};
+use http_body::{Body, Frame, SizeHint};
+use tower::{Layer, Service};
+
+use super::RetryBody;
+use crate::error::BoxError;
+
+/// The default replay limit: 64 KiB.
+pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
+
+/// A request body that keeps a copy of what it sent, so a retry can send it again.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use stanchion::retry::{ReplayBody, RetryBody};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let first = ReplayBody::new(Full::new(Bytes::from("order #1")), 1024);
+/// let second = first.try_clone_body().unwrap();
+/// assert_eq!(first.collect().await.unwrap().to_bytes(), "order #1");
+/// assert_eq!(second.collect().await.unwrap().to_bytes(), "order #1");
+/// # }
+/// ```
+pub struct ReplayBody<B> {
+    shared: Arc<Mutex<Shared<B>>>,
+    /// Data chunks this handle has produced.
+    position: usize,
+    trailers_sent: bool,
+    size_hint: SizeHint,
+}
+
+struct Shared<B> {
+    /// The original body, until it ends.
+    body: Option<B>,
+    /// Copies of the chunks read so far (emptied on overflow).
+    chunks: Vec<Bytes>,
+    /// Chunks read from the original so far.
+    read: usize,
+    copied: usize,
+    limit: usize,
+    /// The copy was dropped (over the limit) or the original failed: no full replay is possible.
+    lost: bool,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl<B: Body> ReplayBody<B> {
+    /// Wraps `body`, keeping up to `limit` bytes for replays.
+    pub fn new(body: B, limit: usize) -> Self {
+        let size_hint = body.size_hint();
+        ReplayBody {
+            shared: Arc::new(Mutex::new(Shared {
+                body: Some(body),
+                chunks: Vec::new(),
+                read: 0,
+                copied: 0,
+                limit,
+                lost: false,
+                trailers: None,
+                ended: false,
+            })),
+            position: 0,
+            trailers_sent: false,
+            size_hint,
+        }
+    }
+}
+
+impl<B> ReplayBody<B> {
+    fn lock(&self) -> MutexGuard<'_, Shared<B>> {
+        // A panic while holding the lock leaves consistent data (every update is one assignment).
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<B> RetryBody for ReplayBody<B> {
+    fn try_clone_body(&self) -> Option<Self> {
+        if self.lock().lost {
+            return None;
+        }
+        Some(ReplayBody {
+            shared: self.shared.clone(),
+            position: 0,
+            trailers_sent: false,
+            size_hint: self.size_hint.clone(),
+        })
+    }
+
+    fn is_replayable(&self) -> bool {
+        !self.lock().lost
+    }
+}
+
+/// A replayed body could not produce its bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The original body failed.
+    #[error("request body failed: {0}")]
+    Body(#[source] BoxError),
+    /// Chunks this handle still had to send were dropped from the replay buffer.
+    #[error("request body cannot be replayed: it outgrew the replay buffer")]
+    Lost,
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = ReplayError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ReplayError>>> {
+        let this = self.get_mut();
+        let shared = &mut *this.shared.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // Behind the frontier: replay the copy.
+            if this.position < shared.read {
+                let Some(chunk) = shared.chunks.get(this.position).cloned() else {
+                    return Poll::Ready(Some(Err(ReplayError::Lost)));
+                };
+                this.position += 1;
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if shared.ended {
+                if !this.trailers_sent {
+                    this.trailers_sent = true;
+                    if let Some(trailers) = shared.trailers.clone() {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                }
+                return Poll::Ready(None);
+            }
+            let Some(body) = shared.body.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                None => {
+                    shared.ended = true;
+                    shared.body = None;
+                }
+                Some(Err(err)) => {
+                    shared.lost = true;
+                    return Poll::Ready(Some(Err(ReplayError::Body(err.into()))));
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => {
+                        let chunk = data.copy_to_bytes(data.remaining());
+                        shared.read += 1;
+                        this.position += 1;
+                        if !shared.lost {
+                            if shared.copied + chunk.len() <= shared.limit {
+                                shared.copied += chunk.len();
+                                shared.chunks.push(chunk.clone());
+                            } else {
+                                tracing::debug!(
+                                    limit = shared.limit,
+                                    "request body outgrew the replay buffer; it will not be retried"
+                                );
+                                shared.lost = true;
+                                shared.chunks = Vec::new();
+                            }
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            shared.trailers = Some(trailers.clone());
+                            shared.ended = true;
+                            shared.body = None;
+                            this.trailers_sent = true;
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        // A frame of a kind this body does not know: skip it.
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let shared = self.lock();
+        shared.ended
+            && self.position >= shared.read
+            && (self.trailers_sent || shared.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size_hint.clone()
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = self.lock();
+        f.debug_struct("ReplayBody")
+            .field("position", &self.position)
+            .field("copied", &shared.copied)
+            .field("limit", &shared.limit)
+            .field("replayable", &!shared.lost)
+            .finish()
+    }
+}
+
+/// Wraps request bodies in [`ReplayBody`] so the retry layer below can send them again.
+///
+/// ```
+/// use stanchion::retry::ReplayBodyLayer;
+///
+/// let layer = ReplayBodyLayer::new(16 * 1024);
+/// assert_eq!(ReplayBodyLayer::default().limit(), 64 * 1024);
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayBodyLayer {
+    limit: usize,
+}
+
+impl ReplayBodyLayer {
+    /// Keeps up to `limit` bytes of each body for replays.
+    pub fn new(limit: usize) -> Self {
+        ReplayBodyLayer { limit }
+    }
+
+    /// The replay limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// 64 KiB.
+impl Default for ReplayBodyLayer {
+    fn default() -> Self {
+        ReplayBodyLayer::new(DEFAULT_REPLAY_LIMIT)
+    }
+}
+
+impl<S> Layer<S> for ReplayBodyLayer {
+    type Service = ReplayBodyService<S>;
+
+    fn layer(&self, inner: S) -> ReplayBodyService<S> {
+        ReplayBodyService {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// The service of [`ReplayBodyLayer`].
+#[derive(Debug, Clone)]
+pub struct ReplayBodyService<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S, B> Service<Request<B>> for ReplayBodyService<S>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    B: Body,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> S::Future {
+        let limit = self.limit;
+        self.inner
+            .call(req.map(|body| ReplayBody::new(body, limit)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A body made of chunks and optional trailers.
+    struct Chunks {
+        frames: VecDeque<Frame<Bytes>>,
+    }
+
+    fn chunks(parts: &[&'static str], trailers: bool) -> Chunks {
+        let mut frames: VecDeque<_> = parts
+            .iter()
+            .map(|p| Frame::data(Bytes::from_static(p.as_bytes())))
+            .collect();
+        if trailers {
+            let mut map = HeaderMap::new();
+            map.insert("x-checksum", "abc".parse().unwrap());
+            frames.push_back(Frame::trailers(map));
+        }
+        Chunks { frames }
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.frames.pop_front().map(Ok))
+        }
+    }
+
+    async fn read_all<B>(body: B) -> (Bytes, Option<HeaderMap>)
+    where
+        B: Body<Data = Bytes>,
+        B::Error: fmt::Debug,
+    {
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (collected.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn every_replay_sends_the_same_bytes_and_trailers() {
+        let first = ReplayBody::new(chunks(&["a", "bc", "def"], true), 1024);
+        let second = first.try_clone_body().unwrap();
+        let (bytes, trailers) = read_all(first).await;
+        assert_eq!(bytes, "abcdef");
+        assert_eq!(trailers.unwrap()["x-checksum"], "abc");
+        let third = second.try_clone_body().unwrap();
+        assert_eq!(read_all(second).await.0, "abcdef");
+        let (bytes, trailers) = read_all(third).await;
+        assert_eq!(bytes, "abcdef");
+        assert!(trailers.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_replay_continues_where_a_dropped_attempt_stopped() {
+        let mut first = ReplayBody::new(chunks(&["a", "b", "c"], false), 1024);
+        let retry = first.try_clone_body().unwrap();
+        // The first attempt's transport read one chunk, then the connection broke.
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "a");
+        drop(first);
+        assert!(retry.is_replayable());
+        assert_eq!(read_all(retry).await.0, "abc");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_not_replayable() {
+        let first = ReplayBody::new(chunks(&["0123456789", "0123456789"], false), 15);
+        let early = first.try_clone_body().unwrap();
+        assert_eq!(read_all(first).await.0, "01234567890123456789");
+        assert!(!early.is_replayable());
+        assert!(early.try_clone_body().is_none());
+        // A handle taken before the overflow cannot produce the dropped chunks.
+        let err = early.collect().await.unwrap_err();
+        assert!(matches!(err, ReplayError::Lost), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_limit_is_inclusive_and_empty_bodies_replay() {
+        let first = ReplayBody::new(chunks(&["12345"], false), 5);
+        assert_eq!(read_all(first.try_clone_body().unwrap()).await.0, "12345");
+        assert!(first.is_replayable());
+        let empty = ReplayBody::new(chunks(&[], false), 0);
+        let again = empty.try_clone_body().unwrap();
+        assert_eq!(read_all(empty).await.0, "");
+        assert!(again.is_replayable());
+        assert_eq!(read_all(again).await.0, "");
+    }
+}

@@ -1,0 +1,439 @@
+//! The retry budget: a cap on the extra load retries may add, shared by every call that uses it.
+//!
+//! Finagle's model (`RetryBudget`, also Linkerd's): every request *deposits* `ratio` of a token,
+//! every retry *withdraws* one whole token, and a *reserve* of `floor × window` tokens lets a
+//! low-traffic client retry at all. Deposits and withdrawals count over a sliding window, so over
+//! any window retries ≤ ratio × requests + floor × window seconds.
+//!
+//! How it stays lock-free and exact:
+//!
+//! - The window is ten time slices. Each counter cell packs the slice it belongs to (high 24 bits)
+//!   with its count (low 40 bits) in one `AtomicU64`, so a cell from an old slice is reset and
+//!   incremented in one compare-and-swap: no lock, and no count lost to a racing reset.
+//! - Deposits happen on every call, so they are striped: each thread adds to its own cache-padded
+//!   stripe and threads never contend on one cache line.
+//! - A withdrawal *reserves first, then checks*: it increments the withdrawal count, then sums the
+//!   window; if the balance went negative it gives its reservation back and refuses. Two
+//!   concurrent withdrawals can therefore both refuse, but never both succeed on one token — the
+//!   overdraw that a check-then-act budget (tower's `TpsBudget`) allows under concurrency.
+//! - Token arithmetic is in thousandths, so a fractional ratio is exact to 0.001: at 0.6, ten
+//!   requests allow six retries, not ten (tower issue 857).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{ConfigError, check_duration};
+
+const SLICES: u64 = 10;
+const STRIPES: usize = 8;
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+/// Token amounts are kept in thousandths.
+const SCALE: u64 = 1000;
+
+/// The default share of requests that may be retried: 20 %.
+pub const DEFAULT_RATIO: f64 = 0.2;
+/// The default floor: 10 retries per second, whatever the traffic.
+pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
+/// The default window: 10 s.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+
+/// A budget for retries, shared by every clone (and by every client or layer given a clone).
+///
+/// ```
+/// use std::time::Duration;
+/// use stanchion::retry::RetryBudget;
+///
+/// let budget = RetryBudget::builder()
+///     .ratio(0.1)
+///     .min_per_second(0)
+///     .window(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// for _ in 0..20 {
+///     budget.deposit();
+/// }
+/// assert!(budget.try_withdraw()); // 20 requests × 0.1 = 2 retries
+/// assert!(budget.try_withdraw());
+/// assert!(!budget.try_withdraw());
+/// assert_eq!(budget.stats().refused, 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RetryBudget {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Thousandths of a token deposited per request.
+    deposit: u64,
+    /// The reserve, in thousandths of a token.
+    reserve: u64,
+    slice_nanos: u64,
+    origin: Instant,
+    deposits: [Stripe; STRIPES],
+    withdrawals: Stripe,
+    /// Lifetime counters, for the handle's stats.
+    refused: AtomicU64,
+    ratio: f64,
+    min_per_second: u32,
+    window: Duration,
+}
+
+/// One cache-padded row of per-slice cells.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
+    cells: [AtomicU64; SLICES as usize],
+    total: AtomicU64,
+}
+
+impl Stripe {
+    /// Adds `delta` (±1) to the cell of `epoch`, resetting it first if it holds an older slice.
+    fn add(&self, epoch: u64, delta: i64) {
+        let cell = &self.cells[(epoch % SLICES) as usize];
+        let tag = epoch & EPOCH_MASK;
+        let mut current = cell.load(Ordering::Acquire);
+        loop {
+            let count = if current >> COUNT_BITS == tag {
+                current & COUNT_MASK
+            } else {
+                0
+            };
+            let count = count.saturating_add_signed(delta).min(COUNT_MASK);
+            let next = tag << COUNT_BITS | count;
+            match cell.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(seen) => current = seen,
+            }
+        }
+        if delta > 0 {
+            self.total.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum of the cells that belong to the window ending at `epoch`.
+    fn window_sum(&self, epoch: u64) -> u64 {
+        self.cells
+            .iter()
+            .map(|cell| {
+                let value = cell.load(Ordering::Acquire);
+                let age = epoch.wrapping_sub(value >> COUNT_BITS) & EPOCH_MASK;
+                if age < SLICES { value & COUNT_MASK } else { 0 }
+            })
+            .sum()
+    }
+}
+
+/// Counters of a [`RetryBudget`] since it was created, plus its current balance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct BudgetStats {
+    /// Requests deposited.
+    pub deposits: u64,
+    /// Retries granted.
+    pub withdrawals: u64,
+    /// Retries refused.
+    pub refused: u64,
+    /// Retries that could be granted now.
+    pub balance: f64,
+}
+
+impl RetryBudget {
+    /// A builder starting from the defaults: 20 % of requests, 10 retries/s, 10 s window.
+    pub fn builder() -> RetryBudgetBuilder {
+        RetryBudgetBuilder {
+            ratio: DEFAULT_RATIO,
+            min_per_second: DEFAULT_MIN_PER_SECOND,
+            window: DEFAULT_WINDOW,
+        }
+    }
+
+    /// Records a request (every logical call deposits once).
+    pub fn deposit(&self) {
+        let epoch = self.epoch();
+        self.inner.deposits[stripe_index()].add(epoch, 1);
+    }
+
+    /// Takes one retry token if the balance allows; never overdraws under concurrency.
+    pub fn try_withdraw(&self) -> bool {
+        let epoch = self.epoch();
+        let inner = &*self.inner;
+        inner.withdrawals.add(epoch, 1);
+        if self.balance_at(epoch) >= 0 {
+            return true;
+        }
+        inner.withdrawals.add(epoch, -1);
+        inner.refused.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// How many retries could be granted now.
+    pub fn balance(&self) -> f64 {
+        self.balance_at(self.epoch()) as f64 / SCALE as f64
+    }
+
+    /// Lifetime counters and the current balance.
+    pub fn stats(&self) -> BudgetStats {
+        let inner = &*self.inner;
+        BudgetStats {
+            deposits: inner
+                .deposits
+                .iter()
+                .map(|s| s.total.load(Ordering::Relaxed))
+                .sum(),
+            withdrawals: inner.withdrawals.total.load(Ordering::Relaxed),
+            refused: inner.refused.load(Ordering::Relaxed),
+            balance: self.balance().max(0.0),
+        }
+    }
+
+    /// The share of requests that may be retried.
+    pub fn ratio(&self) -> f64 {
+        self.inner.ratio
+    }
+
+    /// Retries per second allowed whatever the traffic.
+    pub fn min_per_second(&self) -> u32 {
+        self.inner.min_per_second
+    }
+
+    /// The sliding window.
+    pub fn window(&self) -> Duration {
+        self.inner.window
+    }
+
+    fn epoch(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.inner.origin);
+        // Slices are at least 100 ms and u64 nanoseconds last 584 years.
+        elapsed.as_nanos() as u64 / self.inner.slice_nanos
+    }
+
+    /// Thousandths of a token left after every withdrawal counted so far: non-negative means
+    /// every one of them, the latest included, is covered.
+    fn balance_at(&self, epoch: u64) -> i128 {
+        let inner = &*self.inner;
+        let deposits: u64 = inner.deposits.iter().map(|s| s.window_sum(epoch)).sum();
+        let withdrawals = inner.withdrawals.window_sum(epoch);
+        i128::from(inner.reserve) + i128::from(deposits) * i128::from(inner.deposit)
+            - i128::from(withdrawals) * i128::from(SCALE)
+    }
+}
+
+/// 20 % of requests, 10 retries/s, over 10 s.
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget::builder()
+            .build()
+            .expect("the defaults are valid")
+    }
+}
+
+/// Builds a [`RetryBudget`]; every setting is validated by [`build`](Self::build).
+#[derive(Debug, Clone)]
+pub struct RetryBudgetBuilder {
+    ratio: f64,
+    min_per_second: u32,
+    window: Duration,
+}
+
+impl RetryBudgetBuilder {
+    /// Retries allowed per request, in 0.0..=10.0 (default 0.2: 20 %). Exact to 0.001.
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    /// Retries per second allowed whatever the traffic (default 10; at most 1,000,000).
+    pub fn min_per_second(mut self, floor: u32) -> Self {
+        self.min_per_second = floor;
+        self
+    }
+
+    /// The sliding window, from 1 s to 1 h (default 10 s).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Validates the settings.
+    pub fn build(self) -> Result<RetryBudget, ConfigError> {
+        if !self.ratio.is_finite() || !(0.0..=10.0).contains(&self.ratio) {
+            return Err(ConfigError::new(
+                "ratio",
+                format!("{} is not between 0.0 and 10.0", self.ratio),
+            ));
+        }
+        if self.min_per_second > 1_000_000 {
+            return Err(ConfigError::new(
+                "min_per_second",
+                format!("{} is more than 1,000,000", self.min_per_second),
+            ));
+        }
+        let window = check_duration("window", self.window, Duration::from_secs(3600))?;
+        if window < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "window",
+                format!("{window:?} is shorter than 1s"),
+            ));
+        }
+        // Whole seconds of reserve per second of window, in thousandths.
+        let reserve = u64::from(self.min_per_second) * window.as_millis() as u64;
+        Ok(RetryBudget {
+            inner: Arc::new(Inner {
+                deposit: (self.ratio * SCALE as f64).round() as u64,
+                reserve,
+                slice_nanos: (window / SLICES as u32).as_nanos() as u64,
+                origin: Instant::now(),
+                deposits: Default::default(),
+                withdrawals: Stripe::default(),
+                refused: AtomicU64::new(0),
+                ratio: self.ratio,
+                min_per_second: self.min_per_second,
+                window,
+            }),
+        })
+    }
+}
+
+/// This thread's deposit stripe, assigned round-robin on first use.
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    INDEX.with(|i| *i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(ratio: f64, floor: u32, window_secs: u64) -> RetryBudget {
+        RetryBudget::builder()
+            .ratio(ratio)
+            .min_per_second(floor)
+            .window(Duration::from_secs(window_secs))
+            .build()
+            .unwrap()
+    }
+
+    fn grants(budget: &RetryBudget, tries: usize) -> usize {
+        (0..tries).filter(|_| budget.try_withdraw()).count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fractional_ratios_are_exact() {
+        for (ratio, requests, expected) in [(0.6, 10, 6), (0.2, 100, 20), (0.333, 1000, 333)] {
+            let b = budget(ratio, 0, 10);
+            for _ in 0..requests {
+                b.deposit();
+            }
+            assert_eq!(grants(&b, requests * 2), expected, "ratio {ratio}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_floor_allows_retries_without_traffic() {
+        let b = budget(0.2, 10, 10);
+        assert_eq!(grants(&b, 500), 100);
+        assert_eq!(b.stats().refused, 400);
+        assert_eq!(b.stats().withdrawals, 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_expire_with_the_window() {
+        let b = budget(1.0, 0, 10);
+        for _ in 0..5 {
+            b.deposit();
+        }
+        assert_eq!(b.balance(), 5.0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(grants(&b, 2), 2);
+        assert_eq!(b.balance(), 3.0);
+        // The deposits' slice leaves the window after 10 s; the withdrawals' a little later.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.balance(), -2.0);
+        assert_eq!(grants(&b, 1), 0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.balance(), 0.0);
+        b.deposit();
+        assert_eq!(grants(&b, 2), 1);
+    }
+
+    #[test]
+    fn invalid_settings_are_errors() {
+        let cases = [
+            (RetryBudget::builder().ratio(-0.1), "ratio"),
+            (RetryBudget::builder().ratio(f64::NAN), "ratio"),
+            (RetryBudget::builder().ratio(11.0), "ratio"),
+            (
+                RetryBudget::builder().min_per_second(2_000_000),
+                "min_per_second",
+            ),
+            (RetryBudget::builder().window(Duration::ZERO), "window"),
+            (
+                RetryBudget::builder().window(Duration::from_millis(500)),
+                "window",
+            ),
+            (
+                RetryBudget::builder().window(Duration::from_secs(7200)),
+                "window",
+            ),
+        ];
+        for (builder, field) in cases {
+            assert_eq!(builder.build().unwrap_err().field(), field);
+        }
+        let defaults = RetryBudget::default();
+        assert_eq!(defaults.ratio(), 0.2);
+        assert_eq!(defaults.min_per_second(), 10);
+        assert_eq!(defaults.window(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn concurrent_withdrawals_never_overdraw() {
+        const THREADS: usize = 4;
+        const REQUESTS: usize = 20_000;
+        for round in 0..5 {
+            let b = budget(0.25, 2, 10);
+            let granted: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|t| {
+                        let b = b.clone();
+                        s.spawn(move || {
+                            let mut granted = 0;
+                            for i in 0..REQUESTS {
+                                b.deposit();
+                                // Every thread asks for far more retries than it may have.
+                                if (i + t + round) % 2 == 0 && b.try_withdraw() {
+                                    granted += 1;
+                                }
+                                if b.try_withdraw() {
+                                    granted += 1;
+                                }
+                            }
+                            granted
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            let bound = (0.25 * (THREADS * REQUESTS) as f64) as usize + 2 * 10;
+            assert!(granted <= bound, "granted {granted} > bound {bound}");
+            // Contention may refuse a few retries the budget had, but not many.
+            assert!(
+                granted >= bound * 9 / 10,
+                "granted only {granted} of {bound}"
+            );
+            let stats = b.stats();
+            assert_eq!(stats.withdrawals as usize, granted);
+            assert_eq!(stats.deposits as usize, THREADS * REQUESTS);
+        }
+    }
+}

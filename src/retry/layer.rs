@@ -1,0 +1,361 @@
+//! The retry layer: classify → decide → back off → send again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::time::{Sleep, sleep};
+use tower::util::Oneshot;
+use tower::{Layer, Service};
+
+use super::decision::{CallState, Decision, Outcome, Rules};
+use super::{
+    Backoff, RetryBudget, RetryRequest, RetryResponse, RetryStop, RetryStopped, UnavailablePolicy,
+};
+use crate::classify::{Classify, Verdict};
+use crate::error::{BoxError, ConfigError, Error};
+
+/// The default number of attempts, the first included: 3.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The most attempts a layer accepts.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// Retries calls that failed in a way worth retrying, when it is safe, within the deadline and
+/// within a shared retry budget. See the [module docs](super).
+#[derive(Debug)]
+pub struct RetryLayer<C> {
+    policy: Arc<Policy<C>>,
+}
+
+impl<C> Clone for RetryLayer<C> {
+    fn clone(&self) -> Self {
+        RetryLayer {
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Policy<C> {
+    rules: Rules,
+    classifier: C,
+}
+
+impl<C> RetryLayer<C> {
+    /// A builder that judges outcomes with `classifier` (an
+    /// [`HttpClassifier`](crate::classify::HttpClassifier), a
+    /// [`GrpcClassifier`](crate::classify::GrpcClassifier) holding the method's retryable codes,
+    /// or your own), starting from the defaults: 3 attempts, full-jitter backoff from 50 ms capped
+    /// at 500 ms, a budget of 20 % + 10/s over 10 s, overload without a hint not retried,
+    /// unavailable without a hint retried only on another endpoint.
+    pub fn builder(classifier: C) -> RetryLayerBuilder<C> {
+        RetryLayerBuilder {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: Backoff::default(),
+            budget: None,
+            retry_overload_without_hint: false,
+            unavailable: UnavailablePolicy::OtherEndpoint,
+            classifier,
+        }
+    }
+
+    /// The retry budget (a handle: read its stats, or share it with another layer).
+    pub fn budget(&self) -> &RetryBudget {
+        &self.policy.rules.budget
+    }
+
+    /// The maximum number of attempts, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.policy.rules.max_attempts
+    }
+}
+
+/// Builds a [`RetryLayer`].
+#[derive(Debug, Clone)]
+pub struct RetryLayerBuilder<C> {
+    max_attempts: u32,
+    backoff: Backoff,
+    budget: Option<RetryBudget>,
+    retry_overload_without_hint: bool,
+    unavailable: UnavailablePolicy,
+    classifier: C,
+}
+
+impl<C> RetryLayerBuilder<C> {
+    /// Attempts in total, the first included: 1 (no retries) to 10. Default 3.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The backoff between attempts. Default: full jitter, 50 ms base, 500 ms cap.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The retry budget; pass a clone of one handle to several layers to share it. Default: a
+    /// budget of its own (20 % + 10/s over 10 s).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Retry 429 / RESOURCE_EXHAUSTED even without a delay hint. Default false.
+    pub fn retry_overload_without_hint(mut self, retry: bool) -> Self {
+        self.retry_overload_without_hint = retry;
+        self
+    }
+
+    /// What to do with 503 / UNAVAILABLE without a delay hint. Default
+    /// [`UnavailablePolicy::OtherEndpoint`].
+    pub fn unavailable(mut self, policy: UnavailablePolicy) -> Self {
+        self.unavailable = policy;
+        self
+    }
+
+    /// Validates the settings.
+    pub fn build(self) -> Result<RetryLayer<C>, ConfigError> {
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(ConfigError::new(
+                "max_attempts",
+                format!("{} is not between 1 and {MAX_ATTEMPTS}", self.max_attempts),
+            ));
+        }
+        Ok(RetryLayer {
+            policy: Arc::new(Policy {
+                rules: Rules {
+                    max_attempts: self.max_attempts,
+                    backoff: self.backoff,
+                    budget: self.budget.unwrap_or_default(),
+                    retry_overload_without_hint: self.retry_overload_without_hint,
+                    unavailable: self.unavailable,
+                },
+                classifier: self.classifier,
+            }),
+        })
+    }
+}
+
+impl<S, C> Layer<S> for RetryLayer<C> {
+    type Service = Retry<S, C>;
+
+    fn layer(&self, inner: S) -> Retry<S, C> {
+        Retry {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service of [`RetryLayer`].
+#[derive(Debug)]
+pub struct Retry<S, C> {
+    inner: S,
+    policy: Arc<Policy<C>>,
+}
+
+impl<S: Clone, C> Clone for Retry<S, C> {
+    fn clone(&self) -> Self {
+        Retry {
+            inner: self.inner.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for Retry<S, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    S::Response: RetryResponse,
+    Req: RetryRequest,
+    C: Classify<S::Response>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = RetryFuture<S, Req, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.policy.rules.budget.deposit();
+        let safe = req.is_safe_to_repeat();
+        let backup = req.try_clone();
+        // The service that was made ready sends the first attempt; a clone sends the retries.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let first = ready.call(req);
+        RetryFuture {
+            state: State::First { future: first },
+            service: ready,
+            policy: self.policy.clone(),
+            backup,
+            next: None,
+            call: CallState {
+                attempts: 1,
+                transparent_used: false,
+                safe_to_repeat: safe,
+                replayable: false,
+                remaining: None,
+                previous_delay: None,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Retry`].
+    pub struct RetryFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future, Oneshot<S, Req>>,
+        service: S,
+        policy: Arc<Policy<C>>,
+        // A copy of the request, for the next attempt.
+        backup: Option<Req>,
+        // The request waiting out the backoff.
+        next: Option<Req>,
+        call: CallState,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, O> {
+        First { #[pin] future: F },
+        Retrying { #[pin] future: O },
+        Sleeping { #[pin] sleep: Sleep },
+    }
+}
+
+impl<S, Req, C> Future for RetryFuture<S, Req, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    S::Response: RetryResponse,
+    Req: RetryRequest,
+    C: Classify<S::Response>,
+{
+    type Output = Result<S::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let result: Result<S::Response, BoxError> = match this.state.as_mut().project() {
+                StateProj::First { future } => ready!(future.poll(cx)).map_err(Into::into),
+                StateProj::Retrying { future } => ready!(future.poll(cx)).map_err(Into::into),
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    let next = this.next.take().expect("a request waits out the backoff");
+                    this.state.set(State::Retrying {
+                        future: Oneshot::new(this.service.clone(), next),
+                    });
+                    continue;
+                }
+            };
+            let classifier = &this.policy.classifier;
+            let (class, served_by) = match &result {
+                Ok(res) => match classifier.classify_response(res) {
+                    Verdict::Done(class) => (class, res.served_by()),
+                    // The verdict is in the trailers: the response has begun, so the call is
+                    // committed (a gRPC status after the headers, per gRPC A6). Hand it over.
+                    Verdict::AtEndOfStream(_) => {
+                        return Poll::Ready(result.map_err(Error::from_inner));
+                    }
+                },
+                Err(err) => (classifier.classify_error(err.as_ref()), None),
+            };
+            let call = &mut *this.call;
+            call.replayable = this.backup.as_ref().is_some_and(|b| b.is_replayable());
+            call.remaining = this
+                .backup
+                .as_ref()
+                .and_then(|b| b.deadline())
+                .map(|d| d.remaining());
+            match this
+                .policy
+                .rules
+                .decide(Outcome { class, served_by }, *call)
+            {
+                Decision::Retry {
+                    delay,
+                    transparent,
+                    avoid,
+                } => {
+                    if transparent {
+                        call.transparent_used = true;
+                    } else {
+                        call.attempts += 1;
+                        call.previous_delay = Some(delay);
+                    }
+                    let mut next = this
+                        .backup
+                        .take()
+                        .expect("a retry is only decided with a replayable copy");
+                    *this.backup = next.try_clone();
+                    next.prepare_retry(call.attempts, avoid);
+                    tracing::debug!(
+                        attempt = call.attempts,
+                        ?delay,
+                        transparent,
+                        kind = ?class.kind(),
+                        "retry scheduled"
+                    );
+                    if delay.is_zero() {
+                        this.state.set(State::Retrying {
+                            future: Oneshot::new(this.service.clone(), next),
+                        });
+                    } else {
+                        *this.next = Some(next);
+                        this.state.set(State::Sleeping {
+                            sleep: sleep(delay),
+                        });
+                    }
+                }
+                Decision::Stop(reason) => {
+                    return Poll::Ready(stop(result, class.is_failure(), reason, call.attempts));
+                }
+            }
+        }
+    }
+}
+
+/// The caller's answer once retrying stops: the response with the reason in its extensions, or
+/// an error that says why.
+fn stop<Res: RetryResponse>(
+    result: Result<Res, BoxError>,
+    failed: bool,
+    reason: RetryStop,
+    attempts: u32,
+) -> Result<Res, Error> {
+    if failed {
+        tracing::debug!(%reason, attempts, "retrying stopped");
+    }
+    match result {
+        Ok(mut res) => {
+            if failed {
+                res.record_stop(RetryStopped { reason, attempts });
+            }
+            Ok(res)
+        }
+        Err(last) => Err(match reason {
+            // Not worth retrying, or nothing was configured to be retried: the error is the answer.
+            RetryStop::NotRetryable => Error::from_inner(last),
+            RetryStop::AttemptsExhausted if attempts == 1 => Error::from_inner(last),
+            RetryStop::AttemptsExhausted => Error::RetriesExhausted { attempts, last },
+            RetryStop::BudgetExhausted => Error::RetryBudgetExhausted { attempts, last },
+            reason => Error::RetryRefused {
+                reason,
+                attempts,
+                last,
+            },
+        }),
+    }
+}

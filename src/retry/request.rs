@@ -1,0 +1,114 @@
+//! What the retry layer needs from requests and responses, and the `http` implementations.
+
+use std::net::SocketAddr;
+
+use super::{RetryStopped, ServedBy};
+use crate::deadline::DeadlineCarrier;
+
+/// A request the retry layer can send more than once.
+///
+/// Implemented for `http::Request<B>` whose body can be replayed ([`ReplayBody`](super::ReplayBody)).
+/// Implement it for your own request type to retry other protocols.
+pub trait RetryRequest: DeadlineCarrier + Sized {
+    /// A copy to send as another attempt, or `None` if the request can no longer be repeated.
+    fn try_clone(&self) -> Option<Self>;
+
+    /// Whether a copy taken earlier can still be sent (false once a streamed body outgrew its
+    /// replay buffer).
+    fn is_replayable(&self) -> bool {
+        true
+    }
+
+    /// Whether repeating the request is safe even if an attempt may have reached the server.
+    fn is_safe_to_repeat(&self) -> bool;
+
+    /// Marks the copy as attempt number `attempt` (1-based), to be sent elsewhere than `avoid`.
+    fn prepare_retry(&mut self, attempt: u32, avoid: Option<SocketAddr>);
+}
+
+/// What the retry layer reads from, and writes to, a response.
+pub trait RetryResponse {
+    /// The endpoint that served the response, if a balancer said.
+    fn served_by(&self) -> Option<ServedBy> {
+        None
+    }
+
+    /// Records why retrying stopped on this response.
+    fn record_stop(&mut self, _stopped: RetryStopped) {}
+}
+
+/// A request body that can be sent again.
+pub trait RetryBody: Sized {
+    /// A body that produces the same bytes from the start, or `None` if it cannot.
+    fn try_clone_body(&self) -> Option<Self>;
+
+    /// Whether [`try_clone_body`](Self::try_clone_body) (or a clone taken earlier) can still
+    /// replay the whole body.
+    fn is_replayable(&self) -> bool;
+}
+
+/// Marks a request as safe to repeat although its method is not idempotent: the idempotency-key
+/// layer sets it on routes whose server honours keys. Put it in `http::Request` extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetrySafe;
+
+#[cfg(feature = "http")]
+mod http_impls {
+    use std::net::SocketAddr;
+
+    use http::{Request, Response};
+
+    use super::{RetryBody, RetryRequest, RetryResponse, RetrySafe};
+    use crate::deadline::Attempt;
+    use crate::retry::{AvoidEndpoint, RetryStopped, ServedBy};
+    use crate::wire::is_grpc;
+
+    /// HTTP: safe to repeat when the method is idempotent (GET, HEAD, OPTIONS, PUT, DELETE,
+    /// TRACE) or the request is marked [`RetrySafe`]. gRPC (every call a POST): safe, because
+    /// which outcomes a method retries is its policy of retryable codes, in the classifier
+    /// (gRPC A6).
+    impl<B: RetryBody> RetryRequest for Request<B> {
+        fn try_clone(&self) -> Option<Self> {
+            let mut copy = Request::new(self.body().try_clone_body()?);
+            *copy.method_mut() = self.method().clone();
+            *copy.uri_mut() = self.uri().clone();
+            *copy.version_mut() = self.version();
+            *copy.headers_mut() = self.headers().clone();
+            *copy.extensions_mut() = self.extensions().clone();
+            Some(copy)
+        }
+
+        fn is_replayable(&self) -> bool {
+            self.body().is_replayable()
+        }
+
+        fn is_safe_to_repeat(&self) -> bool {
+            self.method().is_idempotent()
+                || self.extensions().get::<RetrySafe>().is_some()
+                || is_grpc(self.headers())
+        }
+
+        fn prepare_retry(&mut self, attempt: u32, avoid: Option<SocketAddr>) {
+            let extensions = self.extensions_mut();
+            extensions.insert(Attempt(attempt));
+            match avoid {
+                Some(endpoint) => {
+                    extensions.insert(AvoidEndpoint(endpoint));
+                }
+                None => {
+                    extensions.remove::<AvoidEndpoint>();
+                }
+            }
+        }
+    }
+
+    impl<B> RetryResponse for Response<B> {
+        fn served_by(&self) -> Option<ServedBy> {
+            self.extensions().get::<ServedBy>().copied()
+        }
+
+        fn record_stop(&mut self, stopped: RetryStopped) {
+            self.extensions_mut().insert(stopped);
+        }
+    }
+}
