@@ -125,6 +125,8 @@ pub(crate) struct Rules {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outcome {
     pub(crate) class: Class,
+    /// The outcome is a response (an endpoint answered), not an error.
+    pub(crate) is_response: bool,
     /// Who answered, if a balancer said.
     pub(crate) served_by: Option<ServedBy>,
 }
@@ -207,18 +209,20 @@ impl Rules {
                 Kind::Overload if !self.retry_overload_without_hint => {
                     return Decision::Stop(RetryStop::OverloadWithoutHint);
                 }
-                Kind::Unavailable => match (self.unavailable, outcome.served_by) {
-                    (UnavailablePolicy::Never, _) => {
-                        return Decision::Stop(RetryStop::NoOtherEndpoint);
+                Kind::Unavailable => match self.unavailable {
+                    UnavailablePolicy::Never => return Decision::Stop(RetryStop::NoOtherEndpoint),
+                    UnavailablePolicy::AnyEndpoint => {}
+                    // An endpoint answered "unavailable" (it may be draining): only another one.
+                    UnavailablePolicy::OtherEndpoint if outcome.is_response => {
+                        match outcome.served_by {
+                            Some(served) if served.alternatives > 0 => {
+                                avoid = Some(served.endpoint);
+                            }
+                            _ => return Decision::Stop(RetryStop::NoOtherEndpoint),
+                        }
                     }
-                    (UnavailablePolicy::OtherEndpoint, Some(served)) if served.alternatives > 0 => {
-                        avoid = Some(served.endpoint);
-                    }
-                    (UnavailablePolicy::OtherEndpoint, Some(_)) => {
-                        return Decision::Stop(RetryStop::NoOtherEndpoint);
-                    }
-                    // An error (no response, so no endpoint known to be draining) or any endpoint.
-                    _ => {}
+                    // An error: no endpoint is known to be draining, so any endpoint may serve.
+                    UnavailablePolicy::OtherEndpoint => {}
                 },
                 _ => {}
             }
@@ -275,6 +279,7 @@ mod tests {
     fn outcome(class: Class) -> Outcome {
         Outcome {
             class,
+            is_response: true,
             served_by: None,
         }
     }
@@ -364,6 +369,12 @@ mod tests {
                 stop(RetryStop::NoOtherEndpoint),
             ),
             (
+                "503 without hint, no balancer",
+                outcome(retryable(Kind::Unavailable)),
+                call(),
+                stop(RetryStop::NoOtherEndpoint),
+            ),
+            (
                 "hint longer than what is left",
                 outcome(retryable(Kind::Unavailable).with_hint(hint(30))),
                 CallState {
@@ -438,6 +449,13 @@ mod tests {
         assert!(is_retry(any.decide(o, call())));
         any.unavailable = UnavailablePolicy::Never;
         assert_eq!(any.decide(o, call()), stop(RetryStop::NoOtherEndpoint));
+
+        // An unavailable *error* names no draining endpoint: it may be retried anywhere.
+        let error = Outcome {
+            is_response: false,
+            ..outcome(retryable(Kind::Unavailable))
+        };
+        assert!(is_retry(rules().decide(error, call())));
 
         let mut overload = rules();
         overload.retry_overload_without_hint = true;

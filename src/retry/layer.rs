@@ -279,11 +279,14 @@ where
                 .as_ref()
                 .and_then(|b| b.deadline())
                 .map(|d| d.remaining());
-            match this
-                .policy
-                .rules
-                .decide(Outcome { class, served_by }, *call)
-            {
+            match this.policy.rules.decide(
+                Outcome {
+                    class,
+                    is_response: result.is_ok(),
+                    served_by,
+                },
+                *call,
+            ) {
                 Decision::Retry {
                     delay,
                     transparent,

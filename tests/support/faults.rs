@@ -180,7 +180,11 @@ pub struct Recorded {
     pub path: String,
     pub version: http::Version,
     pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    /// When it arrived (tokio time, so exact under a paused clock).
+    pub at: tokio::time::Instant,
 }
+
 impl Recorded {
     /// A header's value as text.
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -195,11 +199,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn record<B>(&self, req: &http::Request<B>) {
+    pub fn record(&self, parts: &http::request::Parts, body: bytes::Bytes) {
         self.requests.lock().unwrap().push(Recorded {
-            path: req.uri().path().to_owned(),
-            version: req.version(),
-            headers: req.headers().clone(),
+            path: parts.uri.path().to_owned(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body,
+            at: tokio::time::Instant::now(),
         });
     }
 

@@ -113,14 +113,14 @@ impl tower::Service<Request<tonic::body::Body>> for EchoService {
     fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
         let state = self.state.clone();
         Box::pin(async move {
-            state.recorder.record(&req);
             let fault = state.plan.next();
-            let request = req
-                .into_body()
+            let (parts, body) = req.into_parts();
+            let request = body
                 .collect()
                 .await
                 .map(|body| body.to_bytes())
                 .unwrap_or_default();
+            state.recorder.record(&parts, request.clone());
             let message = request
                 .get(5..)
                 .and_then(|m| Echo::decode(m).ok())

@@ -104,10 +104,15 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, InjectedReset> {
-    state.recorder.record(&req);
     let fault = state.plan.next();
-    // Read the request body, as a real handler would.
-    let _ = req.into_body().collect().await;
+    // Read the request body, as a real handler would, and record the request.
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    state.recorder.record(&parts, body);
     if !fault.latency.is_zero() {
         tokio::time::sleep(fault.latency).await;
     }

@@ -4,10 +4,15 @@
 //! - [`grpc_server::GrpcServer`]: tonic's server with a hand-written service (no protoc needed),
 //!   whose status can go in the headers (trailers-only) or in the trailers.
 //!
-//! Both take a [`faults::FaultPlan`] (scripted, or by seeded probability) and record every request
+//! - [`balancer::TestBalancer`]: a stand-in for the round-robin balancer until it lands: it
+//!   spreads calls over several servers, honours `AvoidEndpoint`, reports `ServedBy`, and marks
+//!   connect failures `NeverSent` (hyper-util says which errors are connect errors).
+//!
+//! The servers take a [`faults::FaultPlan`] (scripted, or by seeded probability) and record every request
 //! ([`faults::Recorder`]) so tests can count attempts and read the headers that arrived.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod faults;
 pub mod grpc_server;
 pub mod http_server;
