@@ -7,47 +7,21 @@
 use std::convert::Infallible;
 use std::future::{Ready, poll_fn, ready};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stanchion::deadline::{AttemptLayer, Deadline, DeadlineCarrier, DeadlineLayer};
+use stanchion::deadline::{AttemptLayer, DeadlineLayer};
+use stanchion::retry::{RetryBudget, RetryLayer};
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::timeout::Timeout;
 use tower::{Layer, Service};
 
-/// A cheap-to-clone request that carries its deadline inline.
-#[derive(Debug, Clone, Copy, Default)]
-struct Ping {
-    deadline: Option<Deadline>,
-}
+#[path = "../tests/support/cheap.rs"]
+mod cheap;
 
-impl DeadlineCarrier for Ping {
-    fn deadline(&self) -> Option<Deadline> {
-        self.deadline
-    }
-
-    fn set_deadline(&mut self, deadline: Deadline) {
-        self.deadline = Some(deadline);
-    }
-}
-
-/// The baseline: a service that answers at once.
-#[derive(Debug, Clone, Copy)]
-struct NoOp;
-
-impl<R> Service<R> for NoOp {
-    type Response = ();
-    type Error = Infallible;
-    type Future = Ready<Result<(), Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: R) -> Self::Future {
-        ready(Ok(()))
-    }
-}
+use cheap::{NoOp, Ping, PongClassifier};
 
 /// A service whose response is pending once before it is ready, like any call that waits for
 /// I/O: the layers must arm their timers.
@@ -57,11 +31,11 @@ struct PendingOnce;
 struct YieldOnce(bool);
 
 impl std::future::Future for YieldOnce {
-    type Output = Result<(), Infallible>;
+    type Output = Result<cheap::Pong, Infallible>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if self.0 {
-            Poll::Ready(Ok(()))
+            Poll::Ready(Ok(cheap::Pong))
         } else {
             self.0 = true;
             cx.waker().wake_by_ref();
@@ -71,7 +45,7 @@ impl std::future::Future for YieldOnce {
 }
 
 impl<R> Service<R> for PendingOnce {
-    type Response = ();
+    type Response = cheap::Pong;
     type Error = Infallible;
     type Future = YieldOnce;
 
@@ -170,5 +144,100 @@ fn http_request(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cheap_request, http_request);
+/// tower's retry, with its `TpsBudget`, configured like stanchion's default budget.
+#[derive(Clone)]
+struct TowerPolicy {
+    budget: Arc<TpsBudget>,
+}
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for TowerPolicy {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut Req, result: &mut Result<Res, E>) -> Option<Ready<()>> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) => self.budget.withdraw().then(|| ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+fn tps_budget() -> TpsBudget {
+    TpsBudget::new(Duration::from_secs(10), 10, 0.2)
+}
+
+fn retry(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("retry_success_path");
+    group.bench_function("baseline_noop", |b| {
+        b.iter_custom(|n| drive(&rt, NoOp, Ping::default, n))
+    });
+    group.bench_function("stanchion_retry_with_budget", |b| {
+        let svc = RetryLayer::builder(PongClassifier)
+            .build()
+            .unwrap()
+            .layer(NoOp);
+        b.iter_custom(|n| drive(&rt, svc.clone(), Ping::default, n))
+    });
+    group.bench_function("tower_retry_with_tps_budget", |b| {
+        let policy = TowerPolicy {
+            budget: Arc::new(tps_budget()),
+        };
+        let svc = tower::retry::Retry::new(policy, NoOp);
+        b.iter_custom(|n| drive(&rt, svc.clone(), Ping::default, n))
+    });
+    group.finish();
+
+    // One deposit and one withdrawal per iteration, from two threads at once.
+    let mut group = c.benchmark_group("budget_two_threads");
+    group.bench_function("stanchion_retry_budget", |b| {
+        b.iter_custom(|n| {
+            let budget = RetryBudget::default();
+            two_threads(n, move || {
+                budget.deposit();
+                black_box(budget.try_withdraw());
+            })
+        })
+    });
+    group.bench_function("tower_tps_budget", |b| {
+        b.iter_custom(|n| {
+            let budget = Arc::new(tps_budget());
+            two_threads(n, move || {
+                budget.deposit();
+                black_box(budget.withdraw());
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Runs `op` `iters` times in total, split over two threads started together; the wall time.
+fn two_threads(iters: u64, op: impl Fn() + Clone + Send + 'static) -> Duration {
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (op, barrier) = (op.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..iters / 2 {
+                    op();
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    start.elapsed()
+}
+
+criterion_group!(benches, cheap_request, http_request, retry);
 criterion_main!(benches);

@@ -7,13 +7,18 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::convert::Infallible;
-use std::future::{Ready, poll_fn, ready};
-use std::task::{Context, Poll};
+use std::future::poll_fn;
 use std::time::Duration;
 
-use stanchion::deadline::{AttemptLayer, Deadline, DeadlineCarrier, DeadlineLayer};
-use tower::{Layer, Service};
+use stanchion::classify::HttpClassifier;
+use stanchion::deadline::{AttemptLayer, DeadlineLayer};
+use stanchion::retry::{ReplayBodyLayer, RetryLayer};
+use tower::{Layer, Service, ServiceBuilder};
+
+#[path = "support/cheap.rs"]
+mod cheap;
+
+use cheap::{NoOp, Ping, PongClassifier};
 
 struct Counting;
 
@@ -46,38 +51,6 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Ping {
-    deadline: Option<Deadline>,
-}
-
-impl DeadlineCarrier for Ping {
-    fn deadline(&self) -> Option<Deadline> {
-        self.deadline
-    }
-
-    fn set_deadline(&mut self, deadline: Deadline) {
-        self.deadline = Some(deadline);
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct NoOp;
-
-impl<R> Service<R> for NoOp {
-    type Response = ();
-    type Error = Infallible;
-    type Future = Ready<Result<(), Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: R) -> Self::Future {
-        ready(Ok(()))
-    }
 }
 
 /// Allocations per call, averaged over `calls` after a warm-up, with requests made outside the
@@ -115,6 +88,17 @@ fn the_deadline_layer_allocates_nothing_per_call_with_a_cheap_request() {
 }
 
 #[test]
+fn the_retry_layer_and_its_budget_allocate_nothing_on_the_success_path() {
+    let retry = RetryLayer::builder(PongClassifier).build().unwrap();
+    assert_eq!(per_call(retry.layer(NoOp), Ping::default, 1000), 0);
+    let stack = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(BUDGET).unwrap())
+        .layer(RetryLayer::builder(PongClassifier).build().unwrap())
+        .service(NoOp);
+    assert_eq!(per_call(stack, Ping::default, 1000), 0);
+}
+
+#[test]
 fn http_requests_pay_only_for_their_extensions_and_headers() {
     let plain = || http::Request::new(());
     let grpc = || {
@@ -135,4 +119,23 @@ fn http_requests_pay_only_for_their_extensions_and_headers() {
     let with_headers = per_call(NoOp, grpc, 100);
     assert_eq!(with_headers, 0);
     assert_eq!(per_call(stamped, grpc, 100), 4);
+}
+
+#[test]
+fn retrying_http_requests_pays_for_the_replay_copy() {
+    let get = || {
+        http::Request::get("/items")
+            .header("accept", "application/json")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let stack = ServiceBuilder::new()
+        .layer(ReplayBodyLayer::default())
+        .layer(RetryLayer::builder(HttpClassifier::new()).build().unwrap())
+        .service(tower::service_fn(|_req| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        }));
+    // The replay body's shared state (1) and the copy kept for a retry: its header map (2), and
+    // the first copy of the URI and of the header value promotes their bytes to shared (1 each).
+    assert_eq!(per_call(stack, get, 100), 5);
 }

@@ -11,7 +11,11 @@
 //!   with its count (low 40 bits) in one `AtomicU64`, so a cell from an old slice is reset and
 //!   incremented in one compare-and-swap: no lock, and no count lost to a racing reset.
 //! - Deposits happen on every call, so they are striped: each thread adds to its own cache-padded
-//!   stripe and threads never contend on one cache line.
+//!   stripe and threads never contend on one cache line. They do not read the clock either: a
+//!   stripe remembers the slice it last saw, and the clock is read again every 16th deposit on
+//!   the stripe and at every withdrawal. A deposit between two reads counts in the slice of the
+//!   last read — never a later one — so after an idle gap it may expire early: the error only
+//!   ever grants fewer retries, never more.
 //! - A withdrawal *reserves first, then checks*: it increments the withdrawal count, then sums the
 //!   window; if the balance went negative it gives its reservation back and refuses. Two
 //!   concurrent withdrawals can therefore both refuse, but never both succeed on one token — the
@@ -77,7 +81,6 @@ struct Inner {
     origin: Instant,
     deposits: [Stripe; STRIPES],
     withdrawals: Stripe,
-    /// Lifetime counters, for the handle's stats.
     refused: AtomicU64,
     ratio: f64,
     min_per_second: u32,
@@ -89,32 +92,33 @@ struct Inner {
 #[repr(align(128))]
 struct Stripe {
     cells: [AtomicU64; SLICES as usize],
-    total: AtomicU64,
+    /// The latest slice this stripe has seen (deposits use it instead of reading the clock).
+    epoch: AtomicU64,
 }
+
+/// How often (in deposits per stripe) a deposit reads the clock.
+const CLOCK_EVERY: u64 = 16;
 
 impl Stripe {
     /// Adds `delta` (±1) to the cell of `epoch`, resetting it first if it holds an older slice.
-    fn add(&self, epoch: u64, delta: i64) {
+    /// A cell already holding a newer slice is counted into (a tag never moves back). Returns
+    /// the cell's new count.
+    fn add(&self, epoch: u64, delta: i64) -> u64 {
         let cell = &self.cells[(epoch % SLICES) as usize];
-        let tag = epoch & EPOCH_MASK;
         let mut current = cell.load(Ordering::Acquire);
         loop {
-            let count = if current >> COUNT_BITS == tag {
-                current & COUNT_MASK
+            let held = current >> COUNT_BITS;
+            let (tag, count) = if held == epoch & EPOCH_MASK || is_newer(held, epoch) {
+                (held, current & COUNT_MASK)
             } else {
-                0
+                (epoch & EPOCH_MASK, 0)
             };
             let count = count.saturating_add_signed(delta).min(COUNT_MASK);
             let next = tag << COUNT_BITS | count;
             match cell.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
+                Ok(_) => return count,
                 Err(seen) => current = seen,
             }
-        }
-        if delta > 0 {
-            self.total.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.total.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -131,15 +135,21 @@ impl Stripe {
     }
 }
 
-/// Counters of a [`RetryBudget`] since it was created, plus its current balance.
+/// Whether the cell tag `held` is a later slice than `epoch` (tags wrap after 2²⁴ slices).
+fn is_newer(held: u64, epoch: u64) -> bool {
+    let ahead = held.wrapping_sub(epoch) & EPOCH_MASK;
+    ahead != 0 && ahead < EPOCH_MASK / 2
+}
+
+/// What a [`RetryBudget`] holds now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct BudgetStats {
-    /// Requests deposited.
+    /// Requests deposited in the current window.
     pub deposits: u64,
-    /// Retries granted.
+    /// Retries granted in the current window.
     pub withdrawals: u64,
-    /// Retries refused.
+    /// Retries refused since the budget was created.
     pub refused: u64,
     /// Retries that could be granted now.
     pub balance: f64,
@@ -155,10 +165,14 @@ impl RetryBudget {
         }
     }
 
-    /// Records a request (every logical call deposits once).
+    /// Records a request (every logical call deposits once). Lock-free, and reads the clock only
+    /// on every 16th deposit of its stripe.
     pub fn deposit(&self) {
-        let epoch = self.epoch();
-        self.inner.deposits[stripe_index()].add(epoch, 1);
+        let stripe = &self.inner.deposits[stripe_index()];
+        let count = stripe.add(stripe.epoch.load(Ordering::Relaxed), 1);
+        if count % CLOCK_EVERY == 0 {
+            stripe.epoch.fetch_max(self.epoch(), Ordering::Relaxed);
+        }
     }
 
     /// Takes one retry token if the balance allows; never overdraws under concurrency.
@@ -179,18 +193,15 @@ impl RetryBudget {
         self.balance_at(self.epoch()) as f64 / SCALE as f64
     }
 
-    /// Lifetime counters and the current balance.
+    /// Deposits and withdrawals in the window, refusals so far, and the balance.
     pub fn stats(&self) -> BudgetStats {
+        let epoch = self.epoch();
         let inner = &*self.inner;
         BudgetStats {
-            deposits: inner
-                .deposits
-                .iter()
-                .map(|s| s.total.load(Ordering::Relaxed))
-                .sum(),
-            withdrawals: inner.withdrawals.total.load(Ordering::Relaxed),
+            deposits: inner.deposits.iter().map(|s| s.window_sum(epoch)).sum(),
+            withdrawals: inner.withdrawals.window_sum(epoch),
             refused: inner.refused.load(Ordering::Relaxed),
-            balance: self.balance().max(0.0),
+            balance: (self.balance_at(epoch) as f64 / SCALE as f64).max(0.0),
         }
     }
 
@@ -209,10 +220,17 @@ impl RetryBudget {
         self.inner.window
     }
 
+    /// The current slice, read from the clock; every stripe learns it too.
     fn epoch(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.inner.origin);
         // Slices are at least 100 ms and u64 nanoseconds last 584 years.
-        elapsed.as_nanos() as u64 / self.inner.slice_nanos
+        let epoch = elapsed.as_nanos() as u64 / self.inner.slice_nanos;
+        for stripe in &self.inner.deposits {
+            if stripe.epoch.load(Ordering::Relaxed) < epoch {
+                stripe.epoch.fetch_max(epoch, Ordering::Relaxed);
+            }
+        }
+        epoch
     }
 
     /// Thousandths of a token left after every withdrawal counted so far: non-negative means
@@ -345,6 +363,7 @@ mod tests {
         assert_eq!(grants(&b, 500), 100);
         assert_eq!(b.stats().refused, 400);
         assert_eq!(b.stats().withdrawals, 100);
+        assert_eq!(b.stats().balance, 0.0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -365,6 +384,22 @@ mod tests {
         assert_eq!(b.balance(), 0.0);
         b.deposit();
         assert_eq!(grants(&b, 2), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_between_clock_reads_never_count_late() {
+        let b = budget(1.0, 0, 10);
+        // Idle for longer than the window: the stripes still remember slice 0.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        b.deposit();
+        // That deposit counted in slice 0, which has left the window: no credit, never extra.
+        assert_eq!(b.stats().deposits, 0);
+        // Reading the clock (any withdrawal or stats call) brings the stripes up to date.
+        for _ in 0..4 {
+            b.deposit();
+        }
+        assert_eq!(b.stats().deposits, 4);
+        assert_eq!(grants(&b, 10), 4);
     }
 
     #[test]
@@ -434,6 +469,7 @@ mod tests {
             let stats = b.stats();
             assert_eq!(stats.withdrawals as usize, granted);
             assert_eq!(stats.deposits as usize, THREADS * REQUESTS);
+            assert!(stats.balance < 1.0);
         }
     }
 }

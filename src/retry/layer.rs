@@ -14,7 +14,7 @@ use super::decision::{CallState, Decision, Outcome, Rules};
 use super::{
     Backoff, RetryBudget, RetryRequest, RetryResponse, RetryStop, RetryStopped, UnavailablePolicy,
 };
-use crate::classify::{Classify, Verdict};
+use crate::classify::{Classify, Kind, Verdict};
 use crate::error::{BoxError, ConfigError, Error};
 
 /// The default number of attempts, the first included: 3.
@@ -231,7 +231,8 @@ pin_project! {
     enum State<F, O> {
         First { #[pin] future: F },
         Retrying { #[pin] future: O },
-        Sleeping { #[pin] sleep: Sleep },
+        // Boxed: only retries sleep, and the timer would otherwise double the future's size.
+        Sleeping { sleep: Pin<Box<Sleep>> },
     }
 }
 
@@ -252,7 +253,7 @@ where
                 StateProj::First { future } => ready!(future.poll(cx)).map_err(Into::into),
                 StateProj::Retrying { future } => ready!(future.poll(cx)).map_err(Into::into),
                 StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     let next = this.next.take().expect("a request waits out the backoff");
                     this.state.set(State::Retrying {
                         future: Oneshot::new(this.service.clone(), next),
@@ -272,6 +273,9 @@ where
                 },
                 Err(err) => (classifier.classify_error(err.as_ref()), None),
             };
+            if class.kind() == Kind::Success {
+                return Poll::Ready(result.map_err(Error::from_inner));
+            }
             let call = &mut *this.call;
             call.replayable = this.backup.as_ref().is_some_and(|b| b.is_replayable());
             call.remaining = this
@@ -318,7 +322,7 @@ where
                     } else {
                         *this.next = Some(next);
                         this.state.set(State::Sleeping {
-                            sleep: sleep(delay),
+                            sleep: Box::pin(sleep(delay)),
                         });
                     }
                 }

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod cheap;
 pub mod faults;
 pub mod grpc_server;
 pub mod http_server;
