@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep};
@@ -195,15 +196,10 @@ where
             service: ready,
             policy: self.policy.clone(),
             backup,
-            next: None,
-            call: CallState {
-                attempts: 1,
-                transparent_used: false,
-                safe_to_repeat: safe,
-                replayable: false,
-                remaining: None,
-                previous_delay: None,
-            },
+            attempts: 1,
+            transparent_used: false,
+            safe,
+            previous_delay: None,
         }
     }
 }
@@ -215,24 +211,26 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: State<S::Future, Oneshot<S, Req>>,
+        state: State<S::Future, Oneshot<S, Req>, Req>,
         service: S,
         policy: Arc<Policy<C>>,
         // A copy of the request, for the next attempt.
         backup: Option<Req>,
-        // The request waiting out the backoff.
-        next: Option<Req>,
-        call: CallState,
+        // Attempts made (transparent retries excluded).
+        attempts: u32,
+        transparent_used: bool,
+        safe: bool,
+        previous_delay: Option<Duration>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, O> {
+    enum State<F, O, R> {
         First { #[pin] future: F },
         Retrying { #[pin] future: O },
         // Boxed: only retries sleep, and the timer would otherwise double the future's size.
-        Sleeping { sleep: Pin<Box<Sleep>> },
+        Sleeping { sleep: Pin<Box<Sleep>>, next: Option<R> },
     }
 }
 
@@ -252,9 +250,9 @@ where
             let result: Result<S::Response, BoxError> = match this.state.as_mut().project() {
                 StateProj::First { future } => ready!(future.poll(cx)).map_err(Into::into),
                 StateProj::Retrying { future } => ready!(future.poll(cx)).map_err(Into::into),
-                StateProj::Sleeping { sleep } => {
+                StateProj::Sleeping { sleep, next } => {
                     ready!(sleep.as_mut().poll(cx));
-                    let next = this.next.take().expect("a request waits out the backoff");
+                    let next = next.take().expect("a request waits out the backoff");
                     this.state.set(State::Retrying {
                         future: Oneshot::new(this.service.clone(), next),
                     });
@@ -276,20 +274,25 @@ where
             if class.kind() == Kind::Success {
                 return Poll::Ready(result.map_err(Error::from_inner));
             }
-            let call = &mut *this.call;
-            call.replayable = this.backup.as_ref().is_some_and(|b| b.is_replayable());
-            call.remaining = this
-                .backup
-                .as_ref()
-                .and_then(|b| b.deadline())
-                .map(|d| d.remaining());
+            let call = CallState {
+                attempts: *this.attempts,
+                transparent_used: *this.transparent_used,
+                safe_to_repeat: *this.safe,
+                replayable: this.backup.as_ref().is_some_and(|b| b.is_replayable()),
+                remaining: this
+                    .backup
+                    .as_ref()
+                    .and_then(|b| b.deadline())
+                    .map(|d| d.remaining()),
+                previous_delay: *this.previous_delay,
+            };
             match this.policy.rules.decide(
                 Outcome {
                     class,
                     is_response: result.is_ok(),
                     served_by,
                 },
-                *call,
+                call,
             ) {
                 Decision::Retry {
                     delay,
@@ -297,19 +300,19 @@ where
                     avoid,
                 } => {
                     if transparent {
-                        call.transparent_used = true;
+                        *this.transparent_used = true;
                     } else {
-                        call.attempts += 1;
-                        call.previous_delay = Some(delay);
+                        *this.attempts += 1;
+                        *this.previous_delay = Some(delay);
                     }
                     let mut next = this
                         .backup
                         .take()
                         .expect("a retry is only decided with a replayable copy");
                     *this.backup = next.try_clone();
-                    next.prepare_retry(call.attempts, avoid);
+                    next.prepare_retry(*this.attempts, avoid);
                     tracing::debug!(
-                        attempt = call.attempts,
+                        attempt = *this.attempts,
                         ?delay,
                         transparent,
                         kind = ?class.kind(),
@@ -320,14 +323,14 @@ where
                             future: Oneshot::new(this.service.clone(), next),
                         });
                     } else {
-                        *this.next = Some(next);
                         this.state.set(State::Sleeping {
                             sleep: Box::pin(sleep(delay)),
+                            next: Some(next),
                         });
                     }
                 }
                 Decision::Stop(reason) => {
-                    return Poll::Ready(stop(result, class.is_failure(), reason, call.attempts));
+                    return Poll::Ready(stop(result, class.is_failure(), reason, *this.attempts));
                 }
             }
         }
