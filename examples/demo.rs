@@ -1,19 +1,22 @@
-//! The stanchion demo: a flaky local server, called through what the crate has today, with a
+//! The stanchion demo: flaky local servers, called through what the crate has today, with a
 //! report of what happened.
 //!
-//! Run it with `cargo run --example demo`. It needs no network beyond 127.0.0.1: it starts its
-//! own hyper server (the fault-injecting one from `tests/support/`) whose requests fail, hang,
-//! stall or reset at random (seeded, so every run sees the same faults in the same order of
-//! arrival), and sends 200 calls through this stack:
+//! Run it with `cargo run --example demo`. It needs no network beyond 127.0.0.1: it starts three
+//! hyper servers (the fault-injecting ones from `tests/support/`) whose requests fail, hang, stall
+//! or reset at random (seeded, so a run is repeatable up to arrival order), and sends 300 GET calls,
+//! 8 at a time, through this stack:
 //!
 //! ```text
-//! DeadlineLayer (300 ms budget per call)
-//!   └ AttemptLayer (per-try 150 ms; writes x-timeout-ms)
-//!       └ hyper-util client
+//! DeadlineLayer (400 ms budget per call: waits, attempts and backoff included)
+//!   └ ReplayBodyLayer (bodies can be sent again)
+//!       └ RetryLayer (3 attempts, jittered backoff, budget 20 % + 10/s)
+//!           └ AttemptLayer (per-try 150 ms, written as x-timeout-ms)
+//!               └ a small round-robin balancer (tests/support) → hyper client
 //! ```
 //!
-//! The report counts outcomes by reason, as the crate's classification sees them, and shows
-//! latency percentiles: no call outlives its budget, whatever the server does.
+//! The report counts outcomes by reason, attempts per server, retries and budget refusals, and
+//! latency percentiles: no call outlives its budget, and retries add at most their budgeted share
+//! of load.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -22,62 +25,93 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, Request};
+use http::{HeaderName, Request, Response};
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::body::Incoming;
 use stanchion::Error;
-use stanchion::classify::{Classify, HttpClassifier, Kind, Verdict};
+use stanchion::classify::{Classify, HttpClassifier, Verdict, classify_error};
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
+use stanchion::retry::{
+    Backoff, ReplayBody, ReplayBodyLayer, RetryBudget, RetryLayer, RetryStopped,
+};
 use tower::{ServiceBuilder, ServiceExt};
 
+use support::balancer::TestBalancer;
 use support::faults::{Fault, FaultPlan};
 use support::http_server::HttpServer;
 
-const CALLS: usize = 200;
+const CALLS: usize = 300;
 const CONCURRENCY: usize = 8;
-const BUDGET: Duration = Duration::from_millis(300);
+const BUDGET: Duration = Duration::from_millis(400);
 const PER_TRY: Duration = Duration::from_millis(150);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let plan = FaultPlan::mix(
-        2026,
-        [
-            (0.15, Fault::status(503).retry_after("1")),
-            (0.05, Fault::status(429)),
-            (0.04, Fault::hang()),
-            (0.10, Fault::ok().latency(Duration::from_millis(200))),
-            (0.03, Fault::reset()),
-        ],
-    );
-    let server = HttpServer::start(plan).await;
+    let servers = [
+        // Mostly healthy.
+        HttpServer::start(FaultPlan::mix(1, [(0.05, Fault::status(500))])).await,
+        // Draining: often answers 503, sometimes with a Retry-After.
+        HttpServer::start(FaultPlan::mix(
+            2,
+            [
+                (0.30, Fault::status(503)),
+                (0.10, Fault::status(503).retry_after("0")),
+            ],
+        ))
+        .await,
+        // Slow and unreliable: stalls, hangs, resets, overload.
+        HttpServer::start(FaultPlan::mix(
+            3,
+            [
+                (0.15, Fault::ok().latency(Duration::from_millis(200))),
+                (0.05, Fault::hang()),
+                (0.05, Fault::reset()),
+                (0.10, Fault::status(429)),
+            ],
+        ))
+        .await,
+    ];
+    println!("stanchion demo: {CALLS} GET calls, {CONCURRENCY} at a time, over 3 local servers");
+    for (i, server) in servers.iter().enumerate() {
+        let profile = [
+            "5% 500",
+            "30% 503, 10% 503 + Retry-After: 0",
+            "15% 200 ms stall, 5% hang, 5% reset, 10% 429",
+        ][i];
+        println!("  server {i} at {}: {profile}", server.addr());
+    }
     println!(
-        "stanchion demo: {CALLS} calls, {CONCURRENCY} at a time, to a flaky server at {}",
-        server.addr()
-    );
-    println!(
-        "  faults (seeded): 15% 503 + Retry-After, 5% 429, 4% hang, 10% 200 ms stall, 3% reset"
-    );
-    println!(
-        "  stack: DeadlineLayer({BUDGET:?}) -> AttemptLayer(per-try {PER_TRY:?}) -> hyper client\n"
+        "  stack: Deadline({BUDGET:?}) -> ReplayBody -> Retry(3 attempts, budget 20% + 10/s) -> \
+         Attempt(per-try {PER_TRY:?}) -> round robin -> hyper\n"
     );
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let budget = RetryBudget::default();
+    let retry = RetryLayer::builder(HttpClassifier::new())
+        .max_attempts(3)
+        .backoff(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        )?)
+        .budget(budget.clone())
+        .build()?;
+    let balancer = TestBalancer::<ReplayBody<Empty<Bytes>>>::new(
+        servers.iter().map(HttpServer::addr).collect(),
+    );
     let stack = ServiceBuilder::new()
         .layer(DeadlineLayer::new(BUDGET)?)
+        .layer(ReplayBodyLayer::default())
+        .layer(retry)
         .layer(AttemptLayer::new(PER_TRY)?.timeout_header(HeaderName::from_static("x-timeout-ms")))
-        .service(client);
+        .service(balancer);
 
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..CONCURRENCY {
         let stack = stack.clone();
-        let uri = server.uri("/orders");
         workers.spawn(async move {
             let mut results = Vec::new();
             for _ in (worker..CALLS).step_by(CONCURRENCY) {
-                let req = Request::get(uri.clone()).body(Empty::new()).unwrap();
+                let req = Request::get("/orders").body(Empty::new()).unwrap();
                 let t0 = Instant::now();
                 let outcome = describe(stack.clone().oneshot(req).await);
                 results.push((outcome, t0.elapsed()));
@@ -94,9 +128,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     latencies.sort();
+    let attempts: usize = servers.iter().map(HttpServer::count).sum();
+    let stats = budget.stats();
 
-    println!("requests sent:        {CALLS}");
-    println!("attempts at server:   {}", server.count());
+    println!("calls:                {CALLS}");
+    println!(
+        "attempts at servers:  {attempts} ({:.2} per call; per server: {})",
+        attempts as f64 / CALLS as f64,
+        servers
+            .iter()
+            .map(|s| s.count().to_string())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    println!(
+        "retries granted:      {} (budget refused {})",
+        stats.withdrawals, stats.refused
+    );
     println!("wall time:            {:.2?}", started.elapsed());
     println!("\noutcomes by reason:");
     for (reason, count) in &outcomes {
@@ -108,43 +156,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or_default(),
     );
-    let sent = server.recorder().requests();
-    let stamped = sent
-        .iter()
-        .filter(|r| r.header("x-timeout-ms").is_some())
-        .count();
     println!(
-        "requests carrying x-timeout-ms: {stamped} of {}",
-        sent.len()
-    );
-    println!(
-        "\nRetries, breakers, bulkheads, pools and round robin join this stack as they land; see README.md."
+        "\nBreakers, bulkheads, pools and DNS round robin join this stack as they land; see README.md."
     );
     Ok(())
 }
 
-/// One line per outcome: the status and how the classifier sees it, or the error's reason.
-fn describe(result: Result<http::Response<hyper::body::Incoming>, Error>) -> String {
+/// One line per outcome: the final status and why retrying stopped, or the error's reason.
+fn describe(result: Result<Response<Incoming>, Error>) -> String {
     match result {
         Ok(res) => {
             let Verdict::Done(class) = HttpClassifier::new().classify_response(&res);
-            let kind = match class.kind() {
-                Kind::Success => "success".to_owned(),
-                other => format!("{other:?}"),
-            };
-            let hint = class
-                .hint()
-                .delay()
-                .map(|d| format!(", server asks to wait {d:?}"))
-                .unwrap_or_default();
-            format!("{} ({kind}{hint})", res.status())
+            let status = res.status();
+            match res.extensions().get::<RetryStopped>() {
+                Some(stop) => format!(
+                    "{status} after {} attempt(s): {}",
+                    stop.attempts, stop.reason
+                ),
+                None if class.is_failure() => format!("{status}"),
+                None => format!("{status} ({:?})", class.kind()),
+            }
         }
-        Err(Error::DeadlineExceeded { .. }) => "deadline exceeded (budget ran out)".to_owned(),
-        Err(Error::AttemptTimedOut { .. }) => "attempt timed out (per-try timeout)".to_owned(),
-        Err(other) => format!(
-            "transport error, classified {:?}",
-            stanchion::classify::classify_error(&other).kind()
-        ),
+        Err(Error::DeadlineExceeded { .. }) => "error: deadline exceeded".to_owned(),
+        Err(Error::RetriesExhausted { attempts, .. }) => {
+            format!("error: retries exhausted after {attempts} attempts")
+        }
+        Err(Error::RetryBudgetExhausted { .. }) => "error: retry budget exhausted".to_owned(),
+        Err(Error::RetryRefused { reason, .. }) => format!("error: not retried: {reason}"),
+        Err(other) => format!("error: {:?}", classify_error(&other).kind()),
     }
 }
 
