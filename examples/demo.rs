@@ -94,9 +94,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?)
         .budget(budget.clone())
         .build()?;
-    let balancer = TestBalancer::<ReplayBody<Empty<Bytes>>>::new(
-        servers.iter().map(HttpServer::addr).collect(),
-    );
+    let balancer =
+        TestBalancer::<ReplayBody<Empty<Bytes>>>::new(servers.iter().map(|s| s.addr()).collect());
     let stack = ServiceBuilder::new()
         .layer(DeadlineLayer::new(BUDGET)?)
         .layer(ReplayBodyLayer::default())
@@ -128,7 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     latencies.sort();
-    let attempts: usize = servers.iter().map(HttpServer::count).sum();
+    let attempts: usize = servers.iter().map(|s| s.count()).sum();
     let stats = budget.stats();
 
     println!("calls:                {CALLS}");

@@ -102,7 +102,7 @@ impl<B> RetryBody for ReplayBody<B> {
             shared: self.shared.clone(),
             position: 0,
             trailers_sent: false,
-            size_hint: self.size_hint.clone(),
+            size_hint: self.size_hint,
         })
     }
 
@@ -210,7 +210,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size_hint.clone()
+        self.size_hint
     }
 }
 

@@ -170,7 +170,7 @@ impl RetryBudget {
     pub fn deposit(&self) {
         let stripe = &self.inner.deposits[stripe_index()];
         let count = stripe.add(stripe.epoch.load(Ordering::Relaxed), 1);
-        if count % CLOCK_EVERY == 0 {
+        if count.is_multiple_of(CLOCK_EVERY) {
             stripe.epoch.fetch_max(self.epoch(), Ordering::Relaxed);
         }
     }

@@ -232,10 +232,10 @@ impl Rules {
             .backoff
             .delay(call.attempts.saturating_sub(1), call.previous_delay);
         let delay = hint.map_or(backoff, |h| h.max(backoff));
-        if let Some(remaining) = call.remaining {
-            if delay >= remaining {
-                return Decision::Stop(RetryStop::DeadlineTooShort { delay, remaining });
-            }
+        if let Some(remaining) = call.remaining
+            && delay >= remaining
+        {
+            return Decision::Stop(RetryStop::DeadlineTooShort { delay, remaining });
         }
         // 6. Last, a token from the budget.
         if !self.budget.try_withdraw() {

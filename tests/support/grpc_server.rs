@@ -7,7 +7,6 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,13 +16,12 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 
-use super::faults::{Fault, FaultPlan, Recorder};
+use super::faults::{Fault, FaultPlan};
 use super::http_server::InjectedReset;
+use super::server::{Running, ServerState};
 
 /// The request and reply message, written by hand instead of generated.
 #[derive(Clone, PartialEq, Message)]
@@ -35,70 +33,41 @@ pub struct Echo {
 /// The method the helpers call.
 pub const ECHO_PATH: &str = "/stanchion.test.Echo/Call";
 
-struct State {
-    plan: FaultPlan,
-    recorder: Recorder,
-}
-
-/// A running server; it stops when dropped.
-pub struct GrpcServer {
-    addr: SocketAddr,
-    state: Arc<State>,
-    task: JoinHandle<()>,
-}
+/// A running tonic server; it stops when dropped.
+pub struct GrpcServer(Running);
 
 impl GrpcServer {
     /// Starts a server on 127.0.0.1 with an ephemeral port.
     pub async fn start(plan: FaultPlan) -> GrpcServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State {
-            plan,
-            recorder: Recorder::default(),
-        });
-        let svc = EchoService {
-            state: state.clone(),
-        };
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .serve_with_incoming(svc, TcpIncoming::from(listener))
-                .await;
-        });
-        GrpcServer { addr, state, task }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        GrpcServer(
+            Running::start(plan, |listener, state| async move {
+                let _ = tonic::transport::Server::builder()
+                    .serve_with_incoming(EchoService { state }, TcpIncoming::from(listener))
+                    .await;
+            })
+            .await,
+        )
     }
 
     /// A lazily connecting tonic channel to this server.
     pub fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
+        Endpoint::from_shared(format!("http://{}", self.addr()))
             .unwrap()
             .connect_lazy()
     }
-
-    pub fn recorder(&self) -> &Recorder {
-        &self.state.recorder
-    }
-
-    /// How many requests arrived.
-    pub fn count(&self) -> usize {
-        self.state.recorder.count()
-    }
 }
 
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for GrpcServer {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.0
     }
 }
 
 #[derive(Clone)]
 struct EchoService {
-    state: Arc<State>,
+    state: Arc<ServerState>,
 }
 
 impl tower::Service<Request<tonic::body::Body>> for EchoService {

@@ -1,7 +1,6 @@
 //! A hyper test server: HTTP/1 and HTTP/2 (prior knowledge) on one loopback port.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,9 +12,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
-use super::faults::{FaultPlan, Recorder};
+use super::faults::FaultPlan;
+use super::server::{Running, ServerState};
 
 /// The reason a request was not answered: hyper closes the HTTP/1 connection, or resets the
 /// HTTP/2 stream, when the service fails.
@@ -30,59 +30,30 @@ impl std::fmt::Display for InjectedReset {
 
 impl std::error::Error for InjectedReset {}
 
-struct State {
-    plan: FaultPlan,
-    recorder: Recorder,
-}
-
-/// A running server; it stops (connections included) when dropped.
-pub struct HttpServer {
-    addr: SocketAddr,
-    state: Arc<State>,
-    task: JoinHandle<()>,
-}
+/// A running hyper server; it stops (connections included) when dropped.
+pub struct HttpServer(Running);
 
 impl HttpServer {
     /// Starts a server on 127.0.0.1 with an ephemeral port.
     pub async fn start(plan: FaultPlan) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State {
-            plan,
-            recorder: Recorder::default(),
-        });
-        let task = tokio::spawn(accept_loop(listener, state.clone()));
-        HttpServer { addr, state, task }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        HttpServer(Running::start(plan, accept_loop).await)
     }
 
     /// `http://127.0.0.1:PORT{path}`.
     pub fn uri(&self, path: &str) -> http::Uri {
-        format!("http://{}{}", self.addr, path).parse().unwrap()
-    }
-
-    pub fn recorder(&self) -> &Recorder {
-        &self.state.recorder
-    }
-
-    /// How many requests arrived.
-    pub fn count(&self) -> usize {
-        self.state.recorder.count()
+        format!("http://{}{}", self.addr(), path).parse().unwrap()
     }
 }
 
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for HttpServer {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.0
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, state: Arc<ServerState>) {
     // Dropping the set (when the task is aborted) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
@@ -101,7 +72,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 }
 
 async fn handle(
-    state: Arc<State>,
+    state: Arc<ServerState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, InjectedReset> {
     let fault = state.plan.next();

@@ -17,3 +17,4 @@ pub mod cheap;
 pub mod faults;
 pub mod grpc_server;
 pub mod http_server;
+pub mod server;
