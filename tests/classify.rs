@@ -95,6 +95,32 @@ async fn grpc_trailers_only_and_proxy_errors_are_classified_on_the_head() {
 }
 
 #[tokio::test]
+async fn a_classified_body_reports_the_trailers_status_when_the_stream_ends() {
+    use stanchion::classify::ClassifiedBody;
+    use std::sync::{Arc, Mutex};
+
+    for (fault, kind) in [
+        (Fault::ok(), Kind::Success),
+        (Fault::grpc(14), Kind::Unavailable),
+        (Fault::grpc(4), Kind::Timeout),
+    ] {
+        let server = GrpcServer::start(FaultPlan::always(fault)).await;
+        let res = server.channel().oneshot(raw_request("hi")).await.unwrap();
+        let verdict = GrpcClassifier::new().classify_response(&res);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let body = ClassifiedBody::new(res.into_body(), verdict, move |class| {
+            record.lock().unwrap().push(class)
+        });
+        assert!(seen.lock().unwrap().is_empty());
+        body.collect().await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].unwrap().kind(), kind);
+    }
+}
+
+#[tokio::test]
 async fn a_tonic_status_from_trailers_classifies_as_an_error_too() {
     let server = GrpcServer::start(FaultPlan::always(Fault::grpc(14))).await;
     let status = echo(server.channel(), "hi").await.unwrap_err();

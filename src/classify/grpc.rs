@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, Response, StatusCode};
 
+use super::Classify;
 use super::{Class, ClassifyEos, DEFAULT_MAX_DELAY_HINT, Kind, ServerHint, Verdict};
-use super::{Classify, classify_error};
 
 const GRPC_STATUS: &str = "grpc-status";
 const GRPC_PUSHBACK: &str = "grpc-retry-pushback-ms";
@@ -280,9 +280,7 @@ pub struct GrpcEos {
     classifier: GrpcClassifier,
 }
 
-impl ClassifyEos for GrpcEos {
-    type Trailers = HeaderMap;
-
+impl ClassifyEos<HeaderMap> for GrpcEos {
     fn classify_eos(self, trailers: Option<&HeaderMap>) -> Class {
         let empty = HeaderMap::new();
         let trailers = trailers.unwrap_or(&empty);
@@ -290,10 +288,6 @@ impl ClassifyEos for GrpcEos {
             .get(GRPC_STATUS)
             .map_or(GrpcCode::Internal, |v| GrpcCode::from_header(v.as_bytes()));
         self.classifier.classify_code(code, trailers)
-    }
-
-    fn classify_error(self, err: &(dyn std::error::Error + 'static)) -> Class {
-        classify_error(err)
     }
 }
 

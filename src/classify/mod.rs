@@ -16,6 +16,10 @@
 //! ([`Kind::Unavailable`]: 503, UNAVAILABLE), a server delay hint ([`ServerHint`]) and whether
 //! the request provably [never reached the server](NeverSent).
 //!
+//! [`ClassifiedBody`] drives the second phase: it wraps a response body and reports the final
+//! class once, when the stream really ends (or fails, or is dropped) — what breakers and
+//! bulkheads need, since a call is not over before its body is.
+//!
 //! Implementations: [`HttpClassifier`] (status codes and `Retry-After`), [`GrpcClassifier`] (gRPC
 //! status in headers or trailers, `grpc-retry-pushback-ms`, a per-method set of retryable codes)
 //! and [`classify_error`] for errors, used by both.
@@ -32,6 +36,8 @@
 //! ```
 
 #[cfg(feature = "http")]
+mod body;
+#[cfg(feature = "http")]
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
@@ -40,6 +46,8 @@ mod retry_after;
 
 use std::time::Duration;
 
+#[cfg(feature = "http")]
+pub use self::body::ClassifiedBody;
 #[cfg(feature = "http")]
 pub use self::grpc::{GrpcClassifier, GrpcCode, GrpcCodes, GrpcEos, parse_pushback};
 #[cfg(feature = "http")]
@@ -193,8 +201,8 @@ pub enum Verdict<E> {
 
 /// Classifies a response head or an error (phase one).
 pub trait Classify<Res> {
-    /// The second phase, for responses whose verdict is in their trailers.
-    type Eos: ClassifyEos;
+    /// The second phase, for responses whose verdict is in their trailers (a [`ClassifyEos`]).
+    type Eos;
 
     /// Classifies a response head.
     fn classify_response(&self, res: &Res) -> Verdict<Self::Eos>;
@@ -205,13 +213,11 @@ pub trait Classify<Res> {
     }
 }
 
-/// Classifies the end of a response stream (phase two).
-pub trait ClassifyEos {
-    /// What the stream ends with (for HTTP, `http::HeaderMap` trailers).
-    type Trailers;
-
+/// Classifies the end of a response stream (phase two), whose trailers are a `T` (for HTTP,
+/// `http::HeaderMap`).
+pub trait ClassifyEos<T> {
     /// Classifies the end of the stream; `None` when it ended without trailers.
-    fn classify_eos(self, trailers: Option<&Self::Trailers>) -> Class;
+    fn classify_eos(self, trailers: Option<&T>) -> Class;
 
     /// Classifies an error that broke the stream.
     fn classify_error(self, err: &(dyn std::error::Error + 'static)) -> Class
@@ -226,10 +232,8 @@ pub trait ClassifyEos {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoEos {}
 
-impl ClassifyEos for NoEos {
-    type Trailers = ();
-
-    fn classify_eos(self, _: Option<&()>) -> Class {
+impl<T> ClassifyEos<T> for NoEos {
+    fn classify_eos(self, _: Option<&T>) -> Class {
         match self {}
     }
 }
