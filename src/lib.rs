@@ -29,10 +29,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod breaker;
 pub mod classify;
 pub mod deadline;
 pub mod error;
 pub mod retry;
+mod rng;
 #[cfg(feature = "http")]
 mod wire;
 

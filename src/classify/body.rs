@@ -46,7 +46,7 @@ pin_project! {
     /// ```
     pub struct ClassifiedBody<B, E, F>
     where
-        F: FnOnce(Option<Class>),
+        F: OnEnd,
     {
         #[pin]
         inner: B,
@@ -55,7 +55,7 @@ pin_project! {
 
     impl<B, E, F> PinnedDrop for ClassifiedBody<B, E, F>
     where
-        F: FnOnce(Option<Class>),
+        F: OnEnd,
     {
         fn drop(this: Pin<&mut Self>) {
             if let Some(pending) = this.project().state.take() {
@@ -63,9 +63,31 @@ pin_project! {
                     Verdict::Done(class) => Some(class),
                     Verdict::AtEndOfStream(_) => None,
                 };
-                (pending.on_end)(class);
+                pending.on_end.on_end(class);
             }
         }
+    }
+}
+
+impl<B: std::fmt::Debug, E, F: OnEnd> std::fmt::Debug for ClassifiedBody<B, E, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassifiedBody")
+            .field("inner", &self.inner)
+            .field("reported", &self.state.is_none())
+            .finish()
+    }
+}
+
+/// Receives a call's final class (`None`: cancelled before the outcome was known). Closures
+/// `FnOnce(Option<Class>)` are `OnEnd`s.
+pub trait OnEnd {
+    /// Takes the final class.
+    fn on_end(self, class: Option<Class>);
+}
+
+impl<F: FnOnce(Option<Class>)> OnEnd for F {
+    fn on_end(self, class: Option<Class>) {
+        self(class)
     }
 }
 
@@ -77,7 +99,7 @@ struct Pending<E, F> {
 
 impl<B, E, F> ClassifiedBody<B, E, F>
 where
-    F: FnOnce(Option<Class>),
+    F: OnEnd,
 {
     /// Wraps `body`, whose response head got `verdict`; `on_end` gets the final class.
     pub fn new(body: B, verdict: Verdict<E>, on_end: F) -> Self {
@@ -91,7 +113,7 @@ where
 impl<B, E, F> ClassifiedBody<B, E, F>
 where
     E: ClassifyEos<HeaderMap>,
-    F: FnOnce(Option<Class>),
+    F: OnEnd,
 {
     /// Reports the end once.
     fn finish(
@@ -106,7 +128,7 @@ where
             (None, Verdict::Done(class)) => class,
             (None, Verdict::AtEndOfStream(eos)) => eos.classify_eos(trailers),
         };
-        (pending.on_end)(Some(class));
+        pending.on_end.on_end(Some(class));
     }
 }
 
@@ -115,7 +137,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
     E: ClassifyEos<HeaderMap>,
-    F: FnOnce(Option<Class>),
+    F: OnEnd,
 {
     type Data = B::Data;
     type Error = BoxError;

@@ -47,7 +47,7 @@ mod retry_after;
 use std::time::Duration;
 
 #[cfg(feature = "http")]
-pub use self::body::ClassifiedBody;
+pub use self::body::{ClassifiedBody, OnEnd};
 #[cfg(feature = "http")]
 pub use self::grpc::{GrpcClassifier, GrpcCode, GrpcCodes, GrpcEos, parse_pushback};
 #[cfg(feature = "http")]

@@ -6,22 +6,18 @@
 //! - **Decorrelated jitter** (from AWS's "Exponential Backoff and Jitter"): each wait is
 //!   `min(cap, random(base, previous · 3))`, starting from `previous = base`.
 //!
-//! The random numbers come from SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom
-//! number generators", 2014) over one shared atomic counter: lock-free, shared by every clone of
-//! the layer, and seedable so tests get exact delays.
+//! The random numbers come from SplitMix64 over one shared atomic counter (`crate::rng`):
+//! lock-free, shared by every clone of the layer, and seedable so tests get exact delays.
 
-use std::hash::BuildHasher;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{ConfigError, check_duration};
+use crate::rng;
 
 /// The default base delay: 50 ms.
 pub const DEFAULT_BASE: Duration = Duration::from_millis(50);
 /// The longest base or cap a backoff accepts: 1 h.
 const MAX_DELAY: Duration = Duration::from_secs(3600);
-const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// How the delay is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +48,7 @@ pub struct Backoff {
     base: Duration,
     cap: Duration,
     jitter: Jitter,
-    rng: Arc<AtomicU64>,
+    rng: rng::Jitter,
 }
 
 impl Backoff {
@@ -70,7 +66,7 @@ impl Backoff {
             base,
             cap,
             jitter: Jitter::Full,
-            rng: Arc::new(AtomicU64::new(random_seed())),
+            rng: rng::Jitter::new(),
         })
     }
 
@@ -82,7 +78,7 @@ impl Backoff {
 
     /// Seeds the random sequence (shared with every clone), so delays repeat exactly.
     pub fn seed(self, seed: u64) -> Self {
-        self.rng.store(seed, Ordering::Relaxed);
+        self.rng.seed(seed);
         self
     }
 
@@ -110,32 +106,14 @@ impl Backoff {
                     .base
                     .checked_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
                     .map_or(self.cap, |d| d.min(self.cap));
-                self.uniform(Duration::ZERO, ceiling)
+                self.rng.between(Duration::ZERO, ceiling)
             }
             Jitter::Decorrelated => {
                 let previous = previous.unwrap_or(self.base).max(self.base);
                 let upper = previous.saturating_mul(3).min(self.cap);
-                self.uniform(self.base, upper)
+                self.rng.between(self.base, upper)
             }
         }
-    }
-
-    /// A uniform draw in `[low, high]`.
-    fn uniform(&self, low: Duration, high: Duration) -> Duration {
-        let span = high.saturating_sub(low).as_nanos() as u64;
-        let draw = ((u128::from(span) + 1) * u128::from(self.next_u64())) >> 64;
-        low + Duration::from_nanos(draw as u64)
-    }
-
-    /// SplitMix64's next output.
-    fn next_u64(&self) -> u64 {
-        let mut z = self
-            .rng
-            .fetch_add(GAMMA, Ordering::Relaxed)
-            .wrapping_add(GAMMA);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -144,12 +122,6 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff::new(DEFAULT_BASE, DEFAULT_BASE * 10).expect("the defaults are valid")
     }
-}
-
-/// A seed from the standard library's per-process random hasher keys.
-fn random_seed() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    std::collections::hash_map::RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

@@ -1,0 +1,526 @@
+//! The breaker's state machine, in atomics.
+//!
+//! The state is one `AtomicU64`: the state kind (2 bits), a generation (30 bits, bumped on every
+//! transition), and in half-open the probes in flight and the probe successes (16 bits each).
+//! Every transition and every probe slot is a compare-and-swap on that word, so half-open admits
+//! exactly `k` probes however many callers race, and an outcome from a previous generation (a
+//! call admitted before the circuit opened) cannot move the new state. The closed-state fast path
+//! is one load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::config::{Config, WindowKind};
+use super::window::{CountWindow, Tally, TimeWindow, Window};
+use crate::classify::Class;
+use crate::error::Error;
+use crate::rng::Jitter;
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+const GEN_MASK: u64 = (1 << 30) - 1;
+const FORCED_NONE: u8 = 0;
+const FORCED_OPEN: u8 = 1;
+const FORCED_CLOSED: u8 = 2;
+
+fn pack(kind: u64, generation: u64, in_flight: u64, successes: u64) -> u64 {
+    kind | (generation & GEN_MASK) << 2 | (in_flight & 0xFFFF) << 32 | (successes & 0xFFFF) << 48
+}
+
+fn kind(word: u64) -> u64 {
+    word & 0b11
+}
+
+fn generation(word: u64) -> u64 {
+    (word >> 2) & GEN_MASK
+}
+
+fn in_flight(word: u64) -> u64 {
+    (word >> 32) & 0xFFFF
+}
+
+fn successes(word: u64) -> u64 {
+    word >> 48
+}
+
+/// The state of a breaker, as a handle reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Calls pass; outcomes are counted.
+    Closed,
+    /// Calls fail fast until the open duration passes.
+    Open,
+    /// A few probes test whether the dependency recovered.
+    HalfOpen,
+    /// Held open by hand ([`CircuitBreaker::force_open`]).
+    ForcedOpen,
+    /// Held closed by hand ([`CircuitBreaker::force_closed`]): calls pass and are counted, but
+    /// the breaker does not trip.
+    ForcedClosed,
+}
+
+/// A breaker's counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct BreakerStats {
+    /// The current state.
+    pub state: BreakerState,
+    /// Calls in the window (rate windows).
+    pub calls: u64,
+    /// Failures in the window (rate windows).
+    pub failures: u64,
+    /// Slow calls in the window (rate windows).
+    pub slow_calls: u64,
+    /// The current run of failures (consecutive-failures window).
+    pub consecutive_failures: u32,
+    /// Calls rejected since the breaker was created.
+    pub rejected: u64,
+    /// Openings since the circuit last closed.
+    pub openings: u32,
+}
+
+/// A circuit breaker: shared state behind a cheap handle. Clones share the state.
+///
+/// Use it through [`CircuitBreakerLayer`](super::CircuitBreakerLayer) around a client, or as a
+/// per-endpoint health gate: [`is_usable`](Self::is_usable) asks without reserving anything, and
+/// [`try_acquire`](Self::try_acquire) takes the call's [`Permit`] (in half-open, a probe slot).
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    config: Config,
+    window: Window,
+    state: AtomicU64,
+    /// When the open period ends, in nanoseconds since `origin`.
+    open_until: AtomicU64,
+    openings: AtomicU32,
+    forced: AtomicU8,
+    rejected: AtomicU64,
+    origin: Instant,
+    jitter: Jitter,
+    changes: watch::Sender<BreakerState>,
+}
+
+impl CircuitBreaker {
+    /// A builder with the defaults (see [`BreakerBuilder`](super::BreakerBuilder)).
+    pub fn builder() -> super::BreakerBuilder {
+        super::BreakerBuilder::new()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Self {
+        let window = match config.window {
+            WindowKind::Count { calls } => Window::Count(CountWindow::new(calls)),
+            WindowKind::Time { size, buckets } => {
+                Window::Time(TimeWindow::new((size / buckets).as_nanos() as u64, buckets))
+            }
+            WindowKind::ConsecutiveFailures { .. } => Window::Consecutive(AtomicU32::new(0)),
+        };
+        CircuitBreaker {
+            inner: Arc::new(Inner {
+                config,
+                window,
+                state: AtomicU64::new(pack(CLOSED, 0, 0, 0)),
+                open_until: AtomicU64::new(0),
+                openings: AtomicU32::new(0),
+                forced: AtomicU8::new(FORCED_NONE),
+                rejected: AtomicU64::new(0),
+                origin: Instant::now(),
+                jitter: Jitter::new(),
+                changes: watch::channel(BreakerState::Closed).0,
+            }),
+        }
+    }
+
+    /// Admits a call, or rejects it with [`Error::CircuitOpen`] (whose `retry_in` says when the
+    /// next probe may go; zero when half-open probes are all taken or the breaker is forced
+    /// open). In half-open the permit holds a probe slot until its outcome is recorded or it is
+    /// dropped.
+    pub fn try_acquire(&self) -> Result<Permit, Error> {
+        let inner = &*self.inner;
+        match inner.forced.load(Ordering::Acquire) {
+            FORCED_OPEN => return Err(inner.reject(Duration::ZERO)),
+            FORCED_CLOSED => return Ok(self.permit(u64::MAX, false)),
+            _ => {}
+        }
+        loop {
+            let word = inner.state.load(Ordering::Acquire);
+            match kind(word) {
+                CLOSED => return Ok(self.permit(generation(word), false)),
+                OPEN => {
+                    let now = inner.now_nanos();
+                    let until = inner.open_until.load(Ordering::Acquire);
+                    if now < until {
+                        return Err(inner.reject(Duration::from_nanos(until - now)));
+                    }
+                    let probing = pack(HALF_OPEN, generation(word) + 1, 1, 0);
+                    if inner.transition(word, probing) {
+                        return Ok(self.permit(generation(probing), true));
+                    }
+                }
+                _ => {
+                    if in_flight(word) >= u64::from(inner.config.half_open_probes) {
+                        return Err(inner.reject(Duration::ZERO));
+                    }
+                    let taken = word + (1 << 32);
+                    if inner
+                        .state
+                        .compare_exchange(word, taken, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return Ok(self.permit(generation(word), true));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Admits a call whatever the state, without taking a probe slot: for a balancer in panic
+    /// mode, which sends calls through open breakers rather than overload the other endpoints.
+    /// Its outcome counts only if the circuit is closed.
+    pub fn acquire_bypassing(&self) -> Permit {
+        let word = self.inner.state.load(Ordering::Acquire);
+        self.permit(generation(word), false)
+    }
+
+    fn permit(&self, generation: u64, probe: bool) -> Permit {
+        Permit {
+            active: Some(Active {
+                breaker: self.inner.clone(),
+                generation,
+                probe,
+                started: self.inner.config.slow_call.map(|_| Instant::now()),
+            }),
+        }
+    }
+
+    /// Whether a call would be admitted now. Reserves nothing: a balancer asks this to skip
+    /// endpoints, then takes the permit with [`try_acquire`](Self::try_acquire).
+    pub fn is_usable(&self) -> bool {
+        let inner = &*self.inner;
+        match inner.forced.load(Ordering::Acquire) {
+            FORCED_OPEN => return false,
+            FORCED_CLOSED => return true,
+            _ => {}
+        }
+        let word = inner.state.load(Ordering::Acquire);
+        match kind(word) {
+            CLOSED => true,
+            OPEN => inner.now_nanos() >= inner.open_until.load(Ordering::Acquire),
+            _ => in_flight(word) < u64::from(inner.config.half_open_probes),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        self.inner.state_now()
+    }
+
+    /// Time until the next probe may go, while open.
+    pub fn retry_in(&self) -> Option<Duration> {
+        let inner = &*self.inner;
+        if kind(inner.state.load(Ordering::Acquire)) != OPEN {
+            return None;
+        }
+        let until = inner.open_until.load(Ordering::Acquire);
+        Some(Duration::from_nanos(
+            until.saturating_sub(inner.now_nanos()),
+        ))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> BreakerStats {
+        let inner = &*self.inner;
+        let tally = inner.window.tally(inner.now_nanos());
+        BreakerStats {
+            state: inner.state_now(),
+            calls: tally.calls,
+            failures: tally.failures,
+            slow_calls: tally.slow,
+            consecutive_failures: tally.consecutive_failures,
+            rejected: inner.rejected.load(Ordering::Relaxed),
+            openings: inner.openings.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Holds the circuit open (manual isolation) until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.inner.forced.store(FORCED_OPEN, Ordering::Release);
+        self.inner.announce(BreakerState::ForcedOpen, None);
+    }
+
+    /// Holds the circuit closed until [`reset`](Self::reset): calls pass and are counted, but it
+    /// does not trip.
+    pub fn force_closed(&self) {
+        self.inner.forced.store(FORCED_CLOSED, Ordering::Release);
+        self.inner.announce(BreakerState::ForcedClosed, None);
+    }
+
+    /// Releases a forced state and closes the circuit with an empty window.
+    pub fn reset(&self) {
+        let inner = &*self.inner;
+        inner.forced.store(FORCED_NONE, Ordering::Release);
+        let word = inner.state.load(Ordering::Acquire);
+        inner
+            .state
+            .store(pack(CLOSED, generation(word) + 1, 0, 0), Ordering::Release);
+        inner.window.reset();
+        inner.openings.store(0, Ordering::Relaxed);
+        inner.announce(BreakerState::Closed, None);
+    }
+
+    /// A receiver that sees every state change (the latest state; changes are also `tracing`
+    /// events).
+    pub fn subscribe(&self) -> watch::Receiver<BreakerState> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub(crate) fn record_at(&self) -> super::RecordAt {
+        self.inner.config.record_at
+    }
+}
+
+impl Inner {
+    fn now_nanos(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.origin)
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64
+    }
+
+    fn reject(&self, retry_in: Duration) -> Error {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Error::CircuitOpen { retry_in }
+    }
+
+    fn state_now(&self) -> BreakerState {
+        match self.forced.load(Ordering::Acquire) {
+            FORCED_OPEN => return BreakerState::ForcedOpen,
+            FORCED_CLOSED => return BreakerState::ForcedClosed,
+            _ => {}
+        }
+        match kind(self.state.load(Ordering::Acquire)) {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Moves from `from` to `to` if nothing moved first; announces the change.
+    fn transition(&self, from: u64, to: u64) -> bool {
+        if self
+            .state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let state = match kind(to) {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        };
+        let open_for = (kind(to) == OPEN).then(|| {
+            Duration::from_nanos(
+                self.open_until
+                    .load(Ordering::Acquire)
+                    .saturating_sub(self.now_nanos()),
+            )
+        });
+        self.announce(state, open_for);
+        true
+    }
+
+    fn announce(&self, state: BreakerState, open_for: Option<Duration>) {
+        let name = &self.config.name;
+        match state {
+            BreakerState::Open => tracing::warn!(breaker = %name, ?open_for, "circuit opened"),
+            BreakerState::HalfOpen => tracing::info!(breaker = %name, "circuit half-open: probing"),
+            BreakerState::Closed => tracing::info!(breaker = %name, "circuit closed"),
+            BreakerState::ForcedOpen => tracing::warn!(breaker = %name, "circuit forced open"),
+            BreakerState::ForcedClosed => tracing::warn!(breaker = %name, "circuit forced closed"),
+        }
+        self.changes.send_replace(state);
+    }
+
+    /// How long the next opening lasts: grown by the openings since the last close, jittered.
+    fn next_open_duration(&self) -> Duration {
+        let base = self.config.open_duration;
+        let mut duration = match self.config.open_growth {
+            Some((multiplier, max)) => {
+                let openings = self.openings.load(Ordering::Relaxed).min(64) as i32;
+                base.mul_f64(multiplier.powi(openings).min(1e6)).min(max)
+            }
+            None => base,
+        };
+        if self.config.open_jitter > 0.0 {
+            let cut = duration.mul_f64(self.config.open_jitter);
+            duration -= self.jitter.between(Duration::ZERO, cut);
+        }
+        duration
+    }
+
+    /// Opens the circuit from state `word`.
+    fn trip(&self, word: u64) {
+        let duration = self.next_open_duration();
+        let until = self
+            .now_nanos()
+            .saturating_add(duration.as_nanos().min(u128::from(u64::MAX)) as u64);
+        // Published before the state: whoever sees Open sees its end.
+        self.open_until.store(until, Ordering::Release);
+        if self.transition(word, pack(OPEN, generation(word) + 1, 0, 0)) {
+            self.openings.fetch_add(1, Ordering::Relaxed);
+            self.window.reset();
+        }
+    }
+
+    fn should_trip(&self, tally: Tally) -> bool {
+        match self.config.window {
+            WindowKind::ConsecutiveFailures { failures } => tally.consecutive_failures >= failures,
+            _ => {
+                let calls = tally.calls as f64;
+                tally.calls >= u64::from(self.config.minimum_calls)
+                    && (tally.failures as f64 >= self.config.failure_rate * calls
+                        || self
+                            .config
+                            .slow_call
+                            .is_some_and(|(_, rate)| tally.slow as f64 >= rate * calls))
+            }
+        }
+    }
+
+    /// Records a closed-state outcome of generation `generation`.
+    fn record_closed(&self, generation_of_call: u64, failure: bool, slow: bool) {
+        let word = self.state.load(Ordering::Acquire);
+        let forced_closed = self.forced.load(Ordering::Acquire) == FORCED_CLOSED;
+        // Outcomes of calls admitted in an earlier period say nothing about this one.
+        if kind(word) != CLOSED || (generation(word) != generation_of_call && !forced_closed) {
+            return;
+        }
+        let now = match self.window {
+            Window::Time(_) => self.now_nanos(),
+            _ => 0,
+        };
+        let tally = self.window.record(failure, slow, now);
+        if !forced_closed && self.should_trip(tally) {
+            self.trip(word);
+        }
+    }
+
+    /// Ends a probe of generation `generation`: a bad outcome reopens, the k-th success closes.
+    fn finish_probe(&self, generation_of_probe: u64, outcome: Option<bool>) {
+        loop {
+            let word = self.state.load(Ordering::Acquire);
+            if kind(word) != HALF_OPEN || generation(word) != generation_of_probe {
+                return;
+            }
+            let next = match outcome {
+                // Cancelled: only the slot is given back.
+                None => word - (1 << 32),
+                Some(true) => {
+                    self.trip(word);
+                    if kind(self.state.load(Ordering::Acquire)) == OPEN {
+                        return;
+                    }
+                    continue;
+                }
+                Some(false) => {
+                    let done = successes(word) + 1;
+                    if done >= u64::from(self.config.half_open_probes) {
+                        if self.transition(word, pack(CLOSED, generation(word) + 1, 0, 0)) {
+                            self.window.reset();
+                            self.openings.store(0, Ordering::Relaxed);
+                            return;
+                        }
+                        continue;
+                    }
+                    pack(HALF_OPEN, generation(word), in_flight(word) - 1, done)
+                }
+            };
+            if self
+                .state
+                .compare_exchange(word, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The right to make one call through a breaker; record its outcome with
+/// [`record`](Self::record). Dropping it unrecorded is a cancellation: it does not count, and a
+/// half-open probe slot is given back.
+#[derive(Debug)]
+pub struct Permit {
+    active: Option<Active>,
+}
+
+#[derive(Debug)]
+struct Active {
+    breaker: Arc<Inner>,
+    generation: u64,
+    probe: bool,
+    started: Option<Instant>,
+}
+
+impl Permit {
+    /// A permit whose outcome was already recorded: recording again does nothing.
+    #[cfg(feature = "http")]
+    pub(crate) fn spent() -> Self {
+        Permit { active: None }
+    }
+
+    /// Records the call's outcome (`None`: cancelled before the outcome was known).
+    pub fn record(mut self, class: Option<Class>) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        let inner = &*active.breaker;
+        let Some(class) = class else {
+            if active.probe {
+                inner.finish_probe(active.generation, None);
+            }
+            return;
+        };
+        let slow = match (inner.config.slow_call, active.started) {
+            (Some((threshold, _)), Some(started)) => started.elapsed() >= threshold,
+            _ => false,
+        };
+        if active.probe {
+            inner.finish_probe(active.generation, Some(class.is_failure() || slow));
+        } else {
+            inner.record_closed(active.generation, class.is_failure(), slow);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(active) = self.active.take()
+            && active.probe
+        {
+            active.breaker.finish_probe(active.generation, None);
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl crate::classify::OnEnd for Permit {
+    fn on_end(self, class: Option<Class>) {
+        self.record(class);
+    }
+}

@@ -1,0 +1,196 @@
+//! The breaker as a layer around a whole client.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::{CircuitBreaker, Permit};
+use crate::classify::Classify;
+#[cfg(feature = "http")]
+use crate::classify::Verdict;
+use crate::error::{BoxError, Error};
+
+/// Fails calls fast while the breaker is open, without touching the inner service; records every
+/// admitted call's outcome, classified by `C`.
+///
+/// ```
+/// use std::time::Duration;
+/// use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
+/// use stanchion::classify::HttpClassifier;
+///
+/// let breaker = CircuitBreaker::builder()
+///     .name("payments-api")
+///     .failure_rate(0.5)
+///     .minimum_calls(20)
+///     .open_duration(Duration::from_secs(30))
+///     .build()
+///     .unwrap();
+/// let layer = CircuitBreakerLayer::new(breaker.clone(), HttpClassifier::new());
+/// // `breaker` is the handle: read its state, force it open, subscribe to changes.
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerLayer<C> {
+    breaker: CircuitBreaker,
+    classifier: C,
+}
+
+impl<C> CircuitBreakerLayer<C> {
+    /// Guards calls with `breaker`, judging outcomes with `classifier`.
+    pub fn new(breaker: CircuitBreaker, classifier: C) -> Self {
+        CircuitBreakerLayer {
+            breaker,
+            classifier,
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
+    type Service = CircuitBreakerService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreakerService {
+            inner,
+            breaker: self.breaker.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// The service of [`CircuitBreakerLayer`].
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerService<S, C> {
+    inner: S,
+    breaker: CircuitBreaker,
+    classifier: C,
+}
+
+/// A response whose outcome a breaker can record: when its stream ends (HTTP responses, whose
+/// body is wrapped in a [`ClassifiedBody`](crate::classify::ClassifiedBody)), or at once.
+pub trait BreakerResponse<C>: Sized {
+    /// The response handed to the caller.
+    type Output;
+
+    /// Arranges for `permit` to get this response's outcome, judged by `classifier`.
+    fn finish(self, classifier: &C, permit: Permit, at_head: bool) -> Self::Output;
+}
+
+#[cfg(feature = "http")]
+impl<B, C> BreakerResponse<C> for http::Response<B>
+where
+    C: Classify<http::Response<B>>,
+{
+    type Output = http::Response<crate::classify::ClassifiedBody<B, C::Eos, Permit>>;
+
+    fn finish(self, classifier: &C, permit: Permit, at_head: bool) -> Self::Output {
+        match classifier.classify_response(&self) {
+            Verdict::Done(class) if at_head => {
+                permit.record(Some(class));
+                self.map(|body| {
+                    crate::classify::ClassifiedBody::new(
+                        body,
+                        Verdict::Done(class),
+                        Permit::spent(),
+                    )
+                })
+            }
+            verdict => self.map(|body| crate::classify::ClassifiedBody::new(body, verdict, permit)),
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreakerService<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: BreakerResponse<C>,
+    C: Classify<S::Response> + Clone,
+{
+    type Response = <S::Response as BreakerResponse<C>>::Output;
+    type Error = Error;
+    type Future = BreakerFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.breaker.try_acquire() {
+            Ok(permit) => BreakerFuture {
+                state: State::Running {
+                    future: self.inner.call(req),
+                    permit: Some(permit),
+                    classifier: self.classifier.clone(),
+                    at_head: self.breaker.record_at() == super::RecordAt::Head,
+                },
+            },
+            Err(rejection) => BreakerFuture {
+                state: State::Rejected {
+                    error: Some(rejection),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`CircuitBreakerService`].
+    pub struct BreakerFuture<F, C> {
+        #[pin]
+        state: State<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, C> {
+        Running {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+            classifier: C,
+            at_head: bool,
+        },
+        Rejected {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl<F, C, T, E> Future for BreakerFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    T: BreakerResponse<C>,
+    C: Classify<T>,
+{
+    type Output = Result<T::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Running {
+                future,
+                permit,
+                classifier,
+                at_head,
+            } => {
+                let result = ready!(future.poll(cx));
+                let permit = permit.take().expect("polled after completion");
+                Poll::Ready(match result {
+                    Ok(response) => Ok(response.finish(classifier, permit, *at_head)),
+                    Err(err) => {
+                        let err: BoxError = err.into();
+                        permit.record(Some(classifier.classify_error(err.as_ref())));
+                        Err(Error::from_inner(err))
+                    }
+                })
+            }
+            StateProj::Rejected { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Outcome windows: what the breaker trips on. All lock-free, striped per thread.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Per-thread stripes: two threads recording outcomes do not share a cache line.
+const STRIPES: usize = 4;
+/// Counts are packed three to a `u64`, 21 bits each (calls, failures, slow calls).
+const FIELD: u32 = 21;
+const FIELD_MASK: u64 = (1 << FIELD) - 1;
+
+/// What a window holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+    pub(crate) consecutive_failures: u32,
+}
+
+/// The window a breaker trips on.
+#[derive(Debug)]
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+    Consecutive(AtomicU32),
+}
+
+impl Window {
+    /// Records one outcome at `now_nanos` and returns the tally after it.
+    pub(crate) fn record(&self, failure: bool, slow: bool, now_nanos: u64) -> Tally {
+        match self {
+            Window::Count(w) => {
+                w.record(failure, slow);
+                w.tally()
+            }
+            Window::Time(w) => {
+                w.record(failure, slow, now_nanos);
+                w.tally(now_nanos)
+            }
+            Window::Consecutive(run) => {
+                let consecutive_failures = if failure {
+                    run.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+                } else {
+                    if run.load(Ordering::Relaxed) != 0 {
+                        run.store(0, Ordering::Release);
+                    }
+                    0
+                };
+                Tally {
+                    consecutive_failures,
+                    ..Tally::default()
+                }
+            }
+        }
+    }
+
+    /// What the window holds at `now_nanos`.
+    pub(crate) fn tally(&self, now_nanos: u64) -> Tally {
+        match self {
+            Window::Count(w) => w.tally(),
+            Window::Time(w) => w.tally(now_nanos),
+            Window::Consecutive(run) => Tally {
+                consecutive_failures: run.load(Ordering::Acquire),
+                ..Tally::default()
+            },
+        }
+    }
+
+    /// Forgets every outcome (on a state change).
+    pub(crate) fn reset(&self) {
+        match self {
+            Window::Count(w) => w.reset(),
+            Window::Time(w) => w.reset(),
+            Window::Consecutive(run) => run.store(0, Ordering::Release),
+        }
+    }
+}
+
+fn pack(calls: i64, failures: i64, slow: i64) -> u64 {
+    (calls + (failures << FIELD) + (slow << (2 * FIELD))) as u64
+}
+
+fn unpack(value: u64) -> (u64, u64, u64) {
+    (
+        value & FIELD_MASK,
+        (value >> FIELD) & FIELD_MASK,
+        (value >> (2 * FIELD)) & FIELD_MASK,
+    )
+}
+
+/// This thread's stripe.
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
+/// The last `n` calls: a ring of `n` outcome slots per stripe, with packed running counts.
+///
+/// Each slot holds one outcome; recording swaps the new outcome in and adjusts the stripe's counts
+/// by the difference from the outcome it replaced, so counts always agree with the slots. One
+/// thread sees exactly its last `n` calls; several threads write to up to four stripes (no shared
+/// cache line), and the rate is taken over all of them — up to the last `n` calls of each stripe.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    stripes: Box<[CountStripe]>,
+}
+
+#[derive(Debug)]
+#[repr(align(128))]
+struct CountStripe {
+    cursor: AtomicU32,
+    counts: AtomicU64,
+    slots: Box<[AtomicU8]>,
+}
+
+const PRESENT: u8 = 1;
+const FAILED: u8 = 2;
+const SLOW: u8 = 4;
+
+fn slot_counts(slot: u8) -> (i64, i64, i64) {
+    (
+        i64::from(slot & PRESENT != 0),
+        i64::from(slot & FAILED != 0),
+        i64::from(slot & SLOW != 0),
+    )
+}
+
+impl CountWindow {
+    pub(crate) fn new(calls: u32) -> Self {
+        CountWindow {
+            stripes: (0..STRIPES)
+                .map(|_| CountStripe {
+                    cursor: AtomicU32::new(0),
+                    counts: AtomicU64::new(0),
+                    slots: (0..calls).map(|_| AtomicU8::new(0)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn record(&self, failure: bool, slow: bool) {
+        let stripe = &self.stripes[stripe_index() % STRIPES];
+        let i = stripe.cursor.fetch_add(1, Ordering::Relaxed) as usize % stripe.slots.len();
+        let new = PRESENT | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+        let old = stripe.slots[i].swap(new, Ordering::AcqRel);
+        stripe.adjust(old, new);
+    }
+
+    fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for stripe in self.stripes.iter() {
+            let (calls, failures, slow) = unpack(stripe.counts.load(Ordering::Acquire));
+            tally.calls += calls;
+            tally.failures += failures;
+            tally.slow += slow;
+        }
+        tally
+    }
+
+    fn reset(&self) {
+        for stripe in self.stripes.iter() {
+            for slot in stripe.slots.iter() {
+                let old = slot.swap(0, Ordering::AcqRel);
+                stripe.adjust(old, 0);
+            }
+        }
+    }
+}
+
+impl CountStripe {
+    /// Moves the counts from what slot value `old` contributed to what `new` does.
+    fn adjust(&self, old: u8, new: u8) {
+        if old == new {
+            return;
+        }
+        let (oc, of, os) = slot_counts(old);
+        let (nc, nf, ns) = slot_counts(new);
+        self.counts
+            .fetch_add(pack(nc - oc, nf - of, ns - os), Ordering::AcqRel);
+    }
+}
+
+/// The last `size` of time, in `buckets` slices, per stripe.
+///
+/// A bucket records its slice number next to its counts; a record for a newer slice resets the
+/// bucket first. A record racing with that reset may be lost — the window is statistical, and a
+/// lost record never makes the breaker trip where it should not have more than once in a bucket.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    bucket_nanos: u64,
+    buckets: usize,
+    stripes: Box<[TimeStripe]>,
+}
+
+#[derive(Debug)]
+#[repr(align(128))]
+struct TimeStripe {
+    slices: Box<[AtomicU64]>,
+    counts: Box<[AtomicU64]>,
+}
+
+impl TimeWindow {
+    pub(crate) fn new(bucket_nanos: u64, buckets: u32) -> Self {
+        let buckets = buckets as usize;
+        TimeWindow {
+            bucket_nanos,
+            buckets,
+            stripes: (0..STRIPES)
+                .map(|_| TimeStripe {
+                    // u64::MAX: a slice that never comes.
+                    slices: (0..buckets).map(|_| AtomicU64::new(u64::MAX)).collect(),
+                    counts: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn record(&self, failure: bool, slow: bool, now_nanos: u64) {
+        let slice = now_nanos / self.bucket_nanos;
+        let stripe = &self.stripes[stripe_index() % STRIPES];
+        let i = (slice % self.buckets as u64) as usize;
+        let seen = stripe.slices[i].load(Ordering::Acquire);
+        if seen != slice
+            && stripe.slices[i]
+                .compare_exchange(seen, slice, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            stripe.counts[i].store(0, Ordering::Release);
+        }
+        stripe.counts[i].fetch_add(
+            pack(1, i64::from(failure), i64::from(slow)),
+            Ordering::AcqRel,
+        );
+    }
+
+    fn tally(&self, now_nanos: u64) -> Tally {
+        let slice = now_nanos / self.bucket_nanos;
+        let mut tally = Tally::default();
+        for stripe in self.stripes.iter() {
+            for (held, counts) in stripe.slices.iter().zip(stripe.counts.iter()) {
+                let held = held.load(Ordering::Acquire);
+                if held <= slice && slice - held < self.buckets as u64 {
+                    let (calls, failures, slow) = unpack(counts.load(Ordering::Acquire));
+                    tally.calls += calls;
+                    tally.failures += failures;
+                    tally.slow += slow;
+                }
+            }
+        }
+        tally
+    }
+
+    fn reset(&self) {
+        for stripe in self.stripes.iter() {
+            for (held, counts) in stripe.slices.iter().zip(stripe.counts.iter()) {
+                held.store(u64::MAX, Ordering::Release);
+                counts.store(0, Ordering::Release);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_window_keeps_the_last_n_calls() {
+        let w = CountWindow::new(10);
+        for i in 0..25 {
+            w.record(i % 5 == 0, i % 2 == 0);
+        }
+        // Calls 15..25: failures at 15 and 20; slow at the even ones.
+        assert_eq!(
+            w.tally(),
+            Tally {
+                calls: 10,
+                failures: 2,
+                slow: 5,
+                consecutive_failures: 0
+            }
+        );
+        w.reset();
+        assert_eq!(w.tally(), Tally::default());
+    }
+
+    #[test]
+    fn a_time_window_forgets_old_buckets() {
+        let w = TimeWindow::new(1_000, 10);
+        for t in 0..5 {
+            w.record(true, false, t * 1_000);
+        }
+        assert_eq!(w.tally(4_000).calls, 5);
+        assert_eq!(w.tally(4_000).failures, 5);
+        // At t = 12 000, slices 0, 1 and 2 have left the window.
+        w.record(false, true, 12_000);
+        let tally = w.tally(12_000);
+        assert_eq!((tally.calls, tally.failures, tally.slow), (3, 2, 1));
+        w.reset();
+        assert_eq!(w.tally(12_000), Tally::default());
+    }
+
+    #[test]
+    fn packed_counts_survive_concurrent_records() {
+        let w = CountWindow::new(1000);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let w = &w;
+                s.spawn(move || {
+                    for i in 0..10_000 {
+                        w.record((i + t) % 3 == 0, i % 7 == 0);
+                    }
+                });
+            }
+        });
+        let tally = w.tally();
+        // Four threads, four stripes, each full.
+        assert_eq!(tally.calls, 4000);
+        // Every slot's outcome is counted exactly once.
+        let from_slots: u64 = w
+            .stripes
+            .iter()
+            .flat_map(|s| s.slots.iter())
+            .map(|slot| u64::from(slot.load(Ordering::Relaxed) & FAILED != 0))
+            .sum();
+        assert_eq!(tally.failures, from_slots);
+    }
+}
