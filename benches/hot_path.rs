@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
+use stanchion::classify::Class;
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
 use stanchion::retry::{RetryBudget, RetryLayer};
 use tower::retry::budget::{Budget, TpsBudget};
@@ -239,5 +241,55 @@ fn two_threads(iters: u64, op: impl Fn() + Clone + Send + 'static) -> Duration {
     start.elapsed()
 }
 
-criterion_group!(benches, cheap_request, http_request, retry);
+fn breaker(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("breaker_success_path");
+    group.bench_function("baseline_noop", |b| {
+        b.iter_custom(|n| drive(&rt, NoOp, Ping::default, n))
+    });
+    group.bench_function("stanchion_breaker_count_window", |b| {
+        let breaker = CircuitBreaker::builder().build().unwrap();
+        let svc = CircuitBreakerLayer::new(breaker, PongClassifier).layer(NoOp);
+        b.iter_custom(|n| drive(&rt, svc.clone(), Ping::default, n))
+    });
+    group.bench_function("stanchion_breaker_consecutive", |b| {
+        let breaker = CircuitBreaker::builder()
+            .consecutive_failures(5)
+            .build()
+            .unwrap();
+        let svc = CircuitBreakerLayer::new(breaker, PongClassifier).layer(NoOp);
+        b.iter_custom(|n| drive(&rt, svc.clone(), Ping::default, n))
+    });
+    group.finish();
+
+    // Admit and record a success: one thread, then two threads sharing one breaker.
+    let mut group = c.benchmark_group("breaker_shared");
+    group.bench_function("one_thread", |b| {
+        b.iter_custom(|n| {
+            let breaker = CircuitBreaker::builder().build().unwrap();
+            let start = Instant::now();
+            for _ in 0..n {
+                breaker
+                    .try_acquire()
+                    .unwrap()
+                    .record(Some(Class::success()));
+            }
+            start.elapsed()
+        })
+    });
+    group.bench_function("two_threads", |b| {
+        b.iter_custom(|n| {
+            let breaker = CircuitBreaker::builder().build().unwrap();
+            two_threads(n, move || {
+                breaker
+                    .try_acquire()
+                    .unwrap()
+                    .record(Some(Class::success()));
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cheap_request, http_request, retry, breaker);
 criterion_main!(benches);

@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::future::poll_fn;
 use std::time::Duration;
 
+use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
 use stanchion::classify::HttpClassifier;
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
 use stanchion::retry::{ReplayBodyLayer, RetryLayer};
@@ -96,6 +97,24 @@ fn the_retry_layer_and_its_budget_allocate_nothing_on_the_success_path() {
         .layer(RetryLayer::builder(PongClassifier).build().unwrap())
         .service(NoOp);
     assert_eq!(per_call(stack, Ping::default, 1000), 0);
+}
+
+#[test]
+fn the_breaker_allocates_nothing_per_call() {
+    for breaker in [
+        CircuitBreaker::builder().build().unwrap(),
+        CircuitBreaker::builder()
+            .time_window(Duration::from_secs(10), 10)
+            .build()
+            .unwrap(),
+        CircuitBreaker::builder()
+            .consecutive_failures(5)
+            .build()
+            .unwrap(),
+    ] {
+        let svc = CircuitBreakerLayer::new(breaker, PongClassifier).layer(NoOp);
+        assert_eq!(per_call(svc, Ping::default, 1000), 0);
+    }
 }
 
 #[test]

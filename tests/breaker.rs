@@ -55,11 +55,12 @@ async fn closed_open_half_open_closed() {
         .build()
         .unwrap();
     let mut changes = breaker.subscribe();
-    for _ in 0..3 {
+    call(&breaker, ok()).unwrap();
+    for _ in 0..2 {
         call(&breaker, fail()).unwrap();
     }
     assert_eq!(breaker.state(), BreakerState::Closed, "fewer than 4 calls");
-    call(&breaker, ok()).unwrap();
+    call(&breaker, fail()).unwrap();
     assert_eq!(breaker.state(), BreakerState::Open, "3 of 4 failed");
     assert!(changes.has_changed().unwrap());
     assert_eq!(*changes.borrow_and_update(), BreakerState::Open);
@@ -350,7 +351,8 @@ impl Model {
                     self.window.pop_front();
                 }
                 let failures = self.window.iter().filter(|f| **f).count();
-                if self.window.len() >= MIN && failures * 2 >= self.window.len() {
+                // A failure that brings the rate to the threshold trips it.
+                if failure && self.window.len() >= MIN && failures * 2 >= self.window.len() {
                     self.open(now);
                 }
                 true

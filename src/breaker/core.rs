@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::{Config, WindowKind};
-use super::window::{CountWindow, Tally, TimeWindow, Window};
+use super::window::{CountWindow, STRIPES, Tally, TimeWindow, Window, stripe_index};
 use crate::classify::Class;
 use crate::error::Error;
 use crate::rng::Jitter;
@@ -92,6 +92,15 @@ pub struct BreakerStats {
 /// [`try_acquire`](Self::try_acquire) takes the call's [`Permit`] (in half-open, a probe slot).
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
+    /// One handle per stripe: a permit holds its thread's shard, so threads never bump the same
+    /// reference count.
+    shards: Arc<[Arc<Shard>]>,
+}
+
+/// A reference to the shared state, on a cache line of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard {
     inner: Arc<Inner>,
 }
 
@@ -124,20 +133,31 @@ impl CircuitBreaker {
             }
             WindowKind::ConsecutiveFailures { .. } => Window::Consecutive(AtomicU32::new(0)),
         };
+        let inner = Arc::new(Inner {
+            config,
+            window,
+            state: AtomicU64::new(pack(CLOSED, 0, 0, 0)),
+            open_until: AtomicU64::new(0),
+            openings: AtomicU32::new(0),
+            forced: AtomicU8::new(FORCED_NONE),
+            rejected: AtomicU64::new(0),
+            origin: Instant::now(),
+            jitter: Jitter::new(),
+            changes: watch::channel(BreakerState::Closed).0,
+        });
         CircuitBreaker {
-            inner: Arc::new(Inner {
-                config,
-                window,
-                state: AtomicU64::new(pack(CLOSED, 0, 0, 0)),
-                open_until: AtomicU64::new(0),
-                openings: AtomicU32::new(0),
-                forced: AtomicU8::new(FORCED_NONE),
-                rejected: AtomicU64::new(0),
-                origin: Instant::now(),
-                jitter: Jitter::new(),
-                changes: watch::channel(BreakerState::Closed).0,
-            }),
+            shards: (0..STRIPES)
+                .map(|_| {
+                    Arc::new(Shard {
+                        inner: inner.clone(),
+                    })
+                })
+                .collect(),
         }
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.shards[0].inner
     }
 
     /// Admits a call, or rejects it with [`Error::CircuitOpen`] (whose `retry_in` says when the
@@ -145,7 +165,7 @@ impl CircuitBreaker {
     /// open). In half-open the permit holds a probe slot until its outcome is recorded or it is
     /// dropped.
     pub fn try_acquire(&self) -> Result<Permit, Error> {
-        let inner = &*self.inner;
+        let inner = self.inner();
         match inner.forced.load(Ordering::Acquire) {
             FORCED_OPEN => return Err(inner.reject(Duration::ZERO)),
             FORCED_CLOSED => return Ok(self.permit(u64::MAX, false)),
@@ -187,17 +207,21 @@ impl CircuitBreaker {
     /// mode, which sends calls through open breakers rather than overload the other endpoints.
     /// Its outcome counts only if the circuit is closed.
     pub fn acquire_bypassing(&self) -> Permit {
-        let word = self.inner.state.load(Ordering::Acquire);
+        let word = self.inner().state.load(Ordering::Acquire);
         self.permit(generation(word), false)
     }
 
     fn permit(&self, generation: u64, probe: bool) -> Permit {
+        let stripe = stripe_index() % STRIPES;
+        let shard = self.shards[stripe].clone();
+        let started = shard.inner.config.slow_call.map(|_| Instant::now());
         Permit {
             active: Some(Active {
-                breaker: self.inner.clone(),
+                shard,
+                stripe,
                 generation,
                 probe,
-                started: self.inner.config.slow_call.map(|_| Instant::now()),
+                started,
             }),
         }
     }
@@ -205,7 +229,7 @@ impl CircuitBreaker {
     /// Whether a call would be admitted now. Reserves nothing: a balancer asks this to skip
     /// endpoints, then takes the permit with [`try_acquire`](Self::try_acquire).
     pub fn is_usable(&self) -> bool {
-        let inner = &*self.inner;
+        let inner = self.inner();
         match inner.forced.load(Ordering::Acquire) {
             FORCED_OPEN => return false,
             FORCED_CLOSED => return true,
@@ -221,12 +245,12 @@ impl CircuitBreaker {
 
     /// The current state.
     pub fn state(&self) -> BreakerState {
-        self.inner.state_now()
+        self.inner().state_now()
     }
 
     /// Time until the next probe may go, while open.
     pub fn retry_in(&self) -> Option<Duration> {
-        let inner = &*self.inner;
+        let inner = self.inner();
         if kind(inner.state.load(Ordering::Acquire)) != OPEN {
             return None;
         }
@@ -238,7 +262,7 @@ impl CircuitBreaker {
 
     /// The counters.
     pub fn stats(&self) -> BreakerStats {
-        let inner = &*self.inner;
+        let inner = self.inner();
         let tally = inner.window.tally(inner.now_nanos());
         BreakerStats {
             state: inner.state_now(),
@@ -253,20 +277,20 @@ impl CircuitBreaker {
 
     /// Holds the circuit open (manual isolation) until [`reset`](Self::reset).
     pub fn force_open(&self) {
-        self.inner.forced.store(FORCED_OPEN, Ordering::Release);
-        self.inner.announce(BreakerState::ForcedOpen, None);
+        self.inner().forced.store(FORCED_OPEN, Ordering::Release);
+        self.inner().announce(BreakerState::ForcedOpen, None);
     }
 
     /// Holds the circuit closed until [`reset`](Self::reset): calls pass and are counted, but it
     /// does not trip.
     pub fn force_closed(&self) {
-        self.inner.forced.store(FORCED_CLOSED, Ordering::Release);
-        self.inner.announce(BreakerState::ForcedClosed, None);
+        self.inner().forced.store(FORCED_CLOSED, Ordering::Release);
+        self.inner().announce(BreakerState::ForcedClosed, None);
     }
 
     /// Releases a forced state and closes the circuit with an empty window.
     pub fn reset(&self) {
-        let inner = &*self.inner;
+        let inner = self.inner();
         inner.forced.store(FORCED_NONE, Ordering::Release);
         let word = inner.state.load(Ordering::Acquire);
         inner
@@ -280,16 +304,16 @@ impl CircuitBreaker {
     /// A receiver that sees every state change (the latest state; changes are also `tracing`
     /// events).
     pub fn subscribe(&self) -> watch::Receiver<BreakerState> {
-        self.inner.changes.subscribe()
+        self.inner().changes.subscribe()
     }
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.inner.config.name
+        &self.inner().config.name
     }
 
     pub(crate) fn record_at(&self) -> super::RecordAt {
-        self.inner.config.record_at
+        self.inner().config.record_at
     }
 }
 
@@ -403,7 +427,7 @@ impl Inner {
     }
 
     /// Records a closed-state outcome of generation `generation`.
-    fn record_closed(&self, generation_of_call: u64, failure: bool, slow: bool) {
+    fn record_closed(&self, stripe: usize, generation_of_call: u64, failure: bool, slow: bool) {
         let word = self.state.load(Ordering::Acquire);
         let forced_closed = self.forced.load(Ordering::Acquire) == FORCED_CLOSED;
         // Outcomes of calls admitted in an earlier period say nothing about this one.
@@ -414,8 +438,11 @@ impl Inner {
             Window::Time(_) => self.now_nanos(),
             _ => 0,
         };
-        let tally = self.window.record(failure, slow, now);
-        if !forced_closed && self.should_trip(tally) {
+        // Only a failure or a slow call can bring the rate to the threshold.
+        if let Some(tally) = self.window.record(stripe, failure, slow, now)
+            && !forced_closed
+            && self.should_trip(tally)
+        {
             self.trip(word);
         }
     }
@@ -471,7 +498,8 @@ pub struct Permit {
 
 #[derive(Debug)]
 struct Active {
-    breaker: Arc<Inner>,
+    shard: Arc<Shard>,
+    stripe: usize,
     generation: u64,
     probe: bool,
     started: Option<Instant>,
@@ -489,7 +517,7 @@ impl Permit {
         let Some(active) = self.active.take() else {
             return;
         };
-        let inner = &*active.breaker;
+        let inner = &*active.shard.inner;
         let Some(class) = class else {
             if active.probe {
                 inner.finish_probe(active.generation, None);
@@ -503,7 +531,7 @@ impl Permit {
         if active.probe {
             inner.finish_probe(active.generation, Some(class.is_failure() || slow));
         } else {
-            inner.record_closed(active.generation, class.is_failure(), slow);
+            inner.record_closed(active.stripe, active.generation, class.is_failure(), slow);
         }
     }
 }
@@ -513,7 +541,7 @@ impl Drop for Permit {
         if let Some(active) = self.active.take()
             && active.probe
         {
-            active.breaker.finish_probe(active.generation, None);
+            active.shard.inner.finish_probe(active.generation, None);
         }
     }
 }

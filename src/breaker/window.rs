@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Per-thread stripes: two threads recording outcomes do not share a cache line.
-const STRIPES: usize = 4;
+pub(crate) const STRIPES: usize = 4;
 /// Counts are packed three to a `u64`, 21 bits each (calls, failures, slow calls).
 const FIELD: u32 = 21;
 const FIELD_MASK: u64 = (1 << FIELD) - 1;
@@ -26,29 +26,37 @@ pub(crate) enum Window {
 }
 
 impl Window {
-    /// Records one outcome at `now_nanos` and returns the tally after it.
-    pub(crate) fn record(&self, failure: bool, slow: bool, now_nanos: u64) -> Tally {
+    /// Records one outcome at `now_nanos` in `stripe`; returns the tally after it when the
+    /// outcome could trip the breaker (a failure or a slow call), `None` after a plain success.
+    pub(crate) fn record(
+        &self,
+        stripe: usize,
+        failure: bool,
+        slow: bool,
+        now_nanos: u64,
+    ) -> Option<Tally> {
+        let bad = failure || slow;
         match self {
             Window::Count(w) => {
-                w.record(failure, slow);
-                w.tally()
+                w.record(stripe, failure, slow);
+                bad.then(|| w.tally())
             }
             Window::Time(w) => {
-                w.record(failure, slow, now_nanos);
-                w.tally(now_nanos)
+                w.record(stripe, failure, slow, now_nanos);
+                bad.then(|| w.tally(now_nanos))
             }
             Window::Consecutive(run) => {
-                let consecutive_failures = if failure {
-                    run.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+                if failure {
+                    let consecutive_failures = run.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+                    Some(Tally {
+                        consecutive_failures,
+                        ..Tally::default()
+                    })
                 } else {
                     if run.load(Ordering::Relaxed) != 0 {
                         run.store(0, Ordering::Release);
                     }
-                    0
-                };
-                Tally {
-                    consecutive_failures,
-                    ..Tally::default()
+                    None
                 }
             }
         }
@@ -89,7 +97,7 @@ fn unpack(value: u64) -> (u64, u64, u64) {
 }
 
 /// This thread's stripe.
-fn stripe_index() -> usize {
+pub(crate) fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -141,9 +149,15 @@ impl CountWindow {
         }
     }
 
-    fn record(&self, failure: bool, slow: bool) {
-        let stripe = &self.stripes[stripe_index() % STRIPES];
-        let i = stripe.cursor.fetch_add(1, Ordering::Relaxed) as usize % stripe.slots.len();
+    fn record(&self, stripe: usize, failure: bool, slow: bool) {
+        let stripe = &self.stripes[stripe % STRIPES];
+        // Not a read-modify-write: a stripe is mostly one thread's. Two threads racing on it may
+        // write one slot twice; the swap below keeps the counts exact either way.
+        let position = stripe.cursor.load(Ordering::Relaxed);
+        stripe
+            .cursor
+            .store(position.wrapping_add(1), Ordering::Relaxed);
+        let i = position as usize % stripe.slots.len();
         let new = PRESENT | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
         let old = stripe.slots[i].swap(new, Ordering::AcqRel);
         stripe.adjust(old, new);
@@ -218,9 +232,9 @@ impl TimeWindow {
         }
     }
 
-    fn record(&self, failure: bool, slow: bool, now_nanos: u64) {
+    fn record(&self, stripe: usize, failure: bool, slow: bool, now_nanos: u64) {
         let slice = now_nanos / self.bucket_nanos;
-        let stripe = &self.stripes[stripe_index() % STRIPES];
+        let stripe = &self.stripes[stripe % STRIPES];
         let i = (slice % self.buckets as u64) as usize;
         let seen = stripe.slices[i].load(Ordering::Acquire);
         if seen != slice
@@ -271,7 +285,7 @@ mod tests {
     fn a_count_window_keeps_the_last_n_calls() {
         let w = CountWindow::new(10);
         for i in 0..25 {
-            w.record(i % 5 == 0, i % 2 == 0);
+            w.record(0, i % 5 == 0, i % 2 == 0);
         }
         // Calls 15..25: failures at 15 and 20; slow at the even ones.
         assert_eq!(
@@ -291,12 +305,12 @@ mod tests {
     fn a_time_window_forgets_old_buckets() {
         let w = TimeWindow::new(1_000, 10);
         for t in 0..5 {
-            w.record(true, false, t * 1_000);
+            w.record(0, true, false, t * 1_000);
         }
         assert_eq!(w.tally(4_000).calls, 5);
         assert_eq!(w.tally(4_000).failures, 5);
         // At t = 12 000, slices 0, 1 and 2 have left the window.
-        w.record(false, true, 12_000);
+        w.record(1, false, true, 12_000);
         let tally = w.tally(12_000);
         assert_eq!((tally.calls, tally.failures, tally.slow), (3, 2, 1));
         w.reset();
@@ -311,14 +325,13 @@ mod tests {
                 let w = &w;
                 s.spawn(move || {
                     for i in 0..10_000 {
-                        w.record((i + t) % 3 == 0, i % 7 == 0);
+                        w.record(t, (i + t) % 3 == 0, i % 7 == 0);
                     }
                 });
             }
         });
         let tally = w.tally();
-        // Four threads, four stripes, each full.
-        assert_eq!(tally.calls, 4000);
+        assert_eq!(tally.calls, 4000, "four stripes, each full");
         // Every slot's outcome is counted exactly once.
         let from_slots: u64 = w
             .stripes
@@ -327,5 +340,12 @@ mod tests {
             .map(|slot| u64::from(slot.load(Ordering::Relaxed) & FAILED != 0))
             .sum();
         assert_eq!(tally.failures, from_slots);
+        let present: u64 = w
+            .stripes
+            .iter()
+            .flat_map(|s| s.slots.iter())
+            .map(|slot| u64::from(slot.load(Ordering::Relaxed) & PRESENT != 0))
+            .sum();
+        assert_eq!(tally.calls, present);
     }
 }

@@ -6,6 +6,7 @@ use std::future::{Ready, ready};
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
+use stanchion::breaker::{BreakerResponse, Permit};
 use stanchion::classify::{Class, Classify, NoEos, Verdict};
 use stanchion::deadline::{Deadline, DeadlineCarrier};
 use stanchion::retry::{RetryRequest, RetryResponse};
@@ -56,6 +57,17 @@ impl Classify<Pong> for PongClassifier {
 
     fn classify_response(&self, _: &Pong) -> Verdict<NoEos> {
         Verdict::Done(Class::success())
+    }
+}
+
+/// A [`Pong`]'s outcome is known at once.
+impl BreakerResponse<PongClassifier> for Pong {
+    type Output = Pong;
+
+    fn finish(self, classifier: &PongClassifier, permit: Permit, _at_head: bool) -> Pong {
+        let Verdict::Done(class) = classifier.classify_response(&self);
+        permit.record(Some(class));
+        self
     }
 }
 
