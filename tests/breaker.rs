@@ -215,6 +215,35 @@ async fn slow_calls_trip_the_breaker_through_the_layer() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_open_circuit_fails_fast_without_waiting_for_the_inner_service() {
+    // An inner service that is never ready, e.g. a full buffer in front of a hung dependency.
+    struct NeverReady;
+    impl Service<Request<()>> for NeverReady {
+        type Response = http::Response<Empty<Bytes>>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Pending
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            unreachable!("never ready, never called")
+        }
+    }
+    let breaker = CircuitBreaker::builder().build().unwrap();
+    breaker.force_open();
+    let svc = CircuitBreakerLayer::new(breaker.clone(), HttpClassifier::new()).layer(NeverReady);
+    let start = tokio::time::Instant::now();
+    let err = svc.oneshot(Request::new(())).await.unwrap_err();
+    assert!(matches!(err, Error::CircuitOpen { .. }), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
 async fn forcing_overrides_and_reset_restores() {
     let breaker = CircuitBreaker::builder()
         .consecutive_failures(1)

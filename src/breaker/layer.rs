@@ -56,16 +56,34 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
             inner,
             breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
+            inner_ready: false,
         }
     }
 }
 
 /// The service of [`CircuitBreakerLayer`].
-#[derive(Debug, Clone)]
+///
+/// While the circuit is open, `poll_ready` does not wait for the inner service (whose backpressure
+/// may be the very failure): it reports ready, and the call fails fast.
+#[derive(Debug)]
 pub struct CircuitBreakerService<S, C> {
     inner: S,
     breaker: CircuitBreaker,
     classifier: C,
+    /// The inner service reported ready for the next call.
+    inner_ready: bool,
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
+    fn clone(&self) -> Self {
+        CircuitBreakerService {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            classifier: self.classifier.clone(),
+            // Readiness belongs to the service that was polled.
+            inner_ready: false,
+        }
+    }
 }
 
 /// A response whose outcome a breaker can record: when its stream ends (HTTP responses, whose
@@ -114,11 +132,34 @@ where
     type Future = BreakerFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_inner)
+        if self.inner_ready {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.breaker.is_usable() {
+            // The call will be rejected; do not wait on the inner service for it.
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.inner.poll_ready(cx)).map_err(Error::from_inner)?;
+        self.inner_ready = true;
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.try_acquire() {
+        let admitted = self.breaker.try_acquire();
+        let inner_ready = std::mem::take(&mut self.inner_ready);
+        match admitted {
+            // Admitted, but readiness was skipped while the circuit was open: the state changed
+            // between `poll_ready` and `call`. Give the permit back and fail fast this once.
+            Ok(permit) if !inner_ready => {
+                drop(permit);
+                BreakerFuture {
+                    state: State::Rejected {
+                        error: Some(Error::CircuitOpen {
+                            retry_in: std::time::Duration::ZERO,
+                        }),
+                    },
+                }
+            }
             Ok(permit) => BreakerFuture {
                 state: State::Running {
                     future: self.inner.call(req),
