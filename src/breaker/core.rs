@@ -92,6 +92,7 @@ pub struct BreakerStats {
 /// [`try_acquire`](Self::try_acquire) takes the call's [`Permit`] (in half-open, a probe slot).
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
+    inner: Arc<Inner>,
     /// One handle per stripe: a permit holds its thread's shard, so threads never bump the same
     /// reference count.
     shards: Arc<[Arc<Shard>]>,
@@ -146,6 +147,7 @@ impl CircuitBreaker {
             changes: watch::channel(BreakerState::Closed).0,
         });
         CircuitBreaker {
+            inner: inner.clone(),
             shards: (0..STRIPES)
                 .map(|_| {
                     Arc::new(Shard {
@@ -157,7 +159,7 @@ impl CircuitBreaker {
     }
 
     fn inner(&self) -> &Inner {
-        &self.shards[0].inner
+        &self.inner
     }
 
     /// Admits a call, or rejects it with [`Error::CircuitOpen`] (whose `retry_in` says when the

@@ -56,6 +56,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
             inner,
             breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
+            at_head: self.breaker.record_at() == super::RecordAt::Head,
             inner_ready: false,
         }
     }
@@ -70,6 +71,7 @@ pub struct CircuitBreakerService<S, C> {
     inner: S,
     breaker: CircuitBreaker,
     classifier: C,
+    at_head: bool,
     /// The inner service reported ready for the next call.
     inner_ready: bool,
 }
@@ -80,6 +82,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
+            at_head: self.at_head,
             // Readiness belongs to the service that was polled.
             inner_ready: false,
         }
@@ -165,7 +168,7 @@ where
                     future: self.inner.call(req),
                     permit: Some(permit),
                     classifier: self.classifier.clone(),
-                    at_head: self.breaker.record_at() == super::RecordAt::Head,
+                    at_head: self.at_head,
                 },
             },
             Err(rejection) => BreakerFuture {

@@ -159,7 +159,12 @@ impl CountWindow {
             .store(position.wrapping_add(1), Ordering::Relaxed);
         let i = position as usize % stripe.slots.len();
         let new = PRESENT | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let old = stripe.slots[i].swap(new, Ordering::AcqRel);
+        let slot = &stripe.slots[i];
+        // In steady state a success replaces a success: nothing to write, nothing to count.
+        if slot.load(Ordering::Relaxed) == new {
+            return;
+        }
+        let old = slot.swap(new, Ordering::AcqRel);
         stripe.adjust(old, new);
     }
 
