@@ -11,7 +11,8 @@
 //!   └ ReplayBodyLayer (bodies can be sent again)
 //!       └ RetryLayer (3 attempts, jittered backoff, budget 20 % + 10/s)
 //!           └ AttemptLayer (per-try 150 ms, written as x-timeout-ms)
-//!               └ a small round-robin balancer (tests/support) → hyper client
+//!               └ CircuitBreakerLayer (around the whole upstream: 50 % of 100 calls)
+//!                   └ a small round-robin balancer (tests/support) → hyper client
 //! ```
 //!
 //! The report counts outcomes by reason, attempts per server, retries and budget refusals, and
@@ -27,8 +28,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use http_body_util::Empty;
-use hyper::body::Incoming;
 use stanchion::Error;
+use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
 use stanchion::classify::{Classify, HttpClassifier, Verdict, classify_error};
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
 use stanchion::retry::{
@@ -82,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "  stack: Deadline({BUDGET:?}) -> ReplayBody -> Retry(3 attempts, budget 20% + 10/s) -> \
-         Attempt(per-try {PER_TRY:?}) -> round robin -> hyper\n"
+         Attempt(per-try {PER_TRY:?}) -> CircuitBreaker -> round robin -> hyper\n"
     );
 
     let budget = RetryBudget::default();
@@ -96,11 +97,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let balancer =
         TestBalancer::<ReplayBody<Empty<Bytes>>>::new(servers.iter().map(|s| s.addr()).collect());
+    let breaker = CircuitBreaker::builder().name("upstream").build()?;
     let stack = ServiceBuilder::new()
         .layer(DeadlineLayer::new(BUDGET)?)
         .layer(ReplayBodyLayer::default())
         .layer(retry)
         .layer(AttemptLayer::new(PER_TRY)?.timeout_header(HeaderName::from_static("x-timeout-ms")))
+        .layer(CircuitBreakerLayer::new(
+            breaker.clone(),
+            HttpClassifier::new(),
+        ))
         .service(balancer);
 
     let started = Instant::now();
@@ -144,6 +150,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "retries granted:      {} (budget refused {})",
         stats.withdrawals, stats.refused
     );
+    let circuit = breaker.stats();
+    println!(
+        "circuit breaker:      {:?}, {} of the last {} attempts failed, {} openings, {} rejected",
+        circuit.state, circuit.failures, circuit.calls, circuit.openings, circuit.rejected
+    );
     println!("wall time:            {:.2?}", started.elapsed());
     println!("\noutcomes by reason:");
     for (reason, count) in &outcomes {
@@ -156,13 +167,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         latencies.last().copied().unwrap_or_default(),
     );
     println!(
-        "\nBreakers, bulkheads, pools and DNS round robin join this stack as they land; see README.md."
+        "\nBulkheads, pools and DNS round robin (with per-endpoint breakers) join this stack as \
+         they land; see README.md."
     );
     Ok(())
 }
 
 /// One line per outcome: the final status and why retrying stopped, or the error's reason.
-fn describe(result: Result<Response<Incoming>, Error>) -> String {
+fn describe<B>(result: Result<Response<B>, Error>) -> String {
     match result {
         Ok(res) => {
             let Verdict::Done(class) = HttpClassifier::new().classify_response(&res);
