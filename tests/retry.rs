@@ -415,6 +415,41 @@ async fn grpc_codes_outside_the_policy_are_not_retried() {
     }
 }
 
+#[tokio::test]
+async fn a_replayed_body_reaches_a_reqwest_transport_intact() {
+    // Requests stay `http::Request` through the stack and become reqwest requests at the edge.
+    let server = HttpServer::start(FaultPlan::scripted([Fault::reset()])).await;
+    let client = reqwest::Client::builder()
+        .retry(reqwest::retry::never()) // attempt counts stay the retry layer's
+        .build()
+        .unwrap();
+    let transport = tower::service_fn(move |req: Request<Body>| {
+        let client = client.clone();
+        async move {
+            let req = reqwest::Request::try_from(req.map(reqwest::Body::wrap))?;
+            let res = client.execute(req).await?;
+            Ok::<_, reqwest::Error>(http::Response::<reqwest::Body>::from(res))
+        }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(5 * SEC).unwrap())
+        .layer(ReplayBodyLayer::default())
+        .layer(http_retry().build().unwrap())
+        .service(transport);
+    let mut req = Request::put(server.uri("/doc"))
+        .body(Full::new(Bytes::from_static(b"version 2")))
+        .unwrap();
+    req.headers_mut().insert("x-request", "7".parse().unwrap());
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = server.recorder().requests();
+    assert_eq!(seen.len(), 2, "the reset attempt and its retry");
+    for attempt in &seen {
+        assert_eq!(attempt.body, "version 2");
+        assert_eq!(attempt.header("x-request"), Some("7"));
+    }
+}
+
 #[test]
 fn invalid_settings_are_errors() {
     for attempts in [0, 11] {
