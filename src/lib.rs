@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod breaker;
+pub mod bulkhead;
 pub mod classify;
 pub mod deadline;
 pub mod error;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use stanchion::breaker::{BreakerResponse, Permit};
+use stanchion::bulkhead::{BulkheadPermit, BulkheadResponse};
 use stanchion::classify::{Class, Classify, NoEos, Verdict};
 use stanchion::deadline::{Deadline, DeadlineCarrier};
 use stanchion::retry::{RetryRequest, RetryResponse};
@@ -67,6 +68,16 @@ impl BreakerResponse<PongClassifier> for Pong {
     fn finish(self, classifier: &PongClassifier, permit: Permit, _at_head: bool) -> Pong {
         let Verdict::Done(class) = classifier.classify_response(&self);
         permit.record(Some(class));
+        self
+    }
+}
+
+/// A [`Pong`] is over when it arrives: the permit goes back at once.
+impl BulkheadResponse for Pong {
+    type Output = Pong;
+
+    fn hold(self, permit: BulkheadPermit, _until_end: bool) -> Pong {
+        drop(permit);
         self
     }
 }

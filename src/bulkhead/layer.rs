@@ -1,0 +1,271 @@
+//! The bulkhead layer: take a permit of the call's partition (waiting, bounded), then call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service};
+
+use super::partition::{BulkheadPermit, Partition};
+use super::{Bulkhead, PartitionKey};
+use crate::deadline::DeadlineCarrier;
+use crate::error::{BoxError, Error};
+
+/// Limits concurrent calls per partition, with a bounded queue and a bounded wait.
+#[derive(Debug, Clone)]
+pub struct BulkheadLayer<K> {
+    bulkhead: Bulkhead,
+    key: K,
+}
+
+impl<K> BulkheadLayer<K> {
+    /// Admits calls through `bulkhead`, choosing each call's partition with `key`.
+    pub fn new(bulkhead: Bulkhead, key: K) -> Self {
+        BulkheadLayer { bulkhead, key }
+    }
+}
+
+impl<S, K: Clone> Layer<S> for BulkheadLayer<K> {
+    type Service = BulkheadService<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BulkheadService {
+            inner,
+            bulkhead: self.bulkhead.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// The service of [`BulkheadLayer`].
+///
+/// `poll_ready` reports only the inner service's backpressure; waiting for a permit happens in
+/// the response future, and a rejection is an error from it.
+#[derive(Debug, Clone)]
+pub struct BulkheadService<S, K> {
+    inner: S,
+    bulkhead: Bulkhead,
+    key: K,
+}
+
+/// A response that can hold the call's permit until the call is really over.
+pub trait BulkheadResponse: Sized {
+    /// The response handed to the caller.
+    type Output;
+
+    /// Keeps `permit` until the response stream ends (or drops it now, `until_end` false).
+    fn hold(self, permit: BulkheadPermit, until_end: bool) -> Self::Output;
+}
+
+#[cfg(feature = "http")]
+impl<B> BulkheadResponse for http::Response<B> {
+    type Output = http::Response<super::GuardedBody<B>>;
+
+    fn hold(self, permit: BulkheadPermit, until_end: bool) -> Self::Output {
+        let guard = until_end.then_some(permit);
+        self.map(|body| super::GuardedBody::new(body, guard))
+    }
+}
+
+impl<S, K, Req> Service<Req> for BulkheadService<S, K>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    S::Response: BulkheadResponse,
+    K: PartitionKey<Req>,
+    Req: DeadlineCarrier,
+{
+    type Response = <S::Response as BulkheadResponse>::Output;
+    type Error = Error;
+    type Future = BulkheadFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let partition = self
+            .bulkhead
+            .registry()
+            .find(self.key.partition_key(&req))
+            .clone();
+        let until_end = self.bulkhead.holds_until_end();
+        // The service that was made ready makes this call; a clone stays for the next one.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        // Fast path: a free permit.
+        let free = match partition.semaphore.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        };
+        if free {
+            let future = service.call(req);
+            return BulkheadFuture {
+                state: State::Calling {
+                    future,
+                    permit: Some(BulkheadPermit::new(partition)),
+                    until_end,
+                },
+            };
+        }
+        if !partition.enqueue() {
+            tracing::debug!(partition = %partition.name, "bulkhead full: call rejected");
+            let error = Error::BulkheadFull {
+                partition: partition.name.clone(),
+                limit: partition.limits.concurrency,
+                queue: partition.limits.queue,
+            };
+            return BulkheadFuture {
+                state: State::Rejected { error: Some(error) },
+            };
+        }
+        let wait = req.deadline().map_or(partition.limits.max_wait, |d| {
+            d.remaining().min(partition.limits.max_wait)
+        });
+        let acquire = partition.semaphore.clone().acquire_owned();
+        BulkheadFuture {
+            state: State::Waiting {
+                waiting: Some(Box::new(Waiting {
+                    acquire: Box::pin(acquire),
+                    timer: Box::pin(tokio::time::sleep(wait)),
+                    started: Instant::now(),
+                    queued: Queued(partition),
+                    service,
+                    req,
+                    until_end,
+                })),
+            },
+        }
+    }
+}
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// A call waiting in its partition's queue (boxed: only waiting calls pay for it).
+struct Waiting<S, Req> {
+    acquire: Acquire,
+    timer: Pin<Box<Sleep>>,
+    started: Instant,
+    queued: Queued,
+    service: S,
+    req: Req,
+    until_end: bool,
+}
+
+/// A place in a partition's queue, given back when dropped (also when the caller gives up).
+struct Queued(Arc<Partition>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.dequeue();
+    }
+}
+
+pin_project! {
+    /// The response future of [`BulkheadService`].
+    pub struct BulkheadFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Waiting {
+            waiting: Option<Box<Waiting<S, Req>>>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+            permit: Option<BulkheadPermit>,
+            until_end: bool,
+        },
+        Rejected {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl<S, Req> Future for BulkheadFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: BulkheadResponse,
+{
+    type Output = Result<<S::Response as BulkheadResponse>::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting { waiting } => {
+                    let w = waiting.as_mut().expect("polled after completion");
+                    let acquired = match w.acquire.as_mut().poll(cx) {
+                        Poll::Ready(result) => result,
+                        Poll::Pending => {
+                            ready!(w.timer.as_mut().poll(cx));
+                            let partition = &w.queued.0;
+                            partition.record_timeout();
+                            let waited = w.started.elapsed();
+                            tracing::debug!(
+                                partition = %partition.name,
+                                ?waited,
+                                "bulkhead wait timed out"
+                            );
+                            let error = Error::BulkheadTimeout {
+                                partition: partition.name.clone(),
+                                waited,
+                            };
+                            *waiting = None;
+                            return Poll::Ready(Err(error));
+                        }
+                    };
+                    let mut w = *waiting.take().expect("checked above");
+                    let partition = w.queued.0.clone();
+                    drop(w.queued);
+                    match acquired {
+                        Ok(permit) => permit.forget(),
+                        // The semaphore is never closed while the bulkhead exists.
+                        Err(closed) => return Poll::Ready(Err(Error::from_inner(closed))),
+                    }
+                    partition.record_wait(w.started.elapsed());
+                    let future = w.service.call(w.req);
+                    this.state.set(State::Calling {
+                        future,
+                        permit: Some(BulkheadPermit::new(partition)),
+                        until_end: w.until_end,
+                    });
+                }
+                StateProj::Calling {
+                    future,
+                    permit,
+                    until_end,
+                } => {
+                    let result = ready!(future.poll(cx));
+                    let permit = permit.take().expect("polled after completion");
+                    return Poll::Ready(match result {
+                        Ok(response) => Ok(response.hold(permit, *until_end)),
+                        Err(err) => Err(Error::from_inner(err)),
+                    });
+                }
+                StateProj::Rejected { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Bulkheads: bounded work, bounded waits, partitions, and no leaked permits.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty};
+use proptest::prelude::*;
+use stanchion::Error;
+use stanchion::bulkhead::{
+    Bulkhead, BulkheadLayer, BulkheadPermit, BulkheadResponse, HeaderKey, Limits, NoKey,
+};
+use stanchion::deadline::{Deadline, DeadlineCarrier};
+use tokio::time::{Instant, advance, sleep};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use support::faults::{Fault, FaultPlan};
+use support::http_server::HttpServer;
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+/// A request that takes `ms` to serve.
+#[derive(Debug, Clone, Copy, Default)]
+struct Job {
+    ms: u64,
+    deadline: Option<Deadline>,
+}
+
+impl DeadlineCarrier for Job {
+    fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = Some(deadline);
+    }
+}
+
+#[derive(Debug)]
+struct Done;
+
+impl BulkheadResponse for Done {
+    type Output = Done;
+
+    fn hold(self, permit: BulkheadPermit, _: bool) -> Done {
+        drop(permit);
+        Done
+    }
+}
+
+fn worker() -> impl Service<Job, Response = Done, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(|job: Job| async move {
+        sleep(Duration::from_millis(job.ms)).await;
+        Ok::<_, Infallible>(Done)
+    })
+}
+
+fn limits(concurrency: usize, queue: usize, max_wait: Duration) -> Limits {
+    Limits {
+        concurrency,
+        queue,
+        max_wait,
+    }
+}
+
+fn bulkhead(concurrency: usize, queue: usize, max_wait: Duration) -> Bulkhead {
+    Bulkhead::builder()
+        .limits(limits(concurrency, queue, max_wait))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_rejects_at_once_and_a_long_wait_times_out() {
+    let b = bulkhead(1, 1, SEC);
+    let svc = BulkheadLayer::new(b.clone(), NoKey).layer(worker());
+    let start = Instant::now();
+    let running = tokio::spawn(svc.clone().oneshot(Job {
+        ms: 10_000,
+        ..Job::default()
+    }));
+    let queued = tokio::spawn(svc.clone().oneshot(Job {
+        ms: 1,
+        ..Job::default()
+    }));
+    tokio::task::yield_now().await;
+    let stats = b.stats("default").unwrap();
+    assert_eq!((stats.in_flight, stats.queued), (1, 1));
+
+    let err = svc.clone().oneshot(Job::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::BulkheadFull { limit: 1, queue: 1, partition } if &**partition == "default"),
+        "{err:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO, "rejected at once");
+
+    let err = queued.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::BulkheadTimeout { waited, .. } if waited == SEC),
+        "{err:?}"
+    );
+    assert_eq!(start.elapsed(), SEC);
+    let stats = b.stats("default").unwrap();
+    assert_eq!((stats.rejected, stats.timed_out, stats.queued), (1, 1, 0));
+    running.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_is_capped_by_the_deadline() {
+    let b = bulkhead(1, 10, 5 * SEC);
+    let svc = BulkheadLayer::new(b.clone(), NoKey).layer(worker());
+    let _running = tokio::spawn(svc.clone().oneshot(Job {
+        ms: 10_000,
+        ..Job::default()
+    }));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let job = Job {
+        ms: 1,
+        deadline: Some(Deadline::after(300 * MS)),
+    };
+    let err = svc.clone().oneshot(job).await.unwrap_err();
+    assert!(matches!(err, Error::BulkheadTimeout { .. }), "{err:?}");
+    assert_eq!(start.elapsed(), 300 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_order_and_a_dropped_waiter_frees_its_place() {
+    let b = bulkhead(1, 2, 10 * SEC);
+    let svc = BulkheadLayer::new(b.clone(), NoKey).layer(worker());
+    let first = tokio::spawn(svc.clone().oneshot(Job {
+        ms: 100,
+        ..Job::default()
+    }));
+    tokio::task::yield_now().await;
+    let dropped = tokio::spawn(svc.clone().oneshot(Job {
+        ms: 100,
+        ..Job::default()
+    }));
+    let second = tokio::spawn(svc.clone().oneshot(Job {
+        ms: 100,
+        ..Job::default()
+    }));
+    tokio::task::yield_now().await;
+    assert_eq!(b.stats("default").unwrap().queued, 2);
+    // The queue is full, until a waiter gives up.
+    assert!(matches!(
+        svc.clone().oneshot(Job::default()).await,
+        Err(Error::BulkheadFull { .. })
+    ));
+    dropped.abort();
+    let _ = dropped.await;
+    assert_eq!(b.stats("default").unwrap().queued, 1);
+    let third = tokio::spawn(svc.clone().oneshot(Job {
+        ms: 100,
+        ..Job::default()
+    }));
+    let start = Instant::now();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    assert_eq!(start.elapsed(), 200 * MS, "the second waiter went next");
+    third.await.unwrap().unwrap();
+    assert_eq!(start.elapsed(), 300 * MS);
+    let stats = b.stats("default").unwrap();
+    assert_eq!((stats.in_flight, stats.queued, stats.waited), (0, 0, 2));
+}
+
+/// A body that yields its frames one at a time.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_response_holds_its_permit_until_the_body_ends() {
+    let b = bulkhead(2, 0, SEC);
+    let streaming = service_fn(|_req: Request<()>| async {
+        let frames = ["a", "b", "c"].map(|s| Frame::data(Bytes::from(s)));
+        Ok::<_, Infallible>(http::Response::new(Frames(frames.into())))
+    });
+    let svc = BulkheadLayer::new(b.clone(), NoKey).layer(streaming);
+    let in_flight = || b.stats("default").unwrap().in_flight;
+
+    let mut body = svc
+        .clone()
+        .oneshot(Request::new(()))
+        .await
+        .unwrap()
+        .into_body();
+    body.frame().await.unwrap().unwrap();
+    assert_eq!(in_flight(), 1, "still streaming");
+    while body.frame().await.is_some() {}
+    assert_eq!(in_flight(), 0, "the stream ended");
+
+    let body = svc
+        .clone()
+        .oneshot(Request::new(()))
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(in_flight(), 1);
+    drop(body);
+    assert_eq!(in_flight(), 0, "dropped early");
+}
+
+#[tokio::test]
+async fn a_saturated_partition_does_not_delay_another() {
+    let slow = HttpServer::start(FaultPlan::always(Fault::ok().latency(SEC))).await;
+    let fast = HttpServer::start(FaultPlan::healthy()).await;
+    let b = Bulkhead::builder()
+        .partition("reports", limits(2, 0, SEC))
+        .build()
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let svc = BulkheadLayer::new(b.clone(), HeaderKey::new("x-partition")).layer(client);
+    let reports = || {
+        Request::get(slow.uri("/report"))
+            .header("x-partition", "reports")
+            .body(Empty::new())
+            .unwrap()
+    };
+    let saturating: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(svc.clone().oneshot(reports())))
+        .collect();
+    while b.stats("reports").unwrap().in_flight < 2 {
+        tokio::task::yield_now().await;
+    }
+    let err = svc.clone().oneshot(reports()).await.unwrap_err();
+    assert!(matches!(err, Error::BulkheadFull { .. }), "{err:?}");
+    for _ in 0..20 {
+        let req = Request::get(fast.uri("/")).body(Empty::new()).unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+    }
+    let default = b.stats("default").unwrap();
+    assert_eq!(
+        (default.waited, default.rejected, default.timed_out),
+        (0, 0, 0)
+    );
+    assert_eq!(b.stats("reports").unwrap().in_flight, 2, "still saturated");
+    for call in saturating {
+        let res = call.await.unwrap().unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(b.stats("reports").unwrap().in_flight, 0);
+}
+
+#[tokio::test]
+async fn distinct_keys_past_the_bound_share_the_default_partition() {
+    let b = Bulkhead::builder()
+        .per_key(4, limits(1, 0, SEC))
+        .build()
+        .unwrap();
+    let ok = service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    });
+    let svc = BulkheadLayer::new(b.clone(), HeaderKey::new("x-tenant")).layer(ok);
+    for tenant in 0..100 {
+        let req = Request::builder()
+            .header("x-tenant", format!("tenant-{tenant}"))
+            .body(())
+            .unwrap();
+        svc.clone().oneshot(req).await.unwrap();
+    }
+    let partitions = b.all_stats();
+    assert_eq!(partitions.len(), 1 + 4, "the default and four tenants");
+    assert!(partitions.iter().all(|p| p.in_flight == 0));
+}
+
+#[test]
+fn invalid_settings_are_errors() {
+    let cases = [
+        (Bulkhead::builder().limits(limits(0, 1, SEC)), "limits"),
+        (
+            Bulkhead::builder().limits(limits(1, 2_000_000, SEC)),
+            "limits",
+        ),
+        (
+            Bulkhead::builder().limits(limits(1, 1, 7200 * SEC)),
+            "limits",
+        ),
+        (
+            Bulkhead::builder().partition("", Limits::default()),
+            "partition",
+        ),
+        (
+            Bulkhead::builder().partition("default", Limits::default()),
+            "partition",
+        ),
+        (
+            Bulkhead::builder()
+                .partition("a", Limits::default())
+                .partition("a", Limits::default()),
+            "partition",
+        ),
+        (
+            Bulkhead::builder().per_key(20_000, Limits::default()),
+            "per_key",
+        ),
+    ];
+    for (builder, field) in cases {
+        assert_eq!(builder.build().unwrap_err().field(), field);
+    }
+    let defaults = Limits::default();
+    assert_eq!(defaults, limits(100, 50, SEC));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Start(u64),
+    Advance(u64),
+    Cancel(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1u64..200).prop_map(Op::Start),
+        (0u64..100).prop_map(Op::Advance),
+        any::<usize>().prop_map(Op::Cancel),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn limits_hold_and_no_permit_leaks(
+        concurrency in 1usize..4,
+        queue in 0usize..4,
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let b = bulkhead(concurrency, queue, Duration::from_millis(150));
+            let svc = BulkheadLayer::new(b.clone(), NoKey).layer(worker());
+            let mut calls = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Start(ms) => calls.push(tokio::spawn(svc.clone().oneshot(Job { ms, ..Job::default() }))),
+                    Op::Advance(ms) => advance(Duration::from_millis(ms)).await,
+                    Op::Cancel(i) if !calls.is_empty() => {
+                        let i = i % calls.len();
+                        calls[i].abort();
+                    }
+                    Op::Cancel(_) => {}
+                }
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                let stats = b.stats("default").unwrap();
+                prop_assert!(stats.in_flight <= concurrency, "{stats:?}");
+                prop_assert!(stats.queued <= queue, "{stats:?}");
+            }
+            // Let everything finish or give up: every permit and queue place comes back.
+            advance(Duration::from_secs(1)).await;
+            for call in calls {
+                let _ = call.await;
+            }
+            let stats = b.stats("default").unwrap();
+            prop_assert_eq!((stats.in_flight, stats.queued), (0, 0));
+            Ok(())
+        })?;
+    }
+}
