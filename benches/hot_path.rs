@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
+use stanchion::bulkhead::{Bulkhead, BulkheadLayer, NoKey};
 use stanchion::classify::Class;
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
 use stanchion::retry::{RetryBudget, RetryLayer};
@@ -291,5 +292,54 @@ fn breaker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cheap_request, http_request, retry, breaker);
+fn bulkhead(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("bulkhead_success_path");
+    group.bench_function("baseline_noop", |b| {
+        b.iter_custom(|n| drive(&rt, NoOp, Ping::default, n))
+    });
+    group.bench_function("stanchion_bulkhead", |b| {
+        let svc = BulkheadLayer::new(Bulkhead::builder().build().unwrap(), NoKey).layer(NoOp);
+        b.iter_custom(|n| drive(&rt, svc.clone(), Ping::default, n))
+    });
+    group.bench_function("tower_concurrency_limit", |b| {
+        let svc = tower::limit::ConcurrencyLimitLayer::new(100).layer(NoOp);
+        b.iter_custom(|n| drive(&rt, svc.clone(), Ping::default, n))
+    });
+    group.finish();
+
+    // One bulkhead shared by two threads, each on its own runtime.
+    let mut group = c.benchmark_group("bulkhead_shared");
+    for threads in [1u64, 2] {
+        group.bench_function(format!("{threads}_threads"), |b| {
+            b.iter_custom(|n| {
+                let svc =
+                    BulkheadLayer::new(Bulkhead::builder().build().unwrap(), NoKey).layer(NoOp);
+                let start = Instant::now();
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let svc = svc.clone();
+                        std::thread::spawn(move || {
+                            drive(&runtime(), svc, Ping::default, n / threads)
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    handle.join().unwrap();
+                }
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    cheap_request,
+    http_request,
+    retry,
+    breaker,
+    bulkhead
+);
 criterion_main!(benches);

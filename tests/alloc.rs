@@ -11,6 +11,7 @@ use std::future::poll_fn;
 use std::time::Duration;
 
 use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
+use stanchion::bulkhead::{Bulkhead, BulkheadLayer, NoKey};
 use stanchion::classify::HttpClassifier;
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
 use stanchion::retry::{ReplayBodyLayer, RetryLayer};
@@ -115,6 +116,12 @@ fn the_breaker_allocates_nothing_per_call() {
         let svc = CircuitBreakerLayer::new(breaker, PongClassifier).layer(NoOp);
         assert_eq!(per_call(svc, Ping::default, 1000), 0);
     }
+}
+
+#[test]
+fn the_bulkhead_allocates_nothing_per_call_when_a_permit_is_free() {
+    let svc = BulkheadLayer::new(Bulkhead::builder().build().unwrap(), NoKey).layer(NoOp);
+    assert_eq!(per_call(svc, Ping::default, 1000), 0);
 }
 
 #[test]

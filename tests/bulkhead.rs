@@ -287,6 +287,61 @@ async fn distinct_keys_past_the_bound_share_the_default_partition() {
 }
 
 #[test]
+fn threads_racing_for_permits_never_exceed_the_limit_or_strand_one() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const LIMIT: usize = 3;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    let b = bulkhead(LIMIT, 1_000, 10 * SEC);
+    let inside = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let (inside, peak) = (inside.clone(), peak.clone());
+        BulkheadLayer::new(b.clone(), NoKey).layer(service_fn(move |_job: Job| {
+            let (inside, peak) = (inside.clone(), peak.clone());
+            async move {
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(Done)
+            }
+        }))
+    };
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let svc = svc.clone();
+            tasks.spawn(async move {
+                for _ in 0..500 {
+                    svc.clone().oneshot(Job::default()).await.unwrap();
+                }
+            });
+        }
+        while let Some(task) = tasks.join_next().await {
+            task.unwrap();
+        }
+    });
+    assert!(
+        peak.load(Ordering::SeqCst) <= LIMIT,
+        "peak {}",
+        peak.load(Ordering::SeqCst)
+    );
+    let stats = b.stats("default").unwrap();
+    assert_eq!(
+        (stats.in_flight, stats.queued),
+        (0, 0),
+        "every permit came back"
+    );
+    assert!(stats.waited > 0, "the waiting path was exercised");
+}
+
+#[test]
 fn invalid_settings_are_errors() {
     let cases = [
         (Bulkhead::builder().limits(limits(0, 1, SEC)), "limits"),

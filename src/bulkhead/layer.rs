@@ -96,24 +96,10 @@ where
         let until_end = self.bulkhead.holds_until_end();
         // The service that was made ready makes this call; a clone stays for the next one.
         let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
-        // Fast path: a free permit.
-        let free = match partition.semaphore.try_acquire() {
-            Ok(permit) => {
-                permit.forget();
-                true
-            }
-            Err(_) => false,
-        };
-        if free {
-            let future = service.call(req);
-            return BulkheadFuture {
-                state: State::Calling {
-                    future,
-                    permit: Some(BulkheadPermit::new(partition)),
-                    until_end,
-                },
-            };
+        let service = std::mem::replace(&mut self.inner, clone);
+        // Fast path: a free permit, unless others are already waiting for one (FIFO).
+        if !partition.has_waiters() && partition.try_acquire() {
+            return BulkheadFuture::calling(service, req, partition, until_end);
         }
         if !partition.enqueue() {
             tracing::debug!(partition = %partition.name, "bulkhead full: call rejected");
@@ -126,10 +112,15 @@ where
                 state: State::Rejected { error: Some(error) },
             };
         }
+        // Counted in the queue now; look once more, in case a permit came back meanwhile.
+        if partition.try_acquire() {
+            partition.dequeue();
+            return BulkheadFuture::calling(service, req, partition, until_end);
+        }
         let wait = req.deadline().map_or(partition.limits.max_wait, |d| {
             d.remaining().min(partition.limits.max_wait)
         });
-        let acquire = partition.semaphore.clone().acquire_owned();
+        let acquire = partition.handoff.clone().acquire_owned();
         BulkheadFuture {
             state: State::Waiting {
                 waiting: Some(Box::new(Waiting {
@@ -197,6 +188,19 @@ pin_project! {
         Rejected {
             error: Option<Error>,
         },
+    }
+}
+
+impl<S: Service<Req>, Req> BulkheadFuture<S, Req> {
+    /// The call, made with a permit in hand.
+    fn calling(mut service: S, req: Req, partition: Arc<Partition>, until_end: bool) -> Self {
+        BulkheadFuture {
+            state: State::Calling {
+                future: service.call(req),
+                permit: Some(BulkheadPermit::new(partition)),
+                until_end,
+            },
+        }
     }
 }
 

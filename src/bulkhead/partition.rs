@@ -50,12 +50,17 @@ pub struct PartitionStats {
     pub total_wait: Duration,
 }
 
+/// Permits live in one of two places. `free` is an atomic count: taking and returning a permit
+/// there is one atomic operation, with no lock. `handoff` is a semaphore, empty while nobody waits:
+/// a permit returned while calls are queued goes there, to the longest waiter (FIFO). tokio's
+/// semaphore takes a lock on every release, so it is only used when someone waits.
 #[derive(Debug)]
 pub(crate) struct Partition {
     pub(crate) name: Arc<str>,
     pub(crate) limits: Limits,
-    pub(crate) semaphore: Arc<Semaphore>,
-    pub(crate) queued: AtomicUsize,
+    free: AtomicUsize,
+    pub(crate) handoff: Arc<Semaphore>,
+    queued: AtomicUsize,
     rejected: AtomicU64,
     timed_out: AtomicU64,
     waited: AtomicU64,
@@ -67,7 +72,8 @@ impl Partition {
         Partition {
             name,
             limits,
-            semaphore: Arc::new(Semaphore::new(limits.concurrency)),
+            free: AtomicUsize::new(limits.concurrency),
+            handoff: Arc::new(Semaphore::new(0)),
             queued: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
@@ -76,19 +82,64 @@ impl Partition {
         }
     }
 
+    /// Takes a free permit without waiting: from the free count, or one left in the handoff
+    /// semaphore by a waiter that gave up. Lock-free.
+    pub(crate) fn try_acquire(&self) -> bool {
+        let mut free = self.free.load(Ordering::SeqCst);
+        while free > 0 {
+            match self.free.compare_exchange_weak(
+                free,
+                free - 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => free = seen,
+            }
+        }
+        match self.handoff.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether calls are waiting (a new call then queues behind them).
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) > 0
+    }
+
+    /// Returns a permit: to the free count, then on to the waiters if there are any. (A waiter
+    /// counts itself before it looks at the free count, and a release adds to the free count
+    /// before it looks for waiters, so one of them always sees the other.)
+    pub(crate) fn release(&self) {
+        self.free.fetch_add(1, Ordering::SeqCst);
+        if self.has_waiters() && self.take_free() {
+            self.handoff.add_permits(1);
+        }
+    }
+
+    fn take_free(&self) -> bool {
+        self.free
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
     /// Takes a place in the queue, or `false` if it is full.
     pub(crate) fn enqueue(&self) -> bool {
-        let before = self.queued.fetch_add(1, Ordering::AcqRel);
+        let before = self.queued.fetch_add(1, Ordering::SeqCst);
         if before < self.limits.queue {
             return true;
         }
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued.fetch_sub(1, Ordering::SeqCst);
         self.rejected.fetch_add(1, Ordering::Relaxed);
         false
     }
 
     pub(crate) fn dequeue(&self) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub(crate) fn record_wait(&self, wait: Duration) {
@@ -107,10 +158,9 @@ impl Partition {
         PartitionStats {
             name: self.name.clone(),
             limits: self.limits,
-            in_flight: self
-                .limits
-                .concurrency
-                .saturating_sub(self.semaphore.available_permits()),
+            in_flight: self.limits.concurrency.saturating_sub(
+                self.free.load(Ordering::SeqCst) + self.handoff.available_permits(),
+            ),
             queued: self.queued.load(Ordering::Acquire),
             rejected: self.rejected.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
@@ -135,6 +185,6 @@ impl BulkheadPermit {
 
 impl Drop for BulkheadPermit {
     fn drop(&mut self) {
-        self.partition.semaphore.add_permits(1);
+        self.partition.release();
     }
 }
