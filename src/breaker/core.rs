@@ -158,6 +158,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -166,6 +167,7 @@ impl CircuitBreaker {
     /// next probe may go; zero when half-open probes are all taken or the breaker is forced
     /// open). In half-open the permit holds a probe slot until its outcome is recorded or it is
     /// dropped.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit, Error> {
         let inner = self.inner();
         match inner.forced.load(Ordering::Acquire) {
@@ -213,6 +215,7 @@ impl CircuitBreaker {
         self.permit(generation(word), false)
     }
 
+    #[inline]
     fn permit(&self, generation: u64, probe: bool) -> Permit {
         let stripe = stripe_index() % STRIPES;
         let shard = self.shards[stripe].clone();
@@ -230,6 +233,7 @@ impl CircuitBreaker {
 
     /// Whether a call would be admitted now. Reserves nothing: a balancer asks this to skip
     /// endpoints, then takes the permit with [`try_acquire`](Self::try_acquire).
+    #[inline]
     pub fn is_usable(&self) -> bool {
         let inner = self.inner();
         match inner.forced.load(Ordering::Acquire) {
@@ -429,6 +433,7 @@ impl Inner {
     }
 
     /// Records a closed-state outcome of generation `generation`.
+    #[inline]
     fn record_closed(&self, stripe: usize, generation_of_call: u64, failure: bool, slow: bool) {
         let word = self.state.load(Ordering::Acquire);
         let forced_closed = self.forced.load(Ordering::Acquire) == FORCED_CLOSED;
@@ -515,6 +520,7 @@ impl Permit {
     }
 
     /// Records the call's outcome (`None`: cancelled before the outcome was known).
+    #[inline]
     pub fn record(mut self, class: Option<Class>) {
         let Some(active) = self.active.take() else {
             return;

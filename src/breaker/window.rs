@@ -28,6 +28,7 @@ pub(crate) enum Window {
 impl Window {
     /// Records one outcome at `now_nanos` in `stripe`; returns the tally after it when the
     /// outcome could trip the breaker (a failure or a slow call), `None` after a plain success.
+    #[inline]
     pub(crate) fn record(
         &self,
         stripe: usize,
@@ -97,6 +98,7 @@ fn unpack(value: u64) -> (u64, u64, u64) {
 }
 
 /// This thread's stripe.
+#[inline]
 pub(crate) fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {

@@ -92,10 +92,12 @@ impl Bulkhead {
         self.inner.registry.all().map(|p| p.stats()).collect()
     }
 
+    #[inline]
     fn registry(&self) -> &Registry {
         &self.inner.registry
     }
 
+    #[inline]
     fn holds_until_end(&self) -> bool {
         self.inner.until_end
     }

@@ -84,6 +84,7 @@ impl Partition {
 
     /// Takes a free permit without waiting: from the free count, or one left in the handoff
     /// semaphore by a waiter that gave up. Lock-free.
+    #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
         let mut free = self.free.load(Ordering::SeqCst);
         while free > 0 {
@@ -107,6 +108,7 @@ impl Partition {
     }
 
     /// Whether calls are waiting (a new call then queues behind them).
+    #[inline]
     pub(crate) fn has_waiters(&self) -> bool {
         self.queued.load(Ordering::SeqCst) > 0
     }
@@ -114,6 +116,7 @@ impl Partition {
     /// Returns a permit: to the free count, then on to the waiters if there are any. (A waiter
     /// counts itself before it looks at the free count, and a release adds to the free count
     /// before it looks for waiters, so one of them always sees the other.)
+    #[inline]
     pub(crate) fn release(&self) {
         self.free.fetch_add(1, Ordering::SeqCst);
         if self.has_waiters() && self.take_free() {
@@ -121,6 +124,7 @@ impl Partition {
         }
     }
 
+    #[inline]
     fn take_free(&self) -> bool {
         self.free
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -178,12 +182,14 @@ pub struct BulkheadPermit {
 
 impl BulkheadPermit {
     /// Wraps a permit taken from `partition`'s semaphore (and forgotten there).
+    #[inline]
     pub(crate) fn new(partition: Arc<Partition>) -> Self {
         BulkheadPermit { partition }
     }
 }
 
 impl Drop for BulkheadPermit {
+    #[inline]
     fn drop(&mut self) {
         self.partition.release();
     }

@@ -40,6 +40,7 @@ impl Registry {
     }
 
     /// The partition for `key` (the default when there is no key, or no room for a new one).
+    #[inline]
     pub(crate) fn find(&self, key: Option<&str>) -> &Arc<Partition> {
         let Some(key) = key else {
             return &self.default;

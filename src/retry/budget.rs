@@ -167,6 +167,7 @@ impl RetryBudget {
 
     /// Records a request (every logical call deposits once). Lock-free, and reads the clock only
     /// on every 16th deposit of its stripe.
+    #[inline]
     pub fn deposit(&self) {
         let stripe = &self.inner.deposits[stripe_index()];
         let count = stripe.add(stripe.epoch.load(Ordering::Relaxed), 1);
@@ -321,6 +322,7 @@ impl RetryBudgetBuilder {
 }
 
 /// This thread's deposit stripe, assigned round-robin on first use.
+#[inline]
 fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
