@@ -15,6 +15,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`breaker`] | circuit breakers: [`CircuitBreaker`](breaker::CircuitBreaker) (rate, slow-call and consecutive-failure windows, exact half-open probes) and [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) |
+//! | [`bulkhead`] | bulkheads: [`BulkheadLayer`](bulkhead::BulkheadLayer) — bounded concurrency, queue and wait per partition |
 //! | [`deadline`] | timeout budgets: [`DeadlineLayer`](deadline::DeadlineLayer) (one budget per logical call), [`AdoptDeadlineLayer`](deadline::AdoptDeadlineLayer) (server side: adopt `grpc-timeout`), [`AttemptLayer`](deadline::AttemptLayer) (per-try timeout written on the wire) |
 //! | [`retry`] | retries: [`RetryLayer`](retry::RetryLayer), [`RetryBudget`](retry::RetryBudget), [`Backoff`](retry::Backoff), [`ReplayBody`](retry::ReplayBody) |
 //! | [`classify`] | what an outcome means: success or failure, retryable, overload or unavailable, server delay hints, never-sent requests; for HTTP and gRPC |
