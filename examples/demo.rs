@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! DeadlineLayer (400 ms budget per call: waits, attempts and backoff included)
-//!   └ ReplayBodyLayer (bodies can be sent again)
+//!   └ BulkheadLayer (6 calls at once, 4 more may wait up to 50 ms)
+//!     └ ReplayBodyLayer (bodies can be sent again)
 //!       └ RetryLayer (3 attempts, jittered backoff, budget 20 % + 10/s)
 //!           └ AttemptLayer (per-try 150 ms, written as x-timeout-ms)
 //!               └ CircuitBreakerLayer (around the whole upstream: 50 % of 100 calls)
@@ -30,6 +31,7 @@ use http::{HeaderName, Request, Response};
 use http_body_util::Empty;
 use stanchion::Error;
 use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
+use stanchion::bulkhead::{Bulkhead, BulkheadLayer, Limits, NoKey};
 use stanchion::classify::{Classify, HttpClassifier, Verdict, classify_error};
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
 use stanchion::retry::{
@@ -82,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  server {i} at {}: {profile}", server.addr());
     }
     println!(
-        "  stack: Deadline({BUDGET:?}) -> ReplayBody -> Retry(3 attempts, budget 20% + 10/s) -> \
+        "  stack: Deadline({BUDGET:?}) -> Bulkhead(6 + 4 waiting) -> ReplayBody -> Retry(3 attempts, budget 20% + 10/s) -> \
          Attempt(per-try {PER_TRY:?}) -> CircuitBreaker -> round robin -> hyper\n"
     );
 
@@ -98,8 +100,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let balancer =
         TestBalancer::<ReplayBody<Empty<Bytes>>>::new(servers.iter().map(|s| s.addr()).collect());
     let breaker = CircuitBreaker::builder().name("upstream").build()?;
+    let bulkhead = Bulkhead::builder()
+        .limits(Limits {
+            concurrency: 6,
+            queue: 4,
+            max_wait: Duration::from_millis(50),
+        })
+        .build()?;
     let stack = ServiceBuilder::new()
         .layer(DeadlineLayer::new(BUDGET)?)
+        .layer(BulkheadLayer::new(bulkhead.clone(), NoKey))
         .layer(ReplayBodyLayer::default())
         .layer(retry)
         .layer(AttemptLayer::new(PER_TRY)?.timeout_header(HeaderName::from_static("x-timeout-ms")))
@@ -155,6 +165,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "circuit breaker:      {:?}, {} of the last {} attempts failed, {} openings, {} rejected",
         circuit.state, circuit.failures, circuit.calls, circuit.openings, circuit.rejected
     );
+    let partition = bulkhead
+        .stats("default")
+        .expect("the default partition always exists");
+    println!(
+        "bulkhead:             {} calls waited ({:.1?} in all), {} timed out waiting, {} rejected",
+        partition.waited, partition.total_wait, partition.timed_out, partition.rejected
+    );
     println!("wall time:            {:.2?}", started.elapsed());
     println!("\noutcomes by reason:");
     for (reason, count) in &outcomes {
@@ -167,8 +184,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         latencies.last().copied().unwrap_or_default(),
     );
     println!(
-        "\nBulkheads, pools and DNS round robin (with per-endpoint breakers) join this stack as \
-         they land; see README.md."
+        "\nPools and DNS round robin (with per-endpoint breakers) join this stack as they land; \
+         see README.md."
     );
     Ok(())
 }
@@ -194,6 +211,8 @@ fn describe<B>(result: Result<Response<B>, Error>) -> String {
         }
         Err(Error::RetryBudgetExhausted { .. }) => "error: retry budget exhausted".to_owned(),
         Err(Error::RetryRefused { reason, .. }) => format!("error: not retried: {reason}"),
+        Err(Error::BulkheadFull { .. }) => "error: bulkhead full".to_owned(),
+        Err(Error::BulkheadTimeout { .. }) => "error: bulkhead wait timed out".to_owned(),
         Err(other) => format!("error: {:?}", classify_error(&other).kind()),
     }
 }
