@@ -14,14 +14,12 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use prost::Message;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 
 use super::faults::{Fault, FaultPlan};
-use super::http_server::InjectedReset;
-use super::server::{Running, ServerState};
+use super::server::{InjectedReset, Running, ServerState};
 
 /// The request and reply message, written by hand instead of generated.
 #[derive(Clone, PartialEq, Message)]
@@ -82,28 +80,12 @@ impl tower::Service<Request<tonic::body::Body>> for EchoService {
     fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
         let state = self.state.clone();
         Box::pin(async move {
-            let fault = state.plan.next();
-            let (parts, body) = req.into_parts();
-            let request = body
-                .collect()
-                .await
-                .map(|body| body.to_bytes())
-                .unwrap_or_default();
-            state.recorder.record(&parts, request.clone());
+            let (fault, request) = state.receive(req).await?;
             let message = request
                 .get(5..)
                 .and_then(|m| Echo::decode(m).ok())
                 .map(|e| e.message)
                 .unwrap_or_default();
-            if !fault.latency.is_zero() {
-                tokio::time::sleep(fault.latency).await;
-            }
-            if fault.hang {
-                std::future::pending::<Infallible>().await;
-            }
-            if fault.reset {
-                return Err(InjectedReset);
-            }
             Ok(respond(&fault, message))
         })
     }

@@ -1,12 +1,11 @@
 //! A hyper test server: HTTP/1 and HTTP/2 (prior knowledge) on one loopback port.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,20 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::faults::FaultPlan;
-use super::server::{Running, ServerState};
-
-/// The reason a request was not answered: hyper closes the HTTP/1 connection, or resets the
-/// HTTP/2 stream, when the service fails.
-#[derive(Debug)]
-pub struct InjectedReset;
-
-impl std::fmt::Display for InjectedReset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("injected reset")
-    }
-}
-
-impl std::error::Error for InjectedReset {}
+use super::server::{InjectedReset, Running, ServerState};
 
 /// A running hyper server; it stops (connections included) when dropped.
 pub struct HttpServer(Running);
@@ -75,24 +61,7 @@ async fn handle(
     state: Arc<ServerState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, InjectedReset> {
-    let fault = state.plan.next();
-    // Read the request body, as a real handler would, and record the request.
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    state.recorder.record(&parts, body);
-    if !fault.latency.is_zero() {
-        tokio::time::sleep(fault.latency).await;
-    }
-    if fault.hang {
-        std::future::pending::<Infallible>().await;
-    }
-    if fault.reset {
-        return Err(InjectedReset);
-    }
+    let (fault, _) = state.receive(req).await?;
     let status = fault.status.unwrap_or(200);
     let mut res = Response::builder().status(status);
     if let Some(value) = &fault.retry_after {

@@ -1,20 +1,64 @@
 //! What every test server shares: a loopback port, a fault plan, a recorder, and a task that
 //! stops when the server is dropped.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::faults::{FaultPlan, Recorder};
+use super::faults::{Fault, FaultPlan, Recorder};
+
+/// The reason a request was not answered: hyper closes the HTTP/1 connection, or resets the
+/// HTTP/2 stream, when the service fails.
+#[derive(Debug)]
+pub struct InjectedReset;
+
+impl std::fmt::Display for InjectedReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected reset")
+    }
+}
+
+impl std::error::Error for InjectedReset {}
 
 /// A server's fault plan and what it recorded.
 #[derive(Debug)]
 pub struct ServerState {
     pub plan: FaultPlan,
     pub recorder: Recorder,
+}
+
+impl ServerState {
+    /// Takes the next fault, reads and records the request as a real handler would, then plays
+    /// the fault's latency, hang or reset. Returns the fault and the request body, to answer.
+    pub async fn receive<B>(&self, req: http::Request<B>) -> Result<(Fault, Bytes), InjectedReset>
+    where
+        B: http_body::Body,
+    {
+        let fault = self.plan.next();
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        self.recorder.record(&parts, body.clone());
+        if !fault.latency.is_zero() {
+            tokio::time::sleep(fault.latency).await;
+        }
+        if fault.hang {
+            std::future::pending::<Infallible>().await;
+        }
+        if fault.reset {
+            return Err(InjectedReset);
+        }
+        Ok((fault, body))
+    }
 }
 
 /// A server running on 127.0.0.1; it stops (connections included) when dropped.
