@@ -92,9 +92,10 @@ pub enum Error {
     },
 
     /// A circuit breaker is open: the dependency failed too often, so calls fail fast.
-    #[error("circuit open: the dependency failed too often; next probe allowed in {retry_in:?}")]
+    #[error("circuit open: the dependency failed too often; {}", next_probe(*retry_in))]
     CircuitOpen {
-        /// Time until the breaker lets a probe through.
+        /// Time until the breaker lets a probe through; zero while half-open probes are all in
+        /// flight (or the breaker is forced open).
         retry_in: Duration,
     },
 
@@ -153,6 +154,15 @@ pub enum Error {
     /// The wrapped service failed; its error is passed through unchanged.
     #[error("{0}")]
     Inner(#[source] BoxError),
+}
+
+/// When the next probe may go, in words.
+fn next_probe(retry_in: Duration) -> String {
+    if retry_in.is_zero() {
+        "every probe slot is taken (or the circuit is held open)".to_owned()
+    } else {
+        format!("next probe allowed in {retry_in:?}")
+    }
 }
 
 impl Error {
@@ -314,6 +324,12 @@ mod tests {
                     retry_in: Duration::from_secs(30),
                 },
                 "next probe allowed in 30s",
+            ),
+            (
+                Error::CircuitOpen {
+                    retry_in: Duration::ZERO,
+                },
+                "every probe slot is taken",
             ),
             (
                 Error::BulkheadFull {
