@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use proptest::prelude::*;
 use stanchion::Error;
 use stanchion::bulkhead::{
-    Bulkhead, BulkheadLayer, BulkheadPermit, BulkheadResponse, HeaderKey, Limits, NoKey,
+    AdaptiveLimit, Bulkhead, BulkheadLayer, BulkheadPermit, BulkheadResponse, HeaderKey, Limits,
+    NoKey,
 };
 use stanchion::deadline::{Deadline, DeadlineCarrier};
 use tokio::time::{Instant, advance, sleep};
@@ -339,6 +340,128 @@ fn threads_racing_for_permits_never_exceed_the_limit_or_strand_one() {
         "every permit came back"
     );
     assert!(stats.waited > 0, "the waiting path was exercised");
+}
+
+/// An HTTP service that answers after `x-ms` milliseconds with status `x-status` (default 200).
+fn scripted()
+-> impl Service<Request<()>, Response = http::Response<Empty<Bytes>>, Error = Infallible, Future: Send>
++ Clone
++ Send {
+    service_fn(|req: Request<()>| async move {
+        let header = |name: &str, default: u64| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(default)
+        };
+        sleep(Duration::from_millis(header("x-ms", 1))).await;
+        let status = header("x-status", 200) as u16;
+        Ok::<_, Infallible>(
+            http::Response::builder()
+                .status(status)
+                .body(Empty::new())
+                .unwrap(),
+        )
+    })
+}
+
+fn scripted_request(ms: u64, status: u16) -> Request<()> {
+    Request::builder()
+        .header("x-ms", ms)
+        .header("x-status", status)
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_grows_at_full_use_and_shrinks_on_overload() {
+    let b = Bulkhead::builder()
+        .limits(limits(6, 100, 60 * SEC))
+        .adaptive(AdaptiveLimit {
+            initial: 4,
+            min: 2,
+            backoff: 0.5,
+            slow_call: Some(SEC),
+        })
+        .build()
+        .unwrap();
+    let svc = BulkheadLayer::new(b.clone(), NoKey).layer(scripted());
+    let limit = || b.stats("default").unwrap().limit;
+    let run = |calls: Vec<Request<()>>| {
+        let svc = svc.clone();
+        async move {
+            let mut set = tokio::task::JoinSet::new();
+            for req in calls {
+                set.spawn(svc.clone().oneshot(req));
+            }
+            while let Some(done) = set.join_next().await {
+                drop(done.unwrap().unwrap());
+            }
+        }
+    };
+    assert_eq!(limit(), 4);
+    // One at a time, the partition is never at its limit: no growth.
+    for _ in 0..5 {
+        run(vec![scripted_request(1, 200)]).await;
+    }
+    assert_eq!(limit(), 4);
+    // Four at once: the fourth took the last permit, and its success grows the limit.
+    run((0..4).map(|_| scripted_request(10, 200)).collect()).await;
+    assert_eq!(limit(), 5);
+    // Growth stops at the partition's concurrency.
+    for _ in 0..5 {
+        let n = limit();
+        run((0..n).map(|_| scripted_request(10, 200)).collect()).await;
+    }
+    assert_eq!(limit(), 6);
+    // Overload halves it, down to the minimum.
+    run(vec![scripted_request(1, 503)]).await;
+    assert_eq!(limit(), 3);
+    run(vec![scripted_request(1, 429)]).await;
+    assert_eq!(limit(), 2);
+    run(vec![scripted_request(1, 503)]).await;
+    assert_eq!(limit(), 2);
+    // A slow success counts as overload too.
+    run((0..2).map(|_| scripted_request(10, 200)).collect()).await;
+    assert_eq!(limit(), 3);
+    run(vec![scripted_request(2_000, 200)]).await;
+    assert_eq!(limit(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_shrinking_calls_in_flight_finish_before_new_ones_start() {
+    let b = Bulkhead::builder()
+        .limits(limits(10, 100, 60 * SEC))
+        .adaptive(AdaptiveLimit {
+            initial: 4,
+            min: 1,
+            backoff: 0.5,
+            slow_call: None,
+        })
+        .build()
+        .unwrap();
+    let svc = BulkheadLayer::new(b.clone(), NoKey).layer(scripted());
+    let start = Instant::now();
+    // (Each response is dropped as it arrives: a response holds its permit until then.)
+    let long: Vec<_> = [10_000, 20_000, 30_000]
+        .into_iter()
+        .map(|ms| {
+            let call = svc.clone().oneshot(scripted_request(ms, 200));
+            tokio::spawn(async move { drop(call.await.unwrap()) })
+        })
+        .collect();
+    // The fourth permit: an overloaded answer shrinks the limit from 4 to 2.
+    drop(svc.clone().oneshot(scripted_request(1, 503)).await.unwrap());
+    assert_eq!(b.stats("default").unwrap().limit, 2);
+    assert_eq!(b.stats("default").unwrap().in_flight, 3);
+    // A new call waits until in-flight is below the new limit: after the second long call.
+    drop(svc.clone().oneshot(scripted_request(1, 200)).await.unwrap());
+    assert_eq!(start.elapsed(), Duration::from_millis(20_001));
+    for call in long {
+        call.await.unwrap();
+    }
+    let stats = b.stats("default").unwrap();
+    assert_eq!((stats.in_flight, stats.queued), (0, 0));
 }
 
 #[test]

@@ -12,6 +12,7 @@ use tower::{Layer, Service};
 
 use super::partition::{BulkheadPermit, Partition};
 use super::{Bulkhead, PartitionKey};
+use crate::classify::{Kind, classify_error};
 use crate::deadline::DeadlineCarrier;
 use crate::error::{BoxError, Error};
 
@@ -58,14 +59,23 @@ pub trait BulkheadResponse: Sized {
     type Output;
 
     /// Keeps `permit` until the response stream ends (or drops it now, `until_end` false).
+    /// For an adaptive limit, tell the permit first whether the response signals overload
+    /// ([`BulkheadPermit::observe`]).
     fn hold(self, permit: BulkheadPermit, until_end: bool) -> Self::Output;
 }
 
+/// HTTP and gRPC: 429, 503, RESOURCE_EXHAUSTED and UNAVAILABLE (trailers-only) signal overload.
 #[cfg(feature = "http")]
 impl<B> BulkheadResponse for http::Response<B> {
     type Output = http::Response<super::GuardedBody<B>>;
 
-    fn hold(self, permit: BulkheadPermit, until_end: bool) -> Self::Output {
+    fn hold(self, mut permit: BulkheadPermit, until_end: bool) -> Self::Output {
+        let grpc_overload = self
+            .headers()
+            .get("grpc-status")
+            .is_some_and(|code| code == "8" || code == "14");
+        let status = self.status().as_u16();
+        permit.observe(grpc_overload || status == 429 || status == 503);
         let guard = until_end.then_some(permit);
         self.map(|body| super::GuardedBody::new(body, guard))
     }
@@ -98,8 +108,10 @@ where
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
         // Fast path: a free permit, unless others are already waiting for one (FIFO).
-        if !partition.has_waiters() && partition.try_acquire() {
-            return BulkheadFuture::calling(service, req, partition, until_end);
+        if !partition.has_waiters()
+            && let Some(at_full_use) = partition.try_acquire()
+        {
+            return BulkheadFuture::calling(service, req, partition, until_end, at_full_use);
         }
         if !partition.enqueue() {
             tracing::debug!(partition = %partition.name, "bulkhead full: call rejected");
@@ -113,9 +125,9 @@ where
             };
         }
         // Counted in the queue now; look once more, in case a permit came back meanwhile.
-        if partition.try_acquire() {
+        if let Some(at_full_use) = partition.try_acquire() {
             partition.dequeue();
-            return BulkheadFuture::calling(service, req, partition, until_end);
+            return BulkheadFuture::calling(service, req, partition, until_end, at_full_use);
         }
         let wait = req.deadline().map_or(partition.limits.max_wait, |d| {
             d.remaining().min(partition.limits.max_wait)
@@ -193,11 +205,17 @@ pin_project! {
 
 impl<S: Service<Req>, Req> BulkheadFuture<S, Req> {
     /// The call, made with a permit in hand.
-    fn calling(mut service: S, req: Req, partition: Arc<Partition>, until_end: bool) -> Self {
+    fn calling(
+        mut service: S,
+        req: Req,
+        partition: Arc<Partition>,
+        until_end: bool,
+        at_full_use: bool,
+    ) -> Self {
         BulkheadFuture {
             state: State::Calling {
                 future: service.call(req),
-                permit: Some(BulkheadPermit::new(partition)),
+                permit: Some(BulkheadPermit::new(partition, at_full_use)),
                 until_end,
             },
         }
@@ -250,7 +268,8 @@ where
                     let future = w.service.call(w.req);
                     this.state.set(State::Calling {
                         future,
-                        permit: Some(BulkheadPermit::new(partition)),
+                        // A waiter was admitted at the limit by definition.
+                        permit: Some(BulkheadPermit::new(partition, true)),
                         until_end: w.until_end,
                     });
                 }
@@ -260,10 +279,17 @@ where
                     until_end,
                 } => {
                     let result = ready!(future.poll(cx));
-                    let permit = permit.take().expect("polled after completion");
+                    let mut permit = permit.take().expect("polled after completion");
                     return Poll::Ready(match result {
                         Ok(response) => Ok(response.hold(permit, *until_end)),
-                        Err(err) => Err(Error::from_inner(err)),
+                        Err(err) => {
+                            let err: BoxError = err.into();
+                            let kind = classify_error(err.as_ref()).kind();
+                            if matches!(kind, Kind::Overload | Kind::Timeout) {
+                                permit.observe(true);
+                            }
+                            Err(Error::from_inner(err))
+                        }
                     });
                 }
                 StateProj::Rejected { error } => {

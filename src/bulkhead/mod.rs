@@ -45,7 +45,7 @@ use std::time::Duration;
 #[cfg(feature = "http")]
 pub use self::body::GuardedBody;
 pub use self::layer::{BulkheadFuture, BulkheadLayer, BulkheadResponse, BulkheadService};
-pub use self::partition::{BulkheadPermit, Limits, PartitionStats};
+pub use self::partition::{AdaptiveLimit, BulkheadPermit, Limits, PartitionStats};
 
 use self::registry::Registry;
 use crate::error::ConfigError;
@@ -74,6 +74,7 @@ impl Bulkhead {
             default: Limits::default(),
             named: Vec::new(),
             per_key: None,
+            adaptive: None,
             until_end: true,
         }
     }
@@ -109,6 +110,7 @@ pub struct BulkheadBuilder {
     default: Limits,
     named: Vec<(String, Limits)>,
     per_key: Option<(usize, Limits)>,
+    adaptive: Option<AdaptiveLimit>,
     until_end: bool,
 }
 
@@ -129,6 +131,13 @@ impl BulkheadBuilder {
     /// 10,000); keys past the bound share the default partition.
     pub fn per_key(mut self, max: usize, limits: Limits) -> Self {
         self.per_key = Some((max, limits));
+        self
+    }
+
+    /// Makes every partition's limit adaptive (AIMD), between `adaptive.min` and the
+    /// partition's `concurrency`.
+    pub fn adaptive(mut self, adaptive: AdaptiveLimit) -> Self {
+        self.adaptive = Some(adaptive);
         self
     }
 
@@ -165,9 +174,32 @@ impl BulkheadBuilder {
             }
             check_limits("per_key", limits)?;
         }
+        if let Some(a) = &self.adaptive {
+            if a.min == 0 || a.initial < a.min {
+                return Err(ConfigError::new(
+                    "adaptive",
+                    format!(
+                        "needs 1 <= min <= initial, got min {} and initial {}",
+                        a.min, a.initial
+                    ),
+                ));
+            }
+            if !(a.backoff > 0.0 && a.backoff < 1.0) {
+                return Err(ConfigError::new(
+                    "adaptive",
+                    format!("backoff {} is not in (0, 1)", a.backoff),
+                ));
+            }
+            if a.slow_call.is_some_and(|t| t.is_zero()) {
+                return Err(ConfigError::new(
+                    "adaptive",
+                    "slow_call must be longer than zero",
+                ));
+            }
+        }
         Ok(Bulkhead {
             inner: Arc::new(Inner {
-                registry: Registry::new(self.default, self.named, self.per_key),
+                registry: Registry::new(self.default, self.named, self.per_key, self.adaptive),
                 until_end: self.until_end,
             }),
         })

@@ -1,10 +1,50 @@
 //! One partition: a concurrency limit, a bounded FIFO queue, and its counters.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// An adaptive concurrency limit (AIMD), in the spirit of Netflix's concurrency-limits: the limit
+/// starts at `initial`, grows by one after a success that found the partition at its limit, and
+/// shrinks to `backoff` times itself after an overload signal — a 429 / 503 /
+/// RESOURCE_EXHAUSTED / UNAVAILABLE answer, an overload or timeout error, or a call slower than
+/// `slow_call`. It stays between `min` and the partition's `concurrency`, which becomes its
+/// maximum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveLimit {
+    /// The starting limit (default 20).
+    pub initial: usize,
+    /// The lowest limit (default 1).
+    pub min: usize,
+    /// The factor applied on an overload signal, in (0, 1) (default 0.9).
+    pub backoff: f64,
+    /// Calls slower than this count as an overload signal (default: none).
+    pub slow_call: Option<Duration>,
+}
+
+/// Start at 20, at least 1, ×0.9 on overload, no latency signal.
+impl Default for AdaptiveLimit {
+    fn default() -> Self {
+        AdaptiveLimit {
+            initial: 20,
+            min: 1,
+            backoff: 0.9,
+            slow_call: None,
+        }
+    }
+}
+
+/// How a call went, for the adaptive limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Success,
+    Overload,
+    /// No signal (cancelled, or an outcome that says nothing about load).
+    None,
+}
 
 /// The limits of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +76,8 @@ pub struct PartitionStats {
     pub name: Arc<str>,
     /// Its limits.
     pub limits: Limits,
+    /// The concurrency limit now (moves in adaptive mode).
+    pub limit: usize,
     /// Calls holding a permit now.
     pub in_flight: usize,
     /// Calls waiting for a permit now.
@@ -58,8 +100,13 @@ pub struct PartitionStats {
 pub(crate) struct Partition {
     pub(crate) name: Arc<str>,
     pub(crate) limits: Limits,
-    free: AtomicUsize,
+    /// Free permits; below zero after the adaptive limit shrank under calls in flight (releases
+    /// pay the debt before anyone is admitted).
+    free: AtomicIsize,
     pub(crate) handoff: Arc<Semaphore>,
+    /// The current limit.
+    limit: AtomicUsize,
+    adaptive: Option<AdaptiveLimit>,
     queued: AtomicUsize,
     rejected: AtomicU64,
     timed_out: AtomicU64,
@@ -68,12 +115,18 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    pub(crate) fn new(name: Arc<str>, limits: Limits) -> Self {
+    pub(crate) fn new(name: Arc<str>, limits: Limits, adaptive: Option<AdaptiveLimit>) -> Self {
+        let limit = adaptive.map_or(limits.concurrency, |a| {
+            a.initial
+                .clamp(a.min.min(limits.concurrency), limits.concurrency)
+        });
         Partition {
             name,
             limits,
-            free: AtomicUsize::new(limits.concurrency),
+            free: AtomicIsize::new(limit as isize),
             handoff: Arc::new(Semaphore::new(0)),
+            limit: AtomicUsize::new(limit),
+            adaptive,
             queued: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
@@ -83,9 +136,10 @@ impl Partition {
     }
 
     /// Takes a free permit without waiting: from the free count, or one left in the handoff
-    /// semaphore by a waiter that gave up. Lock-free.
+    /// semaphore by a waiter that gave up. Lock-free. `Some(true)` when it was the last one (the
+    /// partition is now at its limit).
     #[inline]
-    pub(crate) fn try_acquire(&self) -> bool {
+    pub(crate) fn try_acquire(&self) -> Option<bool> {
         let mut free = self.free.load(Ordering::SeqCst);
         while free > 0 {
             match self.free.compare_exchange_weak(
@@ -94,16 +148,16 @@ impl Partition {
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return Some(free == 1),
                 Err(seen) => free = seen,
             }
         }
         match self.handoff.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                true
+                Some(true)
             }
-            Err(_) => false,
+            Err(_) => None,
         }
     }
 
@@ -118,8 +172,15 @@ impl Partition {
     /// before it looks for waiters, so one of them always sees the other.)
     #[inline]
     pub(crate) fn release(&self) {
-        self.free.fetch_add(1, Ordering::SeqCst);
-        if self.has_waiters() && self.take_free() {
+        self.add_free(1);
+    }
+
+    fn add_free(&self, permits: isize) {
+        self.free.fetch_add(permits, Ordering::SeqCst);
+        for _ in 0..permits {
+            if !(self.has_waiters() && self.take_free()) {
+                break;
+            }
             self.handoff.add_permits(1);
         }
     }
@@ -127,8 +188,48 @@ impl Partition {
     #[inline]
     fn take_free(&self) -> bool {
         self.free
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 0).then_some(n - 1)
+            })
             .is_ok()
+    }
+
+    /// Whether calls' outcomes move this partition's limit.
+    #[inline]
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
+    }
+
+    /// Moves the adaptive limit after a call: +1 after a success at the limit, ×backoff after
+    /// an overload signal.
+    fn adapt(&self, signal: Signal, at_full_use: bool, started: Option<Instant>) {
+        let Some(adaptive) = self.adaptive else {
+            return;
+        };
+        let slow = matches!((adaptive.slow_call, started), (Some(t), Some(s)) if s.elapsed() > t);
+        let signal = if slow { Signal::Overload } else { signal };
+        let max = self.limits.concurrency;
+        let floor = adaptive.min.min(max);
+        let update = self
+            .limit
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |limit| match signal {
+                Signal::Success if at_full_use && limit < max => Some(limit + 1),
+                Signal::Overload => {
+                    let shrunk = ((limit as f64 * adaptive.backoff) as usize).max(floor);
+                    (shrunk < limit).then_some(shrunk)
+                }
+                _ => None,
+            });
+        if let Ok(before) = update {
+            let after = self.limit.load(Ordering::SeqCst);
+            if after > before {
+                self.add_free(1);
+            } else {
+                self.free
+                    .fetch_sub((before - after) as isize, Ordering::SeqCst);
+                tracing::debug!(partition = %self.name, limit = after, "bulkhead limit lowered");
+            }
+        }
     }
 
     /// Takes a place in the queue, or `false` if it is full.
@@ -162,9 +263,11 @@ impl Partition {
         PartitionStats {
             name: self.name.clone(),
             limits: self.limits,
-            in_flight: self.limits.concurrency.saturating_sub(
-                self.free.load(Ordering::SeqCst) + self.handoff.available_permits(),
-            ),
+            limit: self.limit.load(Ordering::SeqCst),
+            in_flight: (self.limit.load(Ordering::SeqCst) as isize
+                - self.free.load(Ordering::SeqCst)
+                - self.handoff.available_permits() as isize)
+                .max(0) as usize,
             queued: self.queued.load(Ordering::Acquire),
             rejected: self.rejected.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
@@ -178,19 +281,47 @@ impl Partition {
 #[derive(Debug)]
 pub struct BulkheadPermit {
     partition: Arc<Partition>,
+    /// Taking it left no permit free.
+    at_full_use: bool,
+    /// When the call was admitted (adaptive mode with a latency signal only).
+    started: Option<Instant>,
+    signal: Signal,
 }
 
 impl BulkheadPermit {
-    /// Wraps a permit taken from `partition`'s semaphore (and forgotten there).
+    /// Wraps a permit taken from `partition`.
     #[inline]
-    pub(crate) fn new(partition: Arc<Partition>) -> Self {
-        BulkheadPermit { partition }
+    pub(crate) fn new(partition: Arc<Partition>, at_full_use: bool) -> Self {
+        let started = partition
+            .adaptive
+            .and_then(|a| a.slow_call)
+            .map(|_| Instant::now());
+        BulkheadPermit {
+            partition,
+            at_full_use,
+            started,
+            signal: Signal::None,
+        }
+    }
+
+    /// Records how the call went, for an adaptive limit: `overload` for a 429 / 503 /
+    /// RESOURCE_EXHAUSTED / UNAVAILABLE answer, an overload or a timeout; otherwise a success.
+    pub fn observe(&mut self, overload: bool) {
+        self.signal = if overload {
+            Signal::Overload
+        } else {
+            Signal::Success
+        };
     }
 }
 
 impl Drop for BulkheadPermit {
     #[inline]
     fn drop(&mut self) {
+        if self.partition.is_adaptive() {
+            self.partition
+                .adapt(self.signal, self.at_full_use, self.started);
+        }
         self.partition.release();
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::partition::{Limits, Partition};
+use super::partition::{AdaptiveLimit, Limits, Partition};
 
 /// The partitions of one bulkhead. Lookups take no lock: declared partitions are fixed at build
 /// time, and per-key partitions live in a fixed-size table whose slots are filled once
@@ -17,6 +17,7 @@ pub(crate) struct Registry {
 #[derive(Debug)]
 struct PerKey {
     limits: Limits,
+    adaptive: Option<AdaptiveLimit>,
     slots: Box<[OnceLock<Arc<Partition>>]>,
 }
 
@@ -25,15 +26,17 @@ impl Registry {
         default: Limits,
         named: Vec<(String, Limits)>,
         per_key: Option<(usize, Limits)>,
+        adaptive: Option<AdaptiveLimit>,
     ) -> Self {
         Registry {
-            default: Arc::new(Partition::new("default".into(), default)),
+            default: Arc::new(Partition::new("default".into(), default, adaptive)),
             named: named
                 .into_iter()
-                .map(|(name, limits)| Arc::new(Partition::new(name.into(), limits)))
+                .map(|(name, limits)| Arc::new(Partition::new(name.into(), limits, adaptive)))
                 .collect(),
             per_key: per_key.map(|(max, limits)| PerKey {
                 limits,
+                adaptive,
                 slots: (0..max).map(|_| OnceLock::new()).collect(),
             }),
         }
@@ -60,8 +63,9 @@ impl Registry {
             let slot = &per_key.slots[(start + step) % len];
             // Slots fill in probe order and never change, so the first slot holding `key` (or
             // the first empty one, where it is inserted) is the same for every thread.
-            let partition =
-                slot.get_or_init(|| Arc::new(Partition::new(key.into(), per_key.limits)));
+            let partition = slot.get_or_init(|| {
+                Arc::new(Partition::new(key.into(), per_key.limits, per_key.adaptive))
+            });
             if &*partition.name == key {
                 return partition;
             }
@@ -98,6 +102,7 @@ mod tests {
             Limits::default(),
             vec![("health".into(), Limits::default())],
             Some((max, Limits::default())),
+            None,
         )
     }
 
