@@ -107,6 +107,7 @@ pub(crate) struct Partition {
     /// The current limit.
     limit: AtomicUsize,
     adaptive: Option<AdaptiveLimit>,
+    created: Instant,
     queued: AtomicUsize,
     rejected: AtomicU64,
     timed_out: AtomicU64,
@@ -127,6 +128,7 @@ impl Partition {
             handoff: Arc::new(Semaphore::new(0)),
             limit: AtomicUsize::new(limit),
             adaptive,
+            created: Instant::now(),
             queued: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
@@ -172,15 +174,8 @@ impl Partition {
     /// before it looks for waiters, so one of them always sees the other.)
     #[inline]
     pub(crate) fn release(&self) {
-        self.add_free(1);
-    }
-
-    fn add_free(&self, permits: isize) {
-        self.free.fetch_add(permits, Ordering::SeqCst);
-        for _ in 0..permits {
-            if !(self.has_waiters() && self.take_free()) {
-                break;
-            }
+        self.free.fetch_add(1, Ordering::SeqCst);
+        if self.has_waiters() && self.take_free() {
             self.handoff.add_permits(1);
         }
     }
@@ -194,6 +189,10 @@ impl Partition {
             .is_ok()
     }
 
+    fn nanos_since_creation(&self) -> u64 {
+        self.created.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+    }
+
     /// Whether calls' outcomes move this partition's limit.
     #[inline]
     pub(crate) fn is_adaptive(&self) -> bool {
@@ -202,11 +201,19 @@ impl Partition {
 
     /// Moves the adaptive limit after a call: +1 after a success at the limit, ×backoff after
     /// an overload signal.
-    fn adapt(&self, signal: Signal, at_full_use: bool, started: Option<Instant>) {
+    #[cold]
+    #[inline(never)]
+    fn adapt(&self, signal: Signal, at_full_use: bool, started: u64) {
         let Some(adaptive) = self.adaptive else {
             return;
         };
-        let slow = matches!((adaptive.slow_call, started), (Some(t), Some(s)) if s.elapsed() > t);
+        let slow = match adaptive.slow_call {
+            Some(threshold) if started != 0 => {
+                let took = (self.nanos_since_creation() + 1).saturating_sub(started);
+                Duration::from_nanos(took) > threshold
+            }
+            _ => false,
+        };
         let signal = if slow { Signal::Overload } else { signal };
         let max = self.limits.concurrency;
         let floor = adaptive.min.min(max);
@@ -223,7 +230,8 @@ impl Partition {
         if let Ok(before) = update {
             let after = self.limit.load(Ordering::SeqCst);
             if after > before {
-                self.add_free(1);
+                // One more permit (growth is one at a time).
+                self.release();
             } else {
                 self.free
                     .fetch_sub((before - after) as isize, Ordering::SeqCst);
@@ -283,8 +291,10 @@ pub struct BulkheadPermit {
     partition: Arc<Partition>,
     /// Taking it left no permit free.
     at_full_use: bool,
-    /// When the call was admitted (adaptive mode with a latency signal only).
-    started: Option<Instant>,
+    /// When the call was admitted, in nanoseconds since the partition was created, plus one;
+    /// zero when not tracked (only adaptive mode with a latency signal needs it). Eight bytes,
+    /// not an `Option<Instant>`'s sixteen: the permit lives in every call's future.
+    started: u64,
     signal: Signal,
 }
 
@@ -292,10 +302,12 @@ impl BulkheadPermit {
     /// Wraps a permit taken from `partition`.
     #[inline]
     pub(crate) fn new(partition: Arc<Partition>, at_full_use: bool) -> Self {
-        let started = partition
-            .adaptive
-            .and_then(|a| a.slow_call)
-            .map(|_| Instant::now());
+        let started = match &partition.adaptive {
+            Some(AdaptiveLimit {
+                slow_call: Some(_), ..
+            }) => partition.nanos_since_creation() + 1,
+            _ => 0,
+        };
         BulkheadPermit {
             partition,
             at_full_use,
