@@ -19,6 +19,10 @@
 //! [`BulkheadBuilder::release_at_head`], until the response head), and released if the call's
 //! future is dropped.
 //!
+//! **Adaptive limits** ([`BulkheadBuilder::adaptive`]): each partition's limit moves by AIMD —
+//! +1 after a success at the limit, ×0.9 on an overload signal — between a minimum and the
+//! partition's `concurrency`.
+//!
 //! ```
 //! use std::time::Duration;
 //! use stanchion::bulkhead::{Bulkhead, BulkheadLayer, HeaderKey, Limits};
