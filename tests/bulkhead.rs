@@ -2,10 +2,7 @@
 
 mod support;
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +20,7 @@ use tokio::time::{Instant, advance, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use support::faults::{Fault, FaultPlan};
+use support::grpc_server::FramesBody;
 use support::http_server::HttpServer;
 
 const MS: Duration = Duration::from_millis(1);
@@ -174,27 +172,12 @@ async fn waiters_are_served_in_order_and_a_dropped_waiter_frees_its_place() {
     assert_eq!((stats.in_flight, stats.queued, stats.waited), (0, 0, 2));
 }
 
-/// A body that yields its frames one at a time.
-struct Frames(VecDeque<Frame<Bytes>>);
-
-impl http_body::Body for Frames {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(Ok))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_streaming_response_holds_its_permit_until_the_body_ends() {
     let b = bulkhead(2, 0, SEC);
     let streaming = service_fn(|_req: Request<()>| async {
         let frames = ["a", "b", "c"].map(|s| Frame::data(Bytes::from(s)));
-        Ok::<_, Infallible>(http::Response::new(Frames(frames.into())))
+        Ok::<_, Infallible>(http::Response::new(FramesBody::new(frames)))
     });
     let svc = BulkheadLayer::new(b.clone(), NoKey).layer(streaming);
     let in_flight = || b.stats("default").unwrap().in_flight;

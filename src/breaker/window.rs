@@ -89,12 +89,13 @@ fn pack(calls: i64, failures: i64, slow: i64) -> u64 {
     (calls + (failures << FIELD) + (slow << (2 * FIELD))) as u64
 }
 
-fn unpack(value: u64) -> (u64, u64, u64) {
-    (
-        value & FIELD_MASK,
-        (value >> FIELD) & FIELD_MASK,
-        (value >> (2 * FIELD)) & FIELD_MASK,
-    )
+impl Tally {
+    /// Adds the counts packed in `value`.
+    fn add_packed(&mut self, value: u64) {
+        self.calls += value & FIELD_MASK;
+        self.failures += (value >> FIELD) & FIELD_MASK;
+        self.slow += (value >> (2 * FIELD)) & FIELD_MASK;
+    }
 }
 
 /// This thread's stripe.
@@ -173,10 +174,7 @@ impl CountWindow {
     fn tally(&self) -> Tally {
         let mut tally = Tally::default();
         for stripe in self.stripes.iter() {
-            let (calls, failures, slow) = unpack(stripe.counts.load(Ordering::Acquire));
-            tally.calls += calls;
-            tally.failures += failures;
-            tally.slow += slow;
+            tally.add_packed(stripe.counts.load(Ordering::Acquire));
         }
         tally
     }
@@ -264,10 +262,7 @@ impl TimeWindow {
             for (held, counts) in stripe.slices.iter().zip(stripe.counts.iter()) {
                 let held = held.load(Ordering::Acquire);
                 if held <= slice && slice - held < self.buckets as u64 {
-                    let (calls, failures, slow) = unpack(counts.load(Ordering::Acquire));
-                    tally.calls += calls;
-                    tally.failures += failures;
-                    tally.slow += slow;
+                    tally.add_packed(counts.load(Ordering::Acquire));
                 }
             }
         }

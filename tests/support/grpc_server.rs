@@ -131,10 +131,18 @@ pub fn encode_frame(message: &Echo) -> Bytes {
     buf.freeze()
 }
 
-/// A response body made of prepared frames (data, then trailers).
+/// A response body made of prepared frames (data, then trailers), yielded one at a time.
 #[derive(Default)]
 pub struct FramesBody {
     frames: VecDeque<Frame<Bytes>>,
+}
+
+impl FramesBody {
+    pub fn new(frames: impl IntoIterator<Item = Frame<Bytes>>) -> Self {
+        FramesBody {
+            frames: frames.into_iter().collect(),
+        }
+    }
 }
 
 impl http_body::Body for FramesBody {
