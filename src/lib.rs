@@ -37,6 +37,9 @@ pub mod bulkhead;
 pub mod classify;
 pub mod deadline;
 pub mod error;
+#[cfg(feature = "http")]
+mod guarded;
+pub mod pool;
 pub mod retry;
 mod rng;
 #[cfg(feature = "http")]

@@ -38,7 +38,6 @@
 //! ```
 
 #[cfg(feature = "http")]
-mod body;
 mod layer;
 mod partition;
 mod registry;
@@ -46,10 +45,10 @@ mod registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(feature = "http")]
-pub use self::body::GuardedBody;
 pub use self::layer::{BulkheadFuture, BulkheadLayer, BulkheadResponse, BulkheadService};
 pub use self::partition::{AdaptiveLimit, BulkheadPermit, Limits, PartitionStats};
+#[cfg(feature = "http")]
+pub use crate::guarded::GuardedBody;
 
 use self::registry::Registry;
 use crate::error::ConfigError;

@@ -1,4 +1,5 @@
-//! A response body that holds the call's bulkhead permit until the stream ends.
+//! A response body that holds a guard — a bulkhead permit, a pool checkout — until the stream
+//! ends: a call is not over, and the capacity it holds is not free, before its body is.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -6,26 +7,24 @@ use std::task::{Context, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::BulkheadPermit;
-
 pin_project! {
-    /// A response body holding its call's [`BulkheadPermit`] until the stream ends, fails or
-    /// is dropped: a call is not over, and its capacity not free, before its body is.
+    /// A response body holding its call's guard (a [`BulkheadPermit`](crate::bulkhead::BulkheadPermit),
+    /// a [`Checkout`](crate::pool::Checkout)) until the stream ends, fails or is dropped.
     #[derive(Debug)]
-    pub struct GuardedBody<B> {
+    pub struct GuardedBody<B, G = crate::bulkhead::BulkheadPermit> {
         #[pin]
         inner: B,
-        permit: Option<BulkheadPermit>,
+        guard: Option<G>,
     }
 }
 
-impl<B> GuardedBody<B> {
-    pub(crate) fn new(inner: B, permit: Option<BulkheadPermit>) -> Self {
-        GuardedBody { inner, permit }
+impl<B, G> GuardedBody<B, G> {
+    pub(crate) fn new(inner: B, guard: Option<G>) -> Self {
+        GuardedBody { inner, guard }
     }
 }
 
-impl<B: Body> Body for GuardedBody<B> {
+impl<B: Body, G> Body for GuardedBody<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -40,7 +39,7 @@ impl<B: Body> Body for GuardedBody<B> {
             Some(Ok(frame)) => frame.is_trailers(),
         };
         if over {
-            this.permit.take();
+            this.guard.take();
         }
         Poll::Ready(frame)
     }

@@ -1,0 +1,509 @@
+//! The pool's shared state: its connections, the checkouts that hold them, and its numbers.
+//!
+//! One short `std::sync::Mutex` critical section per checkout and per return guards a small
+//! vector of slots (at most `max_size`). It is never held across an await; waiting happens on a
+//! `tokio::sync::Notify` (FIFO), registered before the state is inspected so no wake-up is lost.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Connection;
+use super::config::PoolConfig;
+use crate::rng::Jitter;
+
+/// One connection and its bookkeeping.
+struct Slot<Conn> {
+    id: u64,
+    /// `None` while an exclusive (HTTP/1) connection is checked out.
+    conn: Option<Conn>,
+    multiplexed: bool,
+    in_flight: usize,
+    served: u64,
+    expires: Instant,
+    idle_since: Instant,
+    /// Takes no new requests; closed once its in-flight requests finish.
+    retired: bool,
+}
+
+struct State<Conn> {
+    slots: Vec<Slot<Conn>>,
+    connecting: usize,
+    next_id: u64,
+}
+
+/// What a checkout attempt found.
+pub(crate) enum Take<Conn: Connection> {
+    /// A connection (or a stream on one).
+    Ready(Checkout<Conn>),
+    /// Room for a new connection, reserved for the caller.
+    Connect(Reservation<Conn>),
+    /// Nothing free and no room: wait for a return.
+    Wait,
+}
+
+#[derive(Default)]
+struct Counters {
+    checkouts: AtomicU64,
+    waited: AtomicU64,
+    wait_nanos: AtomicU64,
+    wait_max_nanos: AtomicU64,
+    created: AtomicU64,
+    closed: AtomicU64,
+    checkout_timeouts: AtomicU64,
+    connect_failures: AtomicU64,
+    resent: AtomicU64,
+    waiters: AtomicUsize,
+}
+
+/// The state shared by a pool's clones, its checkouts and its reaper.
+pub(crate) struct Slots<Conn> {
+    pub(crate) config: PoolConfig,
+    pub(crate) endpoint: Arc<str>,
+    state: Mutex<State<Conn>>,
+    pub(crate) notify: Notify,
+    jitter: Jitter,
+    counters: Counters,
+    pub(crate) reaper_started: AtomicBool,
+}
+
+impl<Conn> fmt::Debug for Slots<Conn> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slots")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Conn> Slots<Conn> {
+    pub(crate) fn new(config: PoolConfig, endpoint: Arc<str>) -> Self {
+        let jitter = Jitter::new();
+        if let Some(seed) = config.seed {
+            jitter.seed(seed);
+        }
+        Slots {
+            config,
+            endpoint,
+            state: Mutex::new(State {
+                slots: Vec::new(),
+                connecting: 0,
+                next_id: 0,
+            }),
+            notify: Notify::new(),
+            jitter,
+            counters: Counters::default(),
+            reaper_started: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<Conn>> {
+        // No critical section can panic half-way, so a poisoned lock still holds a sound state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This connection's lifetime: uniform in `[max × (1 − jitter), max]`.
+    fn lifetime(&self) -> Duration {
+        let max = self.config.max_lifetime;
+        let low = max.mul_f64(1.0 - self.config.lifetime_jitter);
+        self.jitter.between(low, max)
+    }
+
+    pub(crate) fn record_checkout(&self, waited: Duration) {
+        let c = &self.counters;
+        c.checkouts.fetch_add(1, Ordering::Relaxed);
+        if !waited.is_zero() {
+            let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+            c.waited.fetch_add(1, Ordering::Relaxed);
+            c.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+            c.wait_max_nanos.fetch_max(nanos, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_checkout_timeout(&self) {
+        self.counters
+            .checkout_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_connect_failure(&self) {
+        self.counters
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_resend(&self) {
+        self.counters.resent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a caller waiting for a return until the guard drops.
+    pub(crate) fn waiting(&self) -> WaiterGuard<'_> {
+        self.counters.waiters.fetch_add(1, Ordering::Relaxed);
+        WaiterGuard(&self.counters.waiters)
+    }
+}
+
+impl<Conn: Connection> Slots<Conn> {
+    /// Takes a free connection or stream, or reserves room for a new connection.
+    pub(crate) fn try_take(self: &Arc<Self>, now: Instant) -> Take<Conn> {
+        let mut state = self.lock();
+        self.prune(&mut state, now);
+        let max_streams = self.config.max_streams;
+        // A stream on a multiplexed connection first (oldest first, so streams pack onto few
+        // connections), then the most recently used idle exclusive connection.
+        let found = state
+            .slots
+            .iter()
+            .position(|s| {
+                s.multiplexed && !s.retired && s.conn.is_some() && s.in_flight < max_streams
+            })
+            .or_else(|| {
+                state.slots.iter().rposition(|s| {
+                    !s.multiplexed && !s.retired && s.conn.is_some() && s.in_flight == 0
+                })
+            });
+        if let Some(index) = found {
+            let slot = &mut state.slots[index];
+            let conn = if slot.multiplexed {
+                slot.conn.as_ref().and_then(Connection::share)
+            } else {
+                slot.conn.take()
+            };
+            if let Some(conn) = conn {
+                slot.in_flight += 1;
+                slot.served += 1;
+                if self
+                    .config
+                    .max_requests
+                    .is_some_and(|max| slot.served >= max)
+                {
+                    slot.retired = true;
+                }
+                return Take::Ready(Checkout {
+                    slots: self.clone(),
+                    id: slot.id,
+                    conn: Some(conn),
+                    exclusive: !slot.multiplexed,
+                    broken: false,
+                });
+            }
+            // A multiplexed connection that cannot share any more is done.
+            slot.retired = true;
+        }
+        let open = state.slots.len() + state.connecting;
+        if open < self.config.max_size && state.connecting < self.config.max_connecting {
+            state.connecting += 1;
+            return Take::Connect(Reservation {
+                slots: Some(self.clone()),
+            });
+        }
+        Take::Wait
+    }
+
+    /// Drops connections that are closed, idle too long or past their lifetime (once idle), and
+    /// retires those that may take no new requests.
+    fn prune(&self, state: &mut State<Conn>, now: Instant) {
+        let idle_timeout = self.config.idle_timeout;
+        let before = state.slots.len();
+        state.slots.retain_mut(|slot| {
+            if slot.conn.as_ref().is_some_and(|c| c.is_closed()) || now >= slot.expires {
+                slot.retired = true;
+            }
+            let idle_too_long = now.saturating_duration_since(slot.idle_since) >= idle_timeout;
+            !(slot.in_flight == 0 && (slot.retired || idle_too_long))
+        });
+        let dropped = before - state.slots.len();
+        if dropped > 0 {
+            self.counters
+                .closed
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+            tracing::trace!(endpoint = %self.endpoint, dropped, "pool closed connections");
+        }
+    }
+
+    /// Adds a new connection. With `take` the caller gets it (or a stream on it) checked out;
+    /// otherwise it waits idle (the reaper's warm connections).
+    fn insert(self: &Arc<Self>, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
+        let now = Instant::now();
+        let shared = conn.share();
+        let multiplexed = shared.is_some();
+        let mut state = self.lock();
+        state.connecting -= 1;
+        let id = state.next_id;
+        state.next_id += 1;
+        let mut slot = Slot {
+            id,
+            conn: Some(conn),
+            multiplexed,
+            in_flight: 0,
+            served: 0,
+            expires: now + self.lifetime(),
+            idle_since: now,
+            retired: false,
+        };
+        let checkout = take.then(|| {
+            slot.in_flight = 1;
+            slot.served = 1;
+            if self.config.max_requests == Some(1) {
+                slot.retired = true;
+            }
+            let conn = if multiplexed {
+                shared
+            } else {
+                slot.conn.take()
+            };
+            Checkout {
+                slots: self.clone(),
+                id,
+                conn,
+                exclusive: !multiplexed,
+                broken: false,
+            }
+        });
+        state.slots.push(slot);
+        drop(state);
+        self.counters.created.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(endpoint = %self.endpoint, id, multiplexed, "pool opened a connection");
+        if multiplexed || !take {
+            // Room for others: every waiter looks again.
+            self.notify.notify_waiters();
+        }
+        checkout
+    }
+
+    /// Gives a checkout's connection (or stream) back.
+    fn give_back(&self, id: u64, conn: Option<Conn>, broken: bool) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut closed = false;
+        if let Some(index) = state.slots.iter().position(|s| s.id == id) {
+            let slot = &mut state.slots[index];
+            slot.in_flight -= 1;
+            if broken {
+                slot.retired = true;
+            }
+            if let Some(conn) = conn {
+                if conn.is_closed() {
+                    slot.retired = true;
+                } else if !slot.multiplexed {
+                    slot.conn = Some(conn);
+                }
+            }
+            if slot.in_flight == 0 {
+                slot.idle_since = now;
+                if slot.retired || now >= slot.expires {
+                    state.slots.swap_remove(index);
+                    closed = true;
+                }
+            }
+        }
+        drop(state);
+        if closed {
+            self.counters.closed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.notify.notify_one();
+    }
+
+    /// The reaper's pass: closes idle, expired and broken connections and reserves room for
+    /// the connections `min_idle` still asks for.
+    pub(crate) fn reap(self: &Arc<Self>) -> Vec<Reservation<Conn>> {
+        let mut state = self.lock();
+        self.prune(&mut state, Instant::now());
+        let idle = state
+            .slots
+            .iter()
+            .filter(|s| s.in_flight == 0 && !s.retired)
+            .count();
+        let mut wanted = self.config.min_idle.saturating_sub(idle + state.connecting);
+        let mut reserved = Vec::new();
+        while wanted > 0
+            && state.slots.len() + state.connecting < self.config.max_size
+            && state.connecting < self.config.max_connecting
+        {
+            state.connecting += 1;
+            wanted -= 1;
+            reserved.push(Reservation {
+                slots: Some(self.clone()),
+            });
+        }
+        reserved
+    }
+
+    /// A snapshot of the pool's numbers.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let state = self.lock();
+        let open = state.slots.len();
+        let in_use = state.slots.iter().filter(|s| s.in_flight > 0).count();
+        let in_flight = state.slots.iter().map(|s| s.in_flight).sum();
+        let connecting = state.connecting;
+        drop(state);
+        let c = &self.counters;
+        PoolStats {
+            endpoint: self.endpoint.clone(),
+            max_size: self.config.max_size,
+            open,
+            in_use,
+            idle: open - in_use,
+            in_flight,
+            connecting,
+            waiters: c.waiters.load(Ordering::Relaxed),
+            checkouts: c.checkouts.load(Ordering::Relaxed),
+            waited_checkouts: c.waited.load(Ordering::Relaxed),
+            total_wait: Duration::from_nanos(c.wait_nanos.load(Ordering::Relaxed)),
+            max_wait: Duration::from_nanos(c.wait_max_nanos.load(Ordering::Relaxed)),
+            created: c.created.load(Ordering::Relaxed),
+            closed: c.closed.load(Ordering::Relaxed),
+            checkout_timeouts: c.checkout_timeouts.load(Ordering::Relaxed),
+            connect_failures: c.connect_failures.load(Ordering::Relaxed),
+            resent: c.resent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Room reserved for one new connection; given back if the connect fails or is dropped.
+pub(crate) struct Reservation<Conn: Connection> {
+    slots: Option<Arc<Slots<Conn>>>,
+}
+
+impl<Conn: Connection> Reservation<Conn> {
+    /// Turns the reservation into a connection in the pool, checked out by the caller when
+    /// `take`.
+    pub(crate) fn fill(mut self, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
+        let slots = self.slots.take()?;
+        slots.insert(conn, take)
+    }
+}
+
+impl<Conn: Connection> Drop for Reservation<Conn> {
+    fn drop(&mut self) {
+        if let Some(slots) = self.slots.take() {
+            slots.lock().connecting -= 1;
+            // Someone waiting may connect in our place.
+            slots.notify.notify_one();
+        }
+    }
+}
+
+/// Decrements the waiter gauge when a waiting checkout ends.
+pub(crate) struct WaiterGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection, or a stream on a multiplexed one, checked out of a [`Pool`](super::Pool).
+///
+/// It goes back when dropped — held by the response body, that is when the body ends — so a
+/// cancelled call never leaks its connection. A connection whose send failed goes back marked
+/// broken and is closed.
+pub struct Checkout<Conn: Connection> {
+    slots: Arc<Slots<Conn>>,
+    id: u64,
+    conn: Option<Conn>,
+    exclusive: bool,
+    broken: bool,
+}
+
+impl<Conn: Connection> Checkout<Conn> {
+    /// The endpoint the connection goes to.
+    pub fn endpoint(&self) -> &str {
+        &self.slots.endpoint
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> Option<&mut Conn> {
+        self.conn.as_mut()
+    }
+
+    /// Marks the connection unusable: it takes no new requests and closes when idle.
+    pub(crate) fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+}
+
+impl<Conn: Connection> fmt::Debug for Checkout<Conn> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checkout")
+            .field("endpoint", &self.slots.endpoint)
+            .field("id", &self.id)
+            .field("exclusive", &self.exclusive)
+            .finish()
+    }
+}
+
+impl<Conn: Connection> Drop for Checkout<Conn> {
+    fn drop(&mut self) {
+        let conn = self.conn.take();
+        let conn = if self.exclusive {
+            conn
+        } else {
+            drop(conn);
+            None
+        };
+        self.slots.give_back(self.id, conn, self.broken);
+    }
+}
+
+/// A snapshot of one pool's numbers: the four a pool must expose — utilisation, checkout wait,
+/// connection churn, errors — and the gauges behind them.
+///
+/// Alert on [`utilisation`](Self::utilisation) above 0.8 for a minute, and on any
+/// [`checkout_timeouts`](Self::checkout_timeouts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The endpoint the pool connects to.
+    pub endpoint: Arc<str>,
+    /// The configured maximum number of connections.
+    pub max_size: usize,
+    /// Connections open now.
+    pub open: usize,
+    /// Connections carrying at least one request now.
+    pub in_use: usize,
+    /// Open connections carrying no request.
+    pub idle: usize,
+    /// Requests in flight (several per HTTP/2 connection).
+    pub in_flight: usize,
+    /// Connection attempts in flight.
+    pub connecting: usize,
+    /// Callers waiting for a connection now.
+    pub waiters: usize,
+    /// Successful checkouts so far.
+    pub checkouts: u64,
+    /// Checkouts that had to wait (for a return or a new connection).
+    pub waited_checkouts: u64,
+    /// Total time checkouts waited.
+    pub total_wait: Duration,
+    /// The longest a checkout waited.
+    pub max_wait: Duration,
+    /// Connections opened so far (the creation rate is its derivative).
+    pub created: u64,
+    /// Connections closed so far (idle, expired, rotated, broken).
+    pub closed: u64,
+    /// Checkouts that failed with [`Error::PoolTimeout`](crate::Error::PoolTimeout).
+    pub checkout_timeouts: u64,
+    /// Connection attempts that failed or timed out.
+    pub connect_failures: u64,
+    /// Requests a connection handed back unsent and the pool sent on another connection.
+    pub resent: u64,
+}
+
+impl PoolStats {
+    /// Connections in use over the maximum size, in `[0, 1]`.
+    pub fn utilisation(&self) -> f64 {
+        self.in_use as f64 / self.max_size as f64
+    }
+
+    /// The mean wait of the checkouts that waited.
+    pub fn mean_wait(&self) -> Duration {
+        match u32::try_from(self.waited_checkouts) {
+            Ok(0) => Duration::ZERO,
+            Ok(n) => self.total_wait / n,
+            Err(_) => self.total_wait.div_f64(self.waited_checkouts as f64),
+        }
+    }
+}

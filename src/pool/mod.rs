@@ -1,0 +1,123 @@
+//! Connection pools: one per endpoint, with explicit limits and fast, visible failure.
+//!
+//! Pool exhaustion is a cliff: slow calls hold every connection, callers pile up behind a long
+//! checkout wait, and restarts make it worse. A [`Pool`] makes each limit explicit — a maximum
+//! size, a bounded checkout wait (never longer than the call's remaining [deadline]), a cap on
+//! connection attempts in flight — and turns the cliff into a fast [`Error::PoolTimeout`] plus
+//! numbers you can alert on ([`PoolStats`]).
+//!
+//! A pool sits over a **connector**: a tower `Service` from a target (a resolved address) to a
+//! connection, which is itself a `Service` ([`Connection`], [`ConnectionService`]). The crate provides HTTP/1 and
+//! HTTP/2 connections on hyper ([`HttpConnector`], feature `hyper`), tonic channels
+//! ([`TonicConnector`], feature `tonic`) and reqwest clients ([`ReqwestConnector`], feature
+//! `reqwest`); TLS comes from any connector you write, without the pool knowing.
+//!
+//! The pool is the layer that knows whether a request was sent, so it marks errors
+//! [`NeverSent`](crate::classify::NeverSent) when they provably were not: failed connects, a
+//! connection found closed before the request went out (its request is then resent on another
+//! connection without the caller seeing anything), HTTP/2 `REFUSED_STREAM` and GOAWAY for a
+//! stream the server never processed.
+//!
+//! Connections are returned when the response *body* ends (HTTP/1 cannot carry the next request
+//! before), idle ones are closed after the idle timeout, every connection is rotated after a
+//! jittered maximum lifetime (and optionally after a number of requests), and broken ones are
+//! replaced. The background reaper stops when the pool is dropped.
+//!
+//! ```no_run
+//! # #[cfg(feature = "hyper")]
+//! # async fn run() -> Result<(), stanchion::BoxError> {
+//! use std::time::Duration;
+//! use http_body_util::Empty;
+//! use bytes::Bytes;
+//! use stanchion::pool::{HttpConnector, PoolBuilder};
+//! use tower::ServiceExt;
+//!
+//! let connector = HttpConnector::http1();
+//! let pool = PoolBuilder::new()
+//!     .max_size(10)
+//!     .checkout_timeout(Duration::from_secs(2))
+//!     .build(connector, "127.0.0.1:8080".parse()?)?;
+//! let req = http::Request::get("/health").body(Empty::<Bytes>::new())?;
+//! let res = pool.clone().oneshot(req).await?;
+//! assert!(res.status().is_success());
+//! println!("utilisation: {:.0} %", pool.stats().utilisation() * 100.0);
+//! # Ok(()) }
+//! ```
+//!
+//! [deadline]: crate::deadline::Deadline
+
+mod config;
+mod core;
+#[cfg(feature = "hyper")]
+mod hyper_conn;
+#[cfg(feature = "reqwest")]
+mod reqwest_client;
+mod service;
+#[cfg(feature = "tonic")]
+mod tonic_channel;
+
+use crate::BoxError;
+use tower::Service;
+
+pub use self::config::{
+    DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
+    DEFAULT_MAX_CONNECTING, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, DEFAULT_MAX_STREAMS,
+    PoolBuilder,
+};
+pub use self::core::{Checkout, PoolStats};
+#[cfg(feature = "hyper")]
+pub use self::hyper_conn::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_H2_KEEP_ALIVE, HttpConnection, HttpConnector, HttpSendError,
+    HttpVersion,
+};
+#[cfg(feature = "reqwest")]
+pub use self::reqwest_client::{ReqwestConnection, ReqwestConnector};
+pub use self::service::{Pool, PoolFuture};
+#[cfg(feature = "tonic")]
+pub use self::tonic_channel::TonicConnector;
+
+#[cfg(doc)]
+use crate::Error;
+
+/// What a [`Pool`] must know about a connection it holds.
+pub trait Connection: Send + 'static {
+    /// Whether the connection can carry no more requests (closed by the peer, failed, told to
+    /// go away). The pool drops such connections and opens new ones.
+    fn is_closed(&self) -> bool;
+
+    /// For a multiplexed connection (HTTP/2, a tonic channel), a handle that sends on the same
+    /// connection; the pool hands such handles to up to the stream limit of callers at once.
+    /// `None` for a connection that carries one request at a time (HTTP/1).
+    fn share(&self) -> Option<Self>
+    where
+        Self: Sized;
+}
+
+/// A [`Connection`] that sends `Req`s: a tower `Service` that can say whether a failed request
+/// was sent.
+pub trait ConnectionService<Req>: Connection + Service<Req> {
+    /// Splits a send error: `Ok(request)` when the connection handed the request back unsent
+    /// (the pool resends it on another connection), otherwise the error to report — wrapped in
+    /// [`NeverSent`](crate::classify::NeverSent) when the connection knows the server never saw
+    /// the request.
+    fn into_unsent(error: Self::Error) -> Result<Req, BoxError>;
+}
+
+/// A response that can hold a pool [`Checkout`] until it is fully read, so its connection
+/// (or HTTP/2 stream) counts as busy until then.
+pub trait PoolResponse<Conn: Connection>: Sized {
+    /// The response handed to the caller.
+    type Output;
+
+    /// Keeps `checkout` until the response stream ends, fails or is dropped.
+    fn hold(self, checkout: Checkout<Conn>) -> Self::Output;
+}
+
+#[cfg(feature = "http")]
+impl<B, Conn: Connection> PoolResponse<Conn> for http::Response<B> {
+    type Output = http::Response<crate::guarded::GuardedBody<B, Checkout<Conn>>>;
+
+    fn hold(self, checkout: Checkout<Conn>) -> Self::Output {
+        self.map(|body| crate::guarded::GuardedBody::new(body, Some(checkout)))
+    }
+}

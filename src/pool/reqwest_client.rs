@@ -1,0 +1,136 @@
+//! A pool of reqwest clients, one per resolved address.
+//!
+//! Each client pins the logical host name to one address (`ClientBuilder::resolve`), so the
+//! round robin above can balance over addresses while the `Host` header and the TLS name stay
+//! the logical name. reqwest's own retries are turned off, so attempt counts stay exact.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::Service;
+
+use super::{Connection, ConnectionService};
+use crate::BoxError;
+use crate::classify::NeverSent;
+
+type Configure = Arc<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>;
+
+/// Builds one reqwest [`Client`](reqwest::Client) per address for `host`, for a
+/// [`Pool`](super::Pool) (a pool of size 1 is usual: the client pools connections itself).
+#[derive(Clone)]
+pub struct ReqwestConnector {
+    host: Arc<str>,
+    configure: Configure,
+}
+
+impl fmt::Debug for ReqwestConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestConnector")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReqwestConnector {
+    /// Clients for the logical host name `host` (as it appears in request URIs), with
+    /// reqwest's defaults.
+    pub fn new(host: impl Into<Arc<str>>) -> Self {
+        ReqwestConnector {
+            host: host.into(),
+            configure: Arc::new(reqwest::Client::builder),
+        }
+    }
+
+    /// Starts every client from the builder `configure` returns (timeouts, TLS, proxies off…);
+    /// the address pinning and `retry(never)` are applied on top.
+    pub fn configure(
+        mut self,
+        configure: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.configure = Arc::new(configure);
+        self
+    }
+}
+
+impl Service<SocketAddr> for ReqwestConnector {
+    type Response = ReqwestConnection;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<ReqwestConnection, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        let built = (self.configure)()
+            .resolve(&self.host, addr)
+            .retry(reqwest::retry::never())
+            .build();
+        Box::pin(async move {
+            built
+                .map(|client| ReqwestConnection { client })
+                .map_err(|e| Box::new(NeverSent::new(e)) as BoxError)
+        })
+    }
+}
+
+/// A reqwest client pinned to one address; sends `http::Request`s (converted at the edge) and
+/// answers `http::Response`s, so the rest of the stack sees HTTP types.
+#[derive(Debug, Clone)]
+pub struct ReqwestConnection {
+    client: reqwest::Client,
+}
+
+impl ReqwestConnection {
+    /// The client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl Connection for ReqwestConnection {
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn share(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<B> Service<http::Request<B>> for ReqwestConnection
+where
+    B: Into<reqwest::Body>,
+{
+    type Response = http::Response<reqwest::Body>;
+    type Error = reqwest::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<http::Response<reqwest::Body>, reqwest::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), reqwest::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let sent = reqwest::Request::try_from(req).map(|req| self.client.execute(req));
+        Box::pin(async move { Ok(sent?.await?.into()) })
+    }
+}
+
+/// A connect failure never reached the server; anything else may have.
+impl<B> ConnectionService<http::Request<B>> for ReqwestConnection
+where
+    B: Into<reqwest::Body> + Send + 'static,
+{
+    fn into_unsent(error: reqwest::Error) -> Result<http::Request<B>, BoxError> {
+        if error.is_connect() {
+            Err(Box::new(NeverSent::new(error)))
+        } else {
+            Err(Box::new(error))
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The pool as a tower `Service`: check out, send, resend what came back unsent, and hold the
+//! checkout until the response body ends.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use super::config::PoolConfig;
+use super::core::{Checkout, PoolStats, Slots, Take};
+use super::{Connection, ConnectionService, PoolResponse};
+use crate::classify::NeverSent;
+use crate::deadline::{self, DeadlineCarrier};
+use crate::{BoxError, Error};
+
+/// The response future of a [`Pool`]: boxed, since a pooled call's checkout, resends and
+/// connects make a large state machine that only moves once.
+pub type PoolFuture<T, E = Error> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// A pool of connections to one endpoint, made by a connector; a tower `Service` that sends
+/// each request on a pooled connection. Clones share the pool.
+///
+/// Built with [`PoolBuilder`]; see the [module docs](super).
+pub struct Pool<C, T>
+where
+    C: Service<T>,
+    C::Response: Connection,
+{
+    slots: Arc<Slots<C::Response>>,
+    connector: C,
+    target: T,
+}
+
+impl<C, T> Clone for Pool<C, T>
+where
+    C: Service<T> + Clone,
+    C::Response: Connection,
+    T: Clone,
+{
+    fn clone(&self) -> Self {
+        Pool {
+            slots: self.slots.clone(),
+            connector: self.connector.clone(),
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl<C, T> fmt::Debug for Pool<C, T>
+where
+    C: Service<T>,
+    C::Response: Connection,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("endpoint", &self.slots.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, T> Pool<C, T>
+where
+    C: Service<T> + Clone + Send + 'static,
+    C::Response: Connection,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+    T: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(config: PoolConfig, connector: C, target: T, endpoint: Arc<str>) -> Self {
+        let pool = Pool {
+            slots: Arc::new(Slots::new(config, endpoint)),
+            connector,
+            target,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            pool.start_reaper();
+        }
+        pool
+    }
+
+    /// A snapshot of the pool's numbers.
+    pub fn stats(&self) -> PoolStats {
+        self.slots.stats()
+    }
+
+    /// The endpoint this pool connects to.
+    pub fn endpoint(&self) -> &str {
+        &self.slots.endpoint
+    }
+
+    /// Checks out a connection (or a stream on one) directly, waiting at most the checkout
+    /// timeout (or `deadline`'s remaining time, if shorter). Dropping the checkout returns it.
+    pub async fn checkout(
+        &self,
+        deadline: Option<deadline::Deadline>,
+    ) -> Result<Checkout<C::Response>, Error> {
+        self.start_reaper();
+        let bound = bound(&self.slots.config, deadline);
+        checkout(&self.slots, &self.connector, &self.target, bound).await
+    }
+
+    /// Starts the background reaper once; it holds only a weak reference and ends when the
+    /// pool is dropped.
+    fn start_reaper(&self) {
+        if self.slots.reaper_started.load(Ordering::Relaxed)
+            || self.slots.reaper_started.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        let weak = Arc::downgrade(&self.slots);
+        let tick = reap_tick(&self.slots.config);
+        let connector = self.connector.clone();
+        let target = self.target.clone();
+        tokio::spawn(reaper(weak, tick, connector, target));
+    }
+}
+
+/// The longest a checkout may wait: the checkout timeout, shortened by the call's deadline.
+fn bound(config: &PoolConfig, deadline: Option<deadline::Deadline>) -> Duration {
+    let deadline = match (deadline, deadline::current()) {
+        (Some(a), Some(b)) => Some(a.earliest(b)),
+        (a, b) => a.or(b),
+    };
+    match deadline {
+        Some(d) => config.checkout_timeout.min(d.remaining()),
+        None => config.checkout_timeout,
+    }
+}
+
+/// How often the reaper looks: often enough that idle and lifetime limits hold to within a
+/// quarter of the shorter one, at most once a second and at least once a millisecond.
+fn reap_tick(config: &PoolConfig) -> Duration {
+    let shortest = config
+        .idle_timeout
+        .min(config.max_lifetime.mul_f64(1.0 - config.lifetime_jitter));
+    (shortest / 4).clamp(Duration::from_millis(1), Duration::from_secs(1))
+}
+
+async fn reaper<C, T>(weak: Weak<Slots<C::Response>>, tick: Duration, connector: C, target: T)
+where
+    C: Service<T> + Clone + Send + 'static,
+    C::Response: Connection,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+    T: Clone + Send + Sync + 'static,
+{
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(slots) = weak.upgrade() else {
+            return;
+        };
+        let reserved = slots.reap();
+        let timeout = slots.config.checkout_timeout;
+        drop(slots);
+        for reservation in reserved {
+            let connect = connector.clone().oneshot(target.clone());
+            let weak = weak.clone();
+            tokio::spawn(async move {
+                let outcome = tokio::time::timeout(timeout, connect).await;
+                match outcome {
+                    Ok(Ok(conn)) => {
+                        reservation.fill(conn, false);
+                    }
+                    _ => {
+                        if let Some(slots) = weak.upgrade() {
+                            slots.record_connect_failure();
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Checks out a connection within `bound`: a free one, a new one, or the first returned.
+async fn checkout<C, T>(
+    slots: &Arc<Slots<C::Response>>,
+    connector: &C,
+    target: &T,
+    bound: Duration,
+) -> Result<Checkout<C::Response>, Error>
+where
+    C: Service<T> + Clone,
+    C::Response: Connection,
+    C::Error: Into<BoxError>,
+    T: Clone,
+{
+    let start = Instant::now();
+    let until = start + bound;
+    let mut announced = false;
+    loop {
+        // Registered before looking, so a return between the look and the wait is not lost.
+        let mut notified = pin!(slots.notify.notified());
+        notified.as_mut().enable();
+        match slots.try_take(Instant::now()) {
+            Take::Ready(checkout) => {
+                slots.record_checkout(start.elapsed());
+                return Ok(checkout);
+            }
+            Take::Connect(reservation) => {
+                let connect = connector.clone().oneshot(target.clone());
+                return match tokio::time::timeout_at(until, connect).await {
+                    Ok(Ok(conn)) => match reservation.fill(conn, true) {
+                        Some(checkout) => {
+                            slots.record_checkout(start.elapsed());
+                            Ok(checkout)
+                        }
+                        None => Err(timed_out(slots, start)),
+                    },
+                    Ok(Err(error)) => {
+                        slots.record_connect_failure();
+                        let error: BoxError = error.into();
+                        tracing::debug!(endpoint = %slots.endpoint, %error, "pool connect failed");
+                        Err(Error::Inner(Box::new(NeverSent::new(error))))
+                    }
+                    Err(_) => {
+                        slots.record_connect_failure();
+                        Err(timed_out(slots, start))
+                    }
+                };
+            }
+            Take::Wait => {
+                if !announced {
+                    announced = true;
+                    tracing::debug!(endpoint = %slots.endpoint, "pool exhausted: checkout waits");
+                }
+                let _waiting = slots.waiting();
+                if tokio::time::timeout_at(until, notified).await.is_err() {
+                    return Err(timed_out(slots, start));
+                }
+            }
+        }
+    }
+}
+
+fn timed_out<Conn: Connection>(slots: &Slots<Conn>, start: Instant) -> Error {
+    slots.record_checkout_timeout();
+    let waited = start.elapsed();
+    tracing::warn!(endpoint = %slots.endpoint, ?waited, "pool checkout timed out");
+    Error::PoolTimeout {
+        endpoint: slots.endpoint.clone(),
+        waited,
+    }
+}
+
+impl<C, T, Req> Service<Req> for Pool<C, T>
+where
+    C: Service<T> + Clone + Send + Sync + 'static,
+    C::Response: ConnectionService<Req>,
+    <C::Response as Service<Req>>::Future: Send,
+    <C::Response as Service<Req>>::Response: PoolResponse<C::Response>,
+    <C::Response as Service<Req>>::Error: Send,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+    T: Clone + Send + Sync + 'static,
+    Req: DeadlineCarrier + Send + 'static,
+{
+    type Response = <<C::Response as Service<Req>>::Response as PoolResponse<C::Response>>::Output;
+    type Error = Error;
+    type Future = PoolFuture<Self::Response>;
+
+    /// Always ready: waiting for a connection happens in the call, bounded by the checkout
+    /// timeout.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.start_reaper();
+        let pool = self.clone();
+        Box::pin(async move { pool.send(req).await })
+    }
+}
+
+impl<C, T> Pool<C, T>
+where
+    C: Service<T> + Clone + Send + Sync + 'static,
+    C::Response: Connection,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+    T: Clone + Send + Sync + 'static,
+{
+    async fn send<Req>(
+        self,
+        mut req: Req,
+    ) -> Result<<<C::Response as Service<Req>>::Response as PoolResponse<C::Response>>::Output, Error>
+    where
+        C::Response: ConnectionService<Req>,
+        <C::Response as Service<Req>>::Response: PoolResponse<C::Response>,
+        Req: DeadlineCarrier,
+    {
+        let start = Instant::now();
+        let bound = bound(&self.slots.config, req.deadline());
+        // Each pass either sends or finds a connection closed; a pool never has more than
+        // max_size connections to find closed, plus one freshly opened.
+        let mut last_unsent: Option<BoxError> = None;
+        for _ in 0..=self.slots.config.max_size + 1 {
+            let left = bound.saturating_sub(start.elapsed());
+            let mut checkout = checkout(&self.slots, &self.connector, &self.target, left).await?;
+            let Some(conn) = checkout.conn_mut() else {
+                checkout.mark_broken();
+                continue;
+            };
+            let ready = tokio::time::timeout_at(start + bound, conn.ready()).await;
+            let conn = match ready {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(error)) => {
+                    // Failed readiness: the connection is gone; the request was never sent.
+                    last_unsent = C::Response::into_unsent(error).err();
+                    checkout.mark_broken();
+                    continue;
+                }
+                Err(_) => return Err(timed_out(&self.slots, start)),
+            };
+            match conn.call(req).await {
+                Ok(res) => return Ok(res.hold(checkout)),
+                Err(error) => match C::Response::into_unsent(error) {
+                    Ok(back) => {
+                        checkout.mark_broken();
+                        self.slots.record_resend();
+                        tracing::debug!(endpoint = %self.slots.endpoint, "connection closed before sending: resending on another");
+                        req = back;
+                    }
+                    Err(error) => {
+                        if crate::classify::classify_error(&*error).is_never_sent() {
+                            // REFUSED_STREAM, GOAWAY: this connection takes no more.
+                            checkout.mark_broken();
+                        }
+                        return Err(Error::from_inner(error));
+                    }
+                },
+            }
+        }
+        let error = last_unsent.unwrap_or_else(|| "every pooled connection was closed".into());
+        Err(Error::Inner(Box::new(NeverSent::new(error))))
+    }
+}
