@@ -34,6 +34,8 @@ struct State<Conn> {
     slots: Vec<Slot<Conn>>,
     connecting: usize,
     next_id: u64,
+    /// Whether this endpoint's connections are multiplexed, once one has been seen.
+    multiplexed: Option<bool>,
 }
 
 /// What a checkout attempt found.
@@ -92,6 +94,7 @@ impl<Conn> Slots<Conn> {
                 slots: Vec::new(),
                 connecting: 0,
                 next_id: 0,
+                multiplexed: None,
             }),
             notify: Notify::new(),
             jitter,
@@ -188,10 +191,19 @@ impl<Conn: Connection> Slots<Conn> {
                     conn: Some(conn),
                     exclusive: !slot.multiplexed,
                     broken: false,
+                    sending: false,
                 });
             }
             // A multiplexed connection that cannot share any more is done.
             slot.retired = true;
+        }
+        if state.connecting > 0 && state.multiplexed != Some(false) {
+            // A connection on its way may carry this call too (HTTP/2): wait for it rather
+            // than open one connection per caller, unless it is already spoken for.
+            let waiting = self.counters.waiters.load(Ordering::Relaxed);
+            if waiting < state.connecting * max_streams {
+                return Take::Wait;
+            }
         }
         let open = state.slots.len() + state.connecting;
         if open < self.config.max_size && state.connecting < self.config.max_connecting {
@@ -232,6 +244,7 @@ impl<Conn: Connection> Slots<Conn> {
         let multiplexed = shared.is_some();
         let mut state = self.lock();
         state.connecting -= 1;
+        let learned = state.multiplexed.replace(multiplexed) != Some(multiplexed);
         let id = state.next_id;
         state.next_id += 1;
         let mut slot = Slot {
@@ -261,15 +274,19 @@ impl<Conn: Connection> Slots<Conn> {
                 conn,
                 exclusive: !multiplexed,
                 broken: false,
+                sending: false,
             }
         });
         state.slots.push(slot);
         drop(state);
         self.counters.created.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(endpoint = %self.endpoint, id, multiplexed, "pool opened a connection");
-        if multiplexed || !take {
-            // Room for others: every waiter looks again.
+        if multiplexed || !take || learned {
+            // Room for others, or news about what connections are: every waiter looks again.
             self.notify.notify_waiters();
+        } else {
+            // A connect slot is free again: one waiter may connect.
+            self.notify.notify_one();
         }
         checkout
     }
@@ -407,6 +424,9 @@ pub struct Checkout<Conn: Connection> {
     conn: Option<Conn>,
     exclusive: bool,
     broken: bool,
+    /// A request went out and its response has not arrived: an exclusive connection dropped
+    /// now is mid-exchange and cannot carry another request.
+    sending: bool,
 }
 
 impl<Conn: Connection> Checkout<Conn> {
@@ -415,8 +435,18 @@ impl<Conn: Connection> Checkout<Conn> {
         &self.slots.endpoint
     }
 
+    /// The connection (for a multiplexed one, a handle on it).
+    pub fn connection(&self) -> Option<&Conn> {
+        self.conn.as_ref()
+    }
+
     pub(crate) fn conn_mut(&mut self) -> Option<&mut Conn> {
         self.conn.as_mut()
+    }
+
+    /// Marks a request as sent and its response as pending (or arrived).
+    pub(crate) fn set_sending(&mut self, sending: bool) {
+        self.sending = sending;
     }
 
     /// Marks the connection unusable: it takes no new requests and closes when idle.

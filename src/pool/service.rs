@@ -318,7 +318,11 @@ where
                 }
                 Err(_) => return Err(timed_out(&self.slots, start)),
             };
-            match conn.call(req).await {
+            let sent = conn.call(req);
+            checkout.set_sending(true);
+            let outcome = sent.await;
+            checkout.set_sending(false);
+            match outcome {
                 Ok(res) => return Ok(res.hold(checkout)),
                 Err(error) => match C::Response::into_unsent(error) {
                     Ok(back) => {

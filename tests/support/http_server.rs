@@ -1,6 +1,12 @@
 //! A hyper test server: HTTP/1 and HTTP/2 (prior knowledge) on one loopback port.
+//!
+//! It counts the TCP connections it accepts and holds open, and can close connections that sit
+//! idle (HTTP/1: closed; HTTP/2: GOAWAY, then closed), as servers' keep-alive timeouts do.
 
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
@@ -12,17 +18,59 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::faults::FaultPlan;
 use super::server::{InjectedReset, Running, ServerState};
 
 /// A running hyper server; it stops (connections included) when dropped.
-pub struct HttpServer(Running);
+pub struct HttpServer {
+    running: Running,
+    connections: Arc<Connections>,
+}
+
+/// TCP connections seen by a server.
+#[derive(Debug, Default)]
+pub struct Connections {
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+}
 
 impl HttpServer {
     /// Starts a server on 127.0.0.1 with an ephemeral port.
     pub async fn start(plan: FaultPlan) -> HttpServer {
-        HttpServer(Running::start(plan, accept_loop).await)
+        HttpServer::start_with(plan, None).await
+    }
+
+    /// Starts a server that closes connections idle for `idle_close` (a server keep-alive
+    /// timeout).
+    pub async fn start_with(plan: FaultPlan, idle_close: Option<Duration>) -> HttpServer {
+        let connections = Arc::new(Connections::default());
+        let counted = connections.clone();
+        let running = Running::start(plan, move |listener, state| {
+            accept_loop(listener, state, counted, idle_close)
+        })
+        .await;
+        HttpServer {
+            running,
+            connections,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.connections.accepted.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now.
+    pub fn open(&self) -> usize {
+        self.connections.open.load(Ordering::SeqCst)
+    }
+
+    /// The most TCP connections open at once.
+    pub fn max_open(&self) -> usize {
+        self.connections.max_open.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -35,24 +83,92 @@ impl std::ops::Deref for HttpServer {
     type Target = Running;
 
     fn deref(&self) -> &Running {
-        &self.0
+        &self.running
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<ServerState>) {
+/// Requests in flight on one connection and when it was last busy.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: std::sync::Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last.lock().unwrap() = Instant::now();
+    }
+}
+
+/// Decrements the open-connection gauge when a connection task ends (or is aborted).
+struct OpenGuard(Arc<Connections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    counted: Arc<Connections>,
+    idle_close: Option<Duration>,
+) {
     // Dropping the set (when the task is aborted) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        counted.accepted.fetch_add(1, Ordering::SeqCst);
+        let open = counted.open.fetch_add(1, Ordering::SeqCst) + 1;
+        counted.max_open.fetch_max(open, Ordering::SeqCst);
+        let guard = OpenGuard(counted.clone());
         while connections.try_join_next().is_some() {}
         let state = state.clone();
         connections.spawn(async move {
-            let svc = service_fn(move |req| handle(state.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _guard = guard;
+            let activity = Arc::new(Activity {
+                in_flight: AtomicUsize::new(0),
+                last: std::sync::Mutex::new(Instant::now()),
+            });
+            let seen = activity.clone();
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                let seen = seen.clone();
+                seen.in_flight.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let res = handle(state, req).await;
+                    seen.touch();
+                    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    res
+                }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), svc));
+            let Some(idle) = idle_close else {
+                let _ = conn.await;
+                return;
+            };
+            loop {
+                let due = *activity.last.lock().unwrap() + idle;
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = tokio::time::sleep_until(due) => {
+                        let quiet = *activity.last.lock().unwrap() + idle <= Instant::now();
+                        let busy = activity.in_flight.load(Ordering::SeqCst) > 0;
+                        if quiet && !busy {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                            return;
+                        }
+                        if busy {
+                            // Idle time starts when the last request ends.
+                            activity.touch();
+                        }
+                    }
+                }
+            }
         });
     }
 }
