@@ -17,6 +17,7 @@
 //! | [`breaker`] | circuit breakers: [`CircuitBreaker`](breaker::CircuitBreaker) (rate, slow-call and consecutive-failure windows, exact half-open probes) and [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) |
 //! | [`bulkhead`] | bulkheads: [`BulkheadLayer`](bulkhead::BulkheadLayer) — bounded concurrency, queue and wait per partition |
 //! | [`deadline`] | timeout budgets: [`DeadlineLayer`](deadline::DeadlineLayer) (one budget per logical call), [`AdoptDeadlineLayer`](deadline::AdoptDeadlineLayer) (server side: adopt `grpc-timeout`), [`AttemptLayer`](deadline::AttemptLayer) (per-try timeout written on the wire) |
+//! | [`pool`] | connection pools per endpoint: [`PoolBuilder`](pool::PoolBuilder), [`Pool`](pool::Pool) (bounded checkout, idle and lifetime rotation, never-sent detection); HTTP/1 and HTTP/2 on hyper, tonic channels, reqwest clients |
 //! | [`retry`] | retries: [`RetryLayer`](retry::RetryLayer), [`RetryBudget`](retry::RetryBudget), [`Backoff`](retry::Backoff), [`ReplayBody`](retry::ReplayBody) |
 //! | [`classify`] | what an outcome means: success or failure, retryable, overload or unavailable, server delay hints, never-sent requests; for HTTP and gRPC |
 //! | [`error`] | [`Error`], one variant per decision; [`ConfigError`] for builders; `tonic::Status` codes with feature `tonic` |
@@ -26,7 +27,9 @@
 //! | feature | default | enables |
 //! |---|---|---|
 //! | `http` | yes | `http::Request` carriers, header stamps, HTTP and gRPC classification |
-//! | `tonic` | no | `tonic::Status` from [`Error`] with the right codes |
+//! | `tonic` | no | `tonic::Status` from [`Error`] with the right codes; pools of tonic channels |
+//! | `hyper` | no | pooled HTTP/1 and HTTP/2 connections on hyper over tokio TCP |
+//! | `reqwest` | no | pools of reqwest clients, one per resolved address |
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]

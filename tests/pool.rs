@@ -566,3 +566,51 @@ async fn a_pool_of_reqwest_clients_keeps_the_logical_host_name() {
         .unwrap_err();
     assert!(classify_error(&err).is_never_sent(), "{err}");
 }
+
+/// A raw HTTP/2 server (the h2 crate) that refuses the first stream it gets with
+/// `REFUSED_STREAM` and answers every other with 200; counts accepted connections.
+async fn refusing_h2_server() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let task = tokio::spawn(async move {
+        let refused = Arc::new(AtomicUsize::new(0));
+        let mut conns = JoinSet::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let refused = refused.clone();
+            conns.spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    if refused.fetch_add(1, Ordering::SeqCst) == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    } else {
+                        let res = http::Response::new(());
+                        let _ = respond.send_response(res, true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_http2_stream_is_never_sent_and_its_connection_retired() {
+    let (addr, accepted, _server) = refusing_h2_server().await;
+    let pool: HttpPool = PoolBuilder::new()
+        .build(HttpConnector::http2(), addr)
+        .unwrap();
+    let err = fetch(&pool, get("/")).await.unwrap_err();
+    assert!(classify_error(&err).is_never_sent(), "{err:?}");
+    assert_eq!(
+        pool.stats().open,
+        0,
+        "the refusing connection takes no more calls"
+    );
+    fetch(&pool, get("/")).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}

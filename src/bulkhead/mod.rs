@@ -37,7 +37,6 @@
 //! # let _ = layer;
 //! ```
 
-#[cfg(feature = "http")]
 mod layer;
 mod partition;
 mod registry;
