@@ -156,7 +156,7 @@ impl<Conn: Connection> Slots<Conn> {
         self.prune(&mut state, now);
         let max_streams = self.config.max_streams;
         // A stream on a multiplexed connection first (oldest first, so streams pack onto few
-        // connections), then the most recently used idle exclusive connection.
+        // connections), then the newest idle exclusive connection (older ones go idle and close).
         let found = state
             .slots
             .iter()

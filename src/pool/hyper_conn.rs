@@ -44,7 +44,8 @@ pub enum HttpVersion {
 /// [`Pool`](super::Pool). For TLS, write a connector of your own over any TLS stack: the pool
 /// only needs a `Service` from a target to a [`Connection`].
 ///
-/// Its connect errors (refused, timed out, failed handshake) are all
+/// Request bodies must be `Unpin` (hyper's HTTP/2 connection requires it; box a body that is
+/// not). Its connect errors (refused, timed out, failed handshake) are all
 /// [never sent](crate::classify::NeverSent).
 pub struct HttpConnector<B> {
     version: HttpVersion,

@@ -26,7 +26,7 @@ pub type PoolFuture<T, E = Error> = Pin<Box<dyn Future<Output = Result<T, E>> + 
 /// A pool of connections to one endpoint, made by a connector; a tower `Service` that sends
 /// each request on a pooled connection. Clones share the pool.
 ///
-/// Built with [`PoolBuilder`]; see the [module docs](super).
+/// Built with [`PoolBuilder`](super::PoolBuilder); see the [module docs](super).
 pub struct Pool<C, T>
 where
     C: Service<T>,
