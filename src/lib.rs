@@ -35,6 +35,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "http")]
+pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
 pub mod classify;

@@ -204,6 +204,28 @@ pin_project! {
     }
 }
 
+impl<F, C> BreakerFuture<F, C> {
+    /// A call admitted with `permit`: its outcome is recorded when `future` completes (or at
+    /// the end of the response stream, unless `at_head`).
+    pub(crate) fn running(future: F, permit: Permit, classifier: C, at_head: bool) -> Self {
+        BreakerFuture {
+            state: State::Running {
+                future,
+                permit: Some(permit),
+                classifier,
+                at_head,
+            },
+        }
+    }
+
+    /// A call rejected before it started.
+    pub(crate) fn rejected(error: Error) -> Self {
+        BreakerFuture {
+            state: State::Rejected { error: Some(error) },
+        }
+    }
+}
+
 impl<F, C, T, E> Future for BreakerFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,

@@ -1,0 +1,67 @@
+//! Where endpoints come from: a resolver returns the current set of addresses (and how long the
+//! answer stays true); the balancer re-resolves and applies the differences.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::BoxError;
+
+/// A resolver's answer: every address, and how long it may be trusted (a DNS TTL).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resolved {
+    /// The addresses, in any order (duplicates are ignored).
+    pub addrs: Vec<SocketAddr>,
+    /// How long the answer stays valid, if the source says.
+    pub ttl: Option<Duration>,
+}
+
+/// The future a [`Resolve`] returns.
+pub type ResolveFuture = Pin<Box<dyn Future<Output = Result<Resolved, BoxError>> + Send>>;
+
+/// Resolves a logical name into every address that serves it.
+///
+/// Implemented by [`StaticResolver`] (a list you can change) and, with feature `dns`, by
+/// [`DnsResolver`](super::DnsResolver). A failed resolution keeps the endpoints of the last
+/// good one.
+pub trait Resolve: Send + Sync + 'static {
+    /// The current addresses.
+    fn resolve(&self) -> ResolveFuture;
+}
+
+/// A fixed list of addresses, which [`set`](Self::set) can replace (clones share the list).
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    addrs: Arc<RwLock<Vec<SocketAddr>>>,
+}
+
+impl StaticResolver {
+    /// A resolver that always answers `addrs`.
+    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        StaticResolver {
+            addrs: Arc::new(RwLock::new(addrs.into_iter().collect())),
+        }
+    }
+
+    /// Replaces the list; the balancer sees it at its next refresh.
+    pub fn set(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let mut list = self
+            .addrs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *list = addrs.into_iter().collect();
+    }
+}
+
+impl Resolve for StaticResolver {
+    fn resolve(&self) -> ResolveFuture {
+        let addrs = self
+            .addrs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Box::pin(async move { Ok(Resolved { addrs, ttl: None }) })
+    }
+}
