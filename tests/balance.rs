@@ -1,0 +1,430 @@
+//! Client-side balancing over real loopback servers: exact per-call turns, ejection and return,
+//! panic mode, no endpoints, removal, the single-address warning, least-request.
+
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use proptest::prelude::*;
+use stanchion::Error;
+use stanchion::balance::{Balancer, BalancerBuilder, Policy, StaticResolver};
+use stanchion::breaker::{BreakerState, CircuitBreaker};
+use stanchion::classify::HttpClassifier;
+use stanchion::error::NoEndpointsReason;
+use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
+use stanchion::retry::{AvoidEndpoint, ServedBy};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep};
+use tower::ServiceExt;
+
+use support::faults::{Fault, FaultPlan};
+use support::http_server::HttpServer;
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+type Endpoint = Pool<HttpConnector<Full<Bytes>>, SocketAddr>;
+type Lb = Balancer<Endpoint, HttpClassifier>;
+
+fn pool(addr: SocketAddr) -> Endpoint {
+    PoolBuilder::new()
+        .build(HttpConnector::http1(), addr)
+        .expect("valid pool settings")
+}
+
+async fn balancer(resolver: StaticResolver) -> Lb {
+    let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    lb
+}
+
+async fn servers(plans: impl IntoIterator<Item = FaultPlan>) -> Vec<HttpServer> {
+    let mut servers = Vec::new();
+    for plan in plans {
+        servers.push(HttpServer::start(plan).await);
+    }
+    servers
+}
+
+fn addrs(servers: &[HttpServer]) -> Vec<SocketAddr> {
+    servers.iter().map(|s| s.addr()).collect()
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("/").body(Full::default()).unwrap()
+}
+
+/// One call through a clone of the balancer; the whole body is read (the breaker records at the
+/// end of the stream). Returns the endpoint that served it and the status.
+async fn call(lb: &Lb, req: Request<Full<Bytes>>) -> Result<(SocketAddr, u16), Error> {
+    let res = lb.clone().oneshot(req).await?;
+    let served = res
+        .extensions()
+        .get::<ServedBy>()
+        .expect("ServedBy")
+        .endpoint;
+    let status = res.status().as_u16();
+    res.into_body().collect().await.map_err(Error::from_inner)?;
+    Ok((served, status))
+}
+
+fn tally(served: impl IntoIterator<Item = SocketAddr>) -> HashMap<SocketAddr, usize> {
+    let mut counts = HashMap::new();
+    for addr in served {
+        *counts.entry(addr).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_servers_fifty_calls_ten_each() {
+    let servers = servers((0..5).map(|_| FaultPlan::healthy())).await;
+    let lb = balancer(StaticResolver::new(addrs(&servers))).await;
+    // Sequential calls on clones made per request.
+    for _ in 0..50 {
+        call(&lb, get()).await.unwrap();
+    }
+    for server in &servers {
+        assert_eq!(server.count(), 10);
+    }
+    // Concurrent calls, each on its own clone: still exact turns.
+    let mut set = JoinSet::new();
+    for _ in 0..50 {
+        let lb = lb.clone();
+        set.spawn(async move { call(&lb, get()).await.map(|(addr, _)| addr) });
+    }
+    let served: Vec<_> = set
+        .join_all()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(tally(served).values().all(|&n| n == 10));
+    for server in &servers {
+        assert_eq!(server.count(), 20);
+    }
+}
+
+type Instant_ = fn(Request<()>) -> std::future::Ready<Result<http::Response<()>, Infallible>>;
+
+fn answer(_req: Request<()>) -> std::future::Ready<Result<http::Response<()>, Infallible>> {
+    std::future::ready(Ok(http::Response::new(())))
+}
+
+/// Endpoint stacks that answer at once, for properties of the pick alone.
+fn instant_balancer(n: usize) -> Balancer<tower::util::ServiceFn<Instant_>, HttpClassifier> {
+    let addrs: Vec<SocketAddr> = (0..n)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)))
+        .collect();
+    let make = |_addr| tower::service_fn(answer as Instant_);
+    Balancer::builder(StaticResolver::new(addrs), make, HttpClassifier::new())
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Over N·k calls, N endpoints get exactly k each, from any starting point of the cursor.
+    #[test]
+    fn round_robin_is_exactly_fair(n in 1usize..16, k in 1usize..16, offset in 0usize..40) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let counts = rt.block_on(async {
+            let lb = instant_balancer(n);
+            lb.resolved().await;
+            for _ in 0..offset {
+                lb.clone().oneshot(Request::new(())).await.unwrap();
+            }
+            let mut served = Vec::new();
+            for _ in 0..n * k {
+                let res = lb.clone().oneshot(Request::new(())).await.unwrap();
+                served.push(res.extensions().get::<ServedBy>().unwrap().endpoint);
+            }
+            tally(served)
+        });
+        prop_assert_eq!(counts.len(), n);
+        prop_assert!(counts.values().all(|&c| c == k), "{:?}", counts);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_endpoint_is_ejected_and_returns_through_half_open() {
+    // The first server fails its first 5 calls, then recovers.
+    let failing = FaultPlan::scripted((0..5).map(|_| Fault::status(500)));
+    let servers = servers([failing, FaultPlan::healthy(), FaultPlan::healthy()]).await;
+    let sick = servers[0].addr();
+    let lb = balancer(StaticResolver::new(addrs(&servers))).await;
+    for _ in 0..15 {
+        call(&lb, get()).await.unwrap();
+    }
+    assert_eq!(servers[0].count(), 5);
+    assert_eq!(lb.breaker(sick).unwrap().state(), BreakerState::Open);
+    // Ejected: the others take every call.
+    let served: Vec<_> = futures_calls(&lb, 20).await;
+    assert!(!served.contains(&sick));
+    assert_eq!(servers[0].count(), 5);
+    // After the open period (30 s) it is probed, succeeds, and takes its turns again.
+    sleep(31 * SEC).await;
+    let served: Vec<_> = futures_calls(&lb, 30).await;
+    assert!(tally(served)[&sick] >= 3, "probes and turns reach it again");
+    assert_eq!(lb.breaker(sick).unwrap().state(), BreakerState::Closed);
+}
+
+async fn futures_calls(lb: &Lb, n: usize) -> Vec<SocketAddr> {
+    let mut served = Vec::new();
+    for _ in 0..n {
+        served.push(call(lb, get()).await.unwrap().0);
+    }
+    served
+}
+
+#[tokio::test(start_paused = true)]
+async fn beyond_half_ejected_every_endpoint_takes_calls_again() {
+    let servers = servers([
+        FaultPlan::always(Fault::status(500)),
+        FaultPlan::always(Fault::status(500)),
+        FaultPlan::always(Fault::status(500)),
+        FaultPlan::healthy(),
+    ])
+    .await;
+    let lb = balancer(StaticResolver::new(addrs(&servers))).await;
+    // Eject the failing ones (5 consecutive failures each).
+    for _ in 0..40 {
+        call(&lb, get()).await.unwrap();
+    }
+    let open = lb
+        .endpoints()
+        .iter()
+        .filter(|e| e.state == BreakerState::Open)
+        .count();
+    assert_eq!(open, 3);
+    // 3 of 4 ejected is beyond the 50 % cap: panic mode spreads calls over all four, rather
+    // than send everything to the one healthy endpoint.
+    let before: Vec<usize> = servers.iter().map(|s| s.count()).collect();
+    let _ = futures_calls(&lb, 40).await;
+    for (server, before) in servers.iter().zip(before) {
+        assert_eq!(server.count() - before, 10);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_panic_mode_ejected_endpoints_get_nothing() {
+    let servers = servers([
+        FaultPlan::always(Fault::status(500)),
+        FaultPlan::always(Fault::status(500)),
+        FaultPlan::always(Fault::status(500)),
+        FaultPlan::healthy(),
+    ])
+    .await;
+    let resolver = StaticResolver::new(addrs(&servers));
+    let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
+        .max_ejection(1.0)
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    let _ = futures_calls(&lb, 40).await;
+    let before: Vec<usize> = servers.iter().map(|s| s.count()).collect();
+    let _ = futures_calls(&lb, 20).await;
+    assert_eq!(servers[3].count() - before[3], 20);
+    // All four ejected and no panic mode: no usable endpoint, fail fast.
+    lb.breaker(servers[3].addr()).unwrap().force_open();
+    let start = Instant::now();
+    match call(&lb, get()).await {
+        Err(Error::NoEndpoints { reason }) => assert_eq!(reason, NoEndpointsReason::NoneUsable),
+        other => panic!("expected no endpoints, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_endpoints_fail_fast_and_recover_when_addresses_appear() {
+    let server = HttpServer::start(FaultPlan::healthy()).await;
+    let resolver = StaticResolver::new([]);
+    let lb = balancer(resolver.clone()).await;
+    let start = Instant::now();
+    match call(&lb, get()).await {
+        Err(Error::NoEndpoints { reason }) => assert_eq!(reason, NoEndpointsReason::NoneResolved),
+        other => panic!("expected no endpoints, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO, "never hangs");
+    resolver.set([server.addr()]);
+    // With nothing usable, re-resolution backs off from 1 s, not the 30 s interval.
+    sleep(1100 * MS).await;
+    assert_eq!(call(&lb, get()).await.unwrap().0, server.addr());
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_endpoints_get_traffic_and_removed_ones_drain() {
+    let servers = servers([
+        FaultPlan::always(Fault::ok().latency(3 * SEC)),
+        FaultPlan::healthy(),
+        FaultPlan::healthy(),
+    ])
+    .await;
+    let (slow, b, c) = (servers[0].addr(), servers[1].addr(), servers[2].addr());
+    let resolver = StaticResolver::new([slow, b]);
+    let lb = Balancer::builder(resolver.clone(), pool, HttpClassifier::new())
+        .refresh_interval(SEC)
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    // A call in flight to the endpoint about to be removed.
+    let in_flight = tokio::spawn({
+        let lb = lb.clone();
+        async move { call(&lb, get()).await }
+    });
+    sleep(10 * MS).await;
+    resolver.set([b, c]);
+    sleep(1100 * MS).await;
+    let served = tally(futures_calls(&lb, 20).await);
+    assert_eq!(
+        served.get(&slow),
+        None,
+        "a removed endpoint gets no new calls"
+    );
+    assert_eq!(
+        (served[&b], served[&c]),
+        (10, 10),
+        "the new one takes its turns"
+    );
+    // ...and the call that was in flight finishes normally.
+    assert_eq!(in_flight.await.unwrap().unwrap(), (slow, 200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_avoids_the_endpoint_that_just_failed() {
+    let servers = servers([FaultPlan::healthy(), FaultPlan::healthy()]).await;
+    let lb = balancer(StaticResolver::new(addrs(&servers))).await;
+    for _ in 0..10 {
+        let mut req = get();
+        req.extensions_mut()
+            .insert(AvoidEndpoint(servers[0].addr()));
+        assert_eq!(call(&lb, req).await.unwrap().0, servers[1].addr());
+    }
+    // With one endpoint, avoiding it is not possible: the call still goes.
+    let lb = balancer(StaticResolver::new([servers[0].addr()])).await;
+    let mut req = get();
+    req.extensions_mut()
+        .insert(AvoidEndpoint(servers[0].addr()));
+    assert_eq!(call(&lb, req).await.unwrap().0, servers[0].addr());
+}
+
+/// Counts `warn` events whose message mentions a headless service.
+struct CountWarnings(Arc<AtomicUsize>);
+
+impl tracing::Subscriber for CountWarnings {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::WARN
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" && format!("{value:?}").contains("headless Service") {
+                    self.0 = true;
+                }
+            }
+        }
+        let mut message = Message(false);
+        event.record(&mut message);
+        if message.0 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_address_works_and_warns_once() {
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let _guard = tracing::subscriber::set_default(CountWarnings(warnings.clone()));
+    let server = HttpServer::start(FaultPlan::healthy()).await;
+    let lb = Balancer::builder(
+        StaticResolver::new([server.addr()]),
+        pool,
+        HttpClassifier::new(),
+    )
+    .refresh_interval(SEC)
+    .build()
+    .unwrap();
+    lb.resolved().await;
+    for _ in 0..5 {
+        call(&lb, get()).await.unwrap();
+        sleep(2 * SEC).await; // several re-resolutions
+    }
+    assert_eq!(server.count(), 5);
+    assert_eq!(warnings.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_request_sends_less_to_a_slow_endpoint() {
+    let servers = servers([
+        FaultPlan::always(Fault::ok().latency(500 * MS)),
+        FaultPlan::always(Fault::ok().latency(10 * MS)),
+        FaultPlan::always(Fault::ok().latency(10 * MS)),
+    ])
+    .await;
+    let lb = Balancer::builder(
+        StaticResolver::new(addrs(&servers)),
+        pool,
+        HttpClassifier::new(),
+    )
+    .policy(Policy::LeastRequest)
+    .build()
+    .unwrap();
+    lb.resolved().await;
+    // A steady stream: one call every 5 ms for 3 s.
+    let mut set = JoinSet::new();
+    for _ in 0..600 {
+        let lb = lb.clone();
+        set.spawn(async move { call(&lb, get()).await });
+        sleep(5 * MS).await;
+    }
+    assert!(set.join_all().await.iter().all(Result::is_ok));
+    let slow = servers[0].count();
+    // Round robin would give it 200.
+    assert!(slow < 100, "slow endpoint got {slow} of 600");
+}
+
+#[test]
+fn invalid_settings_are_config_errors() {
+    type Builder = BalancerBuilder<Endpoint, HttpClassifier>;
+    let lb = |f: fn(Builder) -> Builder| {
+        f(Balancer::builder(
+            StaticResolver::new([]),
+            pool,
+            HttpClassifier::new(),
+        ))
+        .build()
+        .map(|_| ())
+        .unwrap_err()
+        .field()
+        .to_owned()
+    };
+    assert_eq!(lb(|b| b.max_ejection(1.5)), "max_ejection");
+    assert_eq!(lb(|b| b.max_ejection(f64::NAN)), "max_ejection");
+    assert_eq!(
+        lb(|b| b.refresh_interval(Duration::from_millis(10))),
+        "refresh_interval"
+    );
+    assert_eq!(
+        lb(|b| b.breaker(CircuitBreaker::builder().consecutive_failures(0))),
+        "consecutive_failures"
+    );
+}
