@@ -15,7 +15,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use stanchion::Error;
-use stanchion::balance::{Balancer, BalancerBuilder, Policy, StaticResolver};
+use stanchion::balance::{Balancer, BalancerBuilder, DnsResolver, Policy, StaticResolver};
 use stanchion::breaker::{BreakerState, CircuitBreaker};
 use stanchion::classify::HttpClassifier;
 use stanchion::error::NoEndpointsReason;
@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 use tower::ServiceExt;
 
+use support::dns_server::DnsServer;
 use support::faults::{Fault, FaultPlan};
 use support::http_server::HttpServer;
 
@@ -427,4 +428,48 @@ fn invalid_settings_are_config_errors() {
         lb(|b| b.breaker(CircuitBreaker::builder().consecutive_failures(0))),
         "consecutive_failures"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dns_record_changes_reach_the_balancer() {
+    let [v4, v6] = HttpServer::start_pair([FaultPlan::healthy(), FaultPlan::healthy()]).await;
+    let port = v4.addr().port();
+    // TTL 5 s: re-resolution follows it rather than the 30 s interval.
+    let dns = DnsServer::start([v4.addr().ip()], 5).await;
+    let resolver = DnsResolver::with_server("api.stanchion.test.", port, dns.addr());
+    let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    let resolved: Vec<_> = lb.endpoints().iter().map(|e| e.addr).collect();
+    assert_eq!(resolved, [v4.addr()]);
+    assert!(futures_calls(&lb, 4).await.iter().all(|a| *a == v4.addr()));
+
+    // A new record: the new endpoint takes its turns after the next re-resolution.
+    dns.set([v4.addr().ip(), v6.addr().ip()]);
+    sleep(6 * SEC).await;
+    let served = tally(futures_calls(&lb, 10).await);
+    assert_eq!((served[&v4.addr()], served[&v6.addr()]), (5, 5));
+
+    // A removed record: that endpoint gets no new calls.
+    dns.set([v6.addr().ip()]);
+    sleep(6 * SEC).await;
+    let before = v4.count();
+    assert!(futures_calls(&lb, 6).await.iter().all(|a| *a == v6.addr()));
+    assert_eq!(v4.count(), before);
+    assert!(dns.queries() >= 6, "three resolutions, A and AAAA each");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_without_records_means_no_endpoints() {
+    let dns = DnsServer::start([], 30).await;
+    let resolver = DnsResolver::with_server("empty.stanchion.test.", 80, dns.addr());
+    let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    match call(&lb, get()).await {
+        Err(Error::NoEndpoints { reason }) => assert_eq!(reason, NoEndpointsReason::NoneResolved),
+        other => panic!("expected no endpoints, got {other:?}"),
+    }
 }

@@ -44,6 +44,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "dns")]
+mod dns;
 mod endpoints;
 mod refresh;
 mod resolve;
@@ -63,6 +65,8 @@ use tokio::sync::watch;
 use tower::Service;
 use tower::util::Oneshot;
 
+#[cfg(feature = "dns")]
+pub use self::dns::DnsResolver;
 pub use self::endpoints::Policy;
 use self::endpoints::{Endpoint, Picker, Snapshot};
 pub use self::resolve::{Resolve, ResolveFuture, Resolved, StaticResolver};

@@ -46,12 +46,37 @@ impl HttpServer {
     /// Starts a server that closes connections idle for `idle_close` (a server keep-alive
     /// timeout).
     pub async fn start_with(plan: FaultPlan, idle_close: Option<Duration>) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        HttpServer::serve(listener, plan, idle_close)
+    }
+
+    /// Two servers on the same port, one on 127.0.0.1 and one on ::1: two endpoints that DNS
+    /// can tell apart with an A and an AAAA record.
+    pub async fn start_pair(plans: [FaultPlan; 2]) -> [HttpServer; 2] {
+        let [v4_plan, v6_plan] = plans;
+        for _ in 0..50 {
+            let v4 = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            let port = v4.local_addr().unwrap().port();
+            if let Ok(v6) = TcpListener::bind(("::1", port)).await {
+                return [
+                    HttpServer::serve(v4, v4_plan, None),
+                    HttpServer::serve(v6, v6_plan, None),
+                ];
+            }
+        }
+        panic!("no port free on both 127.0.0.1 and ::1");
+    }
+
+    fn serve(listener: TcpListener, plan: FaultPlan, idle_close: Option<Duration>) -> HttpServer {
         let connections = Arc::new(Connections::default());
         let counted = connections.clone();
-        let running = Running::start(plan, move |listener, state| {
+        let running = Running::serve(listener, plan, move |listener, state| {
             accept_loop(listener, state, counted, idle_close)
-        })
-        .await;
+        });
         HttpServer {
             running,
             connections,

@@ -4,6 +4,9 @@
 //! - [`grpc_server::GrpcServer`]: tonic's server with a hand-written service (no protoc needed),
 //!   whose status can go in the headers (trailers-only) or in the trailers.
 //!
+//! - [`dns_server::DnsServer`]: a small authoritative DNS server (UDP and TCP) whose records a
+//!   test can change.
+//!
 //! - [`balancer::TestBalancer`]: a stand-in for the round-robin balancer until it lands: it
 //!   spreads calls over several servers, honours `AvoidEndpoint`, reports `ServedBy`, and marks
 //!   connect failures `NeverSent` (hyper-util says which errors are connect errors).
@@ -14,6 +17,7 @@
 
 pub mod balancer;
 pub mod cheap;
+pub mod dns_server;
 pub mod faults;
 pub mod grpc_server;
 pub mod http_server;

@@ -78,6 +78,15 @@ impl Running {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
+        Running::serve(listener, plan, serve)
+    }
+
+    /// Runs `serve` on `listener` until dropped.
+    pub fn serve<F, Fut>(listener: TcpListener, plan: FaultPlan, serve: F) -> Running
+    where
+        F: FnOnce(TcpListener, Arc<ServerState>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ServerState {
             plan,
