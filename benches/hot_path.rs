@@ -334,12 +334,62 @@ fn bulkhead(c: &mut Criterion) {
     group.finish();
 }
 
+type Answer = fn(http::Request<()>) -> Ready<Result<http::Response<()>, Infallible>>;
+
+fn answer(_req: http::Request<()>) -> Ready<Result<http::Response<()>, Infallible>> {
+    ready(Ok(http::Response::new(())))
+}
+
+/// A pick among 8 usable endpoints (round robin, breaker permit, outcome recorded), against
+/// calling the endpoint's service directly.
+fn balancer(c: &mut Criterion) {
+    use stanchion::balance::{Balancer, Policy, StaticResolver};
+    use stanchion::classify::HttpClassifier;
+    let rt = runtime();
+    let endpoint = tower::service_fn(answer as Answer);
+    let addrs: Vec<std::net::SocketAddr> = (0..8)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+        .collect();
+    let build = |policy: Policy, served_by: bool| {
+        rt.block_on(async {
+            let lb = Balancer::builder(
+                StaticResolver::new(addrs.clone()),
+                move |_| endpoint,
+                HttpClassifier::new(),
+            )
+            .policy(policy)
+            .served_by(served_by)
+            .build()
+            .unwrap();
+            lb.resolved().await;
+            lb
+        })
+    };
+    let plain = || http::Request::new(());
+    let mut group = c.benchmark_group("balancer_8_endpoints");
+    group.bench_function("baseline_endpoint_direct", |b| {
+        b.iter_custom(|n| drive(&rt, endpoint, plain, n))
+    });
+    for (name, policy, served_by) in [
+        ("round_robin", Policy::RoundRobin, false),
+        ("least_request", Policy::LeastRequest, false),
+        ("round_robin_with_served_by", Policy::RoundRobin, true),
+    ] {
+        let lb = build(policy, served_by);
+        group.bench_function(name, |b| {
+            b.iter_custom(|n| drive(&rt, lb.clone(), plain, n))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     cheap_request,
     http_request,
     retry,
     breaker,
-    bulkhead
+    bulkhead,
+    balancer
 );
 criterion_main!(benches);

@@ -165,3 +165,40 @@ fn retrying_http_requests_pays_for_the_replay_copy() {
     // the first copy of the URI and of the header value promotes their bytes to shared (1 each).
     assert_eq!(per_call(stack, get, 100), 5);
 }
+
+#[test]
+fn the_balancer_pick_allocates_nothing_per_call() {
+    use stanchion::balance::{Balancer, StaticResolver};
+    let addrs: Vec<std::net::SocketAddr> = (0..8)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+        .collect();
+    let make = |_addr| {
+        tower::service_fn(|_req: http::Request<()>| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(())))
+        })
+    };
+    let balancer = |served_by: bool| {
+        // Resolve on a runtime of its own; the endpoints stay after it is gone.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let lb = Balancer::builder(
+                StaticResolver::new(addrs.clone()),
+                make,
+                HttpClassifier::new(),
+            )
+            .served_by(served_by)
+            .build()
+            .unwrap();
+            lb.resolved().await;
+            lb
+        })
+    };
+    let plain = || http::Request::new(());
+    // Picking among 8 endpoints, taking the breaker permit, recording the outcome: nothing.
+    assert_eq!(per_call(balancer(false), plain, 1000), 0);
+    // `ServedBy` in the response's extensions: the map's box, its table and the boxed value.
+    assert_eq!(per_call(balancer(true), plain, 1000), 3);
+}

@@ -25,13 +25,21 @@ pub(crate) struct Endpoint<S> {
 /// The endpoints at one moment.
 pub(crate) struct Snapshot<S> {
     pub(crate) endpoints: Vec<Arc<Endpoint<S>>>,
+    /// The most endpoints that may be ejected at once before panic mode.
+    max_ejected: usize,
 }
 
 impl<S> Snapshot<S> {
-    pub(crate) fn empty() -> Self {
+    pub(crate) fn new(endpoints: Vec<Arc<Endpoint<S>>>, max_ejected_share: f64) -> Self {
+        let max_ejected = (endpoints.len() as f64 * max_ejected_share).floor() as usize;
         Snapshot {
-            endpoints: Vec::new(),
+            endpoints,
+            max_ejected,
         }
+    }
+
+    pub(crate) fn empty() -> Self {
+        Snapshot::new(Vec::new(), 0.0)
     }
 }
 
@@ -59,15 +67,9 @@ pub(crate) struct Picker<'a> {
     pub(crate) policy: Policy,
     pub(crate) cursor: &'a AtomicUsize,
     pub(crate) jitter: &'a Jitter,
-    /// The largest share of endpoints that may be ejected (skipped) at once.
-    pub(crate) max_ejected_share: f64,
 }
 
 impl Picker<'_> {
-    fn max_ejected(&self, n: usize) -> usize {
-        (n as f64 * self.max_ejected_share).floor() as usize
-    }
-
     /// Picks an endpoint for a call, avoiding `avoid` when another is usable.
     pub(crate) fn pick<'s, S>(
         &self,
@@ -82,7 +84,7 @@ impl Picker<'_> {
             });
         }
         let usable = endpoints.iter().filter(|e| e.breaker.is_usable()).count();
-        let panic = n - usable > self.max_ejected(n);
+        let panic = n - usable > snapshot.max_ejected;
         if panic {
             return Ok(self.pick_in_panic(endpoints, avoid));
         }
@@ -93,9 +95,15 @@ impl Picker<'_> {
         }
         // A probe slot or the circuit may be taken between the look and the admission; the
         // pick then moves on to the next usable endpoint.
-        let mut turn = self.first_turn(endpoints, usable, avoid);
-        for _ in 0..usable {
-            let Some(index) = nth_usable(endpoints, turn % usable) else {
+        let first = self.first_turn(endpoints, usable, avoid);
+        for turn in first..first + usable {
+            // All usable (the common case): the turn is the index.
+            let index = if usable == n {
+                Some(turn % n)
+            } else {
+                nth_usable(endpoints, turn % usable)
+            };
+            let Some(index) = index else {
                 break;
             };
             let endpoint = &endpoints[index];
@@ -106,7 +114,6 @@ impl Picker<'_> {
                     alternatives: usable - 1,
                 });
             }
-            turn += 1;
         }
         Err(Error::NoEndpoints {
             reason: NoEndpointsReason::NoneUsable,

@@ -103,6 +103,7 @@ pub(crate) struct Shared<S, C> {
     make: Box<MakeEndpoint<S>>,
     resolver: Box<dyn Resolve>,
     refresh_interval: Duration,
+    served_by: bool,
     warned_single: AtomicBool,
     refresh_started: AtomicBool,
     resolutions: watch::Sender<u64>,
@@ -141,7 +142,7 @@ pub struct EndpointStatus {
     pub state: BreakerState,
     /// Whether it would take a call now.
     pub usable: bool,
-    /// Calls in flight to it.
+    /// Calls in flight to it (counted with [`Policy::LeastRequest`] only; zero otherwise).
     pub in_flight: usize,
 }
 
@@ -154,6 +155,7 @@ pub struct BalancerBuilder<S, C> {
     policy: Policy,
     max_ejection: f64,
     refresh_interval: Duration,
+    served_by: bool,
 }
 
 impl<S, C> fmt::Debug for BalancerBuilder<S, C> {
@@ -180,6 +182,7 @@ where
     /// | [`policy`](BalancerBuilder::policy) | [`Policy::RoundRobin`] |
     /// | [`max_ejection`](BalancerBuilder::max_ejection) | [`DEFAULT_MAX_EJECTION`] (0.5) |
     /// | [`refresh_interval`](BalancerBuilder::refresh_interval) | [`DEFAULT_REFRESH_INTERVAL`] (30 s), never below [`MIN_REFRESH_INTERVAL`] (1 s) |
+    /// | [`served_by`](BalancerBuilder::served_by) | on |
     pub fn builder(
         resolver: impl Resolve,
         make: impl Fn(SocketAddr) -> S + Send + Sync + 'static,
@@ -193,6 +196,7 @@ where
             policy: Policy::RoundRobin,
             max_ejection: DEFAULT_MAX_EJECTION,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            served_by: true,
         }
     }
 }
@@ -218,6 +222,14 @@ where
     /// open, every endpoint takes calls (panic mode). `1.0` turns panic mode off.
     pub fn max_ejection(mut self, share: f64) -> Self {
         self.max_ejection = share;
+        self
+    }
+
+    /// Whether responses carry [`ServedBy`] (default: yes). The retry layer needs it to send a
+    /// retried 503 to another endpoint; turning it off saves the response-extension insert
+    /// (three small allocations per call, made by `http`'s extension map).
+    pub fn served_by(mut self, record: bool) -> Self {
+        self.served_by = record;
         self
     }
 
@@ -263,6 +275,7 @@ where
                 make: self.make,
                 resolver: self.resolver,
                 refresh_interval: self.refresh_interval,
+                served_by: self.served_by,
                 warned_single: AtomicBool::new(false),
                 refresh_started: AtomicBool::new(false),
                 resolutions: watch::Sender::new(0),
@@ -366,7 +379,8 @@ impl<S, C> Shared<S, C> {
                  every pod address is resolved"
             );
         }
-        self.snapshot.store(Arc::new(Snapshot { endpoints }));
+        self.snapshot
+            .store(Arc::new(Snapshot::new(endpoints, self.max_ejection)));
         self.resolutions.send_modify(|n| *n += 1);
     }
 
@@ -409,21 +423,24 @@ where
             policy: shared.policy,
             cursor: &shared.cursor,
             jitter: &shared.jitter,
-            max_ejected_share: shared.max_ejection,
         };
         let avoid = req.extensions().get::<AvoidEndpoint>().map(|a| a.0);
         match picker.pick(&snapshot, avoid) {
             Ok(picked) => {
                 let endpoint = picked.endpoint;
                 let at_head = endpoint.breaker.record_at() == crate::breaker::RecordAt::Head;
-                endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+                // Calls in flight are counted for the least-request policy only.
+                let in_flight = (shared.policy == Policy::LeastRequest).then(|| {
+                    endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+                    InFlight(endpoint.in_flight.clone())
+                });
                 let served = Served {
                     inner: Oneshot::new(endpoint.service.clone(), req),
-                    served_by: ServedBy {
+                    served_by: shared.served_by.then_some(ServedBy {
                         endpoint: endpoint.addr,
                         alternatives: picked.alternatives,
-                    },
-                    in_flight: InFlight(endpoint.in_flight.clone()),
+                    }),
+                    in_flight,
                 };
                 BalanceFuture {
                     inner: BreakerFuture::running(
@@ -455,8 +472,8 @@ pin_project! {
     struct Served<F> {
         #[pin]
         inner: F,
-        served_by: ServedBy,
-        in_flight: InFlight,
+        served_by: Option<ServedBy>,
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -469,7 +486,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
-        res.extensions_mut().insert(*this.served_by);
+        if let Some(served_by) = *this.served_by {
+            res.extensions_mut().insert(served_by);
+        }
         Poll::Ready(Ok(res))
     }
 }
