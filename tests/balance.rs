@@ -15,7 +15,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use stanchion::Error;
-use stanchion::balance::{Balancer, BalancerBuilder, DnsResolver, Policy, StaticResolver};
+use stanchion::balance::{Balancer, BalancerBuilder, Change, DnsResolver, Policy, StaticResolver};
 use stanchion::breaker::{BreakerState, CircuitBreaker};
 use stanchion::classify::HttpClassifier;
 use stanchion::error::NoEndpointsReason;
@@ -440,9 +440,11 @@ async fn dns_record_changes_reach_the_balancer() {
     let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
         .build()
         .unwrap();
+    let mut feed = lb.changes();
     lb.resolved().await;
     let resolved: Vec<_> = lb.endpoints().iter().map(|e| e.addr).collect();
     assert_eq!(resolved, [v4.addr()]);
+    assert_eq!(feed.recv().await.unwrap(), Change::Insert(v4.addr()));
     assert!(futures_calls(&lb, 4).await.iter().all(|a| *a == v4.addr()));
 
     // A new record: the new endpoint takes its turns after the next re-resolution.
@@ -456,6 +458,8 @@ async fn dns_record_changes_reach_the_balancer() {
     sleep(6 * SEC).await;
     let before = v4.count();
     assert!(futures_calls(&lb, 6).await.iter().all(|a| *a == v6.addr()));
+    assert_eq!(feed.recv().await.unwrap(), Change::Insert(v6.addr()));
+    assert_eq!(feed.recv().await.unwrap(), Change::Remove(v4.addr()));
     assert_eq!(v4.count(), before);
     assert!(dns.queries() >= 6, "three resolutions, A and AAAA each");
 }

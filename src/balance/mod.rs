@@ -69,7 +69,7 @@ use tower::util::Oneshot;
 pub use self::dns::DnsResolver;
 pub use self::endpoints::Policy;
 use self::endpoints::{Endpoint, Picker, Snapshot};
-pub use self::resolve::{Resolve, ResolveFuture, Resolved, StaticResolver};
+pub use self::resolve::{Change, Resolve, ResolveFuture, Resolved, StaticResolver, changes};
 use crate::BoxError;
 use crate::breaker::{
     BreakerBuilder, BreakerFuture, BreakerResponse, BreakerState, CircuitBreaker,
@@ -86,6 +86,9 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default consecutive failures that eject an endpoint: 5 (an Istio `DestinationRule` example).
 pub const DEFAULT_EJECTION_FAILURES: u32 = 5;
+/// How many endpoint changes the feed of [`Balancer::changes`] keeps for a slow reader.
+const CHANGE_FEED_CAPACITY: usize = 256;
+
 /// Default largest share of endpoints ejected at once: 50 %; beyond it, panic mode.
 pub const DEFAULT_MAX_EJECTION: f64 = 0.5;
 
@@ -107,6 +110,7 @@ pub(crate) struct Shared<S, C> {
     warned_single: AtomicBool,
     refresh_started: AtomicBool,
     resolutions: watch::Sender<u64>,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 /// A client-side balancer over resolved endpoints; a tower `Service` for `http::Request`s.
@@ -279,6 +283,7 @@ where
                 warned_single: AtomicBool::new(false),
                 refresh_started: AtomicBool::new(false),
                 resolutions: watch::Sender::new(0),
+                changes: tokio::sync::broadcast::Sender::new(CHANGE_FEED_CAPACITY),
             }),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -298,6 +303,13 @@ where
         self.start_refresh();
         let mut seen = self.shared.resolutions.subscribe();
         let _ = seen.wait_for(|n| *n > 0).await;
+    }
+
+    /// A feed of the endpoint set's changes from now on (inserted and removed endpoints, as
+    /// tower's `Discover` reports them). A reader that falls more than 256 changes behind
+    /// gets a `Lagged` error and continues from the newest.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.shared.changes.subscribe()
     }
 
     /// Every endpoint now, in resolution order.
@@ -367,8 +379,14 @@ impl<S, C> Shared<S, C> {
                 in_flight: Arc::new(AtomicUsize::new(0)),
             }));
         }
-        for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
-            tracing::info!(addr = %gone.addr, "endpoint removed: no new calls, in-flight calls finish");
+        let before: Vec<SocketAddr> = old.endpoints.iter().map(|e| e.addr).collect();
+        let kept: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+        for change in changes(&before, &kept) {
+            if let Change::Remove(addr) = change {
+                tracing::info!(%addr, "endpoint removed: no new calls, in-flight calls finish");
+            }
+            // Nobody listening is fine.
+            let _ = self.changes.send(change);
         }
         if addrs.len() == 1 && !self.warned_single.swap(true, Ordering::Relaxed) {
             tracing::warn!(

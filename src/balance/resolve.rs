@@ -65,3 +65,43 @@ impl Resolve for StaticResolver {
         Box::pin(async move { Ok(Resolved { addrs, ttl: None }) })
     }
 }
+
+/// One change to the endpoint set, as tower's `Discover` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// A newly resolved endpoint, which now takes calls.
+    Insert(SocketAddr),
+    /// An endpoint no longer resolved: it takes no new calls; calls in flight finish.
+    Remove(SocketAddr),
+}
+
+/// The changes that turn `old` into `new` (insertions in `new`'s order, then removals).
+pub fn changes(old: &[SocketAddr], new: &[SocketAddr]) -> Vec<Change> {
+    let inserted = new
+        .iter()
+        .filter(|a| !old.contains(a))
+        .map(|a| Change::Insert(*a));
+    let removed = old
+        .iter()
+        .filter(|a| !new.contains(a))
+        .map(|a| Change::Remove(*a));
+    inserted.chain(removed).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_list_insertions_then_removals() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        assert_eq!(
+            changes(&[a, b], &[b, c]),
+            [Change::Insert(c), Change::Remove(a)]
+        );
+        assert_eq!(changes(&[a], &[a]), []);
+        assert_eq!(changes(&[], &[a]), [Change::Insert(a)]);
+    }
+}
