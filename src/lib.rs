@@ -14,6 +14,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`balance`] | client-side balancing: [`Balancer`](balance::Balancer) over every resolved address ([`DnsResolver`](balance::DnsResolver) with feature `dns`, [`StaticResolver`](balance::StaticResolver)), per-call round robin or least-request, breaker ejection, panic mode |
 //! | [`breaker`] | circuit breakers: [`CircuitBreaker`](breaker::CircuitBreaker) (rate, slow-call and consecutive-failure windows, exact half-open probes) and [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) |
 //! | [`bulkhead`] | bulkheads: [`BulkheadLayer`](bulkhead::BulkheadLayer) — bounded concurrency, queue and wait per partition |
 //! | [`deadline`] | timeout budgets: [`DeadlineLayer`](deadline::DeadlineLayer) (one budget per logical call), [`AdoptDeadlineLayer`](deadline::AdoptDeadlineLayer) (server side: adopt `grpc-timeout`), [`AttemptLayer`](deadline::AttemptLayer) (per-try timeout written on the wire) |
@@ -30,6 +31,7 @@
 //! | `tonic` | no | `tonic::Status` from [`Error`] with the right codes; pools of tonic channels |
 //! | `hyper` | no | pooled HTTP/1 and HTTP/2 connections on hyper over tokio TCP |
 //! | `reqwest` | no | pools of reqwest clients, one per resolved address |
+//! | `dns` | no | [`DnsResolver`](balance::DnsResolver): hickory-resolver, every A/AAAA record |
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
