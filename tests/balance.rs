@@ -477,3 +477,54 @@ async fn a_name_without_records_means_no_endpoints() {
         other => panic!("expected no endpoints, got {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_503_goes_to_another_endpoint() {
+    use stanchion::retry::{ReplayBody, ReplayBodyLayer, RetryLayer};
+    use tower::ServiceBuilder;
+
+    let servers = servers([FaultPlan::always(Fault::status(503)), FaultPlan::healthy()]).await;
+    let make = |addr| {
+        PoolBuilder::new()
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1(), addr)
+            .unwrap()
+    };
+    // Random picks (least request, seeded), so a retry would land on the failing endpoint
+    // about half the time if the balancer did not avoid it.
+    let lb = Balancer::builder(
+        StaticResolver::new(addrs(&servers)),
+        make,
+        HttpClassifier::new(),
+    )
+    .policy(Policy::LeastRequest)
+    .seed(11)
+    // Keep the failing endpoint in rotation: this test is about where retries go.
+    .breaker(CircuitBreaker::builder().consecutive_failures(1000))
+    .build()
+    .unwrap();
+    lb.resolved().await;
+    let stack = ServiceBuilder::new()
+        .layer(ReplayBodyLayer::default())
+        .layer(RetryLayer::builder(HttpClassifier::new()).build().unwrap())
+        .service(lb);
+    let mut first_attempts_on_the_failing_one = 0;
+    for _ in 0..8 {
+        let before = servers[0].count();
+        let res = stack.clone().oneshot(get()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.extensions().get::<ServedBy>().unwrap().endpoint,
+            servers[1].addr()
+        );
+        res.into_body().collect().await.unwrap();
+        // At most one attempt per call met the 503: its retry went elsewhere.
+        let met = servers[0].count() - before;
+        assert!(met <= 1, "a retry went back to the endpoint that failed");
+        first_attempts_on_the_failing_one += met;
+    }
+    assert_eq!(servers[1].count(), 8);
+    assert!(
+        first_attempts_on_the_failing_one >= 2,
+        "{first_attempts_on_the_failing_one}"
+    );
+}

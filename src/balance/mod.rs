@@ -7,16 +7,16 @@
 //! address (a headless Service's pod IPs), keeps re-resolving, picks an endpoint **per call**,
 //! and routes around endpoints whose circuit breaker is open (outlier ejection).
 //!
-//! Each endpoint gets its own [`CircuitBreaker`](crate::breaker::CircuitBreaker) (by default: 5
+//! Each endpoint gets its own [`CircuitBreaker`] (by default: 5
 //! consecutive failures eject it, a half-open probe brings it back) and its own stack, made by a
 //! function of the address — typically a [`Pool`](crate::pool::Pool). An endpoint is *usable*
 //! when it is resolved and its breaker would admit a call. At most half the endpoints are
 //! ejected at once: beyond that (panic mode) calls go through open breakers too, rather than
 //! overload the rest. With nothing resolved (or nothing usable outside panic mode) a call fails
-//! at once with [`Error::NoEndpoints`](crate::Error::NoEndpoints).
+//! at once with [`Error::NoEndpoints`].
 //!
-//! Responses carry [`ServedBy`](crate::retry::ServedBy); a retry carrying
-//! [`AvoidEndpoint`](crate::retry::AvoidEndpoint) goes to another endpoint when one is usable.
+//! Responses carry [`ServedBy`]; a retry carrying
+//! [`AvoidEndpoint`] goes to another endpoint when one is usable.
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -160,6 +160,7 @@ pub struct BalancerBuilder<S, C> {
     max_ejection: f64,
     refresh_interval: Duration,
     served_by: bool,
+    seed: Option<u64>,
 }
 
 impl<S, C> fmt::Debug for BalancerBuilder<S, C> {
@@ -201,6 +202,7 @@ where
             max_ejection: DEFAULT_MAX_EJECTION,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             served_by: true,
+            seed: None,
         }
     }
 }
@@ -237,6 +239,12 @@ where
         self
     }
 
+    /// Seeds the least-request policy's random choices, for reproducible tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// How often to re-resolve (sooner when the answer's TTL ends; never more often than every
     /// second).
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
@@ -267,11 +275,15 @@ where
         }
         // Every endpoint's breaker is built from this template: check it once.
         self.breaker.clone().build()?;
+        let jitter = Jitter::new();
+        if let Some(seed) = self.seed {
+            jitter.seed(seed);
+        }
         let balancer = Balancer {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 cursor: AtomicUsize::new(0),
-                jitter: Jitter::new(),
+                jitter,
                 policy: self.policy,
                 max_ejection: self.max_ejection,
                 classifier: self.classifier,

@@ -1,5 +1,5 @@
-//! A minimal client-side balancer over a fixed list of loopback servers, for the retry tests
-//! until stanchion's own round robin lands.
+//! A minimal client-side balancer over a fixed list of loopback servers, with no breakers: the
+//! retry tests count attempts, and ejection would change the counts.
 
 use std::future::Future;
 use std::net::SocketAddr;

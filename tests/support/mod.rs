@@ -1,4 +1,5 @@
-//! Real servers on 127.0.0.1 for the integration tests, with per-request fault injection.
+//! Real servers on loopback (127.0.0.1, and ::1 where a test needs two addresses) for the
+//! integration tests, with per-request fault injection.
 //!
 //! - [`http_server::HttpServer`]: hyper, HTTP/1 and HTTP/2 (prior knowledge) on one port.
 //! - [`grpc_server::GrpcServer`]: tonic's server with a hand-written service (no protoc needed),
@@ -7,9 +8,10 @@
 //! - [`dns_server::DnsServer`]: a small authoritative DNS server (UDP and TCP) whose records a
 //!   test can change.
 //!
-//! - [`balancer::TestBalancer`]: a stand-in for the round-robin balancer until it lands: it
-//!   spreads calls over several servers, honours `AvoidEndpoint`, reports `ServedBy`, and marks
-//!   connect failures `NeverSent` (hyper-util says which errors are connect errors).
+//! - [`balancer::TestBalancer`]: a plain round robin with no breakers, for the retry tests and the
+//!   demo, whose attempt counts must not depend on ejection (stanchion's own `Balancer` is tested
+//!   in `tests/balance.rs`): it honours `AvoidEndpoint`, reports `ServedBy`, and marks connect
+//!   failures `NeverSent`.
 //!
 //! The servers take a [`faults::FaultPlan`] (scripted, or by seeded probability) and record every request
 //! ([`faults::Recorder`]) so tests can count attempts and read the headers that arrived.
