@@ -12,8 +12,9 @@
 //!     └ ReplayBodyLayer (bodies can be sent again)
 //!       └ RetryLayer (3 attempts, jittered backoff, budget 20 % + 10/s)
 //!           └ AttemptLayer (per-try 150 ms, written as x-timeout-ms)
-//!               └ CircuitBreakerLayer (around the whole upstream: 50 % of 100 calls)
-//!                   └ a small round-robin balancer (tests/support) → hyper client
+//!               └ Balancer (per-call round robin over the 3 addresses)
+//!                   └ per endpoint: CircuitBreaker (5 consecutive failures eject it)
+//!                                   → Pool (HTTP/1, at most 4 connections, checkout ≤ 100 ms)
 //! ```
 //!
 //! The report counts outcomes by reason, attempts per server, retries and budget refusals, and
@@ -30,16 +31,16 @@ use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use http_body_util::Empty;
 use stanchion::Error;
-use stanchion::breaker::{CircuitBreaker, CircuitBreakerLayer};
+use stanchion::balance::{Balancer, StaticResolver};
 use stanchion::bulkhead::{Bulkhead, BulkheadLayer, Limits, NoKey};
 use stanchion::classify::{Classify, HttpClassifier, Verdict, classify_error};
 use stanchion::deadline::{AttemptLayer, DeadlineLayer};
+use stanchion::pool::{HttpConnector, PoolBuilder};
 use stanchion::retry::{
     Backoff, ReplayBody, ReplayBodyLayer, RetryBudget, RetryLayer, RetryStopped,
 };
 use tower::{ServiceBuilder, ServiceExt};
 
-use support::balancer::TestBalancer;
 use support::faults::{Fault, FaultPlan};
 use support::http_server::HttpServer;
 
@@ -85,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "  stack: Deadline({BUDGET:?}) -> Bulkhead(6 + 4 waiting) -> ReplayBody -> Retry(3 attempts, budget 20% + 10/s) -> \
-         Attempt(per-try {PER_TRY:?}) -> CircuitBreaker -> round robin -> hyper\n"
+         Attempt(per-try {PER_TRY:?}) -> round robin -> per endpoint: CircuitBreaker -> Pool -> hyper\n"
     );
 
     let budget = RetryBudget::default();
@@ -97,9 +98,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?)
         .budget(budget.clone())
         .build()?;
-    let balancer =
-        TestBalancer::<ReplayBody<Empty<Bytes>>>::new(servers.iter().map(|s| s.addr()).collect());
-    let breaker = CircuitBreaker::builder().name("upstream").build()?;
+    // One pool per endpoint, made by the balancer when the address is resolved; kept here too
+    // for the report.
+    let pools = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let made = pools.clone();
+    let pool_settings = PoolBuilder::new()
+        .max_size(4)
+        .checkout_timeout(Duration::from_millis(100));
+    let make_endpoint = move |addr| {
+        let pool = pool_settings
+            .clone()
+            .build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1(), addr)
+            .expect("the pool settings above are valid");
+        made.lock().unwrap().push(pool.clone());
+        pool
+    };
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr()).collect();
+    let balancer = Balancer::builder(
+        StaticResolver::new(addrs),
+        make_endpoint,
+        HttpClassifier::new(),
+    )
+    .build()?;
+    balancer.resolved().await;
     let bulkhead = Bulkhead::builder()
         .limits(Limits {
             concurrency: 6,
@@ -113,11 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(ReplayBodyLayer::default())
         .layer(retry)
         .layer(AttemptLayer::new(PER_TRY)?.timeout_header(HeaderName::from_static("x-timeout-ms")))
-        .layer(CircuitBreakerLayer::new(
-            breaker.clone(),
-            HttpClassifier::new(),
-        ))
-        .service(balancer);
+        .service(balancer.clone());
 
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -160,11 +177,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "retries granted:      {} (budget refused {})",
         stats.withdrawals, stats.refused
     );
-    let circuit = breaker.stats();
-    println!(
-        "circuit breaker:      {:?}, {} of the last {} attempts failed, {} openings, {} rejected",
-        circuit.state, circuit.failures, circuit.calls, circuit.openings, circuit.rejected
-    );
+    for endpoint in balancer.endpoints() {
+        let breaker = balancer.breaker(endpoint.addr).expect("resolved endpoint");
+        let circuit = breaker.stats();
+        println!(
+            "endpoint {}: breaker {:?}, ejected {} time(s)",
+            endpoint.addr, circuit.state, circuit.openings
+        );
+    }
+    for pool in pools.lock().unwrap().iter() {
+        let stats = pool.stats();
+        println!(
+            "pool {}: {} connections opened, {} closed, {} checkouts waited, {} checkout timeouts",
+            stats.endpoint,
+            stats.created,
+            stats.closed,
+            stats.waited_checkouts,
+            stats.checkout_timeouts
+        );
+    }
     let partition = bulkhead
         .stats("default")
         .expect("the default partition always exists");
@@ -182,10 +213,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or_default(),
-    );
-    println!(
-        "\nPools and DNS round robin (with per-endpoint breakers) join this stack as they land; \
-         see README.md."
     );
     Ok(())
 }
@@ -213,6 +240,8 @@ fn describe<B>(result: Result<Response<B>, Error>) -> String {
         Err(Error::RetryRefused { reason, .. }) => format!("error: not retried: {reason}"),
         Err(Error::BulkheadFull { .. }) => "error: bulkhead full".to_owned(),
         Err(Error::BulkheadTimeout { .. }) => "error: bulkhead wait timed out".to_owned(),
+        Err(Error::PoolTimeout { .. }) => "error: pool checkout timed out".to_owned(),
+        Err(Error::NoEndpoints { reason }) => format!("error: no endpoints: {reason}"),
         Err(other) => format!("error: {:?}", classify_error(&other).kind()),
     }
 }

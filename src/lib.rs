@@ -29,7 +29,7 @@
 //! |---|---|---|
 //! | `http` | yes | `http::Request` carriers, header stamps, HTTP and gRPC classification |
 //! | `tonic` | no | `tonic::Status` from [`Error`] with the right codes; pools of tonic channels |
-//! | `hyper` | no | pooled HTTP/1 and HTTP/2 connections on hyper over tokio TCP |
+//! | `hyper` | yes | pooled HTTP/1 and HTTP/2 connections on hyper over tokio TCP |
 //! | `reqwest` | no | pools of reqwest clients, one per resolved address |
 //! | `dns` | no | [`DnsResolver`](balance::DnsResolver): hickory-resolver, every A/AAAA record |
 //!

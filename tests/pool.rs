@@ -614,3 +614,15 @@ async fn a_refused_http2_stream_is_never_sent_and_its_connection_retired() {
     fetch(&pool, get("/")).await.unwrap();
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn only_checkouts_that_waited_count_as_waits_in_real_time() {
+    let server = HttpServer::start(FaultPlan::healthy()).await;
+    let pool = http1(&server, PoolBuilder::new());
+    for _ in 0..5 {
+        fetch(&pool, get("/")).await.unwrap();
+    }
+    let stats = pool.stats();
+    // The first waited for its connection; the other four found it free.
+    assert_eq!((stats.checkouts, stats.waited_checkouts), (5, 1));
+}

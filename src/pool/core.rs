@@ -115,10 +115,12 @@ impl<Conn> Slots<Conn> {
         self.jitter.between(low, max)
     }
 
-    pub(crate) fn record_checkout(&self, waited: Duration) {
+    /// Counts a checkout; `waited` is how long it took when it had to wait (for a return or a
+    /// new connection), `None` when a connection was free at once.
+    pub(crate) fn record_checkout(&self, waited: Option<Duration>) {
         let c = &self.counters;
         c.checkouts.fetch_add(1, Ordering::Relaxed);
-        if !waited.is_zero() {
+        if let Some(waited) = waited {
             let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
             c.waited.fetch_add(1, Ordering::Relaxed);
             c.wait_nanos.fetch_add(nanos, Ordering::Relaxed);

@@ -194,13 +194,14 @@ where
     let start = Instant::now();
     let until = start + bound;
     let mut announced = false;
+    let mut waited = false;
     loop {
         // Registered before looking, so a return between the look and the wait is not lost.
         let mut notified = pin!(slots.notify.notified());
         notified.as_mut().enable();
         match slots.try_take(Instant::now()) {
             Take::Ready(checkout) => {
-                slots.record_checkout(start.elapsed());
+                slots.record_checkout(waited.then(|| start.elapsed()));
                 return Ok(checkout);
             }
             Take::Connect(reservation) => {
@@ -208,7 +209,7 @@ where
                 return match tokio::time::timeout_at(until, connect).await {
                     Ok(Ok(conn)) => match reservation.fill(conn, true) {
                         Some(checkout) => {
-                            slots.record_checkout(start.elapsed());
+                            slots.record_checkout(Some(start.elapsed()));
                             Ok(checkout)
                         }
                         None => Err(timed_out(slots, start)),
@@ -230,6 +231,7 @@ where
                     announced = true;
                     tracing::debug!(endpoint = %slots.endpoint, "pool exhausted: checkout waits");
                 }
+                waited = true;
                 let _waiting = slots.waiting();
                 if tokio::time::timeout_at(until, notified).await.is_err() {
                     return Err(timed_out(slots, start));
