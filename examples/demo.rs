@@ -104,12 +104,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let made = pools.clone();
     let pool_settings = PoolBuilder::new()
         .max_size(4)
-        .checkout_timeout(Duration::from_millis(100));
+        .checkout_timeout(Duration::from_millis(100))
+        .settings()?;
     let make_endpoint = move |addr| {
-        let pool = pool_settings
-            .clone()
-            .build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1(), addr)
-            .expect("the pool settings above are valid");
+        let pool = pool_settings.build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1(), addr);
         made.lock().unwrap().push(pool.clone());
         pool
     };

@@ -38,7 +38,7 @@ type Lb = Balancer<Endpoint, HttpClassifier>;
 fn pool(addr: SocketAddr) -> Endpoint {
     PoolBuilder::new()
         .build(HttpConnector::http1(), addr)
-        .expect("valid pool settings")
+        .expect("the default pool settings are valid")
 }
 
 async fn balancer(resolver: StaticResolver) -> Lb {

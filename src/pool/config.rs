@@ -171,9 +171,15 @@ impl PoolBuilder {
         C::Error: Into<crate::BoxError>,
         T: fmt::Display + Clone + Send + Sync + 'static,
     {
-        let config = self.validate()?;
-        let endpoint: Arc<str> = target.to_string().into();
-        Ok(Pool::new(config, connector, target, endpoint))
+        Ok(self.settings()?.build(connector, target))
+    }
+
+    /// Validates the settings once, for building many pools (one per endpoint) without a
+    /// `Result` each: what a balancer's per-endpoint constructor wants.
+    pub fn settings(self) -> Result<PoolSettings, ConfigError> {
+        Ok(PoolSettings {
+            config: self.validate()?,
+        })
     }
 
     fn validate(self) -> Result<PoolConfig, ConfigError> {
@@ -212,6 +218,27 @@ impl PoolBuilder {
             return Err(ConfigError::new("max_connecting", "must be at least 1"));
         }
         Ok(c)
+    }
+}
+
+/// Validated pool settings ([`PoolBuilder::settings`]): builds pools that cannot fail.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    config: PoolConfig,
+}
+
+impl PoolSettings {
+    /// A pool of connections to `target`, made by `connector`, with these settings.
+    pub fn build<C, T>(&self, connector: C, target: T) -> Pool<C, T>
+    where
+        C: Service<T> + Clone + Send + 'static,
+        C::Response: super::Connection,
+        C::Future: Send + 'static,
+        C::Error: Into<crate::BoxError>,
+        T: fmt::Display + Clone + Send + Sync + 'static,
+    {
+        let endpoint: Arc<str> = target.to_string().into();
+        Pool::new(self.config.clone(), connector, target, endpoint)
     }
 }
 
