@@ -528,3 +528,29 @@ async fn a_retried_503_goes_to_another_endpoint() {
         "{first_attempts_on_the_failing_one}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn re_resolution_ends_when_the_balancer_is_dropped() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let dns = DnsServer::start(["127.0.0.1".parse().unwrap()], 1).await;
+    let before = metrics.num_alive_tasks();
+    let resolver = DnsResolver::with_server("gone.stanchion.test.", 80, dns.addr());
+    let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    sleep(5 * SEC).await;
+    let queries = dns.queries();
+    assert!(
+        queries >= 6,
+        "re-resolving every second (TTL 1 s): {queries}"
+    );
+    drop(lb);
+    sleep(5 * SEC).await;
+    // No task left behind, and no more queries.
+    assert!(dns.queries() <= queries + 2);
+    let after = dns.queries();
+    sleep(10 * SEC).await;
+    assert_eq!(dns.queries(), after);
+    assert_eq!(metrics.num_alive_tasks(), before);
+}
