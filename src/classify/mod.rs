@@ -346,7 +346,9 @@ fn classify_own(err: &Error) -> Option<Class> {
         Error::BulkheadFull { .. } | Error::BulkheadTimeout { .. } => {
             Class::new(Kind::Overload).with_never_sent(true)
         }
-        Error::IdempotencyConflict { .. } | Error::Config(_) => Class::new(Kind::ClientError),
+        Error::IdempotencyConflict { .. }
+        | Error::InvalidIdempotencyKey { .. }
+        | Error::Config(_) => Class::new(Kind::ClientError),
         // Look through to what the retries saw last / what the inner service said.
         Error::RetriesExhausted { .. }
         | Error::RetryBudgetExhausted { .. }

@@ -147,6 +147,13 @@ pub enum Error {
         reason: IdempotencyConflictReason,
     },
 
+    /// A caller-supplied idempotency key is not a valid key; nothing was sent.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// A layer was configured with invalid settings.
     #[error(transparent)]
     Config(#[from] ConfigError),

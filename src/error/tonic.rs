@@ -29,6 +29,7 @@ impl Error {
                 IdempotencyConflictReason::InFlight => Code::Aborted,
                 IdempotencyConflictReason::PayloadMismatch => Code::FailedPrecondition,
             },
+            Error::InvalidIdempotencyKey { .. } => Code::InvalidArgument,
             Error::Config(_) => Code::Internal,
             Error::Inner(inner) => code_of_boxed(inner),
         }

@@ -15,7 +15,7 @@ use super::decision::{CallState, Decision, Outcome, Rules};
 use super::{
     Backoff, RetryBudget, RetryRequest, RetryResponse, RetryStop, RetryStopped, UnavailablePolicy,
 };
-use crate::classify::{Classify, Kind, Verdict};
+use crate::classify::{Class, Classify, Kind, Verdict};
 use crate::error::{BoxError, ConfigError, Error};
 
 /// The default number of attempts, the first included: 3.
@@ -186,6 +186,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         self.policy.rules.budget.deposit();
         let safe = req.is_safe_to_repeat();
+        let retries_conflicts = req.retries_conflicts();
         let backup = req.try_clone();
         // The service that was made ready sends the first attempt; a clone sends the retries.
         let clone = self.inner.clone();
@@ -199,6 +200,7 @@ where
             attempts: 1,
             transparent_used: false,
             safe,
+            retries_conflicts,
             previous_delay: None,
         }
     }
@@ -220,6 +222,8 @@ pin_project! {
         attempts: u32,
         transparent_used: bool,
         safe: bool,
+        // A 409 means "the first attempt with this idempotency key is still running".
+        retries_conflicts: bool,
         previous_delay: Option<Duration>,
     }
 }
@@ -261,6 +265,10 @@ where
             };
             let classifier = &this.policy.classifier;
             let (class, served_by) = match &result {
+                Ok(res) if *this.retries_conflicts && res.is_conflict() => (
+                    Class::new(Kind::ClientError).with_retryable(true),
+                    res.served_by(),
+                ),
                 Ok(res) => match classifier.classify_response(res) {
                     Verdict::Done(class) => (class, res.served_by()),
                     // The verdict is in the trailers: the response has begun, so the call is

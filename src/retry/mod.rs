@@ -75,4 +75,4 @@ pub use self::decision::{AvoidEndpoint, RetryStop, RetryStopped, ServedBy, Unava
 pub use self::layer::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, Retry, RetryFuture, RetryLayer, RetryLayerBuilder,
 };
-pub use self::request::{RetryBody, RetryRequest, RetryResponse, RetrySafe};
+pub use self::request::{RetryBody, RetryOnConflict, RetryRequest, RetryResponse, RetrySafe};

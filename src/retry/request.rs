@@ -22,6 +22,12 @@ pub trait RetryRequest: DeadlineCarrier + Sized {
     /// Whether repeating the request is safe even if an attempt may have reached the server.
     fn is_safe_to_repeat(&self) -> bool;
 
+    /// Whether a conflict response (HTTP 409) means "an earlier attempt is still running" and
+    /// is worth retrying ([`RetryOnConflict`]).
+    fn retries_conflicts(&self) -> bool {
+        false
+    }
+
     /// Marks the copy as attempt number `attempt` (1-based), to be sent elsewhere than `avoid`.
     fn prepare_retry(&mut self, attempt: u32, avoid: Option<SocketAddr>);
 }
@@ -35,6 +41,11 @@ pub trait RetryResponse {
 
     /// Records why retrying stopped on this response.
     fn record_stop(&mut self, _stopped: RetryStopped) {}
+
+    /// Whether the response is a conflict (HTTP 409) that a keyed request may retry.
+    fn is_conflict(&self) -> bool {
+        false
+    }
 }
 
 /// A request body that can be sent again.
@@ -52,13 +63,20 @@ pub trait RetryBody: Sized {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetrySafe;
 
+/// Marks a keyed request whose `409 Conflict` means "an earlier attempt with this idempotency
+/// key is still running": the retry layer retries it after backoff (within the deadline and the
+/// budget) instead of returning it. Set by the idempotency-key layer; put it in `http::Request`
+/// extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOnConflict;
+
 #[cfg(feature = "http")]
 mod http_impls {
     use std::net::SocketAddr;
 
     use http::{Request, Response};
 
-    use super::{RetryBody, RetryRequest, RetryResponse, RetrySafe};
+    use super::{RetryBody, RetryOnConflict, RetryRequest, RetryResponse, RetrySafe};
     use crate::deadline::Attempt;
     use crate::retry::{AvoidEndpoint, RetryStopped, ServedBy};
     use crate::wire::is_grpc;
@@ -88,6 +106,10 @@ mod http_impls {
                 || is_grpc(self.headers())
         }
 
+        fn retries_conflicts(&self) -> bool {
+            self.extensions().get::<RetryOnConflict>().is_some()
+        }
+
         fn prepare_retry(&mut self, attempt: u32, avoid: Option<SocketAddr>) {
             let extensions = self.extensions_mut();
             extensions.insert(Attempt(attempt));
@@ -109,6 +131,10 @@ mod http_impls {
 
         fn record_stop(&mut self, stopped: RetryStopped) {
             self.extensions_mut().insert(stopped);
+        }
+
+        fn is_conflict(&self) -> bool {
+            self.status() == http::StatusCode::CONFLICT
         }
     }
 }

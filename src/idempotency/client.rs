@@ -1,0 +1,228 @@
+//! The client half: every attempt of a logical request carries the same key, on the routes
+//! whose server honours keys.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderName, Request};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::IdempotencyKey;
+use crate::retry::{RetryOnConflict, RetrySafe};
+use crate::{BoxError, Error};
+
+/// The default header: `Idempotency-Key` (also gRPC metadata `idempotency-key`).
+pub const DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+
+#[derive(Debug, Clone)]
+struct Route {
+    host: Option<String>,
+    path_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    header: HeaderName,
+    routes: Vec<Route>,
+}
+
+/// Gives requests that are not idempotent by method (POST, PATCH) an idempotency key — minted,
+/// or the caller's own, validated — on the routes you opt in, and marks them safe to retry.
+///
+/// Opt in only routes whose server honours keys: a server that ignores the header would
+/// otherwise be retried into duplicates. Requests on other routes, and idempotent methods, pass
+/// untouched. A caller-supplied key that is not valid fails the call with
+/// [`Error::InvalidIdempotencyKey`] before anything is sent.
+///
+/// Put it outside the retry layer (the canonical stack puts it outermost) so every attempt
+/// carries the same key. Keyed requests also get [`RetryOnConflict`]: a `409 Conflict` (the
+/// first attempt is still running on the server) is retried after backoff, within the deadline.
+///
+/// ```
+/// use stanchion::idempotency::IdempotencyKeyLayer;
+///
+/// let keys = IdempotencyKeyLayer::new()
+///     .route("/v1/payments")              // any host
+///     .host_route("api.example.com", "/v1/refunds");
+/// # let _ = keys;
+/// ```
+#[derive(Debug, Clone)]
+pub struct IdempotencyKeyLayer {
+    config: Arc<Config>,
+}
+
+impl Default for IdempotencyKeyLayer {
+    fn default() -> Self {
+        IdempotencyKeyLayer::new()
+    }
+}
+
+impl IdempotencyKeyLayer {
+    /// A layer with no route opted in, sending keys as `Idempotency-Key`.
+    pub fn new() -> Self {
+        IdempotencyKeyLayer {
+            config: Arc::new(Config {
+                header: DEFAULT_KEY_HEADER,
+                routes: Vec::new(),
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Opts in requests whose path starts with `path_prefix`, on any host (gRPC: a service
+    /// prefix such as `/payments.v1.Payments/`).
+    pub fn route(self, path_prefix: impl Into<String>) -> Self {
+        let path_prefix = path_prefix.into();
+        self.with(|c| {
+            c.routes.push(Route {
+                host: None,
+                path_prefix,
+            })
+        })
+    }
+
+    /// Opts in every path on `host`.
+    pub fn host(self, host: impl Into<String>) -> Self {
+        self.host_route(host, "/")
+    }
+
+    /// Opts in requests to `host` whose path starts with `path_prefix`.
+    pub fn host_route(self, host: impl Into<String>, path_prefix: impl Into<String>) -> Self {
+        let (host, path_prefix) = (host.into().to_ascii_lowercase(), path_prefix.into());
+        self.with(|c| {
+            c.routes.push(Route {
+                host: Some(host),
+                path_prefix,
+            })
+        })
+    }
+
+    /// Sends the key in `header` instead of `Idempotency-Key`.
+    pub fn header(self, header: HeaderName) -> Self {
+        self.with(|c| c.header = header)
+    }
+}
+
+impl Config {
+    fn opted_in<B>(&self, req: &Request<B>) -> bool {
+        if req.method().is_idempotent() {
+            return false;
+        }
+        let path = req.uri().path();
+        let host = req.uri().host().map(str::to_owned).or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.split(':').next().unwrap_or(h).to_owned())
+        });
+        self.routes.iter().any(|route| {
+            path.starts_with(&route.path_prefix)
+                && route.host.as_deref().is_none_or(|want| {
+                    host.as_deref()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(want))
+                })
+        })
+    }
+}
+
+impl<S> Layer<S> for IdempotencyKeyLayer {
+    type Service = IdempotencyKeyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyKeyService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`IdempotencyKeyLayer`].
+#[derive(Debug, Clone)]
+pub struct IdempotencyKeyService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S, B> Service<Request<B>> for IdempotencyKeyService<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = KeyFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if self.config.opted_in(&req) {
+            let header = &self.config.header;
+            let key = match req.headers().get(header) {
+                Some(value) => IdempotencyKey::from_header(value),
+                None => IdempotencyKey::mint(),
+            };
+            let key = match key {
+                Ok(key) => key,
+                Err(error) => {
+                    return KeyFuture {
+                        state: KeyState::Rejected { error: Some(error) },
+                    };
+                }
+            };
+            req.headers_mut().insert(header.clone(), key.to_header());
+            let extensions = req.extensions_mut();
+            extensions.insert(key);
+            extensions.insert(RetrySafe);
+            extensions.insert(RetryOnConflict);
+        }
+        KeyFuture {
+            state: KeyState::Calling {
+                future: self.inner.call(req),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`IdempotencyKeyService`].
+    pub struct KeyFuture<F> {
+        #[pin]
+        state: KeyState<F>,
+    }
+}
+
+pin_project! {
+    #[project = KeyStateProj]
+    enum KeyState<F> {
+        Calling { #[pin] future: F },
+        Rejected { error: Option<Error> },
+    }
+}
+
+impl<F, T, E> Future for KeyFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            KeyStateProj::Calling { future } => {
+                Poll::Ready(ready!(future.poll(cx)).map_err(Error::from_inner))
+            }
+            KeyStateProj::Rejected { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Idempotency keys: minted (UUIDv4 from the operating system's CSPRNG), validated, and written
+//! as a Structured Field string, as draft-ietf-httpapi-idempotency-key-header defines.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::Error;
+
+/// The longest key accepted: 255 characters.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// One idempotency key, the same on every attempt of a logical request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(Arc<str>);
+
+impl IdempotencyKey {
+    /// A fresh random key: a UUIDv4 (RFC 9562) from the operating system's CSPRNG.
+    pub fn mint() -> Result<Self, Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|_| Error::InvalidIdempotencyKey {
+            reason: "the operating system's random source failed",
+        })?;
+        bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+        bytes[8] = (bytes[8] & 0x3f) | 0x80; // variant 10xx
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let key = format!(
+            "{}-{}-{}-{}-{}",
+            hex(&bytes[0..4]),
+            hex(&bytes[4..6]),
+            hex(&bytes[6..8]),
+            hex(&bytes[8..10]),
+            hex(&bytes[10..16])
+        );
+        Ok(IdempotencyKey(key.into()))
+    }
+
+    /// A key from its text: 1 to 255 printable ASCII characters (the sf-string set).
+    pub fn new(key: &str) -> Result<Self, Error> {
+        if key.is_empty() {
+            return Err(Error::InvalidIdempotencyKey {
+                reason: "the key is empty",
+            });
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidIdempotencyKey {
+                reason: "the key is longer than 255 characters",
+            });
+        }
+        if !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            return Err(Error::InvalidIdempotencyKey {
+                reason: "the key has characters outside printable ASCII",
+            });
+        }
+        Ok(IdempotencyKey(key.into()))
+    }
+
+    /// Reads a key from a header value: an sf-string (`"…"`, with `\"` and `\\` escapes) or,
+    /// as Stripe sends them, the bare key.
+    pub fn from_header(value: &HeaderValue) -> Result<Self, Error> {
+        let bytes = value.as_bytes();
+        let Some(inner) = bytes.strip_prefix(b"\"") else {
+            let text = std::str::from_utf8(bytes).map_err(|_| Error::InvalidIdempotencyKey {
+                reason: "the key has characters outside printable ASCII",
+            })?;
+            return IdempotencyKey::new(text.trim());
+        };
+        let mut key = String::with_capacity(inner.len());
+        let mut chars = inner.iter().copied();
+        loop {
+            match chars.next() {
+                None => {
+                    return Err(Error::InvalidIdempotencyKey {
+                        reason: "the quoted key has no closing quote",
+                    });
+                }
+                Some(b'"') => break,
+                Some(b'\\') => match chars.next() {
+                    Some(c @ (b'"' | b'\\')) => key.push(c as char),
+                    _ => {
+                        return Err(Error::InvalidIdempotencyKey {
+                            reason: "the quoted key has an invalid escape",
+                        });
+                    }
+                },
+                Some(c) if (0x20..=0x7e).contains(&c) => key.push(c as char),
+                Some(_) => {
+                    return Err(Error::InvalidIdempotencyKey {
+                        reason: "the key has characters outside printable ASCII",
+                    });
+                }
+            }
+        }
+        if chars.next().is_some() {
+            return Err(Error::InvalidIdempotencyKey {
+                reason: "the quoted key has text after its closing quote",
+            });
+        }
+        IdempotencyKey::new(&key)
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key as an sf-string header value: quoted, with `"` and `\` escaped.
+    pub fn to_header(&self) -> HeaderValue {
+        let mut quoted = String::with_capacity(self.0.len() + 2);
+        quoted.push('"');
+        for c in self.0.chars() {
+            if c == '"' || c == '\\' {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        // Printable ASCII only, checked when the key was made.
+        HeaderValue::from_str(&quoted).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn minted_keys_are_uuid_v4_and_differ() {
+        let a = IdempotencyKey::mint().unwrap();
+        let b = IdempotencyKey::mint().unwrap();
+        assert_ne!(a, b);
+        let s = a.as_str();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4", "version nibble: {s}");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "variant: {s}");
+        assert_eq!(a.to_header(), format!("\"{s}\"").as_str());
+    }
+
+    #[test]
+    fn header_values_quoted_or_bare() {
+        let parse = |v: &'static str| IdempotencyKey::from_header(&HeaderValue::from_static(v));
+        assert_eq!(parse("\"abc-123\"").unwrap().as_str(), "abc-123");
+        assert_eq!(parse("abc-123").unwrap().as_str(), "abc-123");
+        assert_eq!(parse("\"a\\\"b\\\\c\"").unwrap().as_str(), "a\"b\\c");
+        for bad in ["\"", "\"abc", "\"a\"b", "\"a\\x\"", "", "\"\""] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let long = "k".repeat(256);
+        assert!(IdempotencyKey::new(&long).is_err());
+        assert!(IdempotencyKey::new(&long[..255]).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes)
+                && let Ok(key) = IdempotencyKey::from_header(&value)
+            {
+                // What parses round-trips through the quoted form.
+                prop_assert_eq!(IdempotencyKey::from_header(&key.to_header()).unwrap(), key);
+            }
+        }
+
+        #[test]
+        fn valid_keys_round_trip(key in "[ -~]{1,255}") {
+            let key = IdempotencyKey::new(&key).unwrap();
+            prop_assert_eq!(IdempotencyKey::from_header(&key.to_header()).unwrap(), key);
+        }
+    }
+}

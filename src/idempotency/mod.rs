@@ -1,0 +1,26 @@
+//! Idempotency keys: one key per logical request, the same on every attempt, so a retried POST
+//! is not a second payment.
+//!
+//! The client half, [`IdempotencyKeyLayer`], gives requests that are not idempotent by method
+//! (POST, PATCH) a key on the routes you opt in — minted as a UUIDv4 from the operating system's
+//! CSPRNG, or the caller's own, validated — sends it as `Idempotency-Key` (a quoted
+//! Structured-Field string, as draft-ietf-httpapi-idempotency-key-header defines; gRPC metadata
+//! `idempotency-key` under tonic), and marks the request safe to retry. With the retry layer
+//! below it, a `409 Conflict` (the first attempt is still running) is retried after backoff;
+//! `422` (the key was used with another payload) and `400` are final.
+//!
+//! ```
+//! use stanchion::idempotency::IdempotencyKey;
+//!
+//! let key = IdempotencyKey::mint()?;
+//! assert_eq!(key.as_str().len(), 36); // a UUIDv4
+//! let bare = IdempotencyKey::from_header(&http::HeaderValue::from_static("order-7"))?;
+//! assert_eq!(bare.to_header(), "\"order-7\"");
+//! # Ok::<(), stanchion::Error>(())
+//! ```
+
+mod client;
+mod key;
+
+pub use self::client::{DEFAULT_KEY_HEADER, IdempotencyKeyLayer, IdempotencyKeyService, KeyFuture};
+pub use self::key::{IdempotencyKey, MAX_KEY_LEN};
