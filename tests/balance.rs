@@ -554,3 +554,33 @@ async fn re_resolution_ends_when_the_balancer_is_dropped() {
     assert_eq!(dns.queries(), after);
     assert_eq!(metrics.num_alive_tasks(), before);
 }
+
+/// Paused time runs on one thread; here clones pick from two threads at once: the shared
+/// cursor still gives every endpoint exactly its share.
+#[test]
+fn turns_stay_exact_across_threads() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let counts = rt.block_on(async {
+        let lb = instant_balancer(4);
+        lb.resolved().await;
+        let mut set = JoinSet::new();
+        for _ in 0..8 {
+            let lb = lb.clone();
+            set.spawn(async move {
+                let mut served = Vec::new();
+                for _ in 0..50 {
+                    let res = lb.clone().oneshot(Request::new(())).await.unwrap();
+                    served.push(res.extensions().get::<ServedBy>().unwrap().endpoint);
+                }
+                served
+            });
+        }
+        tally(set.join_all().await.into_iter().flatten())
+    });
+    assert_eq!(counts.len(), 4);
+    assert!(counts.values().all(|&n| n == 100), "{counts:?}");
+}

@@ -626,3 +626,49 @@ async fn only_checkouts_that_waited_count_as_waits_in_real_time() {
     // The first waited for its connection; the other four found it free.
     assert_eq!((stats.checkouts, stats.waited_checkouts), (5, 1));
 }
+
+/// Paused time runs on one thread; this runs the pool's bookkeeping on two at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_threads_never_push_the_pool_past_its_size() {
+    let server = HttpServer::start(FaultPlan::always(Fault::ok().latency(MS))).await;
+    let pool = http1(
+        &server,
+        PoolBuilder::new().max_size(4).checkout_timeout(10 * SEC),
+    );
+    let run = |cancel_some: bool| {
+        let mut set = JoinSet::new();
+        for worker in 0..32 {
+            let pool = pool.clone();
+            set.spawn(async move {
+                for i in 0..10 {
+                    let call = fetch(&pool, get("/"));
+                    if cancel_some && (worker + i) % 7 == 0 {
+                        // Gives up mid-call: the connection is closed and must be accounted for.
+                        let _ = tokio::time::timeout(Duration::from_micros(500), call).await;
+                    } else {
+                        call.await.unwrap();
+                    }
+                }
+            });
+        }
+        set.join_all()
+    };
+    run(false).await;
+    assert!(
+        server.max_open() <= 4,
+        "{} connections at once",
+        server.max_open()
+    );
+    assert!(server.accepted() <= 4);
+    // With cancellations the server may briefly still hold a socket the pool has closed, so
+    // the pool's own books are what must hold.
+    run(true).await;
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.in_use, stats.in_flight, stats.waiters),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(stats.open <= 4, "{stats:?}");
+    assert_eq!(stats.created - stats.closed, stats.open as u64, "{stats:?}");
+}
