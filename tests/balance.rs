@@ -171,17 +171,18 @@ async fn a_failing_endpoint_is_ejected_and_returns_through_half_open() {
     assert_eq!(servers[0].count(), 5);
     assert_eq!(lb.breaker(sick).unwrap().state(), BreakerState::Open);
     // Ejected: the others take every call.
-    let served: Vec<_> = futures_calls(&lb, 20).await;
+    let served: Vec<_> = calls_in_turn(&lb, 20).await;
     assert!(!served.contains(&sick));
     assert_eq!(servers[0].count(), 5);
     // After the open period (30 s) it is probed, succeeds, and takes its turns again.
     sleep(31 * SEC).await;
-    let served: Vec<_> = futures_calls(&lb, 30).await;
+    let served: Vec<_> = calls_in_turn(&lb, 30).await;
     assert!(tally(served)[&sick] >= 3, "probes and turns reach it again");
     assert_eq!(lb.breaker(sick).unwrap().state(), BreakerState::Closed);
 }
 
-async fn futures_calls(lb: &Lb, n: usize) -> Vec<SocketAddr> {
+/// `n` calls one after another; the endpoints that served them.
+async fn calls_in_turn(lb: &Lb, n: usize) -> Vec<SocketAddr> {
     let mut served = Vec::new();
     for _ in 0..n {
         served.push(call(lb, get()).await.unwrap().0);
@@ -189,15 +190,15 @@ async fn futures_calls(lb: &Lb, n: usize) -> Vec<SocketAddr> {
     served
 }
 
+/// Four servers: the first three always answer 500, the last is healthy.
+async fn three_failing_one_healthy() -> Vec<HttpServer> {
+    let failing = || FaultPlan::always(Fault::status(500));
+    servers([failing(), failing(), failing(), FaultPlan::healthy()]).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn beyond_half_ejected_every_endpoint_takes_calls_again() {
-    let servers = servers([
-        FaultPlan::always(Fault::status(500)),
-        FaultPlan::always(Fault::status(500)),
-        FaultPlan::always(Fault::status(500)),
-        FaultPlan::healthy(),
-    ])
-    .await;
+    let servers = three_failing_one_healthy().await;
     let lb = balancer(StaticResolver::new(addrs(&servers))).await;
     // Eject the failing ones (5 consecutive failures each).
     for _ in 0..40 {
@@ -212,7 +213,7 @@ async fn beyond_half_ejected_every_endpoint_takes_calls_again() {
     // 3 of 4 ejected is beyond the 50 % cap: panic mode spreads calls over all four, rather
     // than send everything to the one healthy endpoint.
     let before: Vec<usize> = servers.iter().map(|s| s.count()).collect();
-    let _ = futures_calls(&lb, 40).await;
+    let _ = calls_in_turn(&lb, 40).await;
     for (server, before) in servers.iter().zip(before) {
         assert_eq!(server.count() - before, 10);
     }
@@ -220,22 +221,16 @@ async fn beyond_half_ejected_every_endpoint_takes_calls_again() {
 
 #[tokio::test(start_paused = true)]
 async fn without_panic_mode_ejected_endpoints_get_nothing() {
-    let servers = servers([
-        FaultPlan::always(Fault::status(500)),
-        FaultPlan::always(Fault::status(500)),
-        FaultPlan::always(Fault::status(500)),
-        FaultPlan::healthy(),
-    ])
-    .await;
+    let servers = three_failing_one_healthy().await;
     let resolver = StaticResolver::new(addrs(&servers));
     let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
         .max_ejection(1.0)
         .build()
         .unwrap();
     lb.resolved().await;
-    let _ = futures_calls(&lb, 40).await;
+    let _ = calls_in_turn(&lb, 40).await;
     let before: Vec<usize> = servers.iter().map(|s| s.count()).collect();
-    let _ = futures_calls(&lb, 20).await;
+    let _ = calls_in_turn(&lb, 20).await;
     assert_eq!(servers[3].count() - before[3], 20);
     // All four ejected and no panic mode: no usable endpoint, fail fast.
     lb.breaker(servers[3].addr()).unwrap().force_open();
@@ -287,7 +282,7 @@ async fn new_endpoints_get_traffic_and_removed_ones_drain() {
     sleep(10 * MS).await;
     resolver.set([b, c]);
     sleep(1100 * MS).await;
-    let served = tally(futures_calls(&lb, 20).await);
+    let served = tally(calls_in_turn(&lb, 20).await);
     assert_eq!(
         served.get(&slow),
         None,
@@ -445,19 +440,19 @@ async fn dns_record_changes_reach_the_balancer() {
     let resolved: Vec<_> = lb.endpoints().iter().map(|e| e.addr).collect();
     assert_eq!(resolved, [v4.addr()]);
     assert_eq!(feed.recv().await.unwrap(), Change::Insert(v4.addr()));
-    assert!(futures_calls(&lb, 4).await.iter().all(|a| *a == v4.addr()));
+    assert!(calls_in_turn(&lb, 4).await.iter().all(|a| *a == v4.addr()));
 
     // A new record: the new endpoint takes its turns after the next re-resolution.
     dns.set([v4.addr().ip(), v6.addr().ip()]);
     sleep(6 * SEC).await;
-    let served = tally(futures_calls(&lb, 10).await);
+    let served = tally(calls_in_turn(&lb, 10).await);
     assert_eq!((served[&v4.addr()], served[&v6.addr()]), (5, 5));
 
     // A removed record: that endpoint gets no new calls.
     dns.set([v6.addr().ip()]);
     sleep(6 * SEC).await;
     let before = v4.count();
-    assert!(futures_calls(&lb, 6).await.iter().all(|a| *a == v6.addr()));
+    assert!(calls_in_turn(&lb, 6).await.iter().all(|a| *a == v6.addr()));
     assert_eq!(feed.recv().await.unwrap(), Change::Insert(v6.addr()));
     assert_eq!(feed.recv().await.unwrap(), Change::Remove(v4.addr()));
     assert_eq!(v4.count(), before);

@@ -371,7 +371,7 @@ async fn http2_calls_share_a_connection_up_to_the_stream_limit() {
     let outcomes = concurrently(&pool, 25).await;
     assert!(outcomes.iter().all(|(o, _)| o.is_ok()));
     assert_eq!(server.accepted(), 3, "25 streams at 10 per connection");
-    assert!(server.count() == 25);
+    assert_eq!(server.count(), 25);
 }
 
 #[tokio::test(start_paused = true)]
