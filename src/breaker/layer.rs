@@ -204,6 +204,7 @@ pin_project! {
     }
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 impl<F, C> BreakerFuture<F, C> {
     /// A call admitted with `permit`: its outcome is recorded when `future` completes (or at
     /// the end of the response stream, unless `at_head`).

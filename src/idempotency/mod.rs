@@ -19,8 +19,26 @@
 //! # Ok::<(), stanchion::Error>(())
 //! ```
 
+mod body;
 mod client;
 mod key;
+mod memory;
+mod record;
+#[cfg(feature = "redis")]
+mod redis;
+mod server;
+mod store;
 
+pub use self::body::IdempotencyBody;
 pub use self::client::{DEFAULT_KEY_HEADER, IdempotencyKeyLayer, IdempotencyKeyService, KeyFuture};
 pub use self::key::{IdempotencyKey, MAX_KEY_LEN};
+pub use self::memory::{DEFAULT_MAX_ENTRIES, MemoryStore};
+pub use self::record::{Fingerprint, StoredResponse};
+#[cfg(feature = "redis")]
+pub use self::redis::{DEFAULT_REDIS_PREFIX, RedisStore};
+pub use self::server::{
+    BODY_OMITTED_HEADER, DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
+    DEFAULT_RECORD_TTL, IdempotencyFuture, IdempotencyLayer, IdempotencyLayerBuilder,
+    IdempotencyService, REPLAYED_HEADER,
+};
+pub use self::store::{Claim, IdempotencyStore, LeaseToken};

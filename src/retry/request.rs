@@ -42,7 +42,8 @@ pub trait RetryResponse {
     /// Records why retrying stopped on this response.
     fn record_stop(&mut self, _stopped: RetryStopped) {}
 
-    /// Whether the response is a conflict (HTTP 409) that a keyed request may retry.
+    /// Whether the response is a conflict (HTTP 409; gRPC ABORTED in the response head) that a
+    /// keyed request may retry.
     fn is_conflict(&self) -> bool {
         false
     }
@@ -134,7 +135,13 @@ mod http_impls {
         }
 
         fn is_conflict(&self) -> bool {
+            // HTTP 409, or gRPC ABORTED as a trailers-only answer (what the server half sends
+            // for a key still in flight).
             self.status() == http::StatusCode::CONFLICT
+                || self
+                    .headers()
+                    .get("grpc-status")
+                    .is_some_and(|code| code.as_bytes() == b"10")
         }
     }
 }

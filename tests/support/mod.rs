@@ -13,6 +13,10 @@
 //!   in `tests/balance.rs`): it honours `AvoidEndpoint`, reports `ServedBy`, and marks connect
 //!   failures `NeverSent`.
 //!
+//! - [`ledger_server::LedgerServer`]: a hyper server with stanchion's idempotency server layer
+//!   around a handler that counts its side effects; [`redis_server::RedisServer`]: a private
+//!   `redis-server` on a free port.
+//!
 //! The servers take a [`faults::FaultPlan`] (scripted, or by seeded probability) and record every request
 //! ([`faults::Recorder`]) so tests can count attempts and read the headers that arrived.
 #![allow(dead_code)]
@@ -23,4 +27,8 @@ pub mod dns_server;
 pub mod faults;
 pub mod grpc_server;
 pub mod http_server;
+#[cfg(feature = "http")]
+pub mod ledger_server;
+#[cfg(feature = "redis")]
+pub mod redis_server;
 pub mod server;
