@@ -7,13 +7,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use stanchion::classify::HttpClassifier;
+use prost::Message;
+use stanchion::classify::{GrpcClassifier, HttpClassifier};
 use stanchion::deadline::AttemptLayer;
 use stanchion::idempotency::{
     IdempotencyBody, IdempotencyKeyLayer, IdempotencyLayer, IdempotencyLayerBuilder,
@@ -22,8 +23,10 @@ use stanchion::idempotency::{
 use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
 use stanchion::retry::{Backoff, ReplayBodyLayer, RetryBudget, RetryLayer, UnavailablePolicy};
 use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
+use support::grpc_server::{ECHO_PATH, Echo, FramesBody, encode_frame};
 use support::ledger_server::{Ledger, LedgerServer, handler};
 use support::redis_server::RedisServer;
 
@@ -727,4 +730,152 @@ fn invalid_settings_are_config_errors() {
     let ok = layer(MemoryStore::new()).build().unwrap();
     assert_eq!(ok.ttl(), Duration::from_secs(86_400));
     assert_eq!(ok.lease(), 10 * SEC);
+}
+
+// ---- gRPC: keys in metadata, statuses in trailers ---------------------------------------------
+
+/// A tonic server with the layer in front of a gRPC handler that counts its calls, works
+/// `work`, and answers `paid #N: MESSAGE` with the status in the trailers.
+async fn grpc_server(
+    paid: Arc<AtomicUsize>,
+    work: Duration,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = tower::service_fn(move |req: Request<IdempotencyBody<tonic::body::Body>>| {
+        let paid = paid.clone();
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let asked = Echo::decode(&body[5..]).unwrap().message;
+            tokio::time::sleep(work).await;
+            let n = paid.fetch_add(1, Ordering::SeqCst) + 1;
+            let reply = Echo {
+                message: format!("paid #{n}: {asked}"),
+            };
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let body = FramesBody::new([
+                http_body::Frame::data(encode_frame(&reply)),
+                http_body::Frame::trailers(trailers),
+            ]);
+            let res = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(body)
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
+    let layer = layer(MemoryStore::new()).build().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .layer(layer)
+            .serve_with_incoming(handler, TcpIncoming::from(listener))
+            .await;
+    });
+    (addr, task)
+}
+
+async fn call<S>(
+    client: S,
+    req: tonic::Request<Echo>,
+) -> Result<tonic::Response<Echo>, tonic::Status>
+where
+    S: tonic::client::GrpcService<tonic::body::Body>,
+    S::Error: Into<stanchion::BoxError>,
+    S::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <S::ResponseBody as http_body::Body>::Error: Into<stanchion::BoxError> + Send,
+{
+    let mut grpc = tonic::client::Grpc::new(client);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::from_error(e.into()))?;
+    grpc.unary(
+        req,
+        http::uri::PathAndQuery::from_static(ECHO_PATH),
+        tonic_prost::ProstCodec::<Echo, Echo>::default(),
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_calls_with_one_key_run_once_and_replays_carry_the_trailers() {
+    let paid = Arc::new(AtomicUsize::new(0));
+    let (addr, server) = grpc_server(paid.clone(), 200 * MS).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    // The client stack: keys (the caller's own, in metadata) → replay → retry (ABORTED, the
+    // server's "still in flight", is retried after backoff for keyed calls) → channel.
+    let client = ServiceBuilder::new()
+        .map_err(tonic::Status::from)
+        .layer(IdempotencyKeyLayer::new().route("/stanchion.test.Echo/"))
+        .layer(ReplayBodyLayer::default())
+        .layer(
+            RetryLayer::builder(GrpcClassifier::new())
+                .max_attempts(10)
+                .backoff(Backoff::new(50 * MS, 200 * MS).unwrap().seed(5))
+                .budget(RetryBudget::builder().min_per_second(1000).build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .map_request(
+            |req: Request<stanchion::retry::ReplayBody<tonic::body::Body>>| {
+                req.map(tonic::body::Body::new)
+            },
+        )
+        .service(channel.clone());
+    let keyed = |message: &str| {
+        let mut req = tonic::Request::new(Echo {
+            message: message.to_owned(),
+        });
+        req.metadata_mut()
+            .insert("idempotency-key", "grpc-1".parse().unwrap());
+        req
+    };
+    let mut calls = JoinSet::new();
+    for _ in 0..5 {
+        let client = client.clone();
+        let req = keyed("pay 5");
+        calls.spawn(call(client, req));
+    }
+    for reply in calls.join_all().await {
+        assert_eq!(reply.unwrap().into_inner().message, "paid #1: pay 5");
+    }
+    assert_eq!(
+        paid.load(Ordering::SeqCst),
+        1,
+        "five concurrent calls, one execution"
+    );
+
+    // Without the retry layer the conflict is visible: ABORTED while the first call runs.
+    let first = tokio::spawn(call(channel.clone(), {
+        let mut req = keyed("pay 6");
+        req.metadata_mut()
+            .insert("idempotency-key", "grpc-2".parse().unwrap());
+        req
+    }));
+    tokio::time::sleep(50 * MS).await;
+    let mut again = keyed("pay 6");
+    again
+        .metadata_mut()
+        .insert("idempotency-key", "grpc-2".parse().unwrap());
+    let status = call(channel.clone(), again).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert_eq!(
+        first.await.unwrap().unwrap().into_inner().message,
+        "paid #2: pay 6"
+    );
+    // A replay carries its trailers: tonic reads the OK status from them.
+    let mut replay = keyed("pay 6");
+    replay
+        .metadata_mut()
+        .insert("idempotency-key", "grpc-2".parse().unwrap());
+    let replayed = call(channel.clone(), replay).await.unwrap();
+    assert_eq!(
+        replayed.metadata().get("idempotency-replayed").unwrap(),
+        "true"
+    );
+    assert_eq!(replayed.into_inner().message, "paid #2: pay 6");
+    assert_eq!(paid.load(Ordering::SeqCst), 2);
+    server.abort();
 }
