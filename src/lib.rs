@@ -18,7 +18,7 @@
 //! | [`breaker`] | circuit breakers: [`CircuitBreaker`](breaker::CircuitBreaker) (rate, slow-call and consecutive-failure windows, exact half-open probes) and [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) |
 //! | [`bulkhead`] | bulkheads: [`BulkheadLayer`](bulkhead::BulkheadLayer) — bounded concurrency, queue and wait per partition |
 //! | [`deadline`] | timeout budgets: [`DeadlineLayer`](deadline::DeadlineLayer) (one budget per logical call), [`AdoptDeadlineLayer`](deadline::AdoptDeadlineLayer) (server side: adopt `grpc-timeout`), [`AttemptLayer`](deadline::AttemptLayer) (per-try timeout written on the wire) |
-//! | [`idempotency`] | idempotency keys, client half: [`IdempotencyKeyLayer`](idempotency::IdempotencyKeyLayer) — one key per logical request on opted-in routes, safe retries, 409 retried |
+//! | [`idempotency`] | idempotency keys: [`IdempotencyKeyLayer`](idempotency::IdempotencyKeyLayer) (client: one key per logical request on opted-in routes, safe retries, 409 retried) and [`IdempotencyLayer`](idempotency::IdempotencyLayer) (server: each key runs once, in a [`MemoryStore`](idempotency::MemoryStore) or on Redis) |
 //! | [`pool`] | connection pools per endpoint: [`PoolBuilder`](pool::PoolBuilder), [`Pool`](pool::Pool) (bounded checkout, idle and lifetime rotation, never-sent detection); HTTP/1 and HTTP/2 on hyper, tonic channels, reqwest clients |
 //! | [`retry`] | retries: [`RetryLayer`](retry::RetryLayer), [`RetryBudget`](retry::RetryBudget), [`Backoff`](retry::Backoff), [`ReplayBody`](retry::ReplayBody) |
 //! | [`classify`] | what an outcome means: success or failure, retryable, overload or unavailable, server delay hints, never-sent requests; for HTTP and gRPC |
@@ -33,6 +33,7 @@
 //! | `hyper` | yes | pooled HTTP/1 and HTTP/2 connections on hyper over tokio TCP |
 //! | `reqwest` | no | pools of reqwest clients, one per resolved address |
 //! | `dns` | no | [`DnsResolver`](balance::DnsResolver): hickory-resolver, every A/AAAA record |
+//! | `redis` | no | `RedisStore`: idempotency records on Redis, shared by server instances |
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]

@@ -9,6 +9,13 @@
 //! below it, a `409 Conflict` (the first attempt is still running) is retried after backoff;
 //! `422` (the key was used with another payload) and `400` are final.
 //!
+//! The server half, [`IdempotencyLayer`], executes each key once: the first request claims the
+//! key with a lease (renewed while its handler runs), runs, and stores its response for the TTL;
+//! repeats get it replayed, `409` while the first still runs, `422` if they are a different
+//! request (method, path or body). Records live in a [`MemoryStore`] (one instance, bounded) or a
+//! `RedisStore` (feature `redis`, shared by instances), behind the [`IdempotencyStore`] trait.
+//! A cancelled handler's record is never released early: it may have half-run its side effect.
+//!
 //! ```
 //! use stanchion::idempotency::IdempotencyKey;
 //!
