@@ -103,7 +103,7 @@ impl std::fmt::Debug for ServerConfig {
 /// let layer = IdempotencyLayer::builder(MemoryStore::new())
 ///     .route("/v1/payments")
 ///     .require_key(true)
-///     .scope(|req| req.headers().get("x-tenant")?.to_str().ok().map(str::to_owned))
+///     .scope(|req| req.headers.get("x-tenant")?.to_str().ok().map(str::to_owned))
 ///     .ttl(Duration::from_secs(6 * 60 * 60))
 ///     .build()?;
 /// # let _ = layer;
