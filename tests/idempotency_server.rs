@@ -575,7 +575,7 @@ async fn redis_ttl_mismatch_tenants_and_lease_renewal() {
     let ledger = Arc::new(Ledger::default());
     let layer = redis_layer(&redis)
         .await
-        .ttl(600 * MS)
+        .ttl(1000 * MS)
         .lease(300 * MS)
         .scope(|req| {
             req.headers
@@ -594,10 +594,10 @@ async fn redis_ttl_mismatch_tenants_and_lease_renewal() {
             .insert("x-tenant", tenant.parse().unwrap());
         req
     };
-    // The handler runs for 3 leases: renewal keeps repeats out.
+    // The handler runs for 4 leases: renewal keeps repeats out.
     let running = {
         let client = client.clone();
-        let req = as_tenant("acme", "x", 900 * MS);
+        let req = as_tenant("acme", "x", 1200 * MS);
         tokio::spawn(async move { send(&client, req).await })
     };
     tokio::time::sleep(600 * MS).await;
@@ -615,7 +615,7 @@ async fn redis_ttl_mismatch_tenants_and_lease_renewal() {
     let other_tenant = send(&client, as_tenant("globex", "x", MS)).await;
     assert_eq!(other_tenant.body, "payment #2: x");
     // Past the TTL the key runs again.
-    tokio::time::sleep(700 * MS).await;
+    tokio::time::sleep(1100 * MS).await;
     let later = send(&client, as_tenant("acme", "x", MS)).await;
     assert_eq!(
         (later.body.as_str(), later.replayed()),
@@ -642,7 +642,7 @@ fn redis_after_a_crash_the_key_runs_again_once_the_lease_ends() {
         .build()
         .unwrap();
     let ledger = Arc::new(Ledger::default());
-    let lease = 500 * MS;
+    let lease = 1500 * MS;
     let crashing = doomed.block_on(async {
         let layer = redis_layer(&redis).await.lease(lease).build().unwrap();
         LedgerServer::start(layer, ledger.clone()).await
@@ -678,7 +678,7 @@ fn redis_after_a_crash_the_key_runs_again_once_the_lease_ends() {
             StatusCode::CONFLICT,
             "the dead instance's lease holds"
         );
-        tokio::time::sleep(lease + 200 * MS).await;
+        tokio::time::sleep(lease + 300 * MS).await;
         let ran = send(&client, pay("/payments", Some("c"), "x", MS)).await;
         assert_eq!(
             ran.status,

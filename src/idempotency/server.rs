@@ -562,6 +562,23 @@ where
     Ok(response.map(IdempotencyBody::passthrough))
 }
 
+/// The headers worth storing: the response's own, without the hop-by-hop ones that describe
+/// this connection's framing (a replay is framed anew).
+fn end_to_end_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = headers.clone();
+    for hop in [
+        http::header::CONNECTION,
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+        http::header::TE,
+        http::header::TRAILER,
+    ] {
+        kept.remove(hop);
+    }
+    kept.remove("keep-alive");
+    kept
+}
+
 fn replay<B>(stored: StoredResponse) -> Response<IdempotencyBody<B>> {
     let mut response = Response::new(IdempotencyBody::full(stored.body, stored.trailers));
     *response.status_mut() = stored.status;
@@ -618,7 +635,7 @@ impl<St: IdempotencyStore> Execution<St> {
             Collected::Complete { body, trailers } => Some(StoredResponse {
                 fingerprint: self.fingerprint,
                 status: parts.status,
-                headers: parts.headers.clone(),
+                headers: end_to_end_headers(&parts.headers),
                 body: body.clone(),
                 trailers: trailers.clone(),
                 body_omitted: false,
@@ -626,7 +643,7 @@ impl<St: IdempotencyStore> Execution<St> {
             Collected::TooLarge { .. } => Some(StoredResponse {
                 fingerprint: self.fingerprint,
                 status: parts.status,
-                headers: parts.headers.clone(),
+                headers: end_to_end_headers(&parts.headers),
                 body: Bytes::new(),
                 trailers: None,
                 body_omitted: true,
@@ -709,6 +726,36 @@ impl<St: IdempotencyStore> Execution<St> {
     async fn release(&self) {
         if let Err(error) = self.store.release(&self.id, self.token).await {
             tracing::warn!(%error, record = %self.id, "idempotency store: could not release the record");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_headers_drop_the_connections_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        let kept = end_to_end_headers(&headers);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept["content-type"], "application/json");
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(grpc_message("50% done\n"), "50%25 done%0A");
+        for refusal in [Refusal::InFlight, Refusal::Mismatch, Refusal::MissingKey] {
+            let res = refusal.respond::<()>(true);
+            assert_eq!(res.status(), StatusCode::OK, "gRPC errors ride on HTTP 200");
+            assert_eq!(
+                res.headers()["grpc-status"],
+                (refusal.grpc_code() as u16).to_string().as_str()
+            );
         }
     }
 }
