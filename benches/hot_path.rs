@@ -383,6 +383,66 @@ fn balancer(c: &mut Criterion) {
     group.finish();
 }
 
+type Paid = http::Response<http_body_util::Full<bytes::Bytes>>;
+
+fn pay<B>(_req: http::Request<B>) -> Ready<Result<Paid, Infallible>> {
+    ready(Ok(http::Response::new(http_body_util::Full::new(
+        bytes::Bytes::from_static(b"payment #1"),
+    ))))
+}
+
+/// The idempotency server layer (in-memory store) around a handler that answers at once: no key
+/// (passed through), a repeated key (replayed from the store), and a new key per call (claim,
+/// run, store), against calling the handler directly.
+fn idempotency_server(c: &mut Criterion) {
+    use http_body_util::Full;
+    use stanchion::idempotency::{IdempotencyBody, IdempotencyLayer, MemoryStore};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    type Body = Full<bytes::Bytes>;
+    let rt = runtime();
+    let request = |key: Option<String>| {
+        let mut req = http::Request::post("/payments")
+            .body(Full::new(bytes::Bytes::from_static(b"amount=5")))
+            .unwrap();
+        if let Some(key) = key {
+            req.headers_mut()
+                .insert("idempotency-key", key.parse().unwrap());
+        }
+        req
+    };
+    let handler = tower::service_fn(pay::<IdempotencyBody<Body>>);
+    let layered = |detach: bool| {
+        IdempotencyLayer::builder(MemoryStore::new())
+            .detach(detach)
+            .build()
+            .unwrap()
+            .layer(handler)
+    };
+    let mut group = c.benchmark_group("idempotency_server");
+    group.bench_function("baseline_handler_direct", |b| {
+        b.iter_custom(|n| drive(&rt, tower::service_fn(pay::<Body>), || request(None), n))
+    });
+    group.bench_function("no_key_passthrough", |b| {
+        b.iter_custom(|n| drive(&rt, layered(true), || request(None), n))
+    });
+    group.bench_function("same_key_replayed", |b| {
+        b.iter_custom(|n| drive(&rt, layered(true), || request(Some("k-1".into())), n))
+    });
+    let next = AtomicU64::new(0);
+    for (name, detach) in [
+        ("new_key_run_and_stored", false),
+        ("new_key_detached", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|n| {
+                let key = || format!("k-{}", next.fetch_add(1, Ordering::Relaxed));
+                drive(&rt, layered(detach), || request(Some(key())), n)
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     cheap_request,
@@ -390,6 +450,7 @@ criterion_group!(
     retry,
     breaker,
     bulkhead,
-    balancer
+    balancer,
+    idempotency_server
 );
 criterion_main!(benches);

@@ -78,9 +78,12 @@ pub(crate) fn record_id(prefix: &str, scope: &str, key: &str) -> String {
     id
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 const TAG_DONE: u8 = b'D';
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 const FORMAT_VERSION: u8 = 1;
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// The binary form of a stored response (for Redis): a tag, a version, then length-prefixed
 /// fields. Decoding checks every length, so a damaged value is an error, never a panic.
 pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
@@ -102,6 +105,7 @@ pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
     out
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// Reads what [`encode`] wrote.
 pub(crate) fn decode(bytes: &[u8]) -> Result<StoredResponse, BoxError> {
     let mut r = Reader(bytes);
@@ -133,11 +137,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredResponse, BoxError> {
     })
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
     for (name, value) in headers {
@@ -146,8 +152,10 @@ fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct Reader<'a>(&'a [u8]);
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], BoxError> {
         if self.0.len() < n {
