@@ -44,6 +44,8 @@ pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
 pub mod classify;
+#[cfg(feature = "http")]
+pub mod client;
 pub mod deadline;
 pub mod error;
 #[cfg(feature = "http")]

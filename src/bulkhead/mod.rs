@@ -53,7 +53,7 @@ use self::registry::Registry;
 use crate::error::ConfigError;
 
 /// The largest concurrency or queue a partition accepts.
-const MAX_SIZE: usize = 1_000_000;
+pub(crate) const MAX_SIZE: usize = 1_000_000;
 /// The longest wait a partition accepts.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
@@ -236,7 +236,7 @@ fn check_limits(field: &'static str, limits: &Limits) -> Result<(), ConfigError>
 /// Picks a call's partition from its request: `None` for the default partition.
 pub trait PartitionKey<Req> {
     /// The partition key of `req`.
-    fn partition_key<'a>(&self, req: &'a Req) -> Option<&'a str>;
+    fn partition_key<'a>(&'a self, req: &'a Req) -> Option<&'a str>;
 }
 
 /// Every call in the default partition.
@@ -244,14 +244,14 @@ pub trait PartitionKey<Req> {
 pub struct NoKey;
 
 impl<Req> PartitionKey<Req> for NoKey {
-    fn partition_key<'a>(&self, _: &'a Req) -> Option<&'a str> {
+    fn partition_key<'a>(&'a self, _: &'a Req) -> Option<&'a str> {
         None
     }
 }
 
 /// Any function from a request to its key, e.g. `fn(&Request<B>) -> Option<&str>`.
 impl<Req> PartitionKey<Req> for for<'a> fn(&'a Req) -> Option<&'a str> {
-    fn partition_key<'a>(&self, req: &'a Req) -> Option<&'a str> {
+    fn partition_key<'a>(&'a self, req: &'a Req) -> Option<&'a str> {
         self(req)
     }
 }
@@ -280,7 +280,7 @@ impl HeaderKey {
 
 #[cfg(feature = "http")]
 impl<B> PartitionKey<http::Request<B>> for HeaderKey {
-    fn partition_key<'a>(&self, req: &'a http::Request<B>) -> Option<&'a str> {
+    fn partition_key<'a>(&'a self, req: &'a http::Request<B>) -> Option<&'a str> {
         req.headers().get(&self.0)?.to_str().ok()
     }
 }

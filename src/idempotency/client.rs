@@ -115,19 +115,22 @@ impl Config {
         if req.method().is_idempotent() {
             return false;
         }
+        if self.routes.is_empty() {
+            return false;
+        }
         let path = req.uri().path();
-        let host = req.uri().host().map(str::to_owned).or_else(|| {
+        let host = req.uri().host().or_else(|| {
             req.headers()
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(|h| h.split(':').next().unwrap_or(h).to_owned())
+                .map(|h| h.split(':').next().unwrap_or(h))
         });
         self.routes.iter().any(|route| {
             path.starts_with(&route.path_prefix)
-                && route.host.as_deref().is_none_or(|want| {
-                    host.as_deref()
-                        .is_some_and(|h| h.eq_ignore_ascii_case(want))
-                })
+                && route
+                    .host
+                    .as_deref()
+                    .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
         })
     }
 }

@@ -66,13 +66,18 @@ impl Service<SocketAddr> for ReqwestConnector {
     }
 
     fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        let host = self.host.clone();
         let built = (self.configure)()
             .resolve(&self.host, addr)
             .retry(reqwest::retry::never())
             .build();
         Box::pin(async move {
             built
-                .map(|client| ReqwestConnection { client })
+                .map(|client| ReqwestConnection {
+                    client,
+                    host,
+                    port: addr.port(),
+                })
                 .map_err(|e| Box::new(NeverSent::new(e)) as BoxError)
         })
     }
@@ -80,9 +85,16 @@ impl Service<SocketAddr> for ReqwestConnector {
 
 /// A reqwest client pinned to one address; sends `http::Request`s (converted at the edge) and
 /// answers `http::Response`s, so the rest of the stack sees HTTP types.
+///
+/// Every request goes to the connector's host name at the endpoint's port: a path-only URI
+/// (`/v1/orders`) gets `http://{host}:{port}`, and a full URI keeps its scheme, path and query
+/// but takes the endpoint's port (addresses resolved for a name — a headless Service's pods —
+/// may listen on another port than the one in the URL).
 #[derive(Debug, Clone)]
 pub struct ReqwestConnection {
     client: reqwest::Client,
+    host: Arc<str>,
+    port: u16,
 }
 
 impl ReqwestConnection {
@@ -107,16 +119,33 @@ where
     B: Into<reqwest::Body>,
 {
     type Response = http::Response<reqwest::Body>;
-    type Error = reqwest::Error;
+    type Error = BoxError;
     type Future =
-        Pin<Box<dyn Future<Output = Result<http::Response<reqwest::Body>, reqwest::Error>> + Send>>;
+        Pin<Box<dyn Future<Output = Result<http::Response<reqwest::Body>, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), reqwest::Error>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let sent = reqwest::Request::try_from(req).map(|req| self.client.execute(req));
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let uri = req.uri();
+        let target = format!(
+            "{}://{}:{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            self.host,
+            self.port,
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        // An unusable host name fails the call before anything is sent.
+        let sent = match target.parse() {
+            Ok(uri) => {
+                *req.uri_mut() = uri;
+                reqwest::Request::try_from(req)
+                    .map(|req| self.client.execute(req))
+                    .map_err(|e| Box::new(NeverSent::new(e)) as BoxError)
+            }
+            Err(e) => Err(Box::new(NeverSent::new(e)) as BoxError),
+        };
         Box::pin(async move { Ok(sent?.await?.into()) })
     }
 }
@@ -126,11 +155,11 @@ impl<B> ConnectionService<http::Request<B>> for ReqwestConnection
 where
     B: Into<reqwest::Body> + Send + 'static,
 {
-    fn into_unsent(error: reqwest::Error) -> Result<http::Request<B>, BoxError> {
-        if error.is_connect() {
-            Err(Box::new(NeverSent::new(error)))
-        } else {
-            Err(Box::new(error))
+    fn into_unsent(error: BoxError) -> Result<http::Request<B>, BoxError> {
+        match error.downcast::<reqwest::Error>() {
+            Ok(error) if error.is_connect() => Err(Box::new(NeverSent::new(*error))),
+            Ok(error) => Err(error),
+            Err(other) => Err(other),
         }
     }
 }

@@ -123,6 +123,19 @@ pub enum ReplayError {
     Lost,
 }
 
+/// A replayable body at the reqwest edge: requests stay `http::Request` through the stack and
+/// become reqwest requests in [`ReqwestConnection`](crate::pool::ReqwestConnection).
+#[cfg(feature = "reqwest")]
+impl<B> From<ReplayBody<B>> for reqwest::Body
+where
+    B: Body + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn from(body: ReplayBody<B>) -> reqwest::Body {
+        reqwest::Body::wrap(body)
+    }
+}
+
 impl<B> Body for ReplayBody<B>
 where
     B: Body + Unpin,

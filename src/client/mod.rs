@@ -1,0 +1,226 @@
+//! The client builder: the whole canonical stack in a few lines, with per-route policies.
+//!
+//! Every capability of the crate works on its own; most users want all of them, in the right
+//! order, sharing the right state. [`Client::http`] and [`Client::grpc`] start a
+//! [`ClientBuilder`] over a [`Target`] (a list of addresses, a DNS name, any resolver); `build`
+//! checks every setting and composes, outermost first:
+//!
+//! ```text
+//! route table (gRPC method / service, HTTP path prefix → that route's stack)
+//!   IdempotencyKey   on routes that opt in
+//!   Deadline         the route's total budget
+//!   Bulkhead         one shared bulkhead; the route's partition (or a header's, or the default)
+//!   ReplayBody       bodies up to 64 KiB can be sent again
+//!   Retry            the route's attempts and retryable codes; one budget shared by every route
+//!   Attempt          the route's per-try timeout, written on the wire
+//!   Balancer         shared: per-call round robin over the resolved endpoints
+//!     per endpoint:  CircuitBreaker (ejection) → Pool of connections
+//! ```
+//!
+//! Each route gets its own stack of the same layers; the balancer (with its breakers and
+//! pools), the retry budget and the bulkhead are shared by all of them. Picking the route is a
+//! scan of the (short) route table per call, with no allocation. The result is a tower
+//! `Service<http::Request<B>>` that is cheap to clone and `Send`: put it under a tonic-generated
+//! client ([`Client::into_tonic`], feature `tonic`), call it with requests for reqwest
+//! (connector [`ReqwestConnector`](crate::pool::ReqwestConnector), feature `reqwest`), or over
+//! hyper connections from the crate's pool ([`HttpConnector`](crate::pool::HttpConnector)).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use stanchion::client::{Client, Route, RoutePolicy, Target};
+//! use stanchion::pool::HttpConnector;
+//! use stanchion::retry::ReplayBody;
+//!
+//! # fn main() -> Result<(), stanchion::ConfigError> {
+//! let client = Client::http(Target::addrs(["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()]))
+//!     .deadline(Duration::from_secs(2))
+//!     .per_try_timeout(Duration::from_millis(500))
+//!     .route(
+//!         Route::path_prefix("/v1/payments"),
+//!         RoutePolicy::new().idempotency_keys(true).deadline(Duration::from_secs(5)),
+//!     )
+//!     .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())?;
+//! # let _ = client;
+//! # Ok(()) }
+//! ```
+//!
+//! See `docs/client.md` for the guide and `docs/recipes.md` for common set-ups.
+
+mod builder;
+mod route;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderName, Request};
+use tower::Service;
+use tower::util::Oneshot;
+
+pub use self::builder::{ClientBuilder, ClientClassifier, Target};
+pub use self::route::{Route, RoutePolicy};
+use crate::balance::Balancer;
+use crate::bulkhead::{Bulkhead, BulkheadService, PartitionKey};
+use crate::deadline::{AttemptService, DeadlineService};
+use crate::idempotency::IdempotencyKeyService;
+use crate::retry::{ReplayBodyService, Retry, RetryBudget};
+
+/// One route's stack over the shared balancer `Balancer<E, C>` (see the [module docs](self)).
+pub type RouteStack<E, C> = IdempotencyKeyService<
+    DeadlineService<
+        BulkheadService<
+            ReplayBodyService<Retry<AttemptService<Balancer<E, C>>, C>>,
+            RoutePartition,
+        >,
+    >,
+>;
+
+/// The resilient client: the canonical stack per route over one shared balancer. A tower
+/// `Service<http::Request<B>>`; clones share everything. Build it with [`Client::http`] or
+/// [`Client::grpc`].
+pub struct Client<E, C> {
+    routes: Arc<Routes<E, C>>,
+}
+
+impl<E, C> Clone for Client<E, C> {
+    fn clone(&self) -> Self {
+        Client {
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl<E, C> std::fmt::Debug for Client<E, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "routes",
+                &self
+                    .routes
+                    .routes
+                    .iter()
+                    .map(|(r, _)| r.pattern())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client's routes and the state they share.
+struct Routes<E, C> {
+    default: RouteStack<E, C>,
+    routes: Vec<(Route, RouteStack<E, C>)>,
+    balancer: Balancer<E, C>,
+    budget: RetryBudget,
+    bulkhead: Option<Bulkhead>,
+}
+
+impl<E, C> Routes<E, C> {
+    /// The most specific route's stack for `path`: an exact method, then the longest prefix.
+    fn pick(&self, path: &str) -> &RouteStack<E, C> {
+        let mut best: Option<(usize, &RouteStack<E, C>)> = None;
+        for (route, stack) in &self.routes {
+            if let Some(score) = route.score(path)
+                && best.is_none_or(|(b, _)| score > b)
+            {
+                best = Some((score, stack));
+            }
+        }
+        best.map_or(&self.default, |(_, s)| s)
+    }
+}
+
+impl<E, C> Client<E, C>
+where
+    E: Send + Sync + 'static,
+    C: Send + Sync + 'static,
+{
+    /// The shared balancer: its endpoints, their breakers, its change feed.
+    pub fn balancer(&self) -> &Balancer<E, C> {
+        &self.routes.balancer
+    }
+
+    /// Waits until the target has been resolved once (calls before then fail with
+    /// [`Error::NoEndpoints`](crate::Error::NoEndpoints)).
+    pub async fn resolved(&self) {
+        self.balancer().resolved().await;
+    }
+}
+
+impl<E, C> Client<E, C> {
+    /// The retry budget every route draws from (read its stats).
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.routes.budget
+    }
+
+    /// The bulkhead, if the client has one (read its partitions' stats).
+    pub fn bulkhead(&self) -> Option<&Bulkhead> {
+        self.routes.bulkhead.as_ref()
+    }
+
+    /// The route a request to `path` takes (`None`: the client's own settings).
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        let picked: *const RouteStack<E, C> = self.routes.pick(path);
+        self.routes
+            .routes
+            .iter()
+            .find(|(_, s)| std::ptr::eq(s, picked))
+            .map(|(r, _)| r)
+    }
+}
+
+impl<E, C, B> Service<Request<B>> for Client<E, C>
+where
+    RouteStack<E, C>: Service<Request<B>> + Clone,
+{
+    type Response = <RouteStack<E, C> as Service<Request<B>>>::Response;
+    type Error = <RouteStack<E, C> as Service<Request<B>>>::Error;
+    type Future = Oneshot<RouteStack<E, C>, Request<B>>;
+
+    /// Always ready: every layer waits inside the call, charged to its deadline.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let stack = self.routes.pick(req.uri().path()).clone();
+        Oneshot::new(stack, req)
+    }
+}
+
+/// The tower service a tonic-generated client runs on: a [`Client`] whose errors are
+/// `tonic::Status` with the right codes (a spent budget is DEADLINE_EXCEEDED, an open breaker or
+/// no endpoint UNAVAILABLE, a full bulkhead RESOURCE_EXHAUSTED; a status from the server passes
+/// through).
+#[cfg(feature = "tonic")]
+pub type TonicClient<E, C> = tower::util::MapErr<Client<E, C>, fn(crate::Error) -> tonic::Status>;
+
+#[cfg(feature = "tonic")]
+impl<E, C> Client<E, C> {
+    /// This client as the transport of a tonic-generated client:
+    /// `EchoClient::new(client.into_tonic())`.
+    pub fn into_tonic(self) -> TonicClient<E, C> {
+        tower::util::MapErr::new(
+            self,
+            tonic::Status::from as fn(crate::Error) -> tonic::Status,
+        )
+    }
+}
+
+/// The bulkhead partition of a call: the route's own, else the one a header names, else the
+/// default partition.
+#[derive(Debug, Clone)]
+pub struct RoutePartition {
+    fixed: Option<Arc<str>>,
+    header: Option<HeaderName>,
+}
+
+impl<B> PartitionKey<Request<B>> for RoutePartition {
+    fn partition_key<'a>(&'a self, req: &'a Request<B>) -> Option<&'a str> {
+        if let Some(fixed) = &self.fixed {
+            return Some(fixed);
+        }
+        req.headers().get(self.header.as_ref()?)?.to_str().ok()
+    }
+}

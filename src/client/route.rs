@@ -1,0 +1,218 @@
+//! Per-route policies: which calls a route covers, and what it changes for them.
+
+use std::time::Duration;
+
+use crate::classify::GrpcCodes;
+use crate::error::ConfigError;
+
+/// Which calls a [`RoutePolicy`] covers: a gRPC method, a gRPC service, or an HTTP path prefix.
+///
+/// When several routes match a call, an exact method wins over any prefix, and a longer prefix
+/// over a shorter one; calls no route matches get the client's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pattern: String,
+    exact: bool,
+}
+
+impl Route {
+    /// One gRPC method: `grpc_method("payments.v1.Payments", "Charge")` covers the path
+    /// `/payments.v1.Payments/Charge`.
+    pub fn grpc_method(service: &str, method: &str) -> Route {
+        Route {
+            pattern: format!("/{service}/{method}"),
+            exact: true,
+        }
+    }
+
+    /// Every method of a gRPC service: `grpc_service("payments.v1.Payments")` covers paths
+    /// starting with `/payments.v1.Payments/`.
+    pub fn grpc_service(service: &str) -> Route {
+        Route {
+            pattern: format!("/{service}/"),
+            exact: false,
+        }
+    }
+
+    /// HTTP paths under `prefix`, segment by segment: `/v1/payments` covers `/v1/payments`,
+    /// `/v1/payments/42` and `/v1/payments?x=1`, not `/v1/paymentsXYZ`.
+    pub fn path_prefix(prefix: impl Into<String>) -> Route {
+        Route {
+            pattern: prefix.into(),
+            exact: false,
+        }
+    }
+
+    /// The path or prefix this route matches.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.pattern;
+        let segments_ok = if self.exact {
+            // `/service/method`: two non-empty segments.
+            let mut parts = p[1.min(p.len())..].split('/');
+            matches!((parts.next(), parts.next(), parts.next()), (Some(s), Some(m), None) if !s.is_empty() && !m.is_empty())
+        } else {
+            !p.contains("//") || p == "/"
+        };
+        if !p.starts_with('/') || !segments_ok || p.contains(['?', '#', ' ']) {
+            return Err(ConfigError::new(
+                "route",
+                format!(
+                    "{p:?} is not a usable path (it must start with '/', name non-empty segments, and hold no query)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How well this route matches `path`: `None` when it does not; more is more specific.
+    pub(super) fn score(&self, path: &str) -> Option<usize> {
+        let p = self.pattern.as_str();
+        if self.exact {
+            return (path == p).then_some(usize::MAX);
+        }
+        if !path.starts_with(p) {
+            return None;
+        }
+        let boundary =
+            p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/';
+        boundary.then_some(p.len())
+    }
+}
+
+/// What a route changes from the client's settings. Every field left unset keeps the client's.
+///
+/// ```
+/// use std::time::Duration;
+/// use stanchion::client::RoutePolicy;
+/// use stanchion::classify::{GrpcCode, GrpcCodes};
+///
+/// let charge = RoutePolicy::new()
+///     .deadline(Duration::from_secs(5))
+///     .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Unavailable).with(GrpcCode::Aborted))
+///     .idempotency_keys(true)
+///     .partition("payments");
+/// # let _ = charge;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub(super) deadline: Option<Option<Duration>>,
+    pub(super) per_try: Option<Option<Duration>>,
+    pub(super) max_attempts: Option<u32>,
+    pub(super) retryable_codes: Option<GrpcCodes>,
+    pub(super) idempotency_keys: Option<bool>,
+    pub(super) partition: Option<String>,
+}
+
+impl RoutePolicy {
+    /// A policy that changes nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The total budget of each call on this route.
+    pub fn deadline(mut self, budget: Duration) -> Self {
+        self.deadline = Some(Some(budget));
+        self
+    }
+
+    /// No budget of the route's own (a deadline the request carries, or adopts from its caller,
+    /// still holds).
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline = Some(None);
+        self
+    }
+
+    /// The timeout of each attempt on this route.
+    pub fn per_try_timeout(mut self, per_try: Duration) -> Self {
+        self.per_try = Some(Some(per_try));
+        self
+    }
+
+    /// No per-attempt timeout: each attempt may use what is left of the deadline.
+    pub fn without_per_try_timeout(mut self) -> Self {
+        self.per_try = Some(None);
+        self
+    }
+
+    /// Attempts in total, the first included (1 to 10).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// No retries on this route (a request the transport never sent is still sent once more,
+    /// for free: it cannot have run).
+    pub fn without_retries(self) -> Self {
+        self.max_attempts(1)
+    }
+
+    /// gRPC only: the status codes worth retrying on this route (gRPC A6's per-method
+    /// `retryableStatusCodes`). A client for HTTP refuses this at build time.
+    pub fn retryable_codes(mut self, codes: GrpcCodes) -> Self {
+        self.retryable_codes = Some(codes);
+        self
+    }
+
+    /// Whether calls on this route carry an idempotency key (POST and PATCH get one and become
+    /// safe to retry). Opt in only where the server honours keys.
+    pub fn idempotency_keys(mut self, on: bool) -> Self {
+        self.idempotency_keys = Some(on);
+        self
+    }
+
+    /// The bulkhead partition this route's calls take their permits from; it must be declared
+    /// on the client's bulkhead ([`BulkheadBuilder::partition`](crate::bulkhead::BulkheadBuilder::partition)).
+    pub fn partition(mut self, name: impl Into<String>) -> Self {
+        self.partition = Some(name.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments_and_methods_match_exactly() {
+        let prefix = Route::path_prefix("/v1/payments");
+        assert_eq!(prefix.score("/v1/payments"), Some(12));
+        assert_eq!(prefix.score("/v1/payments/42"), Some(12));
+        assert_eq!(prefix.score("/v1/paymentsXYZ"), None);
+        assert_eq!(prefix.score("/v1"), None);
+        let service = Route::grpc_service("pay.v1.Pay");
+        assert!(service.score("/pay.v1.Pay/Charge").is_some());
+        assert!(service.score("/pay.v1.PayMore/Charge").is_none());
+        let method = Route::grpc_method("pay.v1.Pay", "Charge");
+        assert_eq!(method.score("/pay.v1.Pay/Charge"), Some(usize::MAX));
+        assert_eq!(method.score("/pay.v1.Pay/ChargeMore"), None);
+        assert_eq!(Route::path_prefix("/").score("/anything"), Some(1));
+    }
+
+    #[test]
+    fn unusable_patterns_are_refused() {
+        for bad in [
+            Route::path_prefix(""),
+            Route::path_prefix("v1"),
+            Route::path_prefix("/a//b"),
+            Route::path_prefix("/a?b=1"),
+            Route::grpc_method("", "Charge"),
+            Route::grpc_method("pay.Pay", ""),
+            Route::grpc_method("pay/Pay", "Charge"),
+            Route::grpc_service(""),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} was accepted");
+        }
+        for good in [
+            Route::path_prefix("/"),
+            Route::path_prefix("/v1/payments"),
+            Route::grpc_method("pay.Pay", "Charge"),
+            Route::grpc_service("pay.Pay"),
+        ] {
+            assert!(good.validate().is_ok(), "{good:?} was refused");
+        }
+    }
+}
