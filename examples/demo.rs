@@ -1,17 +1,17 @@
-//! The stanchion demo: flaky local servers, called through what the crate has today, with a
-//! report of what happened.
+//! The stanchion demo: flaky local servers, called through the whole stack, with a report of
+//! what happened.
 //!
 //! Run it with `cargo run --example demo`. It needs no network beyond 127.0.0.1: it starts three
 //! hyper servers (the fault-injecting ones from `tests/support/`) whose requests fail, hang, stall
 //! or reset at random (seeded, so a run is repeatable up to arrival order), and sends 300 GET calls,
-//! 8 at a time, through this stack:
+//! 8 at a time, through the stack one `Client::http` builder makes:
 //!
 //! ```text
-//! DeadlineLayer (400 ms budget per call: waits, attempts and backoff included)
-//!   └ BulkheadLayer (6 calls at once, 4 more may wait up to 50 ms)
-//!     └ ReplayBodyLayer (bodies can be sent again)
-//!       └ RetryLayer (3 attempts, jittered backoff, budget 20 % + 10/s)
-//!           └ AttemptLayer (per-try 150 ms, written as x-timeout-ms)
+//! Deadline (400 ms budget per call: waits, attempts and backoff included)
+//!   └ Bulkhead (6 calls at once, 4 more may wait up to 50 ms)
+//!     └ ReplayBody (bodies can be sent again)
+//!       └ Retry (3 attempts, jittered backoff, budget 20 % + 10/s)
+//!           └ Attempt (per-try 150 ms, written as x-timeout-ms)
 //!               └ Balancer (per-call round robin over the 3 addresses)
 //!                   └ per endpoint: CircuitBreaker (5 consecutive failures eject it)
 //!                                   → Pool (HTTP/1, at most 4 connections, checkout ≤ 100 ms)
@@ -31,15 +31,12 @@ use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use http_body_util::Empty;
 use stanchion::Error;
-use stanchion::balance::{Balancer, StaticResolver};
-use stanchion::bulkhead::{Bulkhead, BulkheadLayer, Limits, NoKey};
+use stanchion::bulkhead::Limits;
 use stanchion::classify::{Classify, HttpClassifier, Verdict, classify_error};
-use stanchion::deadline::{AttemptLayer, DeadlineLayer};
+use stanchion::client::{Client, Target};
 use stanchion::pool::{HttpConnector, PoolBuilder};
-use stanchion::retry::{
-    Backoff, ReplayBody, ReplayBodyLayer, RetryBudget, RetryLayer, RetryStopped,
-};
-use tower::{ServiceBuilder, ServiceExt};
+use stanchion::retry::{Backoff, ReplayBody, RetryBudget, RetryStopped};
+use tower::ServiceExt;
 
 use support::faults::{Fault, FaultPlan};
 use support::http_server::HttpServer;
@@ -89,50 +86,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          Attempt(per-try {PER_TRY:?}) -> round robin -> per endpoint: CircuitBreaker -> Pool -> hyper\n"
     );
 
+    // The whole stack from one builder; the pools are kept here too, for the report.
     let budget = RetryBudget::default();
-    let retry = RetryLayer::builder(HttpClassifier::new())
-        .max_attempts(3)
-        .backoff(Backoff::new(
-            Duration::from_millis(10),
-            Duration::from_millis(100),
-        )?)
-        .budget(budget.clone())
-        .build()?;
-    // One pool per endpoint, made by the balancer when the address is resolved; kept here too
-    // for the report.
     let pools = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let made = pools.clone();
     let pool_settings = PoolBuilder::new()
         .max_size(4)
         .checkout_timeout(Duration::from_millis(100))
         .settings()?;
-    let make_endpoint = move |addr| {
-        let pool = pool_settings.build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1(), addr);
-        made.lock().unwrap().push(pool.clone());
-        pool
-    };
-    let addrs: Vec<_> = servers.iter().map(|s| s.addr()).collect();
-    let balancer = Balancer::builder(
-        StaticResolver::new(addrs),
-        make_endpoint,
-        HttpClassifier::new(),
-    )
-    .build()?;
-    balancer.resolved().await;
-    let bulkhead = Bulkhead::builder()
-        .limits(Limits {
+    let client = Client::http(Target::addrs(servers.iter().map(|s| s.addr())))
+        .deadline(BUDGET)
+        .per_try_timeout(PER_TRY)
+        .timeout_header(HeaderName::from_static("x-timeout-ms"))
+        .max_attempts(3)
+        .backoff(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        )?)
+        .retry_budget(budget.clone())
+        .concurrency(Limits {
             concurrency: 6,
             queue: 4,
             max_wait: Duration::from_millis(50),
         })
-        .build()?;
-    let stack = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(BUDGET)?)
-        .layer(BulkheadLayer::new(bulkhead.clone(), NoKey))
-        .layer(ReplayBodyLayer::default())
-        .layer(retry)
-        .layer(AttemptLayer::new(PER_TRY)?.timeout_header(HeaderName::from_static("x-timeout-ms")))
-        .service(balancer.clone());
+        .build_with(move |addr| {
+            let pool =
+                pool_settings.build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1(), addr);
+            made.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(pool.clone());
+            pool
+        })?;
+    client.resolved().await;
+    let balancer = client.balancer().clone();
+    let bulkhead = client
+        .bulkhead()
+        .cloned()
+        .ok_or("the client has a bulkhead")?;
+    let stack = client;
 
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
