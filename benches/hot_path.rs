@@ -443,6 +443,78 @@ fn idempotency_server(c: &mut Criterion) {
     group.finish();
 }
 
+type Empty = http_body_util::Empty<bytes::Bytes>;
+type ReplayEmpty = stanchion::retry::ReplayBody<Empty>;
+
+fn answer_empty(
+    _req: http::Request<ReplayEmpty>,
+) -> Ready<Result<http::Response<Empty>, Infallible>> {
+    ready(Ok(http::Response::new(Empty::new())))
+}
+
+/// The canonical stack over 8 endpoints whose services answer at once: what the layers
+/// themselves cost per call. With a cheap request: deadline → bulkhead → retry with budget →
+/// round robin → per endpoint: breaker → no-op. With `http::Request`: the whole `Client::http`
+/// stack (route table, idempotency keys, deadline, bulkhead, replay body, retry, attempt
+/// stamp, balancer, breakers), against building the request and answering it directly.
+fn full_stack(c: &mut Criterion) {
+    use stanchion::balance::{Balancer, StaticResolver};
+    use stanchion::client::{Client, Target};
+    use tower::ServiceBuilder;
+    let rt = runtime();
+    let addrs: Vec<std::net::SocketAddr> = (0..8)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+        .collect();
+
+    let balancer = rt.block_on(async {
+        let lb = Balancer::builder(StaticResolver::new(addrs.clone()), |_| NoOp, PongClassifier)
+            .build()
+            .unwrap();
+        lb.resolved().await;
+        lb
+    });
+    let cheap_stack = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(BUDGET).unwrap())
+        .layer(BulkheadLayer::new(
+            Bulkhead::builder().build().unwrap(),
+            NoKey,
+        ))
+        .layer(RetryLayer::builder(PongClassifier).build().unwrap())
+        .service(balancer);
+    let mut group = c.benchmark_group("full_stack_8_endpoints");
+    group.bench_function("cheap_request/baseline_noop", |b| {
+        b.iter_custom(|n| drive(&rt, NoOp, Ping::default, n))
+    });
+    group.bench_function("cheap_request/stack", |b| {
+        b.iter_custom(|n| drive(&rt, cheap_stack.clone(), Ping::default, n))
+    });
+
+    let endpoint = tower::service_fn(answer_empty as fn(_) -> _);
+    let client = rt.block_on(async {
+        let client = Client::http(Target::addrs(addrs.clone()))
+            .build_with(move |_| endpoint)
+            .unwrap();
+        client.resolved().await;
+        client
+    });
+    let get = || {
+        http::Request::get("/items")
+            .header("accept", "application/json")
+            .body(Empty::new())
+            .unwrap()
+    };
+    let direct = tower::service_fn(|_req: http::Request<Empty>| {
+        ready(Ok::<_, Infallible>(http::Response::new(Empty::new())))
+    });
+    group.bench_function("http_request/baseline_direct", |b| {
+        b.iter_custom(|n| drive(&rt, direct, get, n))
+    });
+    group.bench_function("http_request/client", |b| {
+        b.iter_custom(|n| drive(&rt, client.clone(), get, n))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     cheap_request,
@@ -451,6 +523,7 @@ criterion_group!(
     breaker,
     bulkhead,
     balancer,
-    idempotency_server
+    idempotency_server,
+    full_stack
 );
 criterion_main!(benches);

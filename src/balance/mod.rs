@@ -429,23 +429,24 @@ impl<S, C> Shared<S, C> {
     }
 }
 
-impl<S, C, B, RB> Service<http::Request<B>> for Balancer<S, C>
+impl<S, C, Req> Service<Req> for Balancer<S, C>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + Sync + 'static,
+    S: Service<Req> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
-    C: Classify<http::Response<RB>> + Clone + Send + Sync + 'static,
-    http::Response<RB>: BreakerResponse<C>,
+    S::Response: BalanceResponse + BreakerResponse<C>,
+    C: Classify<S::Response> + Clone + Send + Sync + 'static,
+    Req: BalanceRequest,
 {
-    type Response = <http::Response<RB> as BreakerResponse<C>>::Output;
+    type Response = <S::Response as BreakerResponse<C>>::Output;
     type Error = Error;
-    type Future = BalanceFuture<S, http::Request<B>, C>;
+    type Future = BalanceFuture<S, Req, C>;
 
     /// Always ready: an endpoint is chosen per call, and its stack waits inside the call.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: Req) -> Self::Future {
         self.start_refresh();
         let shared = &*self.shared;
         let snapshot = shared.snapshot.load();
@@ -454,7 +455,7 @@ where
             cursor: &shared.cursor,
             jitter: &shared.jitter,
         };
-        let avoid = req.extensions().get::<AvoidEndpoint>().map(|a| a.0);
+        let avoid = req.avoid_endpoint();
         match picker.pick(&snapshot, avoid) {
             Ok(picked) => {
                 let endpoint = picked.endpoint;
@@ -507,17 +508,18 @@ pin_project! {
     }
 }
 
-impl<F, RB, E> Future for Served<F>
+impl<F, R, E> Future for Served<F>
 where
-    F: Future<Output = Result<http::Response<RB>, E>>,
+    F: Future<Output = Result<R, E>>,
+    R: BalanceResponse,
 {
-    type Output = Result<http::Response<RB>, E>;
+    type Output = Result<R, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
         if let Some(served_by) = *this.served_by {
-            res.extensions_mut().insert(served_by);
+            res.record_served_by(served_by);
         }
         Poll::Ready(Ok(res))
     }
@@ -534,16 +536,41 @@ pin_project! {
     }
 }
 
-impl<S, C, B, RB> Future for BalanceFuture<S, http::Request<B>, C>
+impl<S, C, Req> Future for BalanceFuture<S, Req, C>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<http::Response<RB>>,
-    http::Response<RB>: BreakerResponse<C>,
+    S::Response: BalanceResponse + BreakerResponse<C>,
+    C: Classify<S::Response>,
 {
-    type Output = Result<<http::Response<RB> as BreakerResponse<C>>::Output, Error>;
+    type Output = Result<<S::Response as BreakerResponse<C>>::Output, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx)
+    }
+}
+
+/// What the balancer reads from a request: the endpoint a retry asks to avoid
+/// ([`AvoidEndpoint`], put there by the retry layer).
+pub trait BalanceRequest {
+    /// The endpoint this attempt should not go to, when another is usable.
+    fn avoid_endpoint(&self) -> Option<SocketAddr>;
+}
+
+/// What the balancer writes on a response: the endpoint that served it ([`ServedBy`]).
+pub trait BalanceResponse {
+    /// Records the endpoint that served this response.
+    fn record_served_by(&mut self, served_by: ServedBy);
+}
+
+impl<B> BalanceRequest for http::Request<B> {
+    fn avoid_endpoint(&self) -> Option<SocketAddr> {
+        self.extensions().get::<AvoidEndpoint>().map(|a| a.0)
+    }
+}
+
+impl<B> BalanceResponse for http::Response<B> {
+    fn record_served_by(&mut self, served_by: ServedBy) {
+        self.extensions_mut().insert(served_by);
     }
 }

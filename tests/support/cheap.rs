@@ -17,6 +17,8 @@ use stanchion::retry::{RetryRequest, RetryResponse};
 pub struct Ping {
     pub deadline: Option<Deadline>,
     pub attempt: u32,
+    /// The endpoint a retry asked to avoid.
+    pub avoid: Option<SocketAddr>,
 }
 
 impl DeadlineCarrier for Ping {
@@ -38,8 +40,9 @@ impl RetryRequest for Ping {
         true
     }
 
-    fn prepare_retry(&mut self, attempt: u32, _avoid: Option<SocketAddr>) {
+    fn prepare_retry(&mut self, attempt: u32, avoid: Option<SocketAddr>) {
         self.attempt = attempt;
+        self.avoid = avoid;
     }
 }
 
@@ -98,4 +101,18 @@ impl<R> tower::Service<R> for NoOp {
     fn call(&mut self, _: R) -> Self::Future {
         ready(Ok(Pong))
     }
+}
+
+/// The balancer reads the endpoint to avoid from the request itself.
+#[cfg(feature = "http")]
+impl stanchion::balance::BalanceRequest for Ping {
+    fn avoid_endpoint(&self) -> Option<SocketAddr> {
+        self.avoid
+    }
+}
+
+/// A [`Pong`] does not record who served it.
+#[cfg(feature = "http")]
+impl stanchion::balance::BalanceResponse for Pong {
+    fn record_served_by(&mut self, _: stanchion::retry::ServedBy) {}
 }
