@@ -62,20 +62,18 @@ async fn server() -> SocketAddr {
     addr
 }
 
+type HyperUtil = HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type StackClient = Client<
+    stanchion::pool::Pool<HttpConnector<ReplayBody<Full<Bytes>>>, SocketAddr>,
+    stanchion::classify::HttpClassifier,
+>;
+
 /// One client under test: sends a GET and reads the body.
 #[derive(Clone)]
 enum Under {
-    HyperUtil(
-        HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-        http::Uri,
-    ),
+    HyperUtil(Box<HyperUtil>, http::Uri),
     Pool(stanchion::pool::Pool<HttpConnector<Full<Bytes>>, SocketAddr>),
-    Stack(
-        Client<
-            stanchion::pool::Pool<HttpConnector<ReplayBody<Full<Bytes>>>, SocketAddr>,
-            stanchion::classify::HttpClassifier,
-        >,
-    ),
+    Stack(StackClient),
 }
 
 impl Under {
@@ -182,7 +180,7 @@ async fn measure(flavor: &str) {
         .unwrap();
     stack.resolved().await;
     let clients = [
-        Under::HyperUtil(hyper_util, uri),
+        Under::HyperUtil(Box::new(hyper_util), uri),
         Under::Pool(pool_settings.build(HttpConnector::http1(), addr)),
         Under::Stack(stack),
     ];

@@ -21,6 +21,7 @@
 //! | [`idempotency`] | idempotency keys: [`IdempotencyKeyLayer`](idempotency::IdempotencyKeyLayer) (client: one key per logical request on opted-in routes, safe retries, 409 retried) and [`IdempotencyLayer`](idempotency::IdempotencyLayer) (server: each key runs once, in a [`MemoryStore`](idempotency::MemoryStore) or on Redis) |
 //! | [`pool`] | connection pools per endpoint: [`PoolBuilder`](pool::PoolBuilder), [`Pool`](pool::Pool) (bounded checkout, idle and lifetime rotation, never-sent detection); HTTP/1 and HTTP/2 on hyper, tonic channels, reqwest clients |
 //! | [`retry`] | retries: [`RetryLayer`](retry::RetryLayer), [`RetryBudget`](retry::RetryBudget), [`Backoff`](retry::Backoff), [`ReplayBody`](retry::ReplayBody) |
+//! | [`client`] | the client builder: [`Client::http`](client::Client::http) / [`Client::grpc`](client::Client::grpc) over a [`Target`](client::Target) compose the whole stack, with per-route policies ([`Route`](client::Route), [`RoutePolicy`](client::RoutePolicy)) |
 //! | [`classify`] | what an outcome means: success or failure, retryable, overload or unavailable, server delay hints, never-sent requests; for HTTP and gRPC |
 //! | [`error`] | [`Error`], one variant per decision; [`ConfigError`] for builders; `tonic::Status` codes with feature `tonic` |
 //!
@@ -28,7 +29,7 @@
 //!
 //! | feature | default | enables |
 //! |---|---|---|
-//! | `http` | yes | `http::Request` carriers, header stamps, HTTP and gRPC classification |
+//! | `http` | yes | `http::Request` carriers, header stamps, HTTP and gRPC classification, the balancer and the client builder |
 //! | `tonic` | no | `tonic::Status` from [`Error`] with the right codes; pools of tonic channels |
 //! | `hyper` | yes | pooled HTTP/1 and HTTP/2 connections on hyper over tokio TCP |
 //! | `reqwest` | no | pools of reqwest clients, one per resolved address |

@@ -125,23 +125,7 @@ async fn a_route_override_changes_its_route_and_no_other() {
         .build(HttpConnector::<TonicBody>::http2())
         .unwrap();
     client.resolved().await;
-    let call = |path: &'static str| {
-        let client = client.clone().into_tonic();
-        async move {
-            let mut grpc = tonic::client::Grpc::new(client);
-            grpc.ready().await.unwrap();
-            let codec =
-                tonic_prost::ProstCodec::<EchoRequest, stanchion_echo_proto::EchoReply>::default();
-            grpc.unary(
-                tonic::Request::new(EchoRequest {
-                    message: path.into(),
-                }),
-                http::uri::PathAndQuery::from_static(path),
-                codec,
-            )
-            .await
-        }
-    };
+    let call = |path: &'static str| unary(client.clone().into_tonic(), path);
     // The overridden method: ABORTED retried, then answered.
     call("/stanchion.test.Echo/Charge").await.unwrap();
     assert_eq!(server.count(), 2);
@@ -172,6 +156,68 @@ async fn a_route_override_changes_its_route_and_no_other() {
         Some("/stanchion.test.Echo/Charge")
     );
     assert_eq!(client.route_for("/stanchion.test.Echo/Call"), None);
+}
+
+type GrpcClient = stanchion::client::TonicClient<
+    stanchion::pool::Pool<HttpConnector<TonicBody>, std::net::SocketAddr>,
+    stanchion::classify::GrpcClassifier,
+>;
+
+/// One unary Echo call on any method path, through the generated codec.
+async fn unary(
+    client: GrpcClient,
+    path: &'static str,
+) -> Result<tonic::Response<stanchion_echo_proto::EchoReply>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(client);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<EchoRequest, stanchion_echo_proto::EchoReply>::default();
+    grpc.unary(
+        tonic::Request::new(EchoRequest {
+            message: path.into(),
+        }),
+        http::uri::PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_clients_retryable_codes_hold_where_a_route_sets_none() {
+    let server = GrpcServer::start(FaultPlan::scripted([
+        Fault::grpc(10).in_headers(),
+        Fault::ok(),
+        Fault::grpc(10).in_headers(),
+    ]))
+    .await;
+    let client = Client::grpc(Target::addrs([server.addr()]))
+        .backoff(fast_backoff())
+        .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Aborted))
+        .route(
+            Route::grpc_method("stanchion.test.Echo", "Strict"),
+            RoutePolicy::new().retryable_codes(GrpcCodes::NONE),
+        )
+        .build(HttpConnector::<TonicBody>::http2())
+        .unwrap();
+    client.resolved().await;
+    unary(client.clone().into_tonic(), "/stanchion.test.Echo/Call")
+        .await
+        .unwrap();
+    assert_eq!(
+        server.count(),
+        2,
+        "ABORTED was not retried under the client's codes"
+    );
+    let status = unary(client.into_tonic(), "/stanchion.test.Echo/Strict")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert_eq!(
+        server.count(),
+        3,
+        "the route's own (empty) codes did not hold"
+    );
 }
 
 #[tokio::test]

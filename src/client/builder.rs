@@ -108,6 +108,7 @@ pub struct ClientBuilder<C> {
     per_try: Option<Duration>,
     timeout_header: Option<HeaderName>,
     max_attempts: u32,
+    retryable_codes: Option<GrpcCodes>,
     backoff: Backoff,
     budget: Option<RetryBudget>,
     unavailable: UnavailablePolicy,
@@ -159,6 +160,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             per_try: Some(DEFAULT_PER_TRY_TIMEOUT),
             timeout_header: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retryable_codes: None,
             backoff: Backoff::default(),
             budget: None,
             unavailable: UnavailablePolicy::OtherEndpoint,
@@ -243,11 +245,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
 
     /// gRPC only: the codes retried on routes that do not say otherwise (default UNAVAILABLE).
     /// An HTTP client refuses this at build time.
-    pub fn retryable_codes(self, codes: GrpcCodes) -> Self {
-        self.route(
-            Route::path_prefix("/"),
-            RoutePolicy::new().retryable_codes(codes),
-        )
+    pub fn retryable_codes(mut self, codes: GrpcCodes) -> Self {
+        self.retryable_codes = Some(codes);
+        self
     }
 
     /// The bulkhead: its default limits and its named partitions (which routes can take).
@@ -372,14 +372,19 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     {
         // Every route's layers, checked before anything starts.
         self.pool.clone().settings()?;
+        let grpc = self
+            .classifier
+            .with_retryable_codes(GrpcCodes::NONE)
+            .is_some();
+        if self.retryable_codes.is_some() && !grpc {
+            return Err(ConfigError::new(
+                "retryable_codes",
+                "gRPC retryable codes set on a client that is not gRPC",
+            ));
+        }
         for (route, policy) in &self.routes {
             route.validate()?;
-            if policy.retryable_codes.is_some()
-                && self
-                    .classifier
-                    .with_retryable_codes(GrpcCodes::NONE)
-                    .is_none()
-            {
+            if policy.retryable_codes.is_some() && !grpc {
                 return Err(ConfigError::new(
                     "retryable_codes",
                     format!(
@@ -394,16 +399,13 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             .clone()
             .map(BulkheadBuilder::build)
             .transpose()?;
-        let budget = match self.budget.clone() {
-            Some(budget) => budget,
-            None => RetryBudget::default(),
-        };
+        let budget = self.budget.clone().unwrap_or_default();
         let default = RoutePolicy::default();
         let mut stacks = Vec::with_capacity(self.routes.len());
         // Check every layer before starting the balancer (its resolution runs in the background).
-        let layers = std::iter::once((None, &default))
-            .chain(self.routes.iter().map(|(r, p)| (Some(r), p)))
-            .map(|(route, policy)| self.layers(route, policy, bulkhead.as_ref(), &budget))
+        let layers = std::iter::once(&default)
+            .chain(self.routes.iter().map(|(_, p)| p))
+            .map(|policy| self.layers(policy, bulkhead.as_ref(), &budget))
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut balancer = Balancer::builder(self.target.resolver, make, self.classifier.clone())
@@ -441,21 +443,11 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     /// The layers of one route, from the client's settings and the route's overrides.
     fn layers(
         &self,
-        route: Option<&Route>,
         policy: &RoutePolicy,
         bulkhead: Option<&Bulkhead>,
         budget: &RetryBudget,
     ) -> Result<RouteLayers<C>, ConfigError> {
-        // A route inherits what the catch-all route "/" sets, then overrides it.
-        let mut merged = self
-            .routes
-            .iter()
-            .filter(|(r, _)| *r == Route::path_prefix("/") && route != Some(r))
-            .fold(RoutePolicy::default(), |mut acc, (_, p)| {
-                merge(&mut acc, p.clone());
-                acc
-            });
-        merge(&mut merged, policy.clone());
+        let merged = policy;
         let deadline = merged
             .deadline
             .unwrap_or(self.deadline)
@@ -465,7 +457,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         if let Some(name) = &self.timeout_header {
             attempt = attempt.timeout_header(name.clone());
         }
-        let classifier = match merged.retryable_codes {
+        let classifier = match merged.retryable_codes.or(self.retryable_codes) {
             Some(codes) => self
                 .classifier
                 .with_retryable_codes(codes)
