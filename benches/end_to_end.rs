@@ -17,7 +17,9 @@
 //! Run with `cargo bench --bench end_to_end` (not a criterion bench: it needs the whole latency
 //! distribution, not a mean).
 
-use std::convert::Infallible;
+#[path = "common/ok_server.rs"]
+mod ok_server;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,11 +27,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use stanchion::client::{Client, Target};
 use stanchion::pool::{HttpConnector, PoolBuilder};
 use stanchion::retry::ReplayBody;
@@ -39,28 +40,6 @@ const ROUNDS: usize = 5;
 const LATENCY_REQUESTS: usize = 4_000;
 const THROUGHPUT_REQUESTS: usize = 20_000;
 const IN_FLIGHT: usize = 16;
-
-async fn server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 type HyperUtil = HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 type StackClient = Client<
@@ -170,7 +149,7 @@ fn main() {
 }
 
 async fn measure(flavor: &str) {
-    let addr = server().await;
+    let addr = ok_server::start().await;
     let pool_settings = PoolBuilder::new().max_size(IN_FLIGHT).settings().unwrap();
     let hyper_util = HyperClient::builder(TokioExecutor::new()).build_http();
     let uri: http::Uri = format!("http://{addr}/").parse().unwrap();

@@ -6,6 +6,9 @@
 //! a current-thread tokio runtime; each iteration sends `concurrency` requests at once (each in
 //! its own task) and reads every body.
 
+#[path = "common/ok_server.rs"]
+mod ok_server;
+
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -15,11 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http::{Request, Response};
+use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use stanchion::pool::{Connection, HttpConnector, Pool, PoolBuilder};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
@@ -38,29 +40,6 @@ fn runtime(flavor: &str) -> Runtime {
     .enable_all()
     .build()
     .unwrap()
-}
-
-/// A hyper HTTP/1 server that answers "ok" to everything.
-async fn server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 type HttpPool = Pool<HttpConnector<Full<Bytes>>, SocketAddr>;
@@ -112,7 +91,7 @@ fn pooled_http1_on(c: &mut Criterion, flavor: &str) {
         // may inherit the other's placement.
         {
             let rt = runtime(flavor);
-            let addr = rt.block_on(server());
+            let addr = rt.block_on(ok_server::start());
             let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
             let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
             connector.set_nodelay(true);
@@ -123,7 +102,7 @@ fn pooled_http1_on(c: &mut Criterion, flavor: &str) {
         }
         {
             let rt = runtime(flavor);
-            let addr = rt.block_on(server());
+            let addr = rt.block_on(ok_server::start());
             let pool: HttpPool = rt.block_on(async {
                 PoolBuilder::new()
                     .max_size(concurrency)

@@ -557,3 +557,64 @@ impl<C> RouteLayers<C> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target::addrs(["127.0.0.1:1".parse().unwrap()])
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let b = Client::http(target());
+        assert_eq!(b.deadline, Some(Duration::from_secs(30)));
+        assert_eq!(b.per_try, Some(Duration::from_secs(10)));
+        assert_eq!(b.max_attempts, 3);
+        assert_eq!(b.retryable_codes, None);
+        assert_eq!(b.unavailable, UnavailablePolicy::OtherEndpoint);
+        assert!(b.bulkhead.is_some());
+        assert!(
+            b.breaker.is_none(),
+            "the balancer's default breaker (5 consecutive failures)"
+        );
+        assert_eq!(b.max_ejection, None);
+        assert_eq!(b.policy, Policy::RoundRobin);
+        assert!(!b.keys);
+        assert_eq!(b.key_header, DEFAULT_KEY_HEADER);
+        assert_eq!(b.replay_limit, 64 * 1024);
+        assert!(b.routes.is_empty());
+
+        let client = Client::http(target())
+            .build_with(|_| {
+                tower::service_fn(|_: http::Request<()>| async {
+                    Ok::<_, std::convert::Infallible>(())
+                })
+            })
+            .unwrap();
+        let budget = client.retry_budget();
+        assert_eq!(
+            (budget.ratio(), budget.min_per_second(), budget.window()),
+            (0.2, 10, Duration::from_secs(10))
+        );
+        let bulkhead = client.bulkhead().unwrap().stats("default").unwrap();
+        assert_eq!(
+            bulkhead.limits,
+            Limits {
+                concurrency: 100,
+                queue: 50,
+                max_wait: Duration::from_secs(1)
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_bulkhead_there_is_none_to_read() {
+        let client = Client::http(target())
+            .without_bulkhead()
+            .build_with(|_| ())
+            .unwrap();
+        assert!(client.bulkhead().is_none());
+    }
+}
