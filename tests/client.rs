@@ -433,3 +433,24 @@ async fn every_layer_can_be_turned_off() {
     assert_eq!(server.count(), 1);
     assert_eq!(server.recorder().requests()[0].header("x-timeout-ms"), None);
 }
+
+#[test]
+fn the_client_and_its_calls_can_cross_threads() {
+    fn shared<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn sendable<F: std::future::Future + Send + 'static>(_: &F) {}
+    let client = Client::http(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
+        .build(HttpConnector::<HttpBody>::http1())
+        .unwrap();
+    shared(&client);
+    let call = client
+        .clone()
+        .oneshot(Request::get("/").body(Full::new(Bytes::new())).unwrap());
+    sendable(&call);
+    let grpc = Client::grpc(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
+        .build(HttpConnector::<TonicBody>::http2())
+        .unwrap()
+        .into_tonic();
+    shared(&grpc);
+    let call = grpc.oneshot(Request::new(tonic::body::Body::empty()));
+    sendable(&call);
+}
