@@ -23,6 +23,7 @@
 //! | [`retry`] | retries: [`RetryLayer`](retry::RetryLayer), [`RetryBudget`](retry::RetryBudget), [`Backoff`](retry::Backoff), [`ReplayBody`](retry::ReplayBody) |
 //! | [`client`] | the client builder: [`Client::http`](client::Client::http) / [`Client::grpc`](client::Client::grpc) over a [`Target`](client::Target) compose the whole stack, with per-route policies ([`Route`](client::Route), [`RoutePolicy`](client::RoutePolicy)) |
 //! | [`classify`] | what an outcome means: success or failure, retryable, overload or unavailable, server delay hints, never-sent requests; for HTTP and gRPC |
+//! | `fault` | (feature `fault`) `FaultLayer`: seeded latency, errors and outcomes at a rate, for chaos tests of your own stack |
 //! | [`error`] | [`Error`], one variant per decision; [`ConfigError`] for builders; `tonic::Status` codes with feature `tonic` |
 //!
 //! ## Features
@@ -35,6 +36,7 @@
 //! | `reqwest` | no | pools of reqwest clients, one per resolved address |
 //! | `dns` | no | [`DnsResolver`](balance::DnsResolver): hickory-resolver, every A/AAAA record |
 //! | `redis` | no | `RedisStore`: idempotency records on Redis, shared by server instances |
+//! | `fault` | no | `FaultLayer`: seeded fault injection for chaos tests |
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
@@ -49,6 +51,8 @@ pub mod classify;
 pub mod client;
 pub mod deadline;
 pub mod error;
+#[cfg(feature = "fault")]
+pub mod fault;
 #[cfg(feature = "http")]
 mod guarded;
 #[cfg(feature = "http")]
