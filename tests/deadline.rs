@@ -290,7 +290,7 @@ async fn the_per_try_timeout_fails_the_attempt_before_the_deadline() {
         .service(slow(3 * SEC));
     let err = call(&mut svc, Request::new(())).await.unwrap_err();
     assert!(
-        matches!(err, Error::AttemptTimedOut { timeout } if timeout == 2 * SEC),
+        matches!(err, Error::AttemptTimedOut { timeout, .. } if timeout == 2 * SEC),
         "{err:?}"
     );
     assert_eq!(start.elapsed(), 2 * SEC);

@@ -472,6 +472,9 @@ where
                         alternatives: picked.alternatives,
                     }),
                     in_flight,
+                    cut: CutReport {
+                        endpoint: Some(endpoint.addr),
+                    },
                 };
                 BalanceFuture {
                     inner: BreakerFuture::running(
@@ -505,6 +508,21 @@ pin_project! {
         inner: F,
         served_by: Option<ServedBy>,
         in_flight: Option<InFlight>,
+        cut: CutReport,
+    }
+}
+
+/// Tells a per-try timeout that cuts this attempt which endpoint it was on (see
+/// `deadline::cut`); disarmed once the endpoint answers.
+struct CutReport {
+    endpoint: Option<SocketAddr>,
+}
+
+impl Drop for CutReport {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.endpoint {
+            crate::deadline::cut::cut_at(endpoint);
+        }
     }
 }
 
@@ -517,7 +535,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = ready!(this.inner.poll(cx))?;
+        let result = ready!(this.inner.poll(cx));
+        this.cut.endpoint = None;
+        let mut res = result?;
         if let Some(served_by) = *this.served_by {
             res.record_served_by(served_by);
         }

@@ -497,7 +497,8 @@ impl Inner {
 
 /// The right to make one call through a breaker; record its outcome with
 /// [`record`](Self::record). Dropping it unrecorded is a cancellation: it does not count, and a
-/// half-open probe slot is given back.
+/// half-open probe slot is given back — unless the drop is an attempt being cut by its per-try
+/// timeout ([`AttemptLayer`](crate::deadline::AttemptLayer)), which counts as a timeout.
 #[derive(Debug)]
 pub struct Permit {
     active: Option<Active>,
@@ -546,6 +547,15 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        // Dropped because the attempt's per-try timeout cut it: the endpoint was too slow, which
+        // counts as a failure (a timeout), not as a cancellation.
+        if self.active.is_some() && crate::deadline::cut::is_cutting() {
+            let permit = Permit {
+                active: self.active.take(),
+            };
+            permit.record(Some(Class::new(crate::classify::Kind::Timeout)));
+            return;
+        }
         if let Some(active) = self.active.take()
             && active.probe
         {

@@ -399,6 +399,7 @@ mod tests {
             (
                 Box::new(Error::AttemptTimedOut {
                     timeout: Duration::from_secs(1),
+                    endpoint: None,
                 }),
                 Class::new(Kind::Timeout).with_retryable(true),
             ),
@@ -423,6 +424,7 @@ mod tests {
                     attempts: 3,
                     last: Box::new(Error::AttemptTimedOut {
                         timeout: Duration::from_secs(1),
+                        endpoint: None,
                     }),
                 }),
                 Class::new(Kind::Timeout).with_retryable(true),

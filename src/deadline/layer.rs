@@ -161,7 +161,7 @@ pub(crate) enum Expiry {
 }
 
 impl Expiry {
-    fn error(self) -> Error {
+    fn error(self, endpoint: Option<std::net::SocketAddr>) -> Error {
         match self {
             Expiry::Deadline(budget) => {
                 tracing::debug!(?budget, "deadline exceeded");
@@ -169,7 +169,7 @@ impl Expiry {
             }
             Expiry::Attempt(timeout) => {
                 tracing::debug!(?timeout, "attempt timed out");
-                Error::AttemptTimedOut { timeout }
+                Error::AttemptTimedOut { timeout, endpoint }
             }
         }
     }
@@ -206,8 +206,8 @@ where
 {
     type Output = Result<T, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fired = match self.as_mut().project().state.project() {
             StateProj::Running {
                 inner,
                 mut timer,
@@ -219,7 +219,7 @@ where
                     return Poll::Ready(result.map_err(|err| {
                         let err: BoxError = err.into();
                         if *stamped && chain_has_transport_timeout(err.as_ref()) {
-                            expiry.error()
+                            expiry.error(None)
                         } else {
                             Error::from_inner(err)
                         }
@@ -232,9 +232,22 @@ where
                 if let TimerProj::Armed { sleep } = timer.project() {
                     ready!(sleep.poll(cx));
                 }
-                Poll::Ready(Err(expiry.error()))
+                *expiry
             }
-            StateProj::Expired { expiry } => Poll::Ready(Err(expiry.error())),
-        }
+            StateProj::Expired { expiry } => return Poll::Ready(Err(expiry.error(None))),
+        };
+        // The timer fired. A per-try timeout drops the attempt now, telling the layers below
+        // that it was cut (an endpoint's breaker counts it as a timeout) and learning which
+        // endpoint it was on (the retry goes elsewhere).
+        let endpoint = match fired {
+            Expiry::Attempt(_) => super::cut::cutting(|| {
+                self.as_mut()
+                    .project()
+                    .state
+                    .set(State::Expired { expiry: fired });
+            }),
+            Expiry::Deadline(_) => None,
+        };
+        Poll::Ready(Err(fired.error(endpoint)))
     }
 }

@@ -44,6 +44,7 @@
 mod adopt;
 #[cfg(feature = "http")]
 mod attempt;
+pub(crate) mod cut;
 #[cfg(feature = "http")]
 mod grpc_timeout;
 mod layer;

@@ -52,6 +52,8 @@ pub enum Error {
     AttemptTimedOut {
         /// The per-try timeout that expired.
         timeout: Duration,
+        /// The endpoint the attempt was on, when a balancer below said.
+        endpoint: Option<std::net::SocketAddr>,
     },
 
     /// Every allowed attempt failed; `last` is the error of the final attempt.
@@ -309,6 +311,7 @@ mod tests {
             (
                 Error::AttemptTimedOut {
                     timeout: Duration::from_millis(250),
+                    endpoint: None,
                 },
                 "per-try timeout of 250ms",
             ),

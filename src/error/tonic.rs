@@ -100,6 +100,7 @@ mod tests {
             (
                 Error::AttemptTimedOut {
                     timeout: Duration::from_secs(1),
+                    endpoint: None,
                 },
                 Code::DeadlineExceeded,
             ),
@@ -149,6 +150,7 @@ mod tests {
                     attempts: 2,
                     last: Box::new(Error::AttemptTimedOut {
                         timeout: Duration::from_secs(1),
+                        endpoint: None,
                     }),
                 },
                 Code::DeadlineExceeded,

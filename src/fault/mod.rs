@@ -206,7 +206,10 @@ impl<R> FaultLayerBuilder<R> {
         let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
         if let Some((rate, min, max)) = self.latency {
             if !rate_ok(rate) {
-                return Err(ConfigError::new("latency", format!("rate {rate} is outside [0, 1]")));
+                return Err(ConfigError::new(
+                    "latency",
+                    format!("rate {rate} is outside [0, 1]"),
+                ));
             }
             if min > max || max > MAX_BUDGET {
                 return Err(ConfigError::new(
@@ -224,7 +227,10 @@ impl<R> FaultLayerBuilder<R> {
         let mut sum = self.error;
         for (rate, _) in &self.responses {
             if !rate_ok(*rate) {
-                return Err(ConfigError::new("respond", format!("rate {rate} is outside [0, 1]")));
+                return Err(ConfigError::new(
+                    "respond",
+                    format!("rate {rate} is outside [0, 1]"),
+                ));
             }
             sum += rate;
         }
@@ -353,7 +359,9 @@ where
             match plan {
                 Plan::Pass => inner.oneshot(req).await.map_err(Into::into),
                 Plan::Answer(res) => Ok(res),
-                Plan::Fail if never_sent => Err(Box::new(NeverSent::new(InjectedFault)) as BoxError),
+                Plan::Fail if never_sent => {
+                    Err(Box::new(NeverSent::new(InjectedFault)) as BoxError)
+                }
                 Plan::Fail => Err(Box::new(InjectedFault) as BoxError),
             }
         })
@@ -374,15 +382,30 @@ mod tests {
         assert!(layer().error(f64::NAN).build().is_err());
         assert!(layer().respond(-0.1, || 1).build().is_err());
         assert!(layer().error(0.6).respond(0.6, || 1).build().is_err());
-        assert!(layer().latency(0.5, Duration::from_secs(2), Duration::from_secs(1)).build().is_err());
-        assert!(layer().latency(2.0, Duration::ZERO, Duration::ZERO).build().is_err());
+        assert!(
+            layer()
+                .latency(0.5, Duration::from_secs(2), Duration::from_secs(1))
+                .build()
+                .is_err()
+        );
+        assert!(
+            layer()
+                .latency(2.0, Duration::ZERO, Duration::ZERO)
+                .build()
+                .is_err()
+        );
         assert!(layer().error(0.5).respond(0.5, || 1).build().is_ok());
     }
 
     #[test]
     fn a_seed_repeats_the_same_plan() {
         let plans = |seed| {
-            let l = layer().seed(seed).error(0.3).respond(0.3, || 7).build().unwrap();
+            let l = layer()
+                .seed(seed)
+                .error(0.3)
+                .respond(0.3, || 7)
+                .build()
+                .unwrap();
             (0..64)
                 .map(|_| match l.config.plan().1 {
                     Plan::Pass => 0,

@@ -307,6 +307,12 @@ where
                     transparent,
                     avoid,
                 } => {
+                    // An attempt cut by its per-try timeout: retry on another endpoint if one is
+                    // usable (the balancer decides), like Envoy's previous-hosts predicate.
+                    let avoid = avoid.or_else(|| match &result {
+                        Err(err) => cut_endpoint(err.as_ref()),
+                        Ok(_) => None,
+                    });
                     if transparent {
                         *this.transparent_used = true;
                     } else {
@@ -375,5 +381,13 @@ fn stop<Res: RetryResponse>(
                 last,
             },
         }),
+    }
+}
+
+/// The endpoint of an attempt cut by its per-try timeout, if a balancer said.
+fn cut_endpoint(err: &(dyn std::error::Error + 'static)) -> Option<std::net::SocketAddr> {
+    match err.downcast_ref::<Error>()? {
+        Error::AttemptTimedOut { endpoint, .. } => *endpoint,
+        _ => None,
     }
 }

@@ -1,0 +1,76 @@
+//! How a per-try timeout tells the layers below which attempt it cut.
+//!
+//! When an attempt's per-try timeout fires, `AttemptLayer` drops the attempt's future at once.
+//! The layers inside that future learn *why* they are dropped from a thread-local flag set for
+//! the duration of that (synchronous) drop: an endpoint's breaker records the cut attempt as a
+//! timeout — a slow endpoint is a failing endpoint — and the balancer reports which endpoint it
+//! was, so the retry goes elsewhere. Nothing is allocated and nothing outlives the drop: the flag
+//! is set and cleared around it on the same thread, even if a destructor panics.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+
+thread_local! {
+    static CUTTING: Cell<bool> = const { Cell::new(false) };
+    static CUT_ENDPOINT: Cell<Option<SocketAddr>> = const { Cell::new(None) };
+}
+
+/// Clears the flag when the drop ends, however it ends.
+struct Reset;
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        CUTTING.set(false);
+    }
+}
+
+/// Runs `drop_attempt` (which drops a timed-out attempt's future) with the flag set; returns the
+/// endpoint the attempt was on, if a balancer below said.
+pub(crate) fn cutting(drop_attempt: impl FnOnce()) -> Option<SocketAddr> {
+    CUT_ENDPOINT.set(None);
+    CUTTING.set(true);
+    let reset = Reset;
+    drop_attempt();
+    drop(reset);
+    CUT_ENDPOINT.take()
+}
+
+/// Whether the attempt being dropped now was cut by its per-try timeout.
+pub(crate) fn is_cutting() -> bool {
+    CUTTING.get()
+}
+
+/// Called by a balancer while a cut attempt is dropped: the attempt was on `endpoint`.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn cut_at(endpoint: SocketAddr) {
+    if CUTTING.get() {
+        CUT_ENDPOINT.set(Some(endpoint));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_holds_only_during_the_drop() {
+        assert!(!is_cutting());
+        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let seen = cutting(|| {
+            assert!(is_cutting());
+            cut_at(addr);
+        });
+        assert_eq!(seen, Some(addr));
+        assert!(!is_cutting());
+        // Outside a cut, nothing is recorded.
+        cut_at(addr);
+        assert_eq!(cutting(|| {}), None);
+    }
+
+    #[test]
+    fn a_panicking_drop_still_clears_the_flag() {
+        let result = std::panic::catch_unwind(|| cutting(|| panic!("destructor panicked")));
+        assert!(result.is_err());
+        assert!(!is_cutting());
+    }
+}
