@@ -44,6 +44,28 @@ struct Profile {
     /// Share of calls delayed by up to `stall` more.
     stall_rate: f64,
     stall: Duration,
+    /// How the endpoint changes over (virtual) time.
+    phase: Phase,
+}
+
+/// Time-dependent behaviour, measured from the start of the run.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Steady,
+    /// Answers 503 to everything in `[from, to)`, then recovers (a temporary failure).
+    Outage {
+        from: Duration,
+        to: Duration,
+    },
+    /// Alternates healthy and failing (503) every `period`.
+    Flapping {
+        period: Duration,
+    },
+    /// Takes `slow` more per call until `until` (caches warming up).
+    ColdStart {
+        until: Duration,
+        slow: Duration,
+    },
 }
 
 impl Profile {
@@ -55,6 +77,7 @@ impl Profile {
             latency: MS,
             stall_rate: 0.0,
             stall: Duration::ZERO,
+            phase: Phase::Steady,
         }
     }
 }
@@ -109,6 +132,8 @@ struct Seen {
     durations: Vec<Duration>,
     outcomes: BTreeMap<String, u64>,
     budget_refused: u64,
+    /// Calls the endpoints' fault layers refused (never sent).
+    never_sent: u64,
 }
 
 impl Seen {
@@ -192,6 +217,7 @@ fn run(sim: &Sim) -> Seen {
 }
 
 async fn play(sim: &Sim) -> Seen {
+    let origin = Instant::now();
     let n = sim.endpoints.len();
     let addrs: Vec<SocketAddr> = (0..n)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
@@ -200,6 +226,7 @@ async fn play(sim: &Sim) -> Seen {
         attempts: (0..n).map(|_| AtomicU64::new(0)).collect(),
         ..ProbeState::default()
     });
+    let faults = Arc::new(Mutex::new(Vec::new()));
     let endpoints: Vec<_> = sim
         .endpoints
         .iter()
@@ -218,10 +245,29 @@ async fn play(sim: &Sim) -> Seen {
                 })
                 .build()
                 .unwrap();
-            let latency = p.latency;
+            faults.lock().unwrap().push(fault.clone());
+            let (latency, phase) = (p.latency, p.phase);
             let handler = tower::service_fn(move |_req: Request<Body>| async move {
-                tokio::time::sleep(latency).await;
-                Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+                let t = origin.elapsed();
+                let failing = match phase {
+                    Phase::Outage { from, to } => (from..to).contains(&t),
+                    Phase::Flapping { period } => {
+                        (t.as_nanos() / period.as_nanos().max(1)) % 2 == 1
+                    }
+                    Phase::Steady | Phase::ColdStart { .. } => false,
+                };
+                let extra = match phase {
+                    Phase::ColdStart { until, slow } if t < until => slow,
+                    _ => Duration::ZERO,
+                };
+                tokio::time::sleep(latency + extra).await;
+                let status = if failing { 503 } else { 200 };
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .body(Empty::<Bytes>::new())
+                        .unwrap(),
+                )
             });
             Probe {
                 inner: fault.layer(handler),
@@ -287,7 +333,30 @@ async fn play(sim: &Sim) -> Seen {
         durations,
         outcomes,
         budget_refused: budget.stats().refused,
+        never_sent: faults
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| f.stats().errors)
+            .sum(),
     }
+}
+
+fn phase() -> impl Strategy<Value = Phase> {
+    prop_oneof![
+        Just(Phase::Steady),
+        (0u64..300, 1u64..600).prop_map(|(from, len)| Phase::Outage {
+            from: Duration::from_millis(from),
+            to: Duration::from_millis(from + len),
+        }),
+        (5u64..200).prop_map(|p| Phase::Flapping {
+            period: Duration::from_millis(p)
+        }),
+        (1u64..500, 1u64..300).prop_map(|(until, slow)| Phase::ColdStart {
+            until: Duration::from_millis(until),
+            slow: Duration::from_millis(slow),
+        }),
+    ]
 }
 
 fn profile() -> impl Strategy<Value = Profile> {
@@ -298,15 +367,17 @@ fn profile() -> impl Strategy<Value = Profile> {
         0u64..20,
         0.0f64..0.3,
         0u64..400,
+        phase(),
     )
         .prop_map(
-            |(fail, status, refused, latency, stall_rate, stall)| Profile {
+            |(fail, status, refused, latency, stall_rate, stall, phase)| Profile {
                 fail,
                 status,
                 refused,
                 latency: Duration::from_millis(latency),
                 stall_rate,
                 stall: Duration::from_millis(stall),
+                phase,
             },
         )
 }
@@ -320,8 +391,10 @@ proptest! {
     fn a_failure_storm_stays_within_the_retry_budget(
         seed in any::<u64>(), endpoints in 1usize..6, calls in 50usize..400,
         ratio in 0.0f64..0.5, floor in 0u32..20, attempts in 2u32..6,
+        refused in prop_oneof![Just(0.0), 0.0f64..0.3],
     ) {
-        let failing = Profile { fail: 1.0, ..Profile::healthy() };
+        // Every request that reaches an endpoint fails; some never reach it (refused).
+        let failing = Profile { fail: 1.0 - refused, refused, ..Profile::healthy() };
         let sim = Sim {
             calls,
             attempts,
@@ -330,12 +403,17 @@ proptest! {
             ..Sim::new(vec![failing; endpoints], seed)
         };
         let seen = run(&sim);
+        // A never-sent request is resent once for free (gRPC A6's transparent retry): those
+        // resends are outside the budget, at most one per call.
         let retries = seen.total_attempts() - calls as u64;
+        let transparent = seen.never_sent.min(calls as u64);
         // The budget keeps tokens in thousandths: the ratio counts rounded to 0.001.
         let per_mille = (ratio * 1000.0).round() as u64;
         let bound = per_mille * calls as u64 / 1000 + u64::from(floor) * 10;
-        prop_assert!(retries <= bound, "{retries} retries > {bound} ({seen:?})");
-        prop_assert_eq!(seen.outcomes.get("500").copied(), Some(calls as u64));
+        prop_assert!(retries <= bound + transparent, "{retries} retries > {bound} + {transparent} ({seen:?})");
+        if refused == 0.0 {
+            prop_assert_eq!(seen.outcomes.get("500").copied(), Some(calls as u64));
+        }
         if bound < calls as u64 * u64::from(attempts - 1) {
             prop_assert!(seen.budget_refused > 0);
         }
@@ -511,4 +589,109 @@ async fn the_retry_of_a_cut_attempt_avoids_its_endpoint() {
     );
     assert_eq!(probe.attempts[1].load(Ordering::SeqCst), 2);
     assert!(t0.elapsed() <= Duration::from_millis(80) + 10 * MS + 2 * MS);
+}
+
+type Keyed = ReplayBody<http_body_util::Full<Bytes>>;
+
+/// Plays keyed POSTs through the whole client against two in-process server instances that
+/// share one idempotency store; handlers take longer than the per-try timeout at random, so
+/// attempts are cut and retried under the same key (meeting 409 while the first one runs, then
+/// the stored answer). Returns how often each key's handler ran, and the calls' statuses.
+async fn keyed_run(
+    seed: u64,
+    lease: Duration,
+    per_try: Duration,
+) -> (BTreeMap<String, u32>, BTreeMap<u16, u32>) {
+    use stanchion::client::{Route, RoutePolicy};
+    use stanchion::idempotency::{IdempotencyBody, IdempotencyLayer, MemoryStore};
+    let runs: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let store = MemoryStore::new();
+    let handler = {
+        let runs = runs.clone();
+        tower::service_fn(move |req: Request<IdempotencyBody<Keyed>>| {
+            let runs = runs.clone();
+            async move {
+                let key = req
+                    .headers()
+                    .get("idempotency-key")
+                    .and_then(|k| k.to_str().ok())
+                    .unwrap_or("none")
+                    .to_owned();
+                *runs.lock().unwrap().entry(key.clone()).or_default() += 1;
+                // 0 to 3 per-try timeouts of work, chosen by the key and the seed.
+                let work = (key.bytes().map(u64::from).sum::<u64>() ^ seed) % 4;
+                tokio::time::sleep(per_try * work as u32).await;
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(201)
+                        .body(http_body_util::Full::new(Bytes::from(key)))
+                        .unwrap(),
+                )
+            }
+        })
+    };
+    let layer = IdempotencyLayer::builder(store)
+        .lease(lease)
+        .build()
+        .unwrap();
+    let instance = layer.layer(handler);
+    let addrs: Vec<SocketAddr> = vec![
+        "127.0.0.1:9101".parse().unwrap(),
+        "127.0.0.1:9102".parse().unwrap(),
+    ];
+    let client = Client::http(Target::addrs(addrs))
+        .deadline(Duration::from_secs(5))
+        .per_try_timeout(per_try)
+        .max_attempts(10)
+        .backoff(Backoff::new(per_try / 2, per_try * 2).unwrap().seed(seed))
+        .without_ejection()
+        .route(
+            Route::path_prefix("/pay"),
+            RoutePolicy::new().idempotency_keys(true),
+        )
+        .build_with(move |_| instance.clone())
+        .unwrap();
+    client.resolved().await;
+    let statuses: Arc<Mutex<BTreeMap<u16, u32>>> = Arc::default();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (client, statuses) = (client.clone(), statuses.clone());
+        calls.spawn(async move {
+            let req = Request::post("/pay")
+                .body(http_body_util::Full::new(Bytes::from(format!(
+                    "amount={i}"
+                ))))
+                .unwrap();
+            let status = match client.oneshot(req).await {
+                Ok(res) => {
+                    let status = res.status().as_u16();
+                    let _ = res.into_body().collect().await;
+                    status
+                }
+                Err(_) => 0,
+            };
+            *statuses.lock().unwrap().entry(status).or_default() += 1;
+        });
+    }
+    while calls.join_next().await.is_some() {}
+    let runs = runs.lock().unwrap().clone();
+    let statuses = statuses.lock().unwrap().clone();
+    (runs, statuses)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// A keyed request's handler never runs twice while its record or lease is held, however
+    /// its attempts are cut, retried and spread over instances.
+    #[test]
+    fn a_keyed_handler_never_runs_twice(seed in any::<u64>(), lease in 30u64..200, per_try in 20u64..80) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        let (runs, statuses) = rt.block_on(keyed_run(seed, Duration::from_millis(lease), Duration::from_millis(per_try)));
+        prop_assert_eq!(runs.len(), 40, "every call reached a handler once: {:?}", runs);
+        for (key, n) in &runs {
+            prop_assert_eq!(*n, 1, "key {} ran {} times", key, n);
+        }
+        prop_assert_eq!(statuses.get(&201).copied(), Some(40), "{:?}", statuses);
+    }
 }
