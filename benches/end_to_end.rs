@@ -17,8 +17,8 @@
 //! Run with `cargo bench --bench end_to_end` (not a criterion bench: it needs the whole latency
 //! distribution, not a mean).
 
-#[path = "common/ok_server.rs"]
-mod ok_server;
+#[path = "common/loopback.rs"]
+mod loopback;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -133,23 +133,13 @@ fn main() {
         return;
     }
     for flavor in ["current_thread", "two_workers"] {
-        let rt = match flavor {
-            "current_thread" => tokio::runtime::Builder::new_current_thread(),
-            _ => {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                builder.worker_threads(2);
-                builder
-            }
-        }
-        .enable_all()
-        .build()
-        .unwrap();
+        let rt = loopback::runtime(flavor);
         rt.block_on(measure(flavor));
     }
 }
 
 async fn measure(flavor: &str) {
-    let addr = ok_server::start().await;
+    let addr = loopback::start_ok_server().await;
     let pool_settings = PoolBuilder::new().max_size(IN_FLIGHT).settings().unwrap();
     let hyper_util = HyperClient::builder(TokioExecutor::new()).build_http();
     let uri: http::Uri = format!("http://{addr}/").parse().unwrap();

@@ -6,8 +6,8 @@
 //! a current-thread tokio runtime; each iteration sends `concurrency` requests at once (each in
 //! its own task) and reads every body.
 
-#[path = "common/ok_server.rs"]
-mod ok_server;
+#[path = "common/loopback.rs"]
+mod loopback;
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -23,24 +23,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use stanchion::pool::{Connection, HttpConnector, Pool, PoolBuilder};
-use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
-
-/// The two runtimes users run clients on: two workers (this machine's cores), or one thread.
-fn runtime(flavor: &str) -> Runtime {
-    match flavor {
-        "current_thread" => tokio::runtime::Builder::new_current_thread(),
-        _ => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(2);
-            builder
-        }
-    }
-    .enable_all()
-    .build()
-    .unwrap()
-}
 
 type HttpPool = Pool<HttpConnector<Full<Bytes>>, SocketAddr>;
 
@@ -90,8 +74,8 @@ fn pooled_http1_on(c: &mut Criterion, flavor: &str) {
         // connection tasks land decides the latency more than either client does, so neither
         // may inherit the other's placement.
         {
-            let rt = runtime(flavor);
-            let addr = rt.block_on(ok_server::start());
+            let rt = loopback::runtime(flavor);
+            let addr = rt.block_on(loopback::start_ok_server());
             let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
             let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
             connector.set_nodelay(true);
@@ -101,8 +85,8 @@ fn pooled_http1_on(c: &mut Criterion, flavor: &str) {
             });
         }
         {
-            let rt = runtime(flavor);
-            let addr = rt.block_on(ok_server::start());
+            let rt = loopback::runtime(flavor);
+            let addr = rt.block_on(loopback::start_ok_server());
             let pool: HttpPool = rt.block_on(async {
                 PoolBuilder::new()
                     .max_size(concurrency)

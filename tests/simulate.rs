@@ -60,10 +60,6 @@ async fn the_json_report_parses_and_its_counts_add_up() {
         latency["max"].as_f64().unwrap(),
     );
     assert!(p50 <= p99 && p99 <= max, "{latency}");
-    assert!(
-        max <= 1000.0 + 50.0,
-        "a call outlived its 1 s deadline: {latency}"
-    );
     assert!(json["breaker_transitions"].is_object());
     assert!(json["budget_exhaustions"].is_u64());
 }
