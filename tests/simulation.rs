@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use proptest::prelude::*;
+use stanchion::breaker::BreakerState;
 use stanchion::bulkhead::Limits;
 use stanchion::client::{Client, Target};
 use stanchion::deadline::Deadline;
@@ -94,6 +95,8 @@ struct Sim {
     bulkhead: Limits,
     budget_ratio: f64,
     budget_floor: u32,
+    /// Breaker per endpoint: consecutive failures, open time, half-open probes.
+    breaker: Option<(u32, Duration, u32)>,
     seed: u64,
 }
 
@@ -114,6 +117,7 @@ impl Sim {
             },
             budget_ratio: 0.2,
             budget_floor: 10,
+            breaker: None,
             seed,
         }
     }
@@ -134,6 +138,8 @@ struct Seen {
     budget_refused: u64,
     /// Calls the endpoints' fault layers refused (never sent).
     never_sent: u64,
+    /// The most probes one half-open period of one endpoint had in flight at once.
+    max_probes: u32,
 }
 
 impl Seen {
@@ -162,9 +168,28 @@ struct ProbeState {
     late: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Reads an endpoint's breaker: its state and how often it opened since it last closed.
+    breakers: std::sync::OnceLock<BreakerLookup>,
+    /// Per endpoint: the last breaker observation and the episode it started.
+    episodes: Mutex<Vec<(Option<(BreakerState, u32)>, u32)>>,
+    /// Probes of each half-open period, per (endpoint, episode): in flight now, and at most.
+    probes: Mutex<BTreeMap<(usize, u32), (u32, u32)>>,
 }
 
+type BreakerLookup = Box<dyn Fn(usize) -> Option<(BreakerState, u32)> + Send + Sync>;
+
 struct InFlight(Arc<ProbeState>);
+
+/// A half-open probe in flight, until its call ends.
+struct ProbeGuard(Arc<ProbeState>, (usize, u32));
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.0.probes.lock().unwrap().get_mut(&self.1) {
+            *now -= 1;
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -197,10 +222,30 @@ where
         }
         let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        // The balancer took this call's breaker permit just now, in the same poll.
+        let mut probe_guard = None;
+        // A half-open period is told apart from the next by any change in what is observed
+        // (closed calls between two periods, or one more opening).
+        if let Some(observed) = s.breakers.get().and_then(|b| b(self.index)) {
+            let mut episodes = s.episodes.lock().unwrap();
+            let (last, episode) = &mut episodes[self.index];
+            if *last != Some(observed) {
+                *last = Some(observed);
+                *episode += 1;
+            }
+            if observed.0 == BreakerState::HalfOpen {
+                let key = (self.index, *episode);
+                let mut probes = s.probes.lock().unwrap();
+                let (now, most) = probes.entry(key).or_default();
+                *now += 1;
+                *most = (*most).max(*now);
+                probe_guard = Some(ProbeGuard(s.clone(), key));
+            }
+        }
         let guard = InFlight(s.clone());
         let inner = self.inner.clone();
         Box::pin(async move {
-            let _guard = guard;
+            let _guards = (guard, probe_guard);
             inner.oneshot(req).await.map_err(Into::into)
         })
     }
@@ -224,6 +269,7 @@ async fn play(sim: &Sim) -> Seen {
         .collect();
     let probe = Arc::new(ProbeState {
         attempts: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        episodes: Mutex::new(vec![(None, 0); n]),
         ..ProbeState::default()
     });
     let faults = Arc::new(Mutex::new(Vec::new()));
@@ -282,7 +328,19 @@ async fn play(sim: &Sim) -> Seen {
         .min_per_second(sim.budget_floor)
         .build()
         .unwrap();
-    let client = Client::http(Target::addrs(addrs.clone()))
+    let mut client = Client::http(Target::addrs(addrs.clone()));
+    if let Some((failures, open, probes)) = sim.breaker {
+        client = client
+            .breaker(
+                stanchion::breaker::CircuitBreaker::builder()
+                    .consecutive_failures(failures)
+                    .open_duration(open)
+                    .half_open_probes(probes),
+            )
+            // No panic mode: open breakers are never bypassed, so probes are all there is.
+            .max_ejection(1.0);
+    }
+    let client = client
         .deadline(sim.deadline)
         .per_try_timeout(sim.per_try)
         .max_attempts(sim.attempts)
@@ -292,6 +350,12 @@ async fn play(sim: &Sim) -> Seen {
         .build_with(move |addr| by_addr.get(&addr).cloned().expect("a simulated endpoint"))
         .unwrap();
     client.resolved().await;
+    let balancer = client.balancer().clone();
+    let lookup: BreakerLookup = Box::new(move |i| {
+        let stats = balancer.breaker(addrs[i])?.stats();
+        Some((stats.state, stats.openings))
+    });
+    let _ = probe.breakers.set(lookup);
 
     let results = Arc::new(Mutex::new((Vec::new(), BTreeMap::<String, u64>::new())));
     let mut workers = tokio::task::JoinSet::new();
@@ -339,6 +403,14 @@ async fn play(sim: &Sim) -> Seen {
             .iter()
             .map(|f| f.stats().errors)
             .sum(),
+        max_probes: probe
+            .probes
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(_, most)| *most)
+            .max()
+            .unwrap_or(0),
     }
 }
 
@@ -478,6 +550,28 @@ proptest! {
         let p99 = seen.percentile(0.99);
         prop_assert!(p99 <= bound, "p99 {p99:?} > {bound:?}");
         prop_assert_eq!(seen.outcomes.get("200").copied(), Some(400));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A half-open breaker never has more than its k probes in flight, whatever the endpoints
+    /// do (outages, flapping, random failures) and however many callers race. (A probe that
+    /// succeeds, or is cancelled, gives its slot to the next one until k have succeeded.)
+    #[test]
+    fn half_open_never_admits_more_than_its_probes(
+        seed in any::<u64>(), profiles in proptest::collection::vec(profile(), 1..5),
+        probes in 1u32..5, open in 5u64..100, failures in 1u32..6, callers in 1usize..24,
+    ) {
+        let sim = Sim {
+            concurrency: callers,
+            calls: 200,
+            breaker: Some((failures, Duration::from_millis(open), probes)),
+            ..Sim::new(profiles, seed)
+        };
+        let seen = run(&sim);
+        prop_assert!(seen.max_probes <= probes, "{} probes in flight at once > {probes}", seen.max_probes);
     }
 }
 
@@ -719,4 +813,26 @@ fn a_surfaced_conflict_still_means_one_run() {
         statuses.keys().all(|s| *s == 201 || *s == 409),
         "{statuses:?}"
     );
+}
+
+/// The half-open property is not vacuous: with callers waiting, a half-open period fills all of
+/// its k probe slots at once, and no more.
+#[test]
+fn a_half_open_period_fills_exactly_its_probe_slots() {
+    let recovering = Profile {
+        latency: 20 * MS,
+        phase: Phase::Outage {
+            from: Duration::ZERO,
+            to: Duration::from_millis(100),
+        },
+        ..Profile::healthy()
+    };
+    let sim = Sim {
+        concurrency: 20,
+        calls: 200,
+        breaker: Some((2, Duration::from_millis(10), 3)),
+        ..Sim::new(vec![recovering], 3)
+    };
+    let seen = run(&sim);
+    assert_eq!(seen.max_probes, 3);
 }
