@@ -171,12 +171,14 @@ struct ProbeState {
     /// Reads an endpoint's breaker: its state and how often it opened since it last closed.
     breakers: std::sync::OnceLock<BreakerLookup>,
     /// Per endpoint: the last breaker observation and the episode it started.
-    episodes: Mutex<Vec<(Option<(BreakerState, u32)>, u32)>>,
+    episodes: Mutex<Vec<(Option<Observed>, u32)>>,
     /// Probes of each half-open period, per (endpoint, episode): in flight now, and at most.
     probes: Mutex<BTreeMap<(usize, u32), (u32, u32)>>,
 }
 
-type BreakerLookup = Box<dyn Fn(usize) -> Option<(BreakerState, u32)> + Send + Sync>;
+/// A breaker's state and how often it opened since it last closed.
+type Observed = (BreakerState, u32);
+type BreakerLookup = Box<dyn Fn(usize) -> Option<Observed> + Send + Sync>;
 
 struct InFlight(Arc<ProbeState>);
 
