@@ -579,3 +579,60 @@ fn turns_stay_exact_across_threads() {
     assert_eq!(counts.len(), 4);
     assert!(counts.values().all(|&n| n == 100), "{counts:?}");
 }
+
+/// An attempt cut by its per-try timeout counts against its endpoint's breaker only if the
+/// endpoint had it: cut while waiting for the client's own pool, it never reached the endpoint.
+#[tokio::test]
+async fn a_cut_attempt_blames_the_endpoint_only_if_it_was_sent() {
+    use stanchion::deadline::AttemptLayer;
+    use tower::Layer;
+    let server = HttpServer::start(FaultPlan::always(
+        Fault::ok().latency(Duration::from_millis(200)),
+    ))
+    .await;
+    let one_connection = |addr| {
+        PoolBuilder::new()
+            .max_size(1)
+            .build(HttpConnector::<Full<Bytes>>::http1(), addr)
+            .unwrap()
+    };
+    let lb = Balancer::builder(
+        StaticResolver::new([server.addr()]),
+        one_connection,
+        HttpClassifier::new(),
+    )
+    .breaker(CircuitBreaker::builder().consecutive_failures(1))
+    .build()
+    .unwrap();
+    lb.resolved().await;
+    let patient = AttemptLayer::new(SEC).unwrap().layer(lb.clone());
+    let impatient = AttemptLayer::new(50 * MS).unwrap().layer(lb.clone());
+    let breaker = lb.breaker(server.addr()).unwrap();
+
+    // The only connection is busy for 200 ms; the impatient call waits for it and is cut.
+    let holder = tokio::spawn(patient.clone().oneshot(get()));
+    sleep(20 * MS).await;
+    let err = impatient.clone().oneshot(get()).await.unwrap_err();
+    assert!(matches!(err, Error::AttemptTimedOut { .. }), "{err:?}");
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "a wait in our own pool was blamed on the endpoint"
+    );
+    let res = holder.await.unwrap().unwrap();
+    res.into_body().collect().await.unwrap();
+
+    // Sent to the endpoint, which takes 200 ms: the cut is the endpoint's timeout.
+    let err = impatient.oneshot(get()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::AttemptTimedOut {
+                endpoint: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(breaker.state(), BreakerState::Open);
+}

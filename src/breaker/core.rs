@@ -547,9 +547,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        // Dropped because the attempt's per-try timeout cut it: the endpoint was too slow, which
-        // counts as a failure (a timeout), not as a cancellation.
-        if self.active.is_some() && crate::deadline::cut::is_cutting() {
+        // Dropped because the attempt's per-try timeout cut it while the endpoint had it: the
+        // endpoint was too slow, which counts as a failure (a timeout), not as a cancellation.
+        if self.active.is_some() && crate::deadline::cut::blames_endpoint() {
             let permit = Permit {
                 active: self.active.take(),
             };

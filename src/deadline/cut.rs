@@ -4,14 +4,17 @@
 //! The layers inside that future learn *why* they are dropped from a thread-local flag set for
 //! the duration of that (synchronous) drop: an endpoint's breaker records the cut attempt as a
 //! timeout — a slow endpoint is a failing endpoint — and the balancer reports which endpoint it
-//! was, so the retry goes elsewhere. Nothing is allocated and nothing outlives the drop: the flag
-//! is set and cleared around it on the same thread, even if a destructor panics.
+//! was, so the retry goes elsewhere. An attempt cut while it was still waiting for one of its own
+//! pool's connections to come back never reached the endpoint: the pool says so, and the breaker
+//! does not blame the endpoint. Nothing is allocated and nothing outlives the drop: the flags
+//! are set and cleared around it on the same thread, even if a destructor panics.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 
 thread_local! {
     static CUTTING: Cell<bool> = const { Cell::new(false) };
+    static QUEUED: Cell<bool> = const { Cell::new(false) };
     static CUT_ENDPOINT: Cell<Option<SocketAddr>> = const { Cell::new(None) };
 }
 
@@ -21,6 +24,7 @@ struct Reset;
 impl Drop for Reset {
     fn drop(&mut self) {
         CUTTING.set(false);
+        QUEUED.set(false);
     }
 }
 
@@ -28,6 +32,7 @@ impl Drop for Reset {
 /// endpoint the attempt was on, if a balancer below said.
 pub(crate) fn cutting(drop_attempt: impl FnOnce()) -> Option<SocketAddr> {
     CUT_ENDPOINT.set(None);
+    QUEUED.set(false);
     CUTTING.set(true);
     let reset = Reset;
     drop_attempt();
@@ -35,9 +40,18 @@ pub(crate) fn cutting(drop_attempt: impl FnOnce()) -> Option<SocketAddr> {
     CUT_ENDPOINT.take()
 }
 
-/// Whether the attempt being dropped now was cut by its per-try timeout.
-pub(crate) fn is_cutting() -> bool {
-    CUTTING.get()
+/// Whether the attempt being dropped now was cut by its per-try timeout while its endpoint had
+/// it — not while it waited in the client's own pool.
+pub(crate) fn blames_endpoint() -> bool {
+    CUTTING.get() && !QUEUED.get()
+}
+
+/// Called by a pool while a cut attempt's wait for a connection is dropped: the attempt never
+/// reached the endpoint.
+pub(crate) fn cut_while_queued() {
+    if CUTTING.get() {
+        QUEUED.set(true);
+    }
 }
 
 /// Called by a balancer while a cut attempt is dropped: the attempt was on `endpoint`.
@@ -54,14 +68,22 @@ mod tests {
 
     #[test]
     fn the_flag_holds_only_during_the_drop() {
-        assert!(!is_cutting());
+        assert!(!blames_endpoint());
         let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
         let seen = cutting(|| {
-            assert!(is_cutting());
+            assert!(blames_endpoint());
             cut_at(addr);
         });
         assert_eq!(seen, Some(addr));
-        assert!(!is_cutting());
+        assert!(!blames_endpoint());
+        // Cut while queued in the client's own pool: the endpoint is not to blame.
+        cutting(|| {
+            cut_while_queued();
+            assert!(!blames_endpoint());
+        });
+        cut_while_queued();
+        assert!(!blames_endpoint());
+        assert!(cutting(|| {}).is_none());
         // Outside a cut, nothing is recorded.
         cut_at(addr);
         assert_eq!(cutting(|| {}), None);
@@ -71,6 +93,6 @@ mod tests {
     fn a_panicking_drop_still_clears_the_flag() {
         let result = std::panic::catch_unwind(|| cutting(|| panic!("destructor panicked")));
         assert!(result.is_err());
-        assert!(!is_cutting());
+        assert!(!blames_endpoint());
     }
 }

@@ -412,6 +412,9 @@ pub(crate) struct WaiterGuard<'a>(&'a AtomicUsize);
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        // Dropped by a per-try timeout while still waiting for one of our connections: the
+        // endpoint never saw the request, so its breaker must not count it.
+        crate::deadline::cut::cut_while_queued();
     }
 }
 
