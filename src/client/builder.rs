@@ -447,17 +447,16 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         bulkhead: Option<&Bulkhead>,
         budget: &RetryBudget,
     ) -> Result<RouteLayers<C>, ConfigError> {
-        let merged = policy;
-        let deadline = merged
+        let deadline = policy
             .deadline
             .unwrap_or(self.deadline)
             .unwrap_or(MAX_BUDGET);
-        let per_try = merged.per_try.unwrap_or(self.per_try).unwrap_or(MAX_BUDGET);
+        let per_try = policy.per_try.unwrap_or(self.per_try).unwrap_or(MAX_BUDGET);
         let mut attempt = AttemptLayer::new(per_try)?;
         if let Some(name) = &self.timeout_header {
             attempt = attempt.timeout_header(name.clone());
         }
-        let classifier = match merged.retryable_codes.or(self.retryable_codes) {
+        let classifier = match policy.retryable_codes.or(self.retryable_codes) {
             Some(codes) => self
                 .classifier
                 .with_retryable_codes(codes)
@@ -465,12 +464,12 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             None => self.classifier.clone(),
         };
         let retry = RetryLayer::builder(classifier)
-            .max_attempts(merged.max_attempts.unwrap_or(self.max_attempts))
+            .max_attempts(policy.max_attempts.unwrap_or(self.max_attempts))
             .backoff(self.backoff.clone())
             .budget(budget.clone())
             .unavailable(self.unavailable)
             .build()?;
-        let partition = match (&merged.partition, bulkhead) {
+        let partition = match (&policy.partition, bulkhead) {
             (Some(name), Some(b)) if b.stats(name).is_some() => {
                 Some(Arc::<str>::from(name.as_str()))
             }
@@ -492,7 +491,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             Some(b) => b.clone(),
             None => unlimited()?,
         };
-        let keys = if merged.idempotency_keys.unwrap_or(self.keys) {
+        let keys = if policy.idempotency_keys.unwrap_or(self.keys) {
             IdempotencyKeyLayer::new().route("/")
         } else {
             IdempotencyKeyLayer::new()

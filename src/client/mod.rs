@@ -119,15 +119,21 @@ struct Routes<E, C> {
 impl<E, C> Routes<E, C> {
     /// The most specific route's stack for `path`: an exact method, then the longest prefix.
     fn pick(&self, path: &str) -> &RouteStack<E, C> {
-        let mut best: Option<(usize, &RouteStack<E, C>)> = None;
-        for (route, stack) in &self.routes {
+        self.matching(path)
+            .map_or(&self.default, |i| &self.routes[i].1)
+    }
+
+    /// The index of the most specific route matching `path`, if any.
+    fn matching(&self, path: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, (route, _)) in self.routes.iter().enumerate() {
             if let Some(score) = route.score(path)
                 && best.is_none_or(|(b, _)| score > b)
             {
-                best = Some((score, stack));
+                best = Some((score, i));
             }
         }
-        best.map_or(&self.default, |(_, s)| s)
+        best.map(|(_, i)| i)
     }
 }
 
@@ -161,12 +167,7 @@ impl<E, C> Client<E, C> {
 
     /// The route a request to `path` takes (`None`: the client's own settings).
     pub fn route_for(&self, path: &str) -> Option<&Route> {
-        let picked: *const RouteStack<E, C> = self.routes.pick(path);
-        self.routes
-            .routes
-            .iter()
-            .find(|(_, s)| std::ptr::eq(s, picked))
-            .map(|(r, _)| r)
+        self.routes.matching(path).map(|i| &self.routes.routes[i].0)
     }
 }
 
