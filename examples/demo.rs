@@ -230,7 +230,7 @@ fn describe<B>(result: Result<Response<B>, Error>) -> String {
         Err(Error::BulkheadFull { .. }) => "error: bulkhead full".to_owned(),
         Err(Error::BulkheadTimeout { .. }) => "error: bulkhead wait timed out".to_owned(),
         Err(Error::PoolTimeout { .. }) => "error: pool checkout timed out".to_owned(),
-        Err(Error::NoEndpoints { reason }) => format!("error: no endpoints: {reason}"),
+        Err(Error::NoEndpoints { reason, .. }) => format!("error: no endpoints: {reason}"),
         Err(other) => format!("error: {:?}", classify_error(&other).kind()),
     }
 }

@@ -49,6 +49,7 @@ pub mod bulkhead;
 pub mod classify;
 #[cfg(feature = "http")]
 pub mod client;
+mod clock;
 pub mod deadline;
 pub mod error;
 #[cfg(feature = "fault")]
@@ -57,9 +58,13 @@ pub mod fault;
 mod guarded;
 #[cfg(feature = "http")]
 pub mod idempotency;
+#[cfg(feature = "http")]
+mod path;
 pub mod pool;
+mod rejected;
 pub mod retry;
 mod rng;
+mod stripe;
 #[cfg(feature = "http")]
 mod wire;
 

@@ -12,16 +12,53 @@ pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
     }))
 }
 
-/// Whether a request is gRPC: its content type is `application/grpc` or `application/grpc+…`.
+/// Whether a message is gRPC: its content type is `application/grpc`, alone or followed by `+`
+/// (a codec: `application/grpc+proto`) or `;` (parameters), as gRPC over HTTP/2 defines it.
+///
+/// gRPC-Web (`application/grpc-web…`) is *not* gRPC here: it runs over HTTP/1.1 through a proxy,
+/// carries its status in the body rather than in trailers, and its retries are the browser
+/// client's business — so it is treated as plain HTTP (retried by method, judged by status).
+/// Neither is a look-alike such as `application/grpcfoo`.
 pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(|ct| is_grpc_content_type(ct.as_bytes()))
+}
+
+fn is_grpc_content_type(value: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_decimal;
+    use super::{is_grpc_content_type, parse_decimal};
+
+    #[test]
+    fn grpc_content_types() {
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc+json",
+            "application/grpc;charset=utf-8",
+            "Application/GRPC",
+        ] {
+            assert!(is_grpc_content_type(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/grpcXYZ",
+            "application/grp",
+            "application/json",
+            "",
+        ] {
+            assert!(!is_grpc_content_type(no.as_bytes()), "{no}");
+        }
+    }
 
     #[test]
     fn table() {

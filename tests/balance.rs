@@ -236,7 +236,7 @@ async fn without_panic_mode_ejected_endpoints_get_nothing() {
     lb.breaker(servers[3].addr()).unwrap().force_open();
     let start = Instant::now();
     match call(&lb, get()).await {
-        Err(Error::NoEndpoints { reason }) => assert_eq!(reason, NoEndpointsReason::NoneUsable),
+        Err(Error::NoEndpoints { reason, .. }) => assert_eq!(reason, NoEndpointsReason::NoneUsable),
         other => panic!("expected no endpoints, got {other:?}"),
     }
     assert_eq!(start.elapsed(), Duration::ZERO);
@@ -249,7 +249,9 @@ async fn zero_endpoints_fail_fast_and_recover_when_addresses_appear() {
     let lb = balancer(resolver.clone()).await;
     let start = Instant::now();
     match call(&lb, get()).await {
-        Err(Error::NoEndpoints { reason }) => assert_eq!(reason, NoEndpointsReason::NoneResolved),
+        Err(Error::NoEndpoints { reason, .. }) => {
+            assert_eq!(reason, NoEndpointsReason::NoneResolved)
+        }
         other => panic!("expected no endpoints, got {other:?}"),
     }
     assert_eq!(start.elapsed(), Duration::ZERO, "never hangs");
@@ -468,7 +470,9 @@ async fn a_name_without_records_means_no_endpoints() {
         .unwrap();
     lb.resolved().await;
     match call(&lb, get()).await {
-        Err(Error::NoEndpoints { reason }) => assert_eq!(reason, NoEndpointsReason::NoneResolved),
+        Err(Error::NoEndpoints { reason, .. }) => {
+            assert_eq!(reason, NoEndpointsReason::NoneResolved)
+        }
         other => panic!("expected no endpoints, got {other:?}"),
     }
 }

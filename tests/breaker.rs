@@ -39,7 +39,7 @@ fn call(breaker: &CircuitBreaker, outcome: Option<Class>) -> Result<(), Error> {
 
 fn retry_in(err: Error) -> Duration {
     match err {
-        Error::CircuitOpen { retry_in } => retry_in,
+        Error::CircuitOpen { retry_in, .. } => retry_in,
         other => panic!("expected CircuitOpen, got {other:?}"),
     }
 }

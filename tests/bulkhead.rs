@@ -96,7 +96,7 @@ async fn a_full_queue_rejects_at_once_and_a_long_wait_times_out() {
 
     let err = svc.clone().oneshot(Job::default()).await.unwrap_err();
     assert!(
-        matches!(&err, Error::BulkheadFull { limit: 1, queue: 1, partition } if &**partition == "default"),
+        matches!(&err, Error::BulkheadFull { limit: 1, queue: 1, partition, .. } if &**partition == "default"),
         "{err:?}"
     );
     assert_eq!(start.elapsed(), Duration::ZERO, "rejected at once");

@@ -134,7 +134,7 @@ async fn a_three_second_call_fails_at_exactly_one_second() {
     let mut svc = DeadlineLayer::new(SEC).unwrap().layer(slow(3 * SEC));
     let err = call(&mut svc, Request::new(())).await.unwrap_err();
     assert!(
-        matches!(err, Error::DeadlineExceeded { budget } if budget == SEC),
+        matches!(err, Error::DeadlineExceeded { budget, .. } if budget == SEC),
         "{err:?}"
     );
     assert_eq!(start.elapsed(), SEC);
@@ -167,7 +167,7 @@ async fn nested_budgets_use_the_smaller() {
             .service(slow(10 * SEC));
         let err = call(&mut svc, Request::new(())).await.unwrap_err();
         assert!(
-            matches!(err, Error::DeadlineExceeded { budget } if budget == 2 * SEC),
+            matches!(err, Error::DeadlineExceeded { budget, .. } if budget == 2 * SEC),
             "outer {outer:?}, inner {inner:?}: {err:?}"
         );
         assert_eq!(start.elapsed(), 2 * SEC);
@@ -303,7 +303,7 @@ async fn the_per_try_timeout_fails_the_attempt_before_the_deadline() {
         .service(slow(3 * SEC));
     let err = call(&mut svc, Request::new(())).await.unwrap_err();
     assert!(
-        matches!(err, Error::DeadlineExceeded { budget } if budget == SEC),
+        matches!(err, Error::DeadlineExceeded { budget, .. } if budget == SEC),
         "{err:?}"
     );
     assert_eq!(start.elapsed(), SEC);

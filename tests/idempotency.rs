@@ -164,3 +164,16 @@ async fn a_conflict_is_retried_and_a_payload_mismatch_is_final() {
     assert_eq!(svc.oneshot(put).await.unwrap().status(), 409);
     assert_eq!(server.count(), 1);
 }
+
+/// Opting in `/payments` keys `/payments` and `/payments/7`, not the neighbouring
+/// `/payments-report` (a plain `starts_with` keyed it).
+#[tokio::test(start_paused = true)]
+async fn routes_cover_whole_segments() {
+    let server = HttpServer::start(FaultPlan::healthy()).await;
+    let svc = client(&server, IdempotencyKeyLayer::new().route("/payments"));
+    for path in ["/payments", "/payments/7", "/payments-report"] {
+        svc.clone().oneshot(post(path)).await.unwrap();
+    }
+    let keyed: Vec<bool> = keys_sent(&server).iter().map(Option::is_some).collect();
+    assert_eq!(keyed, [true, true, false]);
+}

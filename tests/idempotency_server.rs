@@ -350,6 +350,25 @@ async fn keys_required_validated_and_limited_to_routes() {
     assert_eq!(ledger.paid(), 3);
 }
 
+/// A route covers whole path segments: `/pay` is not a prefix of `/payments` (it was, with a
+/// plain `starts_with`), while `/pay/42` is under it.
+#[tokio::test(start_paused = true)]
+async fn routes_cover_whole_segments() {
+    let ledger = Arc::new(Ledger::default());
+    let layer = layer(MemoryStore::new()).route("/pay").build().unwrap();
+    let server = LedgerServer::start(layer, ledger.clone()).await;
+    let client = raw(&server);
+    for _ in 0..2 {
+        let neighbour = send(&client, pay("/payments", Some("k1"), "x", MS)).await;
+        assert!(!neighbour.replayed(), "/payments is not under /pay");
+    }
+    assert_eq!(ledger.paid(), 2, "not deduplicated: both ran");
+    let first = send(&client, pay("/pay/42", Some("k2"), "x", MS)).await;
+    let again = send(&client, pay("/pay/42", Some("k2"), "x", MS)).await;
+    assert!(!first.replayed() && again.replayed(), "/pay/42 is under /pay");
+    assert_eq!(ledger.paid(), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn server_failures_are_not_stored_unless_asked() {
     let ledger = Arc::new(Ledger::default());

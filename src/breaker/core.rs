@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::{Config, WindowKind};
-use super::window::{CountWindow, STRIPES, Tally, TimeWindow, Window, stripe_index};
+use super::window::{CountWindow, STRIPES, Tally, TimeWindow, Window};
 use crate::classify::Class;
+use crate::clock::Origin;
 use crate::error::Error;
 use crate::rng::Jitter;
 
@@ -115,7 +116,7 @@ pub(crate) struct Inner {
     openings: AtomicU32,
     forced: AtomicU8,
     rejected: AtomicU64,
-    origin: Instant,
+    origin: Origin,
     jitter: Jitter,
     changes: watch::Sender<BreakerState>,
 }
@@ -142,7 +143,7 @@ impl CircuitBreaker {
             openings: AtomicU32::new(0),
             forced: AtomicU8::new(FORCED_NONE),
             rejected: AtomicU64::new(0),
-            origin: Instant::now(),
+            origin: Origin::now(),
             jitter: Jitter::new(),
             changes: watch::channel(BreakerState::Closed).0,
         });
@@ -217,7 +218,7 @@ impl CircuitBreaker {
 
     #[inline]
     fn permit(&self, generation: u64, probe: bool) -> Permit {
-        let stripe = stripe_index() % STRIPES;
+        let stripe = crate::stripe::index(STRIPES);
         let shard = self.shards[stripe].clone();
         let started = shard.inner.config.slow_call.map(|_| Instant::now());
         Permit {
@@ -324,11 +325,9 @@ impl CircuitBreaker {
 }
 
 impl Inner {
+    #[inline]
     fn now_nanos(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.origin)
-            .as_nanos()
-            .min(u128::from(u64::MAX)) as u64
+        self.origin.nanos()
     }
 
     fn reject(&self, retry_in: Duration) -> Error {

@@ -12,6 +12,7 @@ use crate::classify::Classify;
 #[cfg(feature = "http")]
 use crate::classify::Verdict;
 use crate::error::{BoxError, Error};
+use crate::rejected::Rejectable;
 
 /// Fails calls fast while the breaker is open, without touching the inner service; records every
 /// admitted call's outcome, classified by `C`.
@@ -155,27 +156,17 @@ where
             // between `poll_ready` and `call`. Give the permit back and fail fast this once.
             Ok(permit) if !inner_ready => {
                 drop(permit);
-                BreakerFuture {
-                    state: State::Rejected {
-                        error: Some(Error::CircuitOpen {
-                            retry_in: std::time::Duration::ZERO,
-                        }),
-                    },
-                }
+                BreakerFuture::rejected(Error::CircuitOpen {
+                    retry_in: std::time::Duration::ZERO,
+                })
             }
-            Ok(permit) => BreakerFuture {
-                state: State::Running {
-                    future: self.inner.call(req),
-                    permit: Some(permit),
-                    classifier: self.classifier.clone(),
-                    at_head: self.at_head,
-                },
-            },
-            Err(rejection) => BreakerFuture {
-                state: State::Rejected {
-                    error: Some(rejection),
-                },
-            },
+            Ok(permit) => BreakerFuture::running(
+                self.inner.call(req),
+                permit,
+                self.classifier.clone(),
+                self.at_head,
+            ),
+            Err(rejection) => BreakerFuture::rejected(rejection),
         }
     }
 }
@@ -184,23 +175,18 @@ pin_project! {
     /// The response future of [`CircuitBreakerService`].
     pub struct BreakerFuture<F, C> {
         #[pin]
-        state: State<F, C>,
+        inner: Rejectable<Recording<F, C>>,
     }
 }
 
 pin_project! {
-    #[project = StateProj]
-    enum State<F, C> {
-        Running {
-            #[pin]
-            future: F,
-            permit: Option<Permit>,
-            classifier: C,
-            at_head: bool,
-        },
-        Rejected {
-            error: Option<Error>,
-        },
+    /// An admitted call: its outcome goes to the permit.
+    struct Recording<F, C> {
+        #[pin]
+        future: F,
+        permit: Option<Permit>,
+        classifier: C,
+        at_head: bool,
     }
 }
 
@@ -210,20 +196,44 @@ impl<F, C> BreakerFuture<F, C> {
     /// the end of the response stream, unless `at_head`).
     pub(crate) fn running(future: F, permit: Permit, classifier: C, at_head: bool) -> Self {
         BreakerFuture {
-            state: State::Running {
+            inner: Rejectable::running(Recording {
                 future,
                 permit: Some(permit),
                 classifier,
                 at_head,
-            },
+            }),
         }
     }
 
     /// A call rejected before it started.
     pub(crate) fn rejected(error: Error) -> Self {
         BreakerFuture {
-            state: State::Rejected { error: Some(error) },
+            inner: Rejectable::rejected(error),
         }
+    }
+}
+
+impl<F, C, T, E> Future for Recording<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    T: BreakerResponse<C>,
+    C: Classify<T>,
+{
+    type Output = Result<T::Output, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx));
+        let permit = this.permit.take().expect("polled after completion");
+        Poll::Ready(match result {
+            Ok(response) => Ok(response.finish(this.classifier, permit, *this.at_head)),
+            Err(err) => {
+                let err: BoxError = err.into();
+                permit.record(Some(this.classifier.classify_error(err.as_ref())));
+                Err(err)
+            }
+        })
     }
 }
 
@@ -237,27 +247,6 @@ where
     type Output = Result<T::Output, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Running {
-                future,
-                permit,
-                classifier,
-                at_head,
-            } => {
-                let result = ready!(future.poll(cx));
-                let permit = permit.take().expect("polled after completion");
-                Poll::Ready(match result {
-                    Ok(response) => Ok(response.finish(classifier, permit, *at_head)),
-                    Err(err) => {
-                        let err: BoxError = err.into();
-                        permit.record(Some(classifier.classify_error(err.as_ref())));
-                        Err(Error::from_inner(err))
-                    }
-                })
-            }
-            StateProj::Rejected { error } => {
-                Poll::Ready(Err(error.take().expect("polled after completion")))
-            }
-        }
+        self.project().inner.poll(cx)
     }
 }

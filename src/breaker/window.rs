@@ -1,6 +1,6 @@
 //! Outcome windows: what the breaker trips on. All lock-free, striped per thread.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Per-thread stripes: two threads recording outcomes do not share a cache line.
 pub(crate) const STRIPES: usize = 4;
@@ -96,16 +96,6 @@ impl Tally {
         self.failures += (value >> FIELD) & FIELD_MASK;
         self.slow += (value >> (2 * FIELD)) & FIELD_MASK;
     }
-}
-
-/// This thread's stripe.
-#[inline]
-pub(crate) fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    INDEX.with(|i| *i)
 }
 
 /// The last `n` calls: a ring of `n` outcome slots per stripe, with packed running counts.

@@ -15,6 +15,7 @@ use super::{Bulkhead, PartitionKey};
 use crate::classify::{Kind, classify_error};
 use crate::deadline::DeadlineCarrier;
 use crate::error::{BoxError, Error};
+use crate::rejected::Rejectable;
 
 /// Limits concurrent calls per partition, with a bounded queue and a bounded wait.
 #[derive(Debug, Clone)]
@@ -121,7 +122,7 @@ where
                 queue: partition.limits.queue,
             };
             return BulkheadFuture {
-                state: State::Rejected { error: Some(error) },
+                inner: Rejectable::rejected(error),
             };
         }
         // Counted in the queue now; look once more, in case a permit came back meanwhile.
@@ -134,7 +135,7 @@ where
         });
         let acquire = partition.handoff.clone().acquire_owned();
         BulkheadFuture {
-            state: State::Waiting {
+            inner: Rejectable::running(Admission::Waiting {
                 waiting: Some(Box::new(Waiting {
                     acquire: Box::pin(acquire),
                     timer: Box::pin(tokio::time::sleep(wait)),
@@ -144,7 +145,7 @@ where
                     req,
                     until_end,
                 })),
-            },
+            }),
         }
     }
 }
@@ -178,13 +179,14 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: State<S, Req>,
+        inner: Rejectable<Admission<S, Req>>,
     }
 }
 
 pin_project! {
-    #[project = StateProj]
-    enum State<S, Req>
+    /// A call admitted or waiting to be.
+    #[project = AdmissionProj]
+    enum Admission<S, Req>
     where
         S: Service<Req>,
     {
@@ -196,9 +198,6 @@ pin_project! {
             future: S::Future,
             permit: Option<BulkheadPermit>,
             until_end: bool,
-        },
-        Rejected {
-            error: Option<Error>,
         },
     }
 }
@@ -213,11 +212,11 @@ impl<S: Service<Req>, Req> BulkheadFuture<S, Req> {
         at_full_use: bool,
     ) -> Self {
         BulkheadFuture {
-            state: State::Calling {
+            inner: Rejectable::running(Admission::Calling {
                 future: service.call(req),
                 permit: Some(BulkheadPermit::new(partition, at_full_use)),
                 until_end,
-            },
+            }),
         }
     }
 }
@@ -231,10 +230,22 @@ where
     type Output = Result<<S::Response as BulkheadResponse>::Output, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        self.project().inner.poll(cx)
+    }
+}
+
+impl<S, Req> Future for Admission<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: BulkheadResponse,
+{
+    type Output = Result<<S::Response as BulkheadResponse>::Output, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Waiting { waiting } => {
+            match self.as_mut().project() {
+                AdmissionProj::Waiting { waiting } => {
                     let w = waiting.as_mut().expect("polled after completion");
                     let acquired = match w.acquire.as_mut().poll(cx) {
                         Poll::Ready(result) => result,
@@ -253,7 +264,7 @@ where
                                 waited,
                             };
                             *waiting = None;
-                            return Poll::Ready(Err(error));
+                            return Poll::Ready(Err(error.into()));
                         }
                     };
                     let mut w = *waiting.take().expect("checked above");
@@ -262,18 +273,18 @@ where
                     match acquired {
                         Ok(permit) => permit.forget(),
                         // The semaphore is never closed while the bulkhead exists.
-                        Err(closed) => return Poll::Ready(Err(Error::from_inner(closed))),
+                        Err(closed) => return Poll::Ready(Err(closed.into())),
                     }
                     partition.record_wait(w.started.elapsed());
                     let future = w.service.call(w.req);
-                    this.state.set(State::Calling {
+                    self.set(Admission::Calling {
                         future,
                         // A waiter was admitted at the limit by definition.
                         permit: Some(BulkheadPermit::new(partition, true)),
                         until_end: w.until_end,
                     });
                 }
-                StateProj::Calling {
+                AdmissionProj::Calling {
                     future,
                     permit,
                     until_end,
@@ -288,12 +299,9 @@ where
                             if matches!(kind, Kind::Overload | Kind::Timeout) {
                                 permit.observe(true);
                             }
-                            Err(Error::from_inner(err))
+                            Err(err)
                         }
                     });
-                }
-                StateProj::Rejected { error } => {
-                    return Poll::Ready(Err(error.take().expect("polled after completion")));
                 }
             }
         }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
+
+use crate::clock::Origin;
 
 /// An adaptive concurrency limit (AIMD), in the spirit of Netflix's concurrency-limits: the limit
 /// starts at `initial`, grows by one after a success that found the partition at its limit, and
@@ -107,7 +108,7 @@ pub(crate) struct Partition {
     /// The current limit.
     limit: AtomicUsize,
     adaptive: Option<AdaptiveLimit>,
-    created: Instant,
+    created: Origin,
     queued: AtomicUsize,
     rejected: AtomicU64,
     timed_out: AtomicU64,
@@ -128,7 +129,7 @@ impl Partition {
             handoff: Arc::new(Semaphore::new(0)),
             limit: AtomicUsize::new(limit),
             adaptive,
-            created: Instant::now(),
+            created: Origin::now(),
             queued: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
@@ -190,7 +191,7 @@ impl Partition {
     }
 
     fn nanos_since_creation(&self) -> u64 {
-        self.created.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+        self.created.nanos()
     }
 
     /// Whether calls' outcomes move this partition's limit.

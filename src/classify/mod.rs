@@ -256,7 +256,7 @@ impl<T> ClassifyEos<T> for NoEos {
 /// assert!(!classify_error(&reset).is_never_sent());
 /// ```
 #[derive(Debug, thiserror::Error)]
-#[error("request never sent: {source}")]
+#[error("request never sent")]
 pub struct NeverSent {
     #[source]
     source: BoxError,

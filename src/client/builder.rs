@@ -1,86 +1,22 @@
-//! [`ClientBuilder`]: the knobs of every layer, validated once, composed in the canonical order.
+//! [`ClientBuilder`]: the knobs of every layer and their defaults (validated and composed in
+//! `compose.rs`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use tower::Layer;
 
+use super::Client;
+use super::classifier::ClientClassifier;
 use super::route::{Route, RoutePolicy};
-use super::{Client, RoutePartition, RouteStack, Routes};
-use crate::balance::{Balancer, Policy, Resolve, StaticResolver};
+use super::target::Target;
+use crate::balance::Policy;
 use crate::breaker::BreakerBuilder;
-use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadLayer, Limits};
+use crate::bulkhead::{Bulkhead, BulkheadBuilder, Limits};
 use crate::classify::{GrpcClassifier, GrpcCodes, HttpClassifier};
-use crate::deadline::{
-    AttemptLayer, DEFAULT_BUDGET, DEFAULT_PER_TRY_TIMEOUT, DeadlineLayer, MAX_BUDGET,
-};
-use crate::error::ConfigError;
-use crate::idempotency::{DEFAULT_KEY_HEADER, IdempotencyKeyLayer};
-use crate::pool::{Pool, PoolBuilder};
-use crate::retry::{
-    Backoff, DEFAULT_MAX_ATTEMPTS, ReplayBodyLayer, RetryBudget, RetryLayer, UnavailablePolicy,
-};
-
-/// Where a client's endpoints come from.
-pub struct Target {
-    resolver: Box<dyn Resolve>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target").finish_non_exhaustive()
-    }
-}
-
-impl Target {
-    /// A fixed list of addresses.
-    pub fn addrs(addrs: impl IntoIterator<Item = SocketAddr>) -> Target {
-        Target::resolver(StaticResolver::new(addrs))
-    }
-
-    /// Every A/AAAA record of `name` (e.g. a Kubernetes headless Service), re-resolved by TTL,
-    /// with the system's DNS configuration.
-    #[cfg(feature = "dns")]
-    pub fn dns(name: impl Into<Arc<str>>, port: u16) -> Result<Target, ConfigError> {
-        Ok(Target::resolver(crate::balance::DnsResolver::system(
-            name, port,
-        )?))
-    }
-
-    /// Any resolver (a [`DnsResolver`](crate::balance::DnsResolver) against a chosen server, a
-    /// [`StaticResolver`] you update, your own service discovery).
-    pub fn resolver(resolver: impl Resolve) -> Target {
-        Target {
-            resolver: Box::new(resolver),
-        }
-    }
-}
-
-impl Resolve for Box<dyn Resolve> {
-    fn resolve(&self) -> crate::balance::ResolveFuture {
-        (**self).resolve()
-    }
-}
-
-/// The classifier a client judges outcomes with, and how a route changes it.
-pub trait ClientClassifier: Clone + Send + Sync + 'static {
-    /// This classifier with `codes` retryable; `None` when the protocol has no such codes.
-    fn with_retryable_codes(&self, codes: GrpcCodes) -> Option<Self>;
-}
-
-impl ClientClassifier for GrpcClassifier {
-    fn with_retryable_codes(&self, codes: GrpcCodes) -> Option<Self> {
-        Some(self.retryable_codes(codes))
-    }
-}
-
-impl ClientClassifier for HttpClassifier {
-    fn with_retryable_codes(&self, _: GrpcCodes) -> Option<Self> {
-        None
-    }
-}
+use crate::deadline::{DEFAULT_BUDGET, DEFAULT_PER_TRY_TIMEOUT};
+use crate::idempotency::DEFAULT_KEY_HEADER;
+use crate::pool::PoolBuilder;
+use crate::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryBudget, UnavailablePolicy};
 
 /// Builds a [`Client`]: the canonical stack over a [`Target`], every layer optional, every
 /// setting checked by [`build`](Self::build). Start from [`Client::http`] or [`Client::grpc`].
@@ -102,27 +38,27 @@ impl ClientClassifier for HttpClassifier {
 /// | [`refresh_interval`](Self::refresh_interval) | 30 s (sooner by DNS TTL) | — |
 /// | [`idempotency_keys`](Self::idempotency_keys) | off (opt in per route) | — |
 pub struct ClientBuilder<C> {
-    target: Target,
-    classifier: C,
-    deadline: Option<Duration>,
-    per_try: Option<Duration>,
-    timeout_header: Option<HeaderName>,
-    max_attempts: u32,
-    retryable_codes: Option<GrpcCodes>,
-    backoff: Backoff,
-    budget: Option<RetryBudget>,
-    unavailable: UnavailablePolicy,
-    bulkhead: Option<BulkheadBuilder>,
-    partition_header: Option<HeaderName>,
-    breaker: Option<BreakerBuilder>,
-    max_ejection: Option<f64>,
-    pool: PoolBuilder,
-    policy: Policy,
-    refresh_interval: Option<Duration>,
-    keys: bool,
-    key_header: HeaderName,
-    replay_limit: usize,
-    routes: Vec<(Route, RoutePolicy)>,
+    pub(super) target: Target,
+    pub(super) classifier: C,
+    pub(super) deadline: Option<Duration>,
+    pub(super) per_try: Option<Duration>,
+    pub(super) timeout_header: Option<HeaderName>,
+    pub(super) max_attempts: u32,
+    pub(super) retryable_codes: Option<GrpcCodes>,
+    pub(super) backoff: Backoff,
+    pub(super) budget: Option<RetryBudget>,
+    pub(super) unavailable: UnavailablePolicy,
+    pub(super) bulkhead: Option<BulkheadBuilder>,
+    pub(super) partition_header: Option<HeaderName>,
+    pub(super) breaker: Option<BreakerBuilder>,
+    pub(super) max_ejection: Option<f64>,
+    pub(super) pool: PoolBuilder,
+    pub(super) policy: Policy,
+    pub(super) refresh_interval: Option<Duration>,
+    pub(super) keys: bool,
+    pub(super) key_header: HeaderName,
+    pub(super) replay_limit: usize,
+    pub(super) routes: Vec<(Route, RoutePolicy)>,
 }
 
 impl<C> std::fmt::Debug for ClientBuilder<C> {
@@ -335,225 +271,11 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     /// ones: the most specific match wins (an exact method, then the longest prefix).
     pub fn route(mut self, route: Route, policy: RoutePolicy) -> Self {
         if let Some((_, existing)) = self.routes.iter_mut().find(|(r, _)| *r == route) {
-            merge(existing, policy);
+            existing.merge(policy);
         } else {
             self.routes.push((route, policy));
         }
         self
-    }
-
-    /// Validates everything and builds the client over pools of connections made by
-    /// `connector` (an [`HttpConnector`](crate::pool::HttpConnector) on hyper, a
-    /// [`TonicConnector`](crate::pool::TonicConnector), a
-    /// [`ReqwestConnector`](crate::pool::ReqwestConnector)), one pool per endpoint.
-    ///
-    /// Inside a tokio runtime the first resolution starts at once.
-    #[allow(clippy::type_complexity)]
-    pub fn build<K>(self, connector: K) -> Result<Client<Pool<K, SocketAddr>, C>, ConfigError>
-    where
-        K: tower::Service<SocketAddr> + Clone + Send + Sync + 'static,
-        K::Response: crate::pool::Connection,
-        K::Future: Send + 'static,
-        K::Error: Into<crate::BoxError>,
-        Pool<K, SocketAddr>: Send + Sync,
-    {
-        let pool = self.pool.clone().settings()?;
-        self.build_with(move |addr| pool.build(connector.clone(), addr))
-    }
-
-    /// Validates everything and builds the client over endpoint stacks made by `make(addr)` —
-    /// for a transport of your own.
-    pub fn build_with<E>(
-        self,
-        make: impl Fn(SocketAddr) -> E + Send + Sync + 'static,
-    ) -> Result<Client<E, C>, ConfigError>
-    where
-        E: Send + Sync + 'static,
-    {
-        // Every route's layers, checked before anything starts.
-        self.pool.clone().settings()?;
-        let grpc = self
-            .classifier
-            .with_retryable_codes(GrpcCodes::NONE)
-            .is_some();
-        if self.retryable_codes.is_some() && !grpc {
-            return Err(ConfigError::new(
-                "retryable_codes",
-                "gRPC retryable codes set on a client that is not gRPC",
-            ));
-        }
-        for (route, policy) in &self.routes {
-            route.validate()?;
-            if policy.retryable_codes.is_some() && !grpc {
-                return Err(ConfigError::new(
-                    "retryable_codes",
-                    format!(
-                        "route {:?} sets gRPC retryable codes on a client that is not gRPC",
-                        route.pattern()
-                    ),
-                ));
-            }
-        }
-        let bulkhead = self
-            .bulkhead
-            .clone()
-            .map(BulkheadBuilder::build)
-            .transpose()?;
-        let budget = self.budget.clone().unwrap_or_default();
-        let default = RoutePolicy::default();
-        let mut stacks = Vec::with_capacity(self.routes.len());
-        // Check every layer before starting the balancer (its resolution runs in the background).
-        let layers = std::iter::once(&default)
-            .chain(self.routes.iter().map(|(_, p)| p))
-            .map(|policy| self.layers(policy, bulkhead.as_ref(), &budget))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let mut balancer = Balancer::builder(self.target.resolver, make, self.classifier.clone())
-            .policy(self.policy);
-        if let Some(breaker) = self.breaker {
-            balancer = balancer.breaker(breaker);
-        }
-        if let Some(share) = self.max_ejection {
-            balancer = balancer.max_ejection(share);
-        }
-        if let Some(interval) = self.refresh_interval {
-            balancer = balancer.refresh_interval(interval);
-        }
-        let balancer = balancer.build()?;
-
-        let mut layers = layers.into_iter();
-        let default = layers
-            .next()
-            .map(|l| l.stack(balancer.clone()))
-            .ok_or_else(|| ConfigError::new("route", "no default route"))?;
-        for ((route, _), layers) in self.routes.into_iter().zip(layers) {
-            stacks.push((route, layers.stack(balancer.clone())));
-        }
-        Ok(Client {
-            routes: Arc::new(Routes {
-                default,
-                routes: stacks,
-                balancer,
-                budget,
-                bulkhead,
-            }),
-        })
-    }
-
-    /// The layers of one route, from the client's settings and the route's overrides.
-    fn layers(
-        &self,
-        policy: &RoutePolicy,
-        bulkhead: Option<&Bulkhead>,
-        budget: &RetryBudget,
-    ) -> Result<RouteLayers<C>, ConfigError> {
-        let deadline = policy
-            .deadline
-            .unwrap_or(self.deadline)
-            .unwrap_or(MAX_BUDGET);
-        let per_try = policy.per_try.unwrap_or(self.per_try).unwrap_or(MAX_BUDGET);
-        let mut attempt = AttemptLayer::new(per_try)?;
-        if let Some(name) = &self.timeout_header {
-            attempt = attempt.timeout_header(name.clone());
-        }
-        let classifier = match policy.retryable_codes.or(self.retryable_codes) {
-            Some(codes) => self
-                .classifier
-                .with_retryable_codes(codes)
-                .ok_or_else(|| ConfigError::new("retryable_codes", "not a gRPC client"))?,
-            None => self.classifier.clone(),
-        };
-        let retry = RetryLayer::builder(classifier)
-            .max_attempts(policy.max_attempts.unwrap_or(self.max_attempts))
-            .backoff(self.backoff.clone())
-            .budget(budget.clone())
-            .unavailable(self.unavailable)
-            .build()?;
-        let partition = match (&policy.partition, bulkhead) {
-            (Some(name), Some(b)) if b.stats(name).is_some() => {
-                Some(Arc::<str>::from(name.as_str()))
-            }
-            (Some(name), Some(_)) => {
-                return Err(ConfigError::new(
-                    "partition",
-                    format!("{name:?} is not a partition declared on the client's bulkhead"),
-                ));
-            }
-            (Some(name), None) => {
-                return Err(ConfigError::new(
-                    "partition",
-                    format!("route partition {name:?} needs a bulkhead, and the client has none"),
-                ));
-            }
-            (None, _) => None,
-        };
-        let bulkhead = match bulkhead {
-            Some(b) => b.clone(),
-            None => unlimited()?,
-        };
-        let keys = if policy.idempotency_keys.unwrap_or(self.keys) {
-            IdempotencyKeyLayer::new().route("/")
-        } else {
-            IdempotencyKeyLayer::new()
-        }
-        .header(self.key_header.clone());
-        Ok(RouteLayers {
-            keys,
-            deadline: DeadlineLayer::new(deadline)?,
-            bulkhead: BulkheadLayer::new(
-                bulkhead,
-                RoutePartition {
-                    fixed: partition,
-                    header: self.partition_header.clone(),
-                },
-            ),
-            replay: ReplayBodyLayer::new(self.replay_limit),
-            retry,
-            attempt,
-        })
-    }
-}
-
-/// With no bulkhead, calls take permits from a partition too large to fill.
-fn unlimited() -> Result<Bulkhead, ConfigError> {
-    Bulkhead::builder()
-        .limits(Limits {
-            concurrency: crate::bulkhead::MAX_SIZE,
-            queue: 0,
-            max_wait: Duration::ZERO,
-        })
-        .build()
-}
-
-/// `over`'s settings replace `base`'s where set.
-fn merge(base: &mut RoutePolicy, over: RoutePolicy) {
-    base.deadline = over.deadline.or(base.deadline);
-    base.per_try = over.per_try.or(base.per_try);
-    base.max_attempts = over.max_attempts.or(base.max_attempts);
-    base.retryable_codes = over.retryable_codes.or(base.retryable_codes);
-    base.idempotency_keys = over.idempotency_keys.or(base.idempotency_keys);
-    base.partition = over.partition.or(base.partition.take());
-}
-
-struct RouteLayers<C> {
-    keys: IdempotencyKeyLayer,
-    deadline: DeadlineLayer,
-    bulkhead: BulkheadLayer<RoutePartition>,
-    replay: ReplayBodyLayer,
-    retry: RetryLayer<C>,
-    attempt: AttemptLayer,
-}
-
-impl<C> RouteLayers<C> {
-    fn stack<E>(self, balancer: Balancer<E, C>) -> RouteStack<E, C> {
-        self.keys.layer(
-            self.deadline.layer(
-                self.bulkhead.layer(
-                    self.replay
-                        .layer(self.retry.layer(self.attempt.layer(balancer))),
-                ),
-            ),
-        )
     }
 }
 

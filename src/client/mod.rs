@@ -47,9 +47,21 @@
 //! ```
 //!
 //! See `docs/client.md` for the guide and `docs/recipes.md` for common set-ups.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | [`Client`]: the route table and the `Service`; [`Client::into_tonic`] |
+//! | `builder.rs` | [`ClientBuilder`]: every knob and its default |
+//! | `compose.rs` | `build`: validation, and each route's stack in the canonical order |
+//! | `target.rs` | [`Target`]: where endpoints come from |
+//! | `classifier.rs` | [`ClientClassifier`]: the protocol's classifier and a route's changes to it |
+//! | `route.rs` | [`Route`] matching and [`RoutePolicy`] overrides |
 
 mod builder;
+mod classifier;
+mod compose;
 mod route;
+mod target;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -58,8 +70,10 @@ use http::{HeaderName, Request};
 use tower::Service;
 use tower::util::Oneshot;
 
-pub use self::builder::{ClientBuilder, ClientClassifier, Target};
+pub use self::builder::ClientBuilder;
+pub use self::classifier::ClientClassifier;
 pub use self::route::{Route, RoutePolicy};
+pub use self::target::Target;
 use crate::balance::Balancer;
 use crate::bulkhead::{Bulkhead, BulkheadService, PartitionKey};
 use crate::deadline::{AttemptService, DeadlineService};

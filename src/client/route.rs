@@ -74,12 +74,7 @@ impl Route {
         if self.exact {
             return (path == p).then_some(usize::MAX);
         }
-        if !path.starts_with(p) {
-            return None;
-        }
-        let boundary =
-            p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/';
-        boundary.then_some(p.len())
+        crate::path::prefix_score(p, path)
     }
 }
 
@@ -111,6 +106,16 @@ impl RoutePolicy {
     /// A policy that changes nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `over`'s settings replace this policy's where set (a route declared twice).
+    pub(super) fn merge(&mut self, over: RoutePolicy) {
+        self.deadline = over.deadline.or(self.deadline);
+        self.per_try = over.per_try.or(self.per_try);
+        self.max_attempts = over.max_attempts.or(self.max_attempts);
+        self.retryable_codes = over.retryable_codes.or(self.retryable_codes);
+        self.idempotency_keys = over.idempotency_keys.or(self.idempotency_keys);
+        self.partition = over.partition.or(self.partition.take());
     }
 
     /// The total budget of each call on this route.

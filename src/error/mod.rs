@@ -7,6 +7,15 @@
 //! way tower layers pass [`BoxError`]s. Wrapping is flat: a stanchion error coming back from an
 //! inner stanchion layer is not wrapped a second time (see [`Error::from_inner`]).
 //!
+//! Messages follow the error-chain convention: each error says what happened in its own terms,
+//! and the error it wraps stays its [`source`](std::error::Error::source) — never printed twice
+//! when `anyhow`, `eyre` or a log formatter walks the chain. [`Error::report`] prints the whole
+//! chain on one line (`retries exhausted after 3 attempts: the wrapped service failed: connection
+//! reset`).
+//!
+//! Struct variants are `#[non_exhaustive]`: match them with `{ field, .. }`, so that a field added
+//! later is not a breaking change.
+//!
 //! Builders validate their settings and return [`ConfigError`] instead of panicking.
 //!
 //! With the `tonic` feature, `tonic::Status::from(error)` gives each variant its gRPC code
@@ -14,13 +23,13 @@
 //! be the transport of a tonic client: `ServiceBuilder::new().map_err(tonic::Status::from)`.
 //!
 //! ```
-//! use std::time::Duration;
-//! use stanchion::Error;
+//! use stanchion::{ConfigError, Error};
 //!
-//! let err = Error::from_inner(Error::DeadlineExceeded { budget: Duration::from_secs(1) });
-//! // Not wrapped twice: the deadline error is still matchable.
-//! assert!(matches!(err, Error::DeadlineExceeded { .. }));
-//! assert_eq!(err.to_string(), "deadline exceeded: the call's budget of 1s ran out");
+//! let own = Error::from(ConfigError::new("budget", "must be greater than zero"));
+//! let err = Error::from_inner(own);
+//! // Not wrapped twice: the configuration error is still matchable.
+//! assert!(matches!(err, Error::Config(_)));
+//! assert_eq!(err.to_string(), "invalid configuration of `budget`: must be greater than zero");
 //! ```
 
 #[cfg(feature = "tonic")]
@@ -42,6 +51,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum Error {
     /// The logical call's total budget ran out (queueing, checkout, attempts and backoff included).
     #[error("deadline exceeded: the call's budget of {budget:?} ran out")]
+    #[non_exhaustive]
     DeadlineExceeded {
         /// The total budget the call had (its own, or a smaller one adopted from upstream).
         budget: Duration,
@@ -49,6 +59,7 @@ pub enum Error {
 
     /// One attempt ran longer than the per-try timeout while the call's deadline still had time.
     #[error("attempt timed out: no response within the per-try timeout of {timeout:?}")]
+    #[non_exhaustive]
     AttemptTimedOut {
         /// The per-try timeout that expired.
         timeout: Duration,
@@ -57,7 +68,8 @@ pub enum Error {
     },
 
     /// Every allowed attempt failed; `last` is the error of the final attempt.
-    #[error("retries exhausted after {attempts} attempts: {last}")]
+    #[error("retries exhausted after {attempts} attempts")]
+    #[non_exhaustive]
     RetriesExhausted {
         /// How many attempts were made, the first included.
         attempts: u32,
@@ -69,8 +81,9 @@ pub enum Error {
     /// The retry budget refused another attempt, to cap the extra load retries put on the server.
     #[error(
         "retry budget exhausted after {attempts} attempts: retries already used up the share of \
-         traffic they may add; last error: {last}"
+         traffic they may add"
     )]
+    #[non_exhaustive]
     RetryBudgetExhausted {
         /// How many attempts were made, the first included.
         attempts: u32,
@@ -82,7 +95,8 @@ pub enum Error {
     /// Retrying stopped for a reason other than running out of attempts or budget — the request
     /// was not safe to repeat, its body could not be replayed, the server was overloaded without a
     /// delay hint, the delay did not fit in the deadline — while the error itself was retryable.
-    #[error("not retried after {attempts} attempt(s): {reason}; last error: {last}")]
+    #[error("not retried after {attempts} attempt(s): {reason}")]
+    #[non_exhaustive]
     RetryRefused {
         /// Why retrying stopped.
         reason: crate::retry::RetryStop,
@@ -95,6 +109,7 @@ pub enum Error {
 
     /// A circuit breaker is open: the dependency failed too often, so calls fail fast.
     #[error("circuit open: the dependency failed too often; {}", next_probe(*retry_in))]
+    #[non_exhaustive]
     CircuitOpen {
         /// Time until the breaker lets a probe through; zero while half-open probes are all in
         /// flight (or the breaker is forced open).
@@ -106,6 +121,7 @@ pub enum Error {
         "bulkhead full: partition `{partition}` has all {limit} permits in use and its queue of \
          {queue} waiters is full"
     )]
+    #[non_exhaustive]
     BulkheadFull {
         /// The partition that rejected the call.
         partition: Arc<str>,
@@ -117,6 +133,7 @@ pub enum Error {
 
     /// A call waited in the bulkhead's queue for as long as it may (its max wait, or the deadline).
     #[error("bulkhead wait timed out: waited {waited:?} for a permit in partition `{partition}`")]
+    #[non_exhaustive]
     BulkheadTimeout {
         /// The partition the call waited in.
         partition: Arc<str>,
@@ -126,6 +143,7 @@ pub enum Error {
 
     /// No connection to the endpoint could be checked out in time.
     #[error("pool checkout timed out: no connection to {endpoint} became free within {waited:?}")]
+    #[non_exhaustive]
     PoolTimeout {
         /// The endpoint whose pool was exhausted.
         endpoint: Arc<str>,
@@ -135,6 +153,7 @@ pub enum Error {
 
     /// There was no endpoint to send the call to.
     #[error("no endpoints: {reason}")]
+    #[non_exhaustive]
     NoEndpoints {
         /// Why no endpoint could take the call.
         reason: NoEndpointsReason,
@@ -142,6 +161,7 @@ pub enum Error {
 
     /// The server holds a different outcome for this idempotency key.
     #[error("idempotency conflict for key `{key}`: {reason}")]
+    #[non_exhaustive]
     IdempotencyConflict {
         /// The key in conflict.
         key: Arc<str>,
@@ -151,6 +171,7 @@ pub enum Error {
 
     /// A caller-supplied idempotency key is not a valid key; nothing was sent.
     #[error("invalid idempotency key: {reason}")]
+    #[non_exhaustive]
     InvalidIdempotencyKey {
         /// What is wrong with it.
         reason: &'static str,
@@ -160,8 +181,9 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
 
-    /// The wrapped service failed; its error is passed through unchanged.
-    #[error("{0}")]
+    /// The wrapped service failed; its error is passed through unchanged, as this error's
+    /// [`source`](std::error::Error::source).
+    #[error("the wrapped service failed")]
     Inner(#[source] BoxError),
 }
 
@@ -186,6 +208,40 @@ impl Error {
     /// True for [`Error::DeadlineExceeded`].
     pub fn is_deadline_exceeded(&self) -> bool {
         matches!(self, Error::DeadlineExceeded { .. })
+    }
+
+    /// This error and every error behind it, on one line, outermost first, separated by `: `.
+    ///
+    /// ```
+    /// use stanchion::Error;
+    ///
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+    /// let err = Error::from_inner(io);
+    /// assert_eq!(err.to_string(), "the wrapped service failed");
+    /// assert_eq!(err.report().to_string(), "the wrapped service failed: connection reset");
+    /// ```
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+}
+
+/// An error and its sources on one line; see [`Error::report`].
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self.0);
+        let mut first = true;
+        while let Some(err) = current {
+            if !first {
+                f.write_str(": ")?;
+            }
+            first = false;
+            fmt::Display::fmt(err, f)?;
+            current = err.source();
+        }
+        Ok(())
     }
 }
 
@@ -297,7 +353,11 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let err = Error::from_inner(io);
         assert!(matches!(err, Error::Inner(_)));
-        assert_eq!(err.to_string(), "refused");
+        assert_eq!(err.to_string(), "the wrapped service failed");
+        assert_eq!(
+            err.report().to_string(),
+            "the wrapped service failed: refused"
+        );
         let again = Error::from_inner(err);
         match again {
             Error::Inner(inner) => assert!(inner.downcast_ref::<std::io::Error>().is_some()),
@@ -320,7 +380,7 @@ mod tests {
                     attempts: 3,
                     last: "503 Service Unavailable".into(),
                 },
-                "after 3 attempts: 503",
+                "retries exhausted after 3 attempts",
             ),
             (
                 Error::RetryBudgetExhausted {
@@ -385,6 +445,39 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
         }
+    }
+
+    /// Every error that wraps another keeps it in `source()` and out of its own message, so a
+    /// chain printer shows each cause once.
+    #[test]
+    fn causes_are_sources_not_part_of_the_message() {
+        let cause = || -> BoxError { "the cause XYZ".into() };
+        let wrapping = [
+            Error::RetriesExhausted {
+                attempts: 3,
+                last: cause(),
+            },
+            Error::RetryBudgetExhausted {
+                attempts: 2,
+                last: cause(),
+            },
+            Error::RetryRefused {
+                reason: crate::retry::RetryStop::NotSafeToRepeat,
+                attempts: 1,
+                last: cause(),
+            },
+            Error::Inner(cause()),
+        ];
+        for err in wrapping {
+            let own = err.to_string();
+            assert!(!own.contains("XYZ"), "{own}");
+            let source = std::error::Error::source(&err).expect("the cause is the source");
+            assert_eq!(source.to_string(), "the cause XYZ");
+            assert_eq!(err.report().to_string().matches("XYZ").count(), 1);
+        }
+        let never_sent = crate::classify::NeverSent::new(cause());
+        assert!(!never_sent.to_string().contains("XYZ"));
+        assert!(std::error::Error::source(&never_sent).is_some());
     }
 
     #[test]

@@ -75,7 +75,8 @@ impl From<Error> for Status {
             },
             other => other,
         };
-        let mut status = Status::new(err.grpc_code(), err.to_string());
+        // A status message is one flat string: the whole chain, not just the outer message.
+        let mut status = Status::new(err.grpc_code(), err.report().to_string());
         status.set_source(Arc::new(err));
         status
     }
@@ -182,7 +183,8 @@ mod tests {
             ),
         ];
         for (err, code) in cases {
-            let msg = err.to_string();
+            // A status message is flat: the whole chain, each cause once.
+            let msg = err.report().to_string();
             let status = Status::from(err);
             assert_eq!(status.code(), code, "{msg}");
             assert_eq!(status.message(), msg);

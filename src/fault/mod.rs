@@ -7,8 +7,8 @@
 //! `tokio::time::pause()` (exact and fast), or in a staging environment. The crate's own
 //! simulation suite (`tests/simulation.rs`) is built on it.
 //!
-//! Each call draws from a SplitMix64 sequence seeded with [`FaultLayerBuilder::seed`], so a run
-//! is repeatable for a given order of calls. Per call, in this order:
+//! Each call draws from a sequence seeded with [`FaultLayerBuilder::seed`] (`rand`'s
+//! `SmallRng`), so a run is repeatable for a given order of calls. Per call, in this order:
 //!
 //! 1. **latency**: with probability `rate`, wait a uniform time in `[min, max]` first (charged to
 //!    the caller's deadline like any network delay);
@@ -240,10 +240,7 @@ impl<R> FaultLayerBuilder<R> {
                 format!("the outcomes' rates add up to {sum}, more than 1"),
             ));
         }
-        let jitter = Jitter::new();
-        if let Some(seed) = self.seed {
-            jitter.seed(seed);
-        }
+        let jitter = self.seed.map_or_else(Jitter::new, Jitter::seeded);
         Ok(FaultLayer {
             config: Arc::new(Config {
                 jitter,

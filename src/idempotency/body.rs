@@ -1,6 +1,10 @@
 //! The server layer's body, for requests and responses alike: passed through untouched (no key
 //! on the request), or read into memory up to a limit — to fingerprint a request, to store a
 //! response — and then played back, followed by whatever part was not read.
+//!
+//! Not the retry layer's `ReplayBody`, on purpose: that one tees a body *while* it is sent, for
+//! several attempts that may read it at once. This one reads up to its limit *before* anything
+//! runs (a fingerprint, a stored response need every byte), then serves exactly one reader.
 
 use std::collections::VecDeque;
 use std::pin::Pin;

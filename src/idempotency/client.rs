@@ -4,13 +4,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::{HeaderName, Request};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::IdempotencyKey;
+use crate::rejected::Rejectable;
 use crate::retry::{RetryOnConflict, RetrySafe};
 use crate::{BoxError, Error};
 
@@ -76,8 +77,9 @@ impl IdempotencyKeyLayer {
         self
     }
 
-    /// Opts in requests whose path starts with `path_prefix`, on any host (gRPC: a service
-    /// prefix such as `/payments.v1.Payments/`).
+    /// Opts in requests whose path is under `path_prefix`, segment by segment, on any host:
+    /// `/v1/payments` covers `/v1/payments` and `/v1/payments/42`, not `/v1/paymentsXYZ`
+    /// (gRPC: a service prefix such as `/payments.v1.Payments/`).
     pub fn route(self, path_prefix: impl Into<String>) -> Self {
         let path_prefix = path_prefix.into();
         self.with(|c| {
@@ -93,7 +95,7 @@ impl IdempotencyKeyLayer {
         self.host_route(host, "/")
     }
 
-    /// Opts in requests to `host` whose path starts with `path_prefix`.
+    /// Opts in requests to `host` whose path is under `path_prefix` (segment by segment).
     pub fn host_route(self, host: impl Into<String>, path_prefix: impl Into<String>) -> Self {
         let (host, path_prefix) = (host.into().to_ascii_lowercase(), path_prefix.into());
         self.with(|c| {
@@ -126,7 +128,7 @@ impl Config {
                 .map(|h| h.split(':').next().unwrap_or(h))
         });
         self.routes.iter().any(|route| {
-            path.starts_with(&route.path_prefix)
+            crate::path::covers(&route.path_prefix, path)
                 && route
                     .host
                     .as_deref()
@@ -177,7 +179,7 @@ where
                 Ok(key) => key,
                 Err(error) => {
                     return KeyFuture {
-                        state: KeyState::Rejected { error: Some(error) },
+                        inner: Rejectable::rejected(error),
                     };
                 }
             };
@@ -188,9 +190,7 @@ where
             extensions.insert(RetryOnConflict);
         }
         KeyFuture {
-            state: KeyState::Calling {
-                future: self.inner.call(req),
-            },
+            inner: Rejectable::running(self.inner.call(req)),
         }
     }
 }
@@ -199,15 +199,7 @@ pin_project! {
     /// The response future of [`IdempotencyKeyService`].
     pub struct KeyFuture<F> {
         #[pin]
-        state: KeyState<F>,
-    }
-}
-
-pin_project! {
-    #[project = KeyStateProj]
-    enum KeyState<F> {
-        Calling { #[pin] future: F },
-        Rejected { error: Option<Error> },
+        inner: Rejectable<F>,
     }
 }
 
@@ -219,13 +211,6 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            KeyStateProj::Calling { future } => {
-                Poll::Ready(ready!(future.poll(cx)).map_err(Error::from_inner))
-            }
-            KeyStateProj::Rejected { error } => {
-                Poll::Ready(Err(error.take().expect("polled after completion")))
-            }
-        }
+        self.project().inner.poll(cx)
     }
 }

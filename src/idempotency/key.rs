@@ -1,10 +1,11 @@
-//! Idempotency keys: minted (UUIDv4 from the operating system's CSPRNG), validated, and written
+//! Idempotency keys: minted (UUIDv4 from the operating system's CSPRNG, laid out by `uuid`), validated, and written
 //! as a Structured Field string, as draft-ietf-httpapi-idempotency-key-header defines.
 
 use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderValue;
+use rand::TryRng;
 
 use crate::Error;
 
@@ -19,21 +20,17 @@ impl IdempotencyKey {
     /// A fresh random key: a UUIDv4 (RFC 9562) from the operating system's CSPRNG.
     pub fn mint() -> Result<Self, Error> {
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|_| Error::InvalidIdempotencyKey {
-            reason: "the operating system's random source failed",
+        rand::rngs::SysRng.try_fill_bytes(&mut bytes).map_err(|_| {
+            Error::InvalidIdempotencyKey {
+                reason: "the operating system's random source failed",
+            }
         })?;
-        bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-        bytes[8] = (bytes[8] & 0x3f) | 0x80; // variant 10xx
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let key = format!(
-            "{}-{}-{}-{}-{}",
-            hex(&bytes[0..4]),
-            hex(&bytes[4..6]),
-            hex(&bytes[6..8]),
-            hex(&bytes[8..10]),
-            hex(&bytes[10..16])
-        );
-        Ok(IdempotencyKey(key.into()))
+        // Sets the version (4) and variant (RFC 9562) bits.
+        let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        Ok(IdempotencyKey(
+            uuid.hyphenated().encode_lower(&mut text).into(),
+        ))
     }
 
     /// A key from its text: 1 to 255 printable ASCII characters (the sf-string set).

@@ -15,9 +15,11 @@ pub struct LeaseToken(pub u64);
 impl LeaseToken {
     /// A fresh token from the operating system's random source.
     pub fn random() -> Result<LeaseToken, BoxError> {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).map_err(|e| format!("random source failed: {e}"))?;
-        Ok(LeaseToken(u64::from_be_bytes(bytes)))
+        use rand::TryRng;
+        let token = rand::rngs::SysRng
+            .try_next_u64()
+            .map_err(|e| format!("random source failed: {e}"))?;
+        Ok(LeaseToken(token))
     }
 }
 

@@ -83,10 +83,7 @@ impl<Conn> fmt::Debug for Slots<Conn> {
 
 impl<Conn> Slots<Conn> {
     pub(crate) fn new(config: PoolConfig, endpoint: Arc<str>) -> Self {
-        let jitter = Jitter::new();
-        if let Some(seed) = config.seed {
-            jitter.seed(seed);
-        }
+        let jitter = config.seed.map_or_else(Jitter::new, Jitter::seeded);
         Slots {
             config,
             endpoint,

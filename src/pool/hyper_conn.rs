@@ -119,12 +119,12 @@ impl<B> HttpConnector<B> {
 enum ConnectError {
     #[error("connect to {addr} timed out after {timeout:?}")]
     TimedOut { addr: SocketAddr, timeout: Duration },
-    #[error("connect to {addr} failed: {source}")]
+    #[error("connect to {addr} failed")]
     Io {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("HTTP handshake with {addr} failed: {source}")]
+    #[error("HTTP handshake with {addr} failed")]
     Handshake {
         addr: SocketAddr,
         source: hyper::Error,

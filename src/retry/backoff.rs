@@ -6,8 +6,8 @@
 //! - **Decorrelated jitter** (from AWS's "Exponential Backoff and Jitter"): each wait is
 //!   `min(cap, random(base, previous · 3))`, starting from `previous = base`.
 //!
-//! The random numbers come from SplitMix64 over one shared atomic counter (`crate::rng`):
-//! lock-free, shared by every clone of the layer, and seedable so tests get exact delays.
+//! The random numbers come from `rand`'s `SmallRng`, one per thread (`crate::rng`): no draw
+//! touches shared memory; a seeded backoff draws an exact sequence instead, for tests.
 
 use std::time::Duration;
 
@@ -76,9 +76,10 @@ impl Backoff {
         self
     }
 
-    /// Seeds the random sequence (shared with every clone), so delays repeat exactly.
-    pub fn seed(self, seed: u64) -> Self {
-        self.rng.seed(seed);
+    /// Seeds the random sequence, so delays repeat exactly (clones made after seeding share
+    /// the sequence). Unseeded, each thread draws from its own generator.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = rng::Jitter::seeded(seed);
         self
     }
 

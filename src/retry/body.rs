@@ -7,6 +7,12 @@
 //! reading the original body where the last attempt stopped. A body that outgrows the limit drops
 //! its copy; from then on the request is committed and the retry layer will not repeat it
 //! ([`RetryStop::BodyNotReplayable`](super::RetryStop::BodyNotReplayable)).
+//!
+//! Not the same mechanism as the idempotency server's body (`IdempotencyBody`), on purpose: that
+//! one reads a body whole *before* anyone else sees it (a fingerprint needs every byte) and plays
+//! it back to one reader. A replay body is read *while* it is sent, by several attempts that may
+//! overlap (a retry can start while an earlier attempt still streams), so its copy is shared
+//! between handles and grows only as far as the furthest reader.
 
 use std::fmt;
 use std::pin::Pin;
@@ -120,7 +126,7 @@ impl<B> RetryBody for ReplayBody<B> {
 #[non_exhaustive]
 pub enum ReplayError {
     /// The original body failed.
-    #[error("request body failed: {0}")]
+    #[error("request body failed")]
     Body(#[source] BoxError),
     /// Chunks this handle still had to send were dropped from the replay buffer.
     #[error("request body cannot be replayed: it outgrew the replay buffer")]

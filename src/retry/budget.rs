@@ -24,11 +24,10 @@
 //!   requests allow six retries, not ten (tower issue 857).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use crate::clock::Origin;
 use crate::error::{ConfigError, check_duration};
 
 const SLICES: u64 = 10;
@@ -78,7 +77,7 @@ struct Inner {
     /// The reserve, in thousandths of a token.
     reserve: u64,
     slice_nanos: u64,
-    origin: Instant,
+    origin: Origin,
     deposits: [Stripe; STRIPES],
     withdrawals: Stripe,
     refused: AtomicU64,
@@ -169,7 +168,7 @@ impl RetryBudget {
     /// on every 16th deposit of its stripe.
     #[inline]
     pub fn deposit(&self) {
-        let stripe = &self.inner.deposits[stripe_index()];
+        let stripe = &self.inner.deposits[crate::stripe::index(STRIPES)];
         let count = stripe.add(stripe.epoch.load(Ordering::Relaxed), 1);
         if count.is_multiple_of(CLOCK_EVERY) {
             stripe.epoch.fetch_max(self.epoch(), Ordering::Relaxed);
@@ -223,9 +222,8 @@ impl RetryBudget {
 
     /// The current slice, read from the clock; every stripe learns it too.
     fn epoch(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.inner.origin);
         // Slices are at least 100 ms and u64 nanoseconds last 584 years.
-        let epoch = elapsed.as_nanos() as u64 / self.inner.slice_nanos;
+        let epoch = self.inner.origin.nanos() / self.inner.slice_nanos;
         for stripe in &self.inner.deposits {
             if stripe.epoch.load(Ordering::Relaxed) < epoch {
                 stripe.epoch.fetch_max(epoch, Ordering::Relaxed);
@@ -309,7 +307,7 @@ impl RetryBudgetBuilder {
                 deposit: (self.ratio * SCALE as f64).round() as u64,
                 reserve,
                 slice_nanos: (window / SLICES as u32).as_nanos() as u64,
-                origin: Instant::now(),
+                origin: Origin::now(),
                 deposits: Default::default(),
                 withdrawals: Stripe::default(),
                 refused: AtomicU64::new(0),
@@ -319,16 +317,6 @@ impl RetryBudgetBuilder {
             }),
         })
     }
-}
-
-/// This thread's deposit stripe, assigned round-robin on first use.
-#[inline]
-fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    INDEX.with(|i| *i)
 }
 
 #[cfg(test)]

@@ -1,0 +1,173 @@
+//! [`BalancerBuilder`]: the balancer's settings, their defaults and validation.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::endpoints::{Policy, Snapshot};
+use super::resolve::Resolve;
+use super::shared::{MakeEndpoint, Shared};
+use super::{
+    Balancer, CHANGE_FEED_CAPACITY, DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_EJECTION,
+    DEFAULT_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL,
+};
+use crate::breaker::{BreakerBuilder, CircuitBreaker};
+use crate::error::{ConfigError, check_duration};
+use crate::rng::Jitter;
+
+/// Builds a [`Balancer`]; see [`Balancer::builder`].
+pub struct BalancerBuilder<S, C> {
+    resolver: Box<dyn Resolve>,
+    make: Box<MakeEndpoint<S>>,
+    classifier: C,
+    breaker: BreakerBuilder,
+    policy: Policy,
+    max_ejection: f64,
+    refresh_interval: Duration,
+    served_by: bool,
+    seed: Option<u64>,
+}
+
+impl<S, C> fmt::Debug for BalancerBuilder<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancerBuilder")
+            .field("policy", &self.policy)
+            .field("max_ejection", &self.max_ejection)
+            .field("refresh_interval", &self.refresh_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Balancer<S, C>
+where
+    S: Send + Sync + 'static,
+    C: Send + Sync + 'static,
+{
+    /// A builder: endpoints from `resolver`, each endpoint's stack made by `make(addr)`, outcomes
+    /// judged by `classifier` for the endpoints' breakers.
+    ///
+    /// | setting | default |
+    /// |---|---|
+    /// | [`breaker`](BalancerBuilder::breaker) | [`DEFAULT_EJECTION_FAILURES`] (5) consecutive failures, open 30 s, 3 half-open probes |
+    /// | [`policy`](BalancerBuilder::policy) | [`Policy::RoundRobin`] |
+    /// | [`max_ejection`](BalancerBuilder::max_ejection) | [`DEFAULT_MAX_EJECTION`] (0.5) |
+    /// | [`refresh_interval`](BalancerBuilder::refresh_interval) | [`DEFAULT_REFRESH_INTERVAL`] (30 s), never below [`MIN_REFRESH_INTERVAL`] (1 s) |
+    /// | [`served_by`](BalancerBuilder::served_by) | on |
+    pub fn builder(
+        resolver: impl Resolve,
+        make: impl Fn(SocketAddr) -> S + Send + Sync + 'static,
+        classifier: C,
+    ) -> BalancerBuilder<S, C> {
+        BalancerBuilder {
+            resolver: Box::new(resolver),
+            make: Box::new(make),
+            classifier,
+            breaker: CircuitBreaker::builder().consecutive_failures(DEFAULT_EJECTION_FAILURES),
+            policy: Policy::RoundRobin,
+            max_ejection: DEFAULT_MAX_EJECTION,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            served_by: true,
+            seed: None,
+        }
+    }
+}
+
+impl<S, C> BalancerBuilder<S, C>
+where
+    S: Send + Sync + 'static,
+    C: Send + Sync + 'static,
+{
+    /// The template for every endpoint's breaker (its name is set to the address).
+    pub fn breaker(mut self, breaker: BreakerBuilder) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// How to choose among usable endpoints.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The largest share of endpoints skipped for an open breaker, in `[0, 1]`; when more are
+    /// open, every endpoint takes calls (panic mode). `1.0` turns panic mode off.
+    pub fn max_ejection(mut self, share: f64) -> Self {
+        self.max_ejection = share;
+        self
+    }
+
+    /// Whether responses carry [`ServedBy`](crate::retry::ServedBy) (default: yes). The retry layer needs it to send a
+    /// retried 503 to another endpoint; turning it off saves the response-extension insert
+    /// (three small allocations per call, made by `http`'s extension map).
+    pub fn served_by(mut self, record: bool) -> Self {
+        self.served_by = record;
+        self
+    }
+
+    /// Seeds the least-request policy's random choices, for reproducible tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// How often to re-resolve (sooner when the answer's TTL ends; never more often than every
+    /// second).
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    /// Validates the settings and builds the balancer. Inside a tokio runtime the first
+    /// resolution starts now; otherwise on the first call. Until it completes, calls fail with
+    /// [`Error::NoEndpoints`](crate::Error::NoEndpoints); [`Balancer::resolved`] waits for it.
+    pub fn build(self) -> Result<Balancer<S, C>, ConfigError> {
+        if !(0.0..=1.0).contains(&self.max_ejection) {
+            return Err(ConfigError::new(
+                "max_ejection",
+                format!("{} is outside [0, 1]", self.max_ejection),
+            ));
+        }
+        check_duration(
+            "refresh_interval",
+            self.refresh_interval,
+            Duration::from_secs(24 * 3600),
+        )?;
+        if self.refresh_interval < MIN_REFRESH_INTERVAL {
+            return Err(ConfigError::new(
+                "refresh_interval",
+                format!("{:?} is below the minimum of 1 s", self.refresh_interval),
+            ));
+        }
+        // Every endpoint's breaker is built from this template: check it once.
+        self.breaker.clone().build()?;
+        let jitter = self.seed.map_or_else(Jitter::new, Jitter::seeded);
+        let balancer = Balancer {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                cursor: AtomicUsize::new(0),
+                jitter,
+                policy: self.policy,
+                max_ejection: self.max_ejection,
+                classifier: self.classifier,
+                breaker: self.breaker,
+                make: self.make,
+                resolver: self.resolver,
+                refresh_interval: self.refresh_interval,
+                served_by: self.served_by,
+                warned_single: AtomicBool::new(false),
+                refresh_started: AtomicBool::new(false),
+                resolutions: watch::Sender::new(0),
+                changes: tokio::sync::broadcast::Sender::new(CHANGE_FEED_CAPACITY),
+            }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            balancer.start_refresh();
+        }
+        Ok(balancer)
+    }
+}

@@ -1,0 +1,187 @@
+//! The balancer as a tower `Service`: pick an endpoint per call, admit through its breaker,
+//! mark the response with who served it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower::Service;
+use tower::util::Oneshot;
+
+use super::Balancer;
+use super::endpoints::{Picker, Policy};
+use crate::BoxError;
+use crate::breaker::{BreakerFuture, BreakerResponse};
+use crate::classify::Classify;
+use crate::error::Error;
+use crate::retry::{AvoidEndpoint, ServedBy};
+
+impl<S, C, Req> Service<Req> for Balancer<S, C>
+where
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: BalanceResponse + BreakerResponse<C>,
+    C: Classify<S::Response> + Clone + Send + Sync + 'static,
+    Req: BalanceRequest,
+{
+    type Response = <S::Response as BreakerResponse<C>>::Output;
+    type Error = Error;
+    type Future = BalanceFuture<S, Req, C>;
+
+    /// Always ready: an endpoint is chosen per call, and its stack waits inside the call.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.start_refresh();
+        let shared = &*self.shared;
+        let snapshot = shared.snapshot.load();
+        let picker = Picker {
+            policy: shared.policy,
+            cursor: &shared.cursor,
+            jitter: &shared.jitter,
+        };
+        let avoid = req.avoid_endpoint();
+        match picker.pick(&snapshot, avoid) {
+            Ok(picked) => {
+                let endpoint = picked.endpoint;
+                let at_head = endpoint.breaker.record_at() == crate::breaker::RecordAt::Head;
+                // Calls in flight are counted for the least-request policy only.
+                let in_flight = (shared.policy == Policy::LeastRequest).then(|| {
+                    endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+                    InFlight(endpoint.in_flight.clone())
+                });
+                let served = Served {
+                    inner: Oneshot::new(endpoint.service.clone(), req),
+                    served_by: shared.served_by.then_some(ServedBy {
+                        endpoint: endpoint.addr,
+                        alternatives: picked.alternatives,
+                    }),
+                    in_flight,
+                    cut: CutReport {
+                        endpoint: Some(endpoint.addr),
+                    },
+                };
+                BalanceFuture {
+                    inner: BreakerFuture::running(
+                        served,
+                        picked.permit,
+                        shared.classifier.clone(),
+                        at_head,
+                    ),
+                }
+            }
+            Err(error) => BalanceFuture {
+                inner: BreakerFuture::rejected(error),
+            },
+        }
+    }
+}
+
+/// Counts a call in flight to an endpoint until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    /// An endpoint's response, marked with the endpoint that served it.
+    struct Served<F> {
+        #[pin]
+        inner: F,
+        served_by: Option<ServedBy>,
+        in_flight: Option<InFlight>,
+        cut: CutReport,
+    }
+}
+
+/// Tells a per-try timeout that cuts this attempt which endpoint it was on (see
+/// `deadline::cut`); disarmed once the endpoint answers.
+struct CutReport {
+    endpoint: Option<SocketAddr>,
+}
+
+impl Drop for CutReport {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.endpoint {
+            crate::deadline::cut::cut_at(endpoint);
+        }
+    }
+}
+
+impl<F, R, E> Future for Served<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: BalanceResponse,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        this.cut.endpoint = None;
+        let mut res = result?;
+        if let Some(served_by) = *this.served_by {
+            res.record_served_by(served_by);
+        }
+        Poll::Ready(Ok(res))
+    }
+}
+
+pin_project! {
+    /// The response future of a [`Balancer`].
+    pub struct BalanceFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        inner: BreakerFuture<Served<Oneshot<S, Req>>, C>,
+    }
+}
+
+impl<S, C, Req> Future for BalanceFuture<S, Req, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: BalanceResponse + BreakerResponse<C>,
+    C: Classify<S::Response>,
+{
+    type Output = Result<<S::Response as BreakerResponse<C>>::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+/// What the balancer reads from a request: the endpoint a retry asks to avoid
+/// ([`AvoidEndpoint`], put there by the retry layer).
+pub trait BalanceRequest {
+    /// The endpoint this attempt should not go to, when another is usable.
+    fn avoid_endpoint(&self) -> Option<SocketAddr>;
+}
+
+/// What the balancer writes on a response: the endpoint that served it ([`ServedBy`]).
+pub trait BalanceResponse {
+    /// Records the endpoint that served this response.
+    fn record_served_by(&mut self, served_by: ServedBy);
+}
+
+impl<B> BalanceRequest for http::Request<B> {
+    fn avoid_endpoint(&self) -> Option<SocketAddr> {
+        self.extensions().get::<AvoidEndpoint>().map(|a| a.0)
+    }
+}
+
+impl<B> BalanceResponse for http::Response<B> {
+    fn record_served_by(&mut self, served_by: ServedBy) {
+        self.extensions_mut().insert(served_by);
+    }
+}

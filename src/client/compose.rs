@@ -1,0 +1,227 @@
+//! Building a [`Client`]: every setting validated, then each route's stack composed in the
+//! canonical order over one shared balancer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::builder::ClientBuilder;
+use super::classifier::ClientClassifier;
+use super::route::RoutePolicy;
+use super::{Client, RoutePartition, RouteStack, Routes};
+use crate::balance::Balancer;
+use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadLayer, Limits};
+use crate::classify::GrpcCodes;
+use crate::deadline::{AttemptLayer, DeadlineLayer, MAX_BUDGET};
+use crate::error::ConfigError;
+use crate::idempotency::IdempotencyKeyLayer;
+use crate::pool::Pool;
+use crate::retry::{ReplayBodyLayer, RetryBudget, RetryLayer};
+
+impl<C: ClientClassifier> ClientBuilder<C> {
+    /// Validates everything and builds the client over pools of connections made by
+    /// `connector` (an [`HttpConnector`](crate::pool::HttpConnector) on hyper, a
+    /// [`TonicConnector`](crate::pool::TonicConnector), a
+    /// [`ReqwestConnector`](crate::pool::ReqwestConnector)), one pool per endpoint.
+    ///
+    /// Inside a tokio runtime the first resolution starts at once.
+    #[allow(clippy::type_complexity)]
+    pub fn build<K>(self, connector: K) -> Result<Client<Pool<K, SocketAddr>, C>, ConfigError>
+    where
+        K: tower::Service<SocketAddr> + Clone + Send + Sync + 'static,
+        K::Response: crate::pool::Connection,
+        K::Future: Send + 'static,
+        K::Error: Into<crate::BoxError>,
+        Pool<K, SocketAddr>: Send + Sync,
+    {
+        let pool = self.pool.clone().settings()?;
+        self.build_with(move |addr| pool.build(connector.clone(), addr))
+    }
+
+    /// Validates everything and builds the client over endpoint stacks made by `make(addr)` —
+    /// for a transport of your own.
+    pub fn build_with<E>(
+        self,
+        make: impl Fn(SocketAddr) -> E + Send + Sync + 'static,
+    ) -> Result<Client<E, C>, ConfigError>
+    where
+        E: Send + Sync + 'static,
+    {
+        // Every route's layers, checked before anything starts.
+        self.pool.clone().settings()?;
+        let grpc = self
+            .classifier
+            .with_retryable_codes(GrpcCodes::NONE)
+            .is_some();
+        if self.retryable_codes.is_some() && !grpc {
+            return Err(ConfigError::new(
+                "retryable_codes",
+                "gRPC retryable codes set on a client that is not gRPC",
+            ));
+        }
+        for (route, policy) in &self.routes {
+            route.validate()?;
+            if policy.retryable_codes.is_some() && !grpc {
+                return Err(ConfigError::new(
+                    "retryable_codes",
+                    format!(
+                        "route {:?} sets gRPC retryable codes on a client that is not gRPC",
+                        route.pattern()
+                    ),
+                ));
+            }
+        }
+        let bulkhead = self
+            .bulkhead
+            .clone()
+            .map(BulkheadBuilder::build)
+            .transpose()?;
+        let budget = self.budget.clone().unwrap_or_default();
+        let default = RoutePolicy::default();
+        let mut stacks = Vec::with_capacity(self.routes.len());
+        // Check every layer before starting the balancer (its resolution runs in the background).
+        let layers = std::iter::once(&default)
+            .chain(self.routes.iter().map(|(_, p)| p))
+            .map(|policy| self.layers(policy, bulkhead.as_ref(), &budget))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut balancer = Balancer::builder(self.target.resolver, make, self.classifier.clone())
+            .policy(self.policy);
+        if let Some(breaker) = self.breaker {
+            balancer = balancer.breaker(breaker);
+        }
+        if let Some(share) = self.max_ejection {
+            balancer = balancer.max_ejection(share);
+        }
+        if let Some(interval) = self.refresh_interval {
+            balancer = balancer.refresh_interval(interval);
+        }
+        let balancer = balancer.build()?;
+
+        let mut layers = layers.into_iter();
+        let default = layers
+            .next()
+            .map(|l| l.stack(balancer.clone()))
+            .ok_or_else(|| ConfigError::new("route", "no default route"))?;
+        for ((route, _), layers) in self.routes.into_iter().zip(layers) {
+            stacks.push((route, layers.stack(balancer.clone())));
+        }
+        Ok(Client {
+            routes: Arc::new(Routes {
+                default,
+                routes: stacks,
+                balancer,
+                budget,
+                bulkhead,
+            }),
+        })
+    }
+
+    /// The layers of one route, from the client's settings and the route's overrides.
+    fn layers(
+        &self,
+        policy: &RoutePolicy,
+        bulkhead: Option<&Bulkhead>,
+        budget: &RetryBudget,
+    ) -> Result<RouteLayers<C>, ConfigError> {
+        let deadline = policy
+            .deadline
+            .unwrap_or(self.deadline)
+            .unwrap_or(MAX_BUDGET);
+        let per_try = policy.per_try.unwrap_or(self.per_try).unwrap_or(MAX_BUDGET);
+        let mut attempt = AttemptLayer::new(per_try)?;
+        if let Some(name) = &self.timeout_header {
+            attempt = attempt.timeout_header(name.clone());
+        }
+        let classifier = match policy.retryable_codes.or(self.retryable_codes) {
+            Some(codes) => self
+                .classifier
+                .with_retryable_codes(codes)
+                .ok_or_else(|| ConfigError::new("retryable_codes", "not a gRPC client"))?,
+            None => self.classifier.clone(),
+        };
+        let retry = RetryLayer::builder(classifier)
+            .max_attempts(policy.max_attempts.unwrap_or(self.max_attempts))
+            .backoff(self.backoff.clone())
+            .budget(budget.clone())
+            .unavailable(self.unavailable)
+            .build()?;
+        let partition = match (&policy.partition, bulkhead) {
+            (Some(name), Some(b)) if b.stats(name).is_some() => {
+                Some(Arc::<str>::from(name.as_str()))
+            }
+            (Some(name), Some(_)) => {
+                return Err(ConfigError::new(
+                    "partition",
+                    format!("{name:?} is not a partition declared on the client's bulkhead"),
+                ));
+            }
+            (Some(name), None) => {
+                return Err(ConfigError::new(
+                    "partition",
+                    format!("route partition {name:?} needs a bulkhead, and the client has none"),
+                ));
+            }
+            (None, _) => None,
+        };
+        let bulkhead = match bulkhead {
+            Some(b) => b.clone(),
+            None => unlimited()?,
+        };
+        let keys = if policy.idempotency_keys.unwrap_or(self.keys) {
+            IdempotencyKeyLayer::new().route("/")
+        } else {
+            IdempotencyKeyLayer::new()
+        }
+        .header(self.key_header.clone());
+        Ok(RouteLayers {
+            keys,
+            deadline: DeadlineLayer::new(deadline)?,
+            bulkhead: BulkheadLayer::new(
+                bulkhead,
+                RoutePartition {
+                    fixed: partition,
+                    header: self.partition_header.clone(),
+                },
+            ),
+            replay: ReplayBodyLayer::new(self.replay_limit),
+            retry,
+            attempt,
+        })
+    }
+}
+
+/// With no bulkhead, calls take permits from a partition too large to fill.
+fn unlimited() -> Result<Bulkhead, ConfigError> {
+    Bulkhead::builder()
+        .limits(Limits {
+            concurrency: crate::bulkhead::MAX_SIZE,
+            queue: 0,
+            max_wait: Duration::ZERO,
+        })
+        .build()
+}
+
+struct RouteLayers<C> {
+    keys: IdempotencyKeyLayer,
+    deadline: DeadlineLayer,
+    bulkhead: BulkheadLayer<RoutePartition>,
+    replay: ReplayBodyLayer,
+    retry: RetryLayer<C>,
+    attempt: AttemptLayer,
+}
+
+impl<C> RouteLayers<C> {
+    fn stack<E>(self, balancer: Balancer<E, C>) -> RouteStack<E, C> {
+        self.keys.layer(
+            self.deadline.layer(
+                self.bulkhead.layer(
+                    self.replay
+                        .layer(self.retry.layer(self.attempt.layer(balancer))),
+                ),
+            ),
+        )
+    }
+}

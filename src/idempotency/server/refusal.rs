@@ -1,0 +1,115 @@
+//! Answers to keyed requests that are not run: their HTTP status or gRPC code, and the message.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::classify::GrpcCode;
+use crate::idempotency::body::IdempotencyBody;
+
+/// How a keyed request is answered without running it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Refusal {
+    MissingKey,
+    BadKey(&'static str),
+    NoScope,
+    BodyTooLarge,
+    BodyUnreadable,
+    InFlight,
+    Mismatch,
+    StoreUnavailable,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::MissingKey | Refusal::BadKey(_) | Refusal::BodyUnreadable => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::NoScope => StatusCode::UNAUTHORIZED,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::InFlight => StatusCode::CONFLICT,
+            Refusal::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Refusal::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn grpc_code(self) -> GrpcCode {
+        match self {
+            Refusal::MissingKey | Refusal::BadKey(_) | Refusal::BodyUnreadable => {
+                GrpcCode::InvalidArgument
+            }
+            Refusal::NoScope => GrpcCode::Unauthenticated,
+            Refusal::BodyTooLarge => GrpcCode::ResourceExhausted,
+            Refusal::InFlight => GrpcCode::Aborted,
+            Refusal::Mismatch => GrpcCode::FailedPrecondition,
+            Refusal::StoreUnavailable => GrpcCode::Unavailable,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::MissingKey => "an Idempotency-Key is required for this request",
+            Refusal::BadKey(reason) => reason,
+            Refusal::NoScope => "the request has no principal to scope its idempotency key",
+            Refusal::BodyTooLarge => "the request body is larger than the idempotency limit",
+            Refusal::BodyUnreadable => "the request body could not be read",
+            Refusal::InFlight => "a request with this idempotency key is still being processed",
+            Refusal::Mismatch => "this idempotency key was already used for a different request",
+            Refusal::StoreUnavailable => "the idempotency store is unavailable; retry later",
+        }
+    }
+
+    pub(super) fn respond<B>(self, grpc: bool) -> Response<IdempotencyBody<B>> {
+        let mut response = Response::new(IdempotencyBody::empty());
+        if !grpc {
+            *response.status_mut() = self.status();
+        }
+        let headers = response.headers_mut();
+        if grpc {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert("grpc-status", HeaderValue::from(self.grpc_code() as u16));
+            headers.insert("grpc-message", grpc_message(self.message()));
+        } else {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            *response.body_mut() = IdempotencyBody::full(Bytes::from(self.message()), None);
+        }
+        response
+    }
+}
+
+/// Bytes a `grpc-message` must percent-encode: everything outside printable ASCII, and `%`
+/// itself (gRPC over HTTP/2, "Responses": `Percent-Byte-Unencoded` is 0x20–0x7E except `%`).
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// A grpc-message value: the message's UTF-8 bytes, percent-encoded as the gRPC spec asks.
+fn grpc_message(message: &str) -> HeaderValue {
+    let encoded = utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+    // Only printable ASCII is left after encoding.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static("idempotency"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(grpc_message("50% done\n"), "50%25 done%0A");
+        assert_eq!(grpc_message("déjà"), "d%C3%A9j%C3%A0");
+        for refusal in [Refusal::InFlight, Refusal::Mismatch, Refusal::MissingKey] {
+            let res = refusal.respond::<()>(true);
+            assert_eq!(res.status(), StatusCode::OK, "gRPC errors ride on HTTP 200");
+            assert_eq!(
+                res.headers()["grpc-status"],
+                (refusal.grpc_code() as u16).to_string().as_str()
+            );
+        }
+    }
+}
