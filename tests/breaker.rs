@@ -380,8 +380,9 @@ impl Model {
                     self.window.pop_front();
                 }
                 let failures = self.window.iter().filter(|f| **f).count();
-                // A failure that brings the rate to the threshold trips it.
-                if failure && self.window.len() >= MIN && failures * 2 >= self.window.len() {
+                // The call that brings the rate to the threshold, with enough calls, trips it —
+                // a success too, when it is the call that reaches the minimum.
+                if self.window.len() >= MIN && failures * 2 >= self.window.len() {
                     self.open(now);
                 }
                 true

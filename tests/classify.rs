@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use stanchion::classify::{
-    Class, Classify, ClassifyEos, GrpcClassifier, HttpClassifier, Kind, ServerHint, Verdict,
-    classify_error,
+    Class, Classify, ClassifyEos, GrpcClassifier, GrpcCode, HttpClassifier, Kind, ServerHint,
+    Verdict, classify_error,
 };
 use tower::{Service, ServiceExt};
 
@@ -42,24 +42,31 @@ async fn classify_grpc_call(server: &GrpcServer) -> (Class, bool) {
 #[tokio::test]
 async fn grpc_status_in_trailers_is_classified_at_end_of_stream() {
     let cases = [
-        (Fault::ok(), Class::success()),
+        (Fault::ok(), Class::success().with_grpc_code(GrpcCode::Ok)),
         (
             Fault::grpc(14),
-            Class::new(Kind::Unavailable).with_retryable(true),
+            Class::new(Kind::Unavailable).with_grpc_code(GrpcCode::Unavailable),
         ),
         (
             Fault::grpc(8).pushback("1500"),
             Class::new(Kind::Overload)
+                .with_grpc_code(GrpcCode::ResourceExhausted)
                 .with_hint(ServerHint::RetryAfter(Duration::from_millis(1500))),
         ),
         (
             Fault::grpc(14).pushback("-1"),
             Class::new(Kind::Unavailable)
-                .with_retryable(true)
+                .with_grpc_code(GrpcCode::Unavailable)
                 .with_hint(ServerHint::DoNotRetry),
         ),
-        (Fault::grpc(13), Class::new(Kind::ServerError)),
-        (Fault::grpc(3), Class::new(Kind::ClientError)),
+        (
+            Fault::grpc(13),
+            Class::new(Kind::ServerError).with_grpc_code(GrpcCode::Internal),
+        ),
+        (
+            Fault::grpc(3),
+            Class::new(Kind::ClientError).with_grpc_code(GrpcCode::InvalidArgument),
+        ),
     ];
     for (fault, expected) in cases {
         let server = GrpcServer::start(FaultPlan::always(fault.clone())).await;
@@ -74,16 +81,18 @@ async fn grpc_trailers_only_and_proxy_errors_are_classified_on_the_head() {
     let cases = [
         (
             Fault::grpc(14).in_headers(),
-            Class::new(Kind::Unavailable).with_retryable(true),
+            Class::new(Kind::Unavailable).with_grpc_code(GrpcCode::Unavailable),
         ),
         (
             Fault::grpc(8).in_headers().pushback("200"),
             Class::new(Kind::Overload)
+                .with_grpc_code(GrpcCode::ResourceExhausted)
                 .with_hint(ServerHint::RetryAfter(Duration::from_millis(200))),
         ),
         (
+            // A proxy's 503: UNAVAILABLE, per gRPC's HTTP-to-gRPC mapping.
             Fault::status(503),
-            Class::new(Kind::Unavailable).with_retryable(true),
+            Class::new(Kind::Unavailable).with_grpc_code(GrpcCode::Unavailable),
         ),
     ];
     for (fault, expected) in cases {
@@ -127,7 +136,7 @@ async fn a_tonic_status_from_trailers_classifies_as_an_error_too() {
     assert_eq!(status.code(), tonic::Code::Unavailable);
     let class = classify_error(&status);
     assert_eq!(class.kind(), Kind::Unavailable);
-    assert!(class.is_retryable());
+    assert_eq!(class.grpc_code(), Some(GrpcCode::Unavailable));
     assert!(!class.is_never_sent());
 }
 
@@ -144,16 +153,16 @@ async fn http_status_and_retry_after_are_classified_over_http1_and_http2() {
     };
     let expected = [
         Class::new(Kind::Unavailable)
-            .with_retryable(true)
+            .with_status(503)
             .with_hint(ServerHint::RetryAfter(Duration::from_secs(2))),
         // A date far in the future: capped at 30 s.
         Class::new(Kind::Overload)
-            .with_retryable(true)
+            .with_status(429)
             .with_hint(ServerHint::RetryAfter(Duration::from_secs(30))),
-        Class::new(Kind::ClientError),
+        Class::new(Kind::ClientError).with_status(404),
         // Malformed Retry-After: ignored.
-        Class::new(Kind::Unavailable).with_retryable(true),
-        Class::success(),
+        Class::new(Kind::Unavailable).with_status(503),
+        Class::success().with_status(200),
     ];
     for http2 in [false, true] {
         let server = HttpServer::start(plan()).await;
@@ -182,7 +191,7 @@ async fn a_reset_after_sending_is_a_transport_failure_that_may_have_run() {
     let err = client.oneshot(req).await.unwrap_err();
     let class = classify_error(&err);
     assert_eq!(class.kind(), Kind::Transport);
-    assert!(class.is_retryable());
+    assert_eq!(class.status(), None);
     // The request reached the server: it must not be marked never-sent.
     assert!(!class.is_never_sent());
     assert_eq!(server.count(), 1);

@@ -365,7 +365,10 @@ async fn routes_cover_whole_segments() {
     assert_eq!(ledger.paid(), 2, "not deduplicated: both ran");
     let first = send(&client, pay("/pay/42", Some("k2"), "x", MS)).await;
     let again = send(&client, pay("/pay/42", Some("k2"), "x", MS)).await;
-    assert!(!first.replayed() && again.replayed(), "/pay/42 is under /pay");
+    assert!(
+        !first.replayed() && again.replayed(),
+        "/pay/42 is under /pay"
+    );
     assert_eq!(ledger.paid(), 3);
 }
 

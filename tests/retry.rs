@@ -169,10 +169,11 @@ async fn client_errors_are_never_retried() {
             .await
             .unwrap();
         assert_eq!(res.status(), status);
+        // Not retried, and the response says so.
         assert_eq!(
-            stopped(&res),
-            None,
-            "a client error is an answer, not a failure"
+            stopped(&res).map(|s| (s.reason, s.attempts)),
+            Some((RetryStop::NotRetryable, 1)),
+            "{status}"
         );
         assert_eq!(server.count(), 1, "{status}");
     }
@@ -358,13 +359,12 @@ async fn grpc_unavailable_is_retried_per_method_policy_with_shrinking_timeouts()
         Fault::grpc(14).in_headers(),
     ]))
     .await;
-    let retry = RetryLayer::builder(
-        GrpcClassifier::new().retryable_codes(GrpcCodes::from_iter([GrpcCode::Unavailable])),
-    )
-    .backoff(fast())
-    .unavailable(UnavailablePolicy::AnyEndpoint)
-    .build()
-    .unwrap();
+    let retry = RetryLayer::builder(GrpcClassifier::new())
+        .retryable_codes(GrpcCodes::from_iter([GrpcCode::Unavailable]))
+        .backoff(fast())
+        .unavailable(UnavailablePolicy::AnyEndpoint)
+        .build()
+        .unwrap();
     let svc = ServiceBuilder::new()
         .map_err(tonic::Status::from)
         .layer(DeadlineLayer::new(5 * SEC).unwrap())

@@ -97,6 +97,8 @@ struct Sim {
     budget_floor: u32,
     /// Breaker per endpoint: consecutive failures, open time, half-open probes.
     breaker: Option<(u32, Duration, u32)>,
+    /// Each caller waits this long between its calls.
+    pace: Duration,
     seed: u64,
 }
 
@@ -118,6 +120,7 @@ impl Sim {
             budget_ratio: 0.2,
             budget_floor: 10,
             breaker: None,
+            pace: Duration::ZERO,
             seed,
         }
     }
@@ -363,9 +366,12 @@ async fn play(sim: &Sim) -> Seen {
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..sim.concurrency {
         let (client, results) = (client.clone(), results.clone());
-        let (calls, concurrency) = (sim.calls, sim.concurrency);
+        let (calls, concurrency, pace) = (sim.calls, sim.concurrency, sim.pace);
         workers.spawn(async move {
             for _ in (w..calls).step_by(concurrency) {
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
+                }
                 let req = Request::get("/sim").body(Empty::new()).unwrap();
                 let t0 = Instant::now();
                 let outcome = match client.clone().oneshot(req).await {
@@ -610,7 +616,8 @@ fn attempts_cut_by_the_per_try_timeout_eject_a_slow_endpoint() {
     let sim = Sim {
         calls: 60,
         concurrency: 1,
-        per_try: Duration::from_millis(50),
+        // Above the breakers' 100 ms timeout floor: the cut is the endpoint's timeout.
+        per_try: Duration::from_millis(150),
         deadline: Duration::from_secs(1),
         ..Sim::new(endpoints, 5)
     };
@@ -832,9 +839,13 @@ fn a_half_open_period_fills_exactly_its_probe_slots() {
     // Over a few seeds (each an exact replay): never more than k, and k is reached.
     let most = (0..8)
         .map(|seed| {
+            // Callers keep coming (a call per millisecond each): with every endpoint ejected
+            // a call fails at once (no endpoints), so without a pace they would all be spent
+            // before the half-open period.
             let sim = Sim {
                 concurrency: 20,
-                calls: 200,
+                calls: 400,
+                pace: MS,
                 breaker: Some((2, Duration::from_millis(10), 3)),
                 ..Sim::new(vec![recovering.clone()], seed)
             };

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -17,6 +18,7 @@ use super::endpoints::{Picker, Policy};
 use crate::BoxError;
 use crate::breaker::{BreakerFuture, BreakerResponse};
 use crate::classify::Classify;
+use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::retry::{AvoidEndpoint, ServedBy};
 
@@ -47,6 +49,7 @@ where
             jitter: &shared.jitter,
         };
         let avoid = req.avoid_endpoint();
+        let given = req.attempt_budget();
         match picker.pick(&snapshot, avoid) {
             Ok(picked) => {
                 let endpoint = picked.endpoint;
@@ -70,7 +73,7 @@ where
                 BalanceFuture {
                     inner: BreakerFuture::running(
                         served,
-                        picked.permit,
+                        picked.permit.given(given),
                         shared.classifier.clone(),
                         at_head,
                     ),
@@ -162,10 +165,17 @@ where
 }
 
 /// What the balancer reads from a request: the endpoint a retry asks to avoid
-/// ([`AvoidEndpoint`], put there by the retry layer).
+/// ([`AvoidEndpoint`], put there by the retry layer), and how long the attempt has.
 pub trait BalanceRequest {
     /// The endpoint this attempt should not go to, when another is usable.
     fn avoid_endpoint(&self) -> Option<SocketAddr>;
+
+    /// How long this attempt has (its per-try timeout, or what is left of its deadline), if
+    /// known: the endpoint's breaker then counts a timeout only if that was at least its
+    /// timeout floor. `None` (the default): every timeout counts.
+    fn attempt_budget(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// What the balancer writes on a response: the endpoint that served it ([`ServedBy`]).
@@ -177,6 +187,12 @@ pub trait BalanceResponse {
 impl<B> BalanceRequest for http::Request<B> {
     fn avoid_endpoint(&self) -> Option<SocketAddr> {
         self.extensions().get::<AvoidEndpoint>().map(|a| a.0)
+    }
+
+    /// The budget of the request's deadline: what the attempt was given, below an
+    /// [`AttemptLayer`](crate::deadline::AttemptLayer); else the call's whole budget.
+    fn attempt_budget(&self) -> Option<Duration> {
+        self.extensions().get::<Deadline>().map(Deadline::budget)
     }
 }
 

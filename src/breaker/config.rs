@@ -39,12 +39,26 @@ pub enum RecordAt {
     Head,
 }
 
+/// The default timeout floor: 100 ms. A timeout counts against an endpoint only when its attempt
+/// was given at least this long — so a client whose budget is shorter than the service's normal
+/// latency does not eject every endpoint, while a hung endpoint is still ejected whichever timer
+/// (the per-try timeout or the call's deadline) cut it.
+pub const DEFAULT_TIMEOUT_FLOOR: Duration = Duration::from_millis(100);
+
+/// Rates are kept in parts per million, so thresholds compare in integers.
+const PPM: f64 = 1_000_000.0;
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) window: WindowKind,
     pub(crate) failure_rate: f64,
     pub(crate) slow_call: Option<(Duration, f64)>,
+    /// The failure rate in parts per million (set by `build`).
+    pub(crate) failure_ppm: u64,
+    /// The slow-call rate in parts per million (set by `build`).
+    pub(crate) slow_ppm: u64,
+    pub(crate) timeout_floor: Duration,
     pub(crate) minimum_calls: u32,
     pub(crate) open_duration: Duration,
     pub(crate) open_growth: Option<(f64, Duration)>,
@@ -71,6 +85,9 @@ impl BreakerBuilder {
                 window: WindowKind::Count { calls: 100 },
                 failure_rate: 0.5,
                 slow_call: None,
+                failure_ppm: 0,
+                slow_ppm: 0,
+                timeout_floor: DEFAULT_TIMEOUT_FLOOR,
                 minimum_calls: 20,
                 open_duration: Duration::from_secs(30),
                 open_growth: None,
@@ -107,15 +124,28 @@ impl BreakerBuilder {
         self
     }
 
-    /// The failure rate that trips a rate window, in (0, 1] (default 0.5).
+    /// The failure rate that trips a rate window, in (0, 1] (default 0.5), to the nearest
+    /// millionth: the breaker trips on the call that brings failures / calls to it, compared
+    /// exactly (in integers, so `0.55` over 100 calls trips at the 55th failure, not the 56th).
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.config.failure_rate = rate;
         self
     }
 
-    /// Also trips when the share of calls slower than `threshold` reaches `rate` (in (0, 1]).
+    /// Also trips when the share of calls slower than `threshold` reaches `rate` (in (0, 1], to
+    /// the nearest millionth, compared exactly like the failure rate).
     pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
         self.config.slow_call = Some((threshold, rate));
+        self
+    }
+
+    /// A timeout counts as a failure only when its attempt was given at least `floor` (default
+    /// [`DEFAULT_TIMEOUT_FLOOR`], 100 ms; zero counts every timeout). Applies where the time an
+    /// attempt had is known — a balancer's per-endpoint breakers; a breaker around a whole
+    /// client counts every timeout. See
+    /// [`Class::counts_against_endpoint`](crate::classify::Class::counts_against_endpoint).
+    pub fn timeout_floor(mut self, floor: Duration) -> Self {
+        self.config.timeout_floor = floor;
         self
     }
 
@@ -160,9 +190,9 @@ impl BreakerBuilder {
     }
 
     /// Validates the settings.
-    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+    pub fn build(mut self) -> Result<CircuitBreaker, ConfigError> {
         let c = &self.config;
-        let rate_ok = |r: f64| r.is_finite() && r > 0.0 && r <= 1.0;
+        let rate_ok = |r: f64| r.is_finite() && r * PPM >= 0.5 && r <= 1.0;
         match c.window {
             WindowKind::Count { calls } => {
                 if !(1..=100_000).contains(&calls) {
@@ -208,7 +238,10 @@ impl BreakerBuilder {
         if !rate_ok(c.failure_rate) {
             return Err(ConfigError::new(
                 "failure_rate",
-                format!("{} is not in (0, 1]", c.failure_rate),
+                format!(
+                    "{} is not in (0, 1] (at least one in a million)",
+                    c.failure_rate
+                ),
             ));
         }
         if let Some((threshold, rate)) = c.slow_call {
@@ -253,6 +286,15 @@ impl BreakerBuilder {
                 format!("{} is not between 1 and 1000", c.half_open_probes),
             ));
         }
+        if c.timeout_floor > MAX_OPEN {
+            return Err(ConfigError::new(
+                "timeout_floor",
+                format!("{:?} is longer than 24h", c.timeout_floor),
+            ));
+        }
+        let ppm = |rate: f64| (rate * PPM).round() as u64;
+        self.config.failure_ppm = ppm(self.config.failure_rate);
+        self.config.slow_ppm = self.config.slow_call.map_or(0, |(_, rate)| ppm(rate));
         Ok(CircuitBreaker::from_config(self.config))
     }
 }

@@ -228,6 +228,7 @@ impl CircuitBreaker {
                 generation,
                 probe,
                 started,
+                given: None,
             }),
         }
     }
@@ -417,16 +418,17 @@ impl Inner {
     }
 
     fn should_trip(&self, tally: Tally) -> bool {
-        match self.config.window {
+        let config = &self.config;
+        match config.window {
             WindowKind::ConsecutiveFailures { failures } => tally.consecutive_failures >= failures,
-            _ => {
-                let calls = tally.calls as f64;
-                tally.calls >= u64::from(self.config.minimum_calls)
-                    && (tally.failures as f64 >= self.config.failure_rate * calls
-                        || self
-                            .config
-                            .slow_call
-                            .is_some_and(|(_, rate)| tally.slow as f64 >= rate * calls))
+            WindowKind::Count { .. } | WindowKind::Time { .. } => {
+                // failures / calls >= rate, in integers: exact at the boundary.
+                let reaches = |count: u64, ppm: u64| {
+                    u128::from(count) * 1_000_000 >= u128::from(ppm) * u128::from(tally.calls)
+                };
+                tally.calls >= u64::from(config.minimum_calls)
+                    && (reaches(tally.failures, config.failure_ppm)
+                        || (config.slow_call.is_some() && reaches(tally.slow, config.slow_ppm)))
             }
         }
     }
@@ -510,6 +512,8 @@ struct Active {
     generation: u64,
     probe: bool,
     started: Option<Instant>,
+    /// How long the attempt was given, when the caller knows (for the timeout floor).
+    given: Option<Duration>,
 }
 
 impl Permit {
@@ -519,7 +523,18 @@ impl Permit {
         Permit { active: None }
     }
 
-    /// Records the call's outcome (`None`: cancelled before the outcome was known).
+    /// Says how long the attempt this permit admits was given (its per-try timeout or what was
+    /// left of its deadline): a timeout then counts only if that was at least the breaker's
+    /// [`timeout_floor`](super::BreakerBuilder::timeout_floor).
+    pub fn given(mut self, budget: Option<Duration>) -> Self {
+        if let Some(active) = &mut self.active {
+            active.given = budget;
+        }
+        self
+    }
+
+    /// Records the call's outcome (`None`: cancelled before the outcome was known). Whether it
+    /// counts as a failure is [`Class::counts_against_endpoint`].
     #[inline]
     pub fn record(mut self, class: Option<Class>) {
         let Some(active) = self.active.take() else {
@@ -536,18 +551,20 @@ impl Permit {
             (Some((threshold, _)), Some(started)) => started.elapsed() >= threshold,
             _ => false,
         };
+        let failure = class.counts_against_endpoint(active.given, inner.config.timeout_floor);
         if active.probe {
-            inner.finish_probe(active.generation, Some(class.is_failure() || slow));
+            inner.finish_probe(active.generation, Some(failure || slow));
         } else {
-            inner.record_closed(active.stripe, active.generation, class.is_failure(), slow);
+            inner.record_closed(active.stripe, active.generation, failure, slow);
         }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        // Dropped because the attempt's per-try timeout cut it while the endpoint had it: the
-        // endpoint was too slow, which counts as a failure (a timeout), not as a cancellation.
+        // Dropped because a timer — the attempt's per-try timeout or the call's deadline — cut
+        // it while the endpoint had it: the endpoint was too slow, which counts as a timeout
+        // (subject to the floor), not as a cancellation.
         if self.active.is_some() && crate::deadline::cut::blames_endpoint() {
             let permit = Permit {
                 active: self.active.take(),

@@ -9,8 +9,12 @@
 //! What trips it ([`WindowKind`]): the failure rate — or the slow-call rate — over the last `n`
 //! calls or the last stretch of time, once a minimum number of calls was seen; or a run of
 //! consecutive failures (outlier ejection for one endpoint). What counts as a failure is the
-//! shared [`classification`](crate::classify): success, the caller's own errors (most 4xx,
-//! INVALID_ARGUMENT…) and cancellations do not count, nor do the breaker's own rejections. An
+//! table of what counts against an endpoint ([`Class::counts_against_endpoint`](crate::classify::Class::counts_against_endpoint)):
+//! the server's failures (5xx; UNKNOWN, INTERNAL, DATA_LOSS, UNAVAILABLE) and transport
+//! failures count; timeouts count when the attempt had at least the [timeout
+//! floor](BreakerBuilder::timeout_floor); success, the caller's own errors (most 4xx,
+//! INVALID_ARGUMENT…), deliberate shedding (429, RESOURCE_EXHAUSTED), cancellations and the
+//! client's own refusals (this or another breaker, a pool checkout, a bulkhead) do not. An
 //! outcome is recorded when the call is really over — at the end of the response stream, so a
 //! gRPC status in the trailers counts and slow-call time includes the body
 //! ([`RecordAt`]).
@@ -58,6 +62,6 @@ mod core;
 mod layer;
 mod window;
 
-pub use self::config::{BreakerBuilder, RecordAt, WindowKind};
+pub use self::config::{BreakerBuilder, DEFAULT_TIMEOUT_FLOOR, RecordAt, WindowKind};
 pub use self::core::{BreakerState, BreakerStats, CircuitBreaker, Permit};
 pub use self::layer::{BreakerFuture, BreakerResponse, CircuitBreakerLayer, CircuitBreakerService};

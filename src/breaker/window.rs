@@ -27,7 +27,10 @@ pub(crate) enum Window {
 
 impl Window {
     /// Records one outcome at `now_nanos` in `stripe`; returns the tally after it when the
-    /// outcome could trip the breaker (a failure or a slow call), `None` after a plain success.
+    /// outcome could bring a rate to its threshold: a failure or a slow call, a call that
+    /// grows a window still filling (it may be the one that reaches the minimum number of
+    /// calls), or a call that starts a new time slice (older calls just left the window).
+    /// `None` after a plain success in a full window: it cannot raise a rate.
     #[inline]
     pub(crate) fn record(
         &self,
@@ -39,12 +42,12 @@ impl Window {
         let bad = failure || slow;
         match self {
             Window::Count(w) => {
-                w.record(stripe, failure, slow);
-                bad.then(|| w.tally())
+                let grew = w.record(stripe, failure, slow);
+                (bad || grew).then(|| w.tally())
             }
             Window::Time(w) => {
-                w.record(stripe, failure, slow, now_nanos);
-                bad.then(|| w.tally(now_nanos))
+                let rolled = w.record(stripe, failure, slow, now_nanos);
+                (bad || rolled).then(|| w.tally(now_nanos))
             }
             Window::Consecutive(run) => {
                 if failure {
@@ -142,7 +145,8 @@ impl CountWindow {
         }
     }
 
-    fn record(&self, stripe: usize, failure: bool, slow: bool) {
+    /// Records an outcome; `true` when it filled a slot that was empty (the window grew).
+    fn record(&self, stripe: usize, failure: bool, slow: bool) -> bool {
         let stripe = &self.stripes[stripe % STRIPES];
         // Not a read-modify-write: a stripe is mostly one thread's. Two threads racing on it may
         // write one slot twice; the swap below keeps the counts exact either way.
@@ -155,10 +159,11 @@ impl CountWindow {
         let slot = &stripe.slots[i];
         // In steady state a success replaces a success: nothing to write, nothing to count.
         if slot.load(Ordering::Relaxed) == new {
-            return;
+            return false;
         }
         let old = slot.swap(new, Ordering::AcqRel);
         stripe.adjust(old, new);
+        old & PRESENT == 0
     }
 
     fn tally(&self) -> Tally {
@@ -227,22 +232,24 @@ impl TimeWindow {
         }
     }
 
-    fn record(&self, stripe: usize, failure: bool, slow: bool, now_nanos: u64) {
+    /// Records an outcome; `true` when it started a new slice in its bucket.
+    fn record(&self, stripe: usize, failure: bool, slow: bool, now_nanos: u64) -> bool {
         let slice = now_nanos / self.bucket_nanos;
         let stripe = &self.stripes[stripe % STRIPES];
         let i = (slice % self.buckets as u64) as usize;
         let seen = stripe.slices[i].load(Ordering::Acquire);
-        if seen != slice
+        let rolled = seen != slice
             && stripe.slices[i]
                 .compare_exchange(seen, slice, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
+                .is_ok();
+        if rolled {
             stripe.counts[i].store(0, Ordering::Release);
         }
         stripe.counts[i].fetch_add(
             pack(1, i64::from(failure), i64::from(slow)),
             Ordering::AcqRel,
         );
+        rolled
     }
 
     fn tally(&self, now_nanos: u64) -> Tally {

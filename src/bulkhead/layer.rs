@@ -71,10 +71,13 @@ impl<B> BulkheadResponse for http::Response<B> {
     type Output = http::Response<super::GuardedBody<B>>;
 
     fn hold(self, mut permit: BulkheadPermit, until_end: bool) -> Self::Output {
-        let grpc_overload = self
-            .headers()
-            .get("grpc-status")
-            .is_some_and(|code| code == "8" || code == "14");
+        let grpc_overload = self.headers().get("grpc-status").is_some_and(|code| {
+            matches!(
+                crate::classify::GrpcCode::from_header(code.as_bytes()),
+                crate::classify::GrpcCode::ResourceExhausted
+                    | crate::classify::GrpcCode::Unavailable
+            )
+        });
         let status = self.status().as_u16();
         permit.observe(grpc_overload || status == 429 || status == 503);
         let guard = until_end.then_some(permit);

@@ -247,7 +247,10 @@ mod tests {
         assert_eq!(seen.len(), 1, "reported exactly once");
         let class = seen[0].unwrap();
         assert_eq!(class.kind(), Kind::Unavailable);
-        assert!(class.is_retryable());
+        assert_eq!(
+            class.grpc_code(),
+            Some(crate::classify::GrpcCode::Unavailable)
+        );
     }
 
     #[tokio::test]

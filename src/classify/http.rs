@@ -9,19 +9,20 @@ use super::{Class, Classify, DEFAULT_MAX_DELAY_HINT, Kind, NoEos, ServerHint, Ve
 
 /// Classifies HTTP responses by status code; reads `Retry-After` on failures.
 ///
-/// | status | kind | retryable |
-/// |---|---|---|
-/// | 1xx, 2xx, 3xx | success | — |
-/// | 408 Request Timeout | timeout | yes |
-/// | 429 Too Many Requests | overload | yes (the retry layer also wants a delay hint) |
-/// | other 4xx | client error (not a failure) | no |
-/// | 500 Internal Server Error, 502 Bad Gateway | server error | yes |
-/// | 503 Service Unavailable | unavailable | yes |
-/// | 504 Gateway Timeout | timeout | yes |
-/// | other 5xx (501, 505, 507, …) | server error | no: repeating will not change the answer |
+/// | status | kind |
+/// |---|---|
+/// | 1xx, 2xx, 3xx | success |
+/// | 408 Request Timeout | timeout |
+/// | 429 Too Many Requests | overload |
+/// | other 4xx | client error (not a failure) |
+/// | 503 Service Unavailable | unavailable |
+/// | 504 Gateway Timeout | timeout |
+/// | other 5xx (500, 501, 502, …) | server error |
 ///
-/// "Retryable" says whether another attempt could help; whether it is *safe* (the method, an
-/// idempotency key) is the retry layer's question. A `Retry-After` on a failure becomes
+/// Every class carries its status ([`Class::status`]); which statuses are worth retrying, and
+/// whether repeating the request is safe (the method, an idempotency key), is the retry
+/// policy's decision ([`RetryLayerBuilder::retryable_statuses`](crate::retry::RetryLayerBuilder::retryable_statuses)).
+/// A `Retry-After` on a failure becomes
 /// [`ServerHint::RetryAfter`], capped at [`max_delay_hint`](Self::max_delay_hint) (default 30 s);
 /// a malformed one is ignored. The whole verdict is in the head.
 #[derive(Debug, Clone, Copy)]
@@ -63,15 +64,15 @@ impl<C: WallClock> HttpClassifier<C> {
 
     /// Classifies a status code and the response headers.
     pub fn classify_status(&self, status: StatusCode, headers: &http::HeaderMap) -> Class {
-        let (kind, retryable) = match status.as_u16() {
-            100..=399 => return Class::success(),
-            408 => (Kind::Timeout, true),
-            429 => (Kind::Overload, true),
-            400..=499 => return Class::new(Kind::ClientError),
-            500 | 502 => (Kind::ServerError, true),
-            503 => (Kind::Unavailable, true),
-            504 => (Kind::Timeout, true),
-            _ => (Kind::ServerError, false),
+        let code = status.as_u16();
+        let kind = match code {
+            100..=399 => return Class::success().with_status(code),
+            408 => Kind::Timeout,
+            429 => Kind::Overload,
+            400..=499 => return Class::new(Kind::ClientError).with_status(code),
+            503 => Kind::Unavailable,
+            504 => Kind::Timeout,
+            _ => Kind::ServerError,
         };
         let hint = headers
             .get(RETRY_AFTER)
@@ -79,7 +80,7 @@ impl<C: WallClock> HttpClassifier<C> {
             .map_or(ServerHint::None, |d| {
                 ServerHint::RetryAfter(d.min(self.max_delay_hint))
             });
-        Class::new(kind).with_retryable(retryable).with_hint(hint)
+        Class::new(kind).with_status(code).with_hint(hint)
     }
 }
 
@@ -116,30 +117,31 @@ mod tests {
     #[test]
     fn status_table() {
         use Kind::*;
-        let cases: &[(u16, Kind, bool)] = &[
-            (200, Success, false),
-            (204, Success, false),
-            (301, Success, false),
-            (400, ClientError, false),
-            (401, ClientError, false),
-            (404, ClientError, false),
-            (409, ClientError, false),
-            (422, ClientError, false),
-            (408, Timeout, true),
-            (429, Overload, true),
-            (500, ServerError, true),
-            (501, ServerError, false),
-            (502, ServerError, true),
-            (503, Unavailable, true),
-            (504, Timeout, true),
-            (505, ServerError, false),
-            (507, ServerError, false),
-            (599, ServerError, false),
+        let cases: &[(u16, Kind)] = &[
+            (200, Success),
+            (204, Success),
+            (301, Success),
+            (400, ClientError),
+            (401, ClientError),
+            (404, ClientError),
+            (409, ClientError),
+            (422, ClientError),
+            (408, Timeout),
+            (429, Overload),
+            (500, ServerError),
+            (501, ServerError),
+            (502, ServerError),
+            (503, Unavailable),
+            (504, Timeout),
+            (505, ServerError),
+            (507, ServerError),
+            (599, ServerError),
         ];
-        for &(status, kind, retryable) in cases {
+        for &(status, kind) in cases {
             let class = classify(status, None);
             assert_eq!(class.kind(), kind, "{status}");
-            assert_eq!(class.is_retryable(), retryable, "{status}");
+            assert_eq!(class.status(), Some(status), "{status}");
+            assert_eq!(class.grpc_code(), None, "{status}");
             assert_eq!(class.hint(), ServerHint::None, "{status}");
             assert!(!class.is_never_sent(), "{status}");
         }

@@ -11,18 +11,24 @@
 //!    to the end of the stream ([`Verdict::AtEndOfStream`]);
 //! 2. [`ClassifyEos::classify_eos`] decides from the trailers.
 //!
-//! A [`Class`] says: success or failure ([`Kind::is_failure`], what breakers count), retryable or
-//! not, overload ([`Kind::Overload`]: 429, RESOURCE_EXHAUSTED) versus unavailable
-//! ([`Kind::Unavailable`]: 503, UNAVAILABLE), a server delay hint ([`ServerHint`]) and whether
-//! the request provably [never reached the server](NeverSent).
+//! A [`Class`] reports **facts**, never policy: the [`Kind`] of outcome (success, the caller's own
+//! error, overload — 429, RESOURCE_EXHAUSTED — unavailable — 503, UNAVAILABLE — timeout, server
+//! error, transport failure, cancellation, or a refusal by the client itself), the HTTP status or
+//! gRPC code it is ([`Class::status`], [`Class::grpc_code`]; an error gets the code gRPC gives
+//! it, see [`grpc_code_of_error`]), a server delay hint ([`ServerHint`]) and whether the request
+//! provably [never reached the server](NeverSent). What to *do* about it is decided elsewhere,
+//! by two separate tables: the route's retry policy (in [`retry`](crate::retry): the method or
+//! key for HTTP, the method's retryable codes for gRPC — the same rules for a response and for
+//! an error), and what counts against an endpoint ([`Class::counts_against_endpoint`]: the
+//! breaker gate and ejection).
 //!
 //! [`ClassifiedBody`] drives the second phase: it wraps a response body and reports the final
 //! class once, when the stream really ends (or fails, or is dropped) — what breakers and
 //! bulkheads need, since a call is not over before its body is.
 //!
 //! Implementations: [`HttpClassifier`] (status codes and `Retry-After`), [`GrpcClassifier`] (gRPC
-//! status in headers or trailers, `grpc-retry-pushback-ms`, a per-method set of retryable codes)
-//! and [`classify_error`] for errors, used by both.
+//! status in headers or trailers, `grpc-retry-pushback-ms`, errors by their gRPC code) and
+//! [`classify_error`] for errors, used by both.
 //!
 //! ```
 //! use stanchion::classify::{Classify, HttpClassifier, Kind, Verdict};
@@ -31,29 +37,33 @@
 //! // HTTP is decided on the head, so `Done` is the only verdict it can give.
 //! let Verdict::Done(class) = HttpClassifier::new().classify_response(&res);
 //! assert_eq!(class.kind(), Kind::Unavailable);
-//! assert!(class.is_retryable());
+//! assert_eq!(class.status(), Some(503));
 //! assert_eq!(class.hint().delay(), Some(std::time::Duration::from_secs(2)));
 //! ```
 
 #[cfg(feature = "http")]
 mod body;
+mod code;
 #[cfg(feature = "http")]
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "http")]
 mod retry_after;
+mod transport;
 
 use std::time::Duration;
 
 #[cfg(feature = "http")]
 pub use self::body::{ClassifiedBody, OnEnd};
+pub use self::code::{GrpcCode, GrpcCodes};
 #[cfg(feature = "http")]
-pub use self::grpc::{GrpcClassifier, GrpcCode, GrpcCodes, GrpcEos, parse_pushback};
+pub use self::grpc::{GrpcClassifier, GrpcEos, parse_pushback};
 #[cfg(feature = "http")]
 pub use self::http::HttpClassifier;
 #[cfg(feature = "http")]
 pub use self::retry_after::{FixedClock, SystemClock, WallClock, parse_retry_after};
+pub use self::transport::grpc_code_of_error;
 
 use crate::error::{BoxError, Error};
 
@@ -82,14 +92,28 @@ pub enum Kind {
     Transport,
     /// The call was cancelled (gRPC CANCELLED). Not the dependency's fault.
     Cancelled,
+    /// The client refused the call itself before sending it: an open breaker, a pool checkout
+    /// or a bulkhead wait that timed out, a full bulkhead, no endpoint to send to. The server
+    /// played no part.
+    Refused,
 }
 
 impl Kind {
-    /// Whether this outcome counts against the dependency's health (what breakers count).
+    /// Whether this kind of outcome counts against the endpoint that produced it (breakers,
+    /// ejection) — before the timeout floor of [`Class::counts_against_endpoint`]:
     ///
-    /// Success, the caller's own errors and cancellations do not.
+    /// | kind | counts | why |
+    /// |---|---|---|
+    /// | server error (5xx, UNKNOWN, INTERNAL, DATA_LOSS), unavailable (503, UNAVAILABLE), transport (connect failure, reset, lost connection) | yes | the endpoint failed, or could not be reached |
+    /// | timeout (408, 504, DEADLINE_EXCEEDED, a per-try or deadline cut) | yes, if the attempt had at least the floor | a hung endpoint is a failing one; a budget shorter than the service's latency is the caller's |
+    /// | overload (429, RESOURCE_EXHAUSTED) | no | deliberate shedding: the endpoint is protecting itself, not failing |
+    /// | refused (our own breaker, pool, bulkhead; no endpoint) | no | the endpoint played no part |
+    /// | success, the caller's own error (4xx), cancelled | no | |
     pub fn is_failure(self) -> bool {
-        !matches!(self, Kind::Success | Kind::ClientError | Kind::Cancelled)
+        matches!(
+            self,
+            Kind::ServerError | Kind::Unavailable | Kind::Transport | Kind::Timeout
+        )
     }
 }
 
@@ -115,41 +139,44 @@ impl ServerHint {
     }
 }
 
-/// The verdict on one outcome.
+/// What one outcome was: facts for the retry policy and for endpoint accounting to decide on.
+///
+/// ```
+/// use std::time::Duration;
+/// use stanchion::classify::{Class, GrpcCode, Kind};
+///
+/// let cut = Class::new(Kind::Timeout).with_grpc_code(GrpcCode::DeadlineExceeded);
+/// let floor = Duration::from_millis(100);
+/// // A timeout counts against the endpoint only if the attempt was given at least the floor.
+/// assert!(cut.counts_against_endpoint(Some(Duration::from_secs(2)), floor));
+/// assert!(!cut.counts_against_endpoint(Some(Duration::from_millis(50)), floor));
+/// // Shedding never does.
+/// assert!(!Class::new(Kind::Overload).counts_against_endpoint(None, floor));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Class {
     kind: Kind,
-    retryable: bool,
     hint: ServerHint,
     never_sent: bool,
+    grpc_code: Option<GrpcCode>,
+    status: Option<u16>,
 }
 
 impl Class {
     /// A success.
     pub const fn success() -> Self {
-        Class {
-            kind: Kind::Success,
-            retryable: false,
-            hint: ServerHint::None,
-            never_sent: false,
-        }
+        Class::new(Kind::Success)
     }
 
-    /// An outcome of `kind`, not retryable, with no hint.
+    /// An outcome of `kind`, with no hint, status or code.
     pub const fn new(kind: Kind) -> Self {
         Class {
             kind,
-            retryable: false,
             hint: ServerHint::None,
             never_sent: false,
+            grpc_code: None,
+            status: None,
         }
-    }
-
-    /// Sets whether the outcome is worth retrying (safety of repeating it is the retry layer's
-    /// separate question).
-    pub const fn with_retryable(mut self, retryable: bool) -> Self {
-        self.retryable = retryable;
-        self
     }
 
     /// Sets the server's delay hint.
@@ -164,19 +191,47 @@ impl Class {
         self
     }
 
+    /// Records the gRPC code the outcome is (a gRPC classifier sets it on every class).
+    pub const fn with_grpc_code(mut self, code: GrpcCode) -> Self {
+        self.grpc_code = Some(code);
+        self
+    }
+
+    /// Records the HTTP status of a response.
+    pub const fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
     /// The kind of outcome.
     pub const fn kind(&self) -> Kind {
         self.kind
     }
 
-    /// Whether the outcome counts against the dependency's health.
+    /// The gRPC code of a gRPC outcome (a response's status, or the code of an error).
+    pub const fn grpc_code(&self) -> Option<GrpcCode> {
+        self.grpc_code
+    }
+
+    /// The HTTP status of an HTTP response (`None` for an error).
+    pub const fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// Whether the kind of outcome counts against the endpoint ([`Kind::is_failure`]), with no
+    /// timeout floor.
     pub fn is_failure(&self) -> bool {
         self.kind.is_failure()
     }
 
-    /// Whether retrying could help. A server hint of [`ServerHint::DoNotRetry`] makes this false.
-    pub const fn is_retryable(&self) -> bool {
-        self.retryable && !matches!(self.hint, ServerHint::DoNotRetry)
+    /// Whether the outcome counts against the endpoint that produced it (its breaker, its
+    /// ejection): the table of [`Kind::is_failure`], where a timeout counts only if the
+    /// attempt was `given` at least `floor` (`given` unknown: it counts).
+    pub fn counts_against_endpoint(&self, given: Option<Duration>, floor: Duration) -> bool {
+        match self.kind {
+            Kind::Timeout => given.is_none_or(|given| given >= floor),
+            kind => kind.is_failure(),
+        }
     }
 
     /// The server's delay hint.
@@ -276,23 +331,23 @@ impl NeverSent {
     }
 }
 
-/// Classifies an error by what the layers that raised it know.
+/// Classifies an error by what the layers that raised it know (facts only: the retry policy
+/// decides what to do with them).
 ///
-/// - [`NeverSent`] anywhere in the chain: a retryable transport failure, never sent.
-/// - stanchion's own errors: a deadline that ran out is a timeout that must not be retried; an
-///   attempt timeout is retryable; an open circuit, a pool timeout or no endpoints were rejected
-///   before sending (never sent, retryable on another endpoint); a full bulkhead is overload.
-/// - with feature `tonic`: a `tonic::Status` is classified by its code with
-///   [`GrpcClassifier`]'s defaults; tonic's `ConnectError` (its connector failed) is never sent;
-///   tonic's `TimeoutExpired` (the `grpc-timeout` its channel enforces) is a retryable timeout.
-/// - anything else is a retryable transport failure that may have reached the server.
+/// - [`NeverSent`] anywhere in the chain: never sent.
+/// - stanchion's own errors: a deadline that ran out or a per-try timeout is a timeout; an open
+///   breaker, a pool checkout or bulkhead wait that timed out, a full bulkhead and no endpoints
+///   are the client's own refusals ([`Kind::Refused`]), never sent; idempotency conflicts and
+///   configuration errors are the caller's own.
+/// - with feature `tonic`: a `tonic::Status` is classified by its code; tonic's
+///   `ConnectError` (its connector failed) is never sent; tonic's `TimeoutExpired` (the
+///   `grpc-timeout` its channel enforces) is a timeout.
+/// - anything else is a transport failure that may have reached the server.
 pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> Class {
     let never_sent = chain(err).any(|e| e.is::<NeverSent>() || is_connect_error(e));
     for e in chain(err) {
         if is_transport_timeout(e) {
-            return Class::new(Kind::Timeout)
-                .with_retryable(true)
-                .with_never_sent(never_sent);
+            return Class::new(Kind::Timeout).with_never_sent(never_sent);
         }
         if let Some(class) = e.downcast_ref::<Error>().and_then(classify_own) {
             return class.with_never_sent(never_sent || class.is_never_sent());
@@ -304,9 +359,7 @@ pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> Class {
                 .with_never_sent(never_sent);
         }
     }
-    Class::new(Kind::Transport)
-        .with_retryable(true)
-        .with_never_sent(never_sent)
+    Class::new(Kind::Transport).with_never_sent(never_sent)
 }
 
 /// Whether the transport says it could not connect (tonic's connector marks such errors).
@@ -335,17 +388,12 @@ pub(crate) fn chain_has_transport_timeout(err: &(dyn std::error::Error + 'static
 
 fn classify_own(err: &Error) -> Option<Class> {
     Some(match err {
-        Error::DeadlineExceeded { .. } => Class::new(Kind::Timeout),
-        Error::AttemptTimedOut { .. } => Class::new(Kind::Timeout).with_retryable(true),
-        Error::CircuitOpen { .. } | Error::NoEndpoints { .. } => Class::new(Kind::Unavailable)
-            .with_retryable(true)
-            .with_never_sent(true),
-        Error::PoolTimeout { .. } => Class::new(Kind::Overload)
-            .with_retryable(true)
-            .with_never_sent(true),
-        Error::BulkheadFull { .. } | Error::BulkheadTimeout { .. } => {
-            Class::new(Kind::Overload).with_never_sent(true)
-        }
+        Error::DeadlineExceeded { .. } | Error::AttemptTimedOut { .. } => Class::new(Kind::Timeout),
+        Error::CircuitOpen { .. }
+        | Error::NoEndpoints { .. }
+        | Error::PoolTimeout { .. }
+        | Error::BulkheadFull { .. }
+        | Error::BulkheadTimeout { .. } => Class::new(Kind::Refused).with_never_sent(true),
         Error::IdempotencyConflict { .. }
         | Error::InvalidIdempotencyKey { .. }
         | Error::Config(_) => Class::new(Kind::ClientError),
@@ -360,7 +408,7 @@ fn classify_own(err: &Error) -> Option<Class> {
 }
 
 /// An error and its sources, outermost first.
-fn chain<'a>(
+pub(crate) fn chain<'a>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(err), |e| e.source())
@@ -373,22 +421,16 @@ mod tests {
     #[test]
     fn errors_are_classified_by_what_raised_them() {
         let io = || std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let refused = Class::new(Kind::Refused).with_never_sent(true);
         let cases: Vec<(BoxError, Class)> = vec![
-            (
-                Box::new(io()),
-                Class::new(Kind::Transport).with_retryable(true),
-            ),
+            (Box::new(io()), Class::new(Kind::Transport)),
             (
                 Box::new(NeverSent::new(io())),
-                Class::new(Kind::Transport)
-                    .with_retryable(true)
-                    .with_never_sent(true),
+                Class::new(Kind::Transport).with_never_sent(true),
             ),
             (
                 Box::new(Error::Inner(Box::new(NeverSent::new(io())))),
-                Class::new(Kind::Transport)
-                    .with_retryable(true)
-                    .with_never_sent(true),
+                Class::new(Kind::Transport).with_never_sent(true),
             ),
             (
                 Box::new(Error::DeadlineExceeded {
@@ -401,15 +443,20 @@ mod tests {
                     timeout: Duration::from_secs(1),
                     endpoint: None,
                 }),
-                Class::new(Kind::Timeout).with_retryable(true),
+                Class::new(Kind::Timeout),
             ),
             (
                 Box::new(Error::CircuitOpen {
                     retry_in: Duration::from_secs(1),
                 }),
-                Class::new(Kind::Unavailable)
-                    .with_retryable(true)
-                    .with_never_sent(true),
+                refused,
+            ),
+            (
+                Box::new(Error::PoolTimeout {
+                    endpoint: "e".into(),
+                    waited: Duration::from_secs(1),
+                }),
+                refused,
             ),
             (
                 Box::new(Error::BulkheadFull {
@@ -417,7 +464,7 @@ mod tests {
                     limit: 1,
                     queue: 1,
                 }),
-                Class::new(Kind::Overload).with_never_sent(true),
+                refused,
             ),
             (
                 Box::new(Error::RetriesExhausted {
@@ -427,7 +474,7 @@ mod tests {
                         endpoint: None,
                     }),
                 }),
-                Class::new(Kind::Timeout).with_retryable(true),
+                Class::new(Kind::Timeout),
             ),
         ];
         for (err, expected) in cases {
@@ -442,40 +489,49 @@ mod tests {
         let connect = Error::Inner(Box::new(tonic::ConnectError(Box::new(refused))));
         assert_eq!(
             classify_error(&connect),
-            Class::new(Kind::Transport)
-                .with_retryable(true)
-                .with_never_sent(true)
+            Class::new(Kind::Transport).with_never_sent(true)
         );
         assert_eq!(
             classify_error(&tonic::TimeoutExpired(())),
-            Class::new(Kind::Timeout).with_retryable(true)
+            Class::new(Kind::Timeout)
         );
         let status = tonic::Status::resource_exhausted("slow down");
-        assert_eq!(classify_error(&status), Class::new(Kind::Overload));
+        assert_eq!(
+            classify_error(&status),
+            Class::new(Kind::Overload).with_grpc_code(GrpcCode::ResourceExhausted)
+        );
     }
 
+    /// The endpoint-accounting table, over every kind and both sides of the timeout floor.
     #[test]
-    fn failure_kinds() {
-        assert!(!Kind::Success.is_failure());
-        assert!(!Kind::ClientError.is_failure());
-        assert!(!Kind::Cancelled.is_failure());
-        for kind in [
-            Kind::Overload,
-            Kind::Unavailable,
-            Kind::Timeout,
-            Kind::ServerError,
-            Kind::Transport,
-        ] {
-            assert!(kind.is_failure(), "{kind:?}");
+    fn what_counts_against_an_endpoint() {
+        let floor = Duration::from_millis(100);
+        let table = [
+            (Kind::Success, false),
+            (Kind::ClientError, false),
+            (Kind::Cancelled, false),
+            (Kind::Overload, false),
+            (Kind::Refused, false),
+            (Kind::Unavailable, true),
+            (Kind::ServerError, true),
+            (Kind::Transport, true),
+            (Kind::Timeout, true),
+        ];
+        for (kind, counts) in table {
+            assert_eq!(kind.is_failure(), counts, "{kind:?}");
+            for given in [None, Some(floor), Some(floor * 10)] {
+                assert_eq!(
+                    Class::new(kind).counts_against_endpoint(given, floor),
+                    counts,
+                    "{kind:?} {given:?}"
+                );
+            }
+            let short = Some(floor - Duration::from_millis(1));
+            assert_eq!(
+                Class::new(kind).counts_against_endpoint(short, floor),
+                counts && kind != Kind::Timeout,
+                "{kind:?} given less than the floor"
+            );
         }
-    }
-
-    #[test]
-    fn do_not_retry_hint_overrides_retryable() {
-        let class = Class::new(Kind::Unavailable)
-            .with_retryable(true)
-            .with_hint(ServerHint::DoNotRetry);
-        assert!(!class.is_retryable());
-        assert_eq!(class.hint().delay(), None);
     }
 }

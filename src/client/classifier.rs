@@ -1,21 +1,21 @@
-//! [`ClientClassifier`]: the classifier a client judges outcomes with, and how a route changes it.
+//! [`ClientClassifier`]: the classifier a client judges outcomes with, and whether it speaks gRPC.
 
-use crate::classify::{GrpcClassifier, GrpcCodes, HttpClassifier};
+use crate::classify::{GrpcClassifier, HttpClassifier};
 
-/// The classifier a client judges outcomes with, and how a route changes it.
+/// The classifier a client judges outcomes with.
 pub trait ClientClassifier: Clone + Send + Sync + 'static {
-    /// This classifier with `codes` retryable; `None` when the protocol has no such codes.
-    fn with_retryable_codes(&self, codes: GrpcCodes) -> Option<Self>;
+    /// Whether the protocol is gRPC, whose routes may set retryable codes.
+    fn is_grpc(&self) -> bool;
 }
 
 impl ClientClassifier for GrpcClassifier {
-    fn with_retryable_codes(&self, codes: GrpcCodes) -> Option<Self> {
-        Some(self.retryable_codes(codes))
+    fn is_grpc(&self) -> bool {
+        true
     }
 }
 
 impl ClientClassifier for HttpClassifier {
-    fn with_retryable_codes(&self, _: GrpcCodes) -> Option<Self> {
-        None
+    fn is_grpc(&self) -> bool {
+        false
     }
 }

@@ -13,7 +13,6 @@ use super::route::RoutePolicy;
 use super::{Client, RoutePartition, RouteStack, Routes};
 use crate::balance::Balancer;
 use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadLayer, Limits};
-use crate::classify::GrpcCodes;
 use crate::deadline::{AttemptLayer, DeadlineLayer, MAX_BUDGET};
 use crate::error::ConfigError;
 use crate::idempotency::IdempotencyKeyLayer;
@@ -51,10 +50,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     {
         // Every route's layers, checked before anything starts.
         self.pool.clone().settings()?;
-        let grpc = self
-            .classifier
-            .with_retryable_codes(GrpcCodes::NONE)
-            .is_some();
+        let grpc = self.classifier.is_grpc();
         if self.retryable_codes.is_some() && !grpc {
             return Err(ConfigError::new(
                 "retryable_codes",
@@ -135,14 +131,12 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         if let Some(name) = &self.timeout_header {
             attempt = attempt.timeout_header(name.clone());
         }
-        let classifier = match policy.retryable_codes.or(self.retryable_codes) {
-            Some(codes) => self
-                .classifier
-                .with_retryable_codes(codes)
-                .ok_or_else(|| ConfigError::new("retryable_codes", "not a gRPC client"))?,
-            None => self.classifier.clone(),
-        };
-        let retry = RetryLayer::builder(classifier)
+        let codes = policy
+            .retryable_codes
+            .or(self.retryable_codes)
+            .unwrap_or_default();
+        let retry = RetryLayer::builder(self.classifier.clone())
+            .retryable_codes(codes)
             .max_attempts(policy.max_attempts.unwrap_or(self.max_attempts))
             .backoff(self.backoff.clone())
             .budget(budget.clone())

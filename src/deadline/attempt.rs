@@ -9,7 +9,7 @@ use tower::{Layer, Service};
 
 use super::grpc_timeout::grpc_timeout_header;
 use super::layer::{Expiry, ResponseFuture};
-use super::{DeadlineCarrier, MAX_BUDGET};
+use super::{Deadline, DeadlineCarrier, MAX_BUDGET};
 use crate::error::{BoxError, ConfigError, Error, check_duration};
 use crate::wire::is_grpc;
 
@@ -37,6 +37,9 @@ impl Attempt {
 ///
 /// - fails at once with [`Error::DeadlineExceeded`] if the deadline has already passed, without
 ///   calling the inner service;
+/// - gives the layers below the attempt's own [`Deadline`] in place of the call's: it ends when
+///   the attempt does, and its [`budget`](Deadline::budget) is what the attempt was given (a
+///   pool bounds its checkout by it; a balancer's breakers weigh timeouts by it);
 /// - writes the attempt's timeout to the request: `grpc-timeout` on gRPC requests (content type
 ///   `application/grpc…`), and, if configured with [`timeout_header`](Self::timeout_header), an
 ///   HTTP header in whole milliseconds (rounded down, so never more than what is left);
@@ -161,6 +164,15 @@ where
         }
         if let Some(name) = &self.layer.attempt_header {
             headers.insert(name.clone(), HeaderValue::from(attempt));
+        }
+        // Below this layer the request's deadline is the attempt's: it ends when the attempt
+        // does, and its budget is what the attempt was given (the pool bounds its checkout by
+        // it; the balancer tells the endpoint's breaker, for the timeout floor). Written in
+        // place: no allocation when the call already carries a deadline.
+        let attempt = Deadline::starting_at(now, timeout);
+        match req.extensions_mut().get_mut::<Deadline>() {
+            Some(deadline) => *deadline = attempt,
+            None => req.set_deadline(attempt),
         }
         ResponseFuture::racing(self.inner.call(req), now + timeout, expiry, true)
     }

@@ -236,18 +236,16 @@ where
             }
             StateProj::Expired { expiry } => return Poll::Ready(Err(expiry.error(None))),
         };
-        // The timer fired. A per-try timeout drops the attempt now, telling the layers below
-        // that it was cut (an endpoint's breaker counts it as a timeout) and learning which
-        // endpoint it was on (the retry goes elsewhere).
-        let endpoint = match fired {
-            Expiry::Attempt(_) => super::cut::cutting(|| {
-                self.as_mut()
-                    .project()
-                    .state
-                    .set(State::Expired { expiry: fired });
-            }),
-            Expiry::Deadline(_) => None,
-        };
+        // The timer fired — a per-try timeout or the call's deadline. Either drops the call
+        // below it now, telling the layers below that it was cut (the endpoint's breaker of an
+        // attempt in flight counts it as a timeout, whichever timer cut it) and learning which
+        // endpoint it was on (a retry goes elsewhere).
+        let endpoint = super::cut::cutting(|| {
+            self.as_mut()
+                .project()
+                .state
+                .set(State::Expired { expiry: fired });
+        });
         Poll::Ready(Err(fired.error(endpoint)))
     }
 }

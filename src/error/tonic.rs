@@ -9,59 +9,15 @@ use std::sync::Arc;
 
 use tonic::{Code, Status};
 
-use super::{BoxError, Error, IdempotencyConflictReason};
+use super::Error;
 
 impl Error {
-    /// The gRPC code this error surfaces as under tonic.
+    /// The gRPC code this error surfaces as under tonic: the code gRPC gives it
+    /// ([`grpc_code_of_error`](crate::classify::grpc_code_of_error)) — a status from the server
+    /// keeps its code, a spent deadline is DEADLINE_EXCEEDED, an open breaker or no endpoint
+    /// UNAVAILABLE, a full bulkhead RESOURCE_EXHAUSTED, a lost connection UNAVAILABLE, and so on.
     pub fn grpc_code(&self) -> Code {
-        match self {
-            Error::DeadlineExceeded { .. } | Error::AttemptTimedOut { .. } => {
-                Code::DeadlineExceeded
-            }
-            Error::RetriesExhausted { last, .. }
-            | Error::RetryBudgetExhausted { last, .. }
-            | Error::RetryRefused { last, .. } => code_of_boxed(last),
-            Error::CircuitOpen { .. } | Error::NoEndpoints { .. } => Code::Unavailable,
-            Error::BulkheadFull { .. }
-            | Error::BulkheadTimeout { .. }
-            | Error::PoolTimeout { .. } => Code::ResourceExhausted,
-            Error::IdempotencyConflict { reason, .. } => match reason {
-                IdempotencyConflictReason::InFlight => Code::Aborted,
-                IdempotencyConflictReason::PayloadMismatch => Code::FailedPrecondition,
-            },
-            Error::InvalidIdempotencyKey { .. } => Code::InvalidArgument,
-            Error::Config(_) => Code::Internal,
-            Error::Inner(inner) => code_of_boxed(inner),
-        }
-    }
-}
-
-/// The code of an error that came from below: a stanchion error maps as above, a `Status` found in
-/// its source chain keeps its code, tonic's own timeout (of the `grpc-timeout` it enforces) is
-/// DEADLINE_EXCEEDED, a connect or I/O failure is UNAVAILABLE, anything else INTERNAL.
-fn code_of_boxed(err: &BoxError) -> Code {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
-    let mut saw_io = false;
-    while let Some(e) = current {
-        if let Some(own) = e.downcast_ref::<Error>() {
-            return own.grpc_code();
-        }
-        if let Some(status) = e.downcast_ref::<Status>() {
-            return status.code();
-        }
-        if e.is::<tonic::TimeoutExpired>() {
-            return Code::DeadlineExceeded;
-        }
-        if e.is::<tonic::ConnectError>() {
-            return Code::Unavailable;
-        }
-        saw_io |= e.is::<std::io::Error>();
-        current = e.source();
-    }
-    if saw_io {
-        Code::Unavailable
-    } else {
-        Code::Internal
+        crate::classify::grpc_code_of_error(self).into()
     }
 }
 
@@ -87,7 +43,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::error::{ConfigError, NoEndpointsReason};
+    use crate::error::{ConfigError, IdempotencyConflictReason, NoEndpointsReason};
 
     #[test]
     fn each_decision_has_its_code() {

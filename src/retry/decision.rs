@@ -4,8 +4,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::policy::{Observed, Retryable};
 use super::{Backoff, RetryBudget};
-use crate::classify::{Class, Kind, ServerHint};
+use crate::classify::{Class, Kind};
 
 /// Why the retry layer stopped retrying (or did not start).
 ///
@@ -15,12 +16,17 @@ use crate::classify::{Class, Kind, ServerHint};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RetryStop {
-    /// The outcome is not worth retrying (a success, a client error, a non-retryable code).
+    /// The outcome is not worth retrying (a success, a client error, a status or code the route
+    /// does not retry, a spent deadline, no endpoint).
     NotRetryable,
+    /// The response had begun — its headers arrived — so the call is committed and goes to the
+    /// caller as it is (gRFC A6's commit rule for gRPC).
+    Committed,
     /// The server asked not to retry (a negative or unparsable gRPC pushback).
     ServerAskedNotToRetry,
     /// The request is not safe to repeat: a non-idempotent HTTP method without an idempotency
-    /// key, and it may have reached the server.
+    /// key (for gRPC: a code outside the method's retryable codes), and it may have reached the
+    /// server.
     NotSafeToRepeat,
     /// The request's body outgrew the replay buffer, so it cannot be sent again.
     BodyNotReplayable,
@@ -45,6 +51,9 @@ impl fmt::Display for RetryStop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RetryStop::NotRetryable => f.write_str("the outcome is not retryable"),
+            RetryStop::Committed => f.write_str(
+                "the response had begun (its headers arrived), so the call is committed",
+            ),
             RetryStop::ServerAskedNotToRetry => f.write_str("the server asked not to retry"),
             RetryStop::NotSafeToRepeat => f.write_str(
                 "the request is not safe to repeat (non-idempotent method without an idempotency \
@@ -119,14 +128,14 @@ pub(crate) struct Rules {
     pub(crate) budget: RetryBudget,
     pub(crate) retry_overload_without_hint: bool,
     pub(crate) unavailable: UnavailablePolicy,
+    pub(crate) retryable: Retryable,
 }
 
 /// What happened in one attempt, as the decision needs it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outcome {
     pub(crate) class: Class,
-    /// The outcome is a response (an endpoint answered), not an error.
-    pub(crate) is_response: bool,
+    pub(crate) observed: Observed,
     /// Who answered, if a balancer said.
     pub(crate) served_by: Option<ServedBy>,
 }
@@ -137,6 +146,7 @@ pub(crate) struct CallState {
     /// Attempts made so far (transparent retries excluded).
     pub(crate) attempts: u32,
     pub(crate) transparent_used: bool,
+    /// An idempotent method, or an idempotency key.
     pub(crate) safe_to_repeat: bool,
     pub(crate) replayable: bool,
     pub(crate) remaining: Option<Duration>,
@@ -162,15 +172,16 @@ impl Rules {
     /// other reason never spends one.
     pub(crate) fn decide(&self, outcome: Outcome, call: CallState) -> Decision {
         let class = outcome.class;
-        if class.kind() == Kind::Success {
-            return Decision::Stop(RetryStop::NotRetryable);
+        match outcome.observed {
+            Observed::Committed => return Decision::Stop(RetryStop::Committed),
+            Observed::Final => return Decision::Stop(RetryStop::NotRetryable),
+            Observed::Response | Observed::Error if class.kind() == Kind::Success => {
+                return Decision::Stop(RetryStop::NotRetryable);
+            }
+            _ => {}
         }
         // A request that never reached the server: once, at once, for free (gRPC A6).
-        if class.is_never_sent()
-            && class.is_retryable()
-            && !call.transparent_used
-            && call.replayable
-        {
+        if class.is_never_sent() && !call.transparent_used && call.replayable {
             if call.remaining.is_some_and(|r| r.is_zero()) {
                 return Decision::Stop(RetryStop::DeadlineTooShort {
                     delay: Duration::ZERO,
@@ -183,16 +194,12 @@ impl Rules {
                 avoid: None,
             };
         }
-        // 1. Worth retrying?
-        if class.hint() == ServerHint::DoNotRetry {
-            return Decision::Stop(RetryStop::ServerAskedNotToRetry);
-        }
-        if !class.is_retryable() {
-            return Decision::Stop(RetryStop::NotRetryable);
-        }
-        // 2. Safe to repeat?
-        if !(class.is_never_sent() || call.safe_to_repeat) {
-            return Decision::Stop(RetryStop::NotSafeToRepeat);
+        // 1–2. Worth retrying, by the route's statuses or codes, and safe to repeat?
+        if let Some(stop) = self
+            .retryable
+            .refusal(&class, outcome.observed, call.safe_to_repeat)
+        {
+            return Decision::Stop(stop);
         }
         if !call.replayable {
             return Decision::Stop(RetryStop::BodyNotReplayable);
@@ -213,7 +220,7 @@ impl Rules {
                     UnavailablePolicy::Never => return Decision::Stop(RetryStop::NoOtherEndpoint),
                     UnavailablePolicy::AnyEndpoint => {}
                     // An endpoint answered "unavailable" (it may be draining): only another one.
-                    UnavailablePolicy::OtherEndpoint if outcome.is_response => {
+                    UnavailablePolicy::OtherEndpoint if outcome.observed == Observed::Response => {
                         match outcome.served_by {
                             Some(served) if served.alternatives > 0 => {
                                 avoid = Some(served.endpoint);
@@ -249,273 +256,6 @@ impl Rules {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    fn rules() -> Rules {
-        Rules {
-            max_attempts: 3,
-            backoff: Backoff::new(10 * MS, 100 * MS).unwrap().seed(1),
-            budget: RetryBudget::default(),
-            retry_overload_without_hint: false,
-            unavailable: UnavailablePolicy::OtherEndpoint,
-        }
-    }
-
-    fn call() -> CallState {
-        CallState {
-            attempts: 1,
-            transparent_used: false,
-            safe_to_repeat: true,
-            replayable: true,
-            remaining: Some(Duration::from_secs(10)),
-            previous_delay: None,
-        }
-    }
-
-    fn outcome(class: Class) -> Outcome {
-        Outcome {
-            class,
-            is_response: true,
-            served_by: None,
-        }
-    }
-
-    fn served(alternatives: usize) -> Option<ServedBy> {
-        Some(ServedBy {
-            endpoint: "127.0.0.1:1".parse().unwrap(),
-            alternatives,
-        })
-    }
-
-    fn retryable(kind: Kind) -> Class {
-        Class::new(kind).with_retryable(true)
-    }
-
-    fn stop(reason: RetryStop) -> Decision {
-        Decision::Stop(reason)
-    }
-
-    fn is_retry(d: Decision) -> bool {
-        matches!(d, Decision::Retry { .. })
-    }
-
-    #[test]
-    fn the_rules_apply_in_order() {
-        let r = rules();
-        let hint = |s| ServerHint::RetryAfter(Duration::from_secs(s));
-        let cases: Vec<(&str, Outcome, CallState, Decision)> = vec![
-            (
-                "success",
-                outcome(Class::success()),
-                call(),
-                stop(RetryStop::NotRetryable),
-            ),
-            (
-                "client error",
-                outcome(Class::new(Kind::ClientError)),
-                call(),
-                stop(RetryStop::NotRetryable),
-            ),
-            (
-                "server said no",
-                outcome(retryable(Kind::Unavailable).with_hint(ServerHint::DoNotRetry)),
-                call(),
-                stop(RetryStop::ServerAskedNotToRetry),
-            ),
-            (
-                "unsafe POST",
-                outcome(retryable(Kind::ServerError)),
-                CallState {
-                    safe_to_repeat: false,
-                    ..call()
-                },
-                stop(RetryStop::NotSafeToRepeat),
-            ),
-            (
-                "body too big",
-                outcome(retryable(Kind::ServerError)),
-                CallState {
-                    replayable: false,
-                    ..call()
-                },
-                stop(RetryStop::BodyNotReplayable),
-            ),
-            (
-                "attempts used",
-                outcome(retryable(Kind::ServerError)),
-                CallState {
-                    attempts: 3,
-                    ..call()
-                },
-                stop(RetryStop::AttemptsExhausted),
-            ),
-            (
-                "429 without hint",
-                outcome(retryable(Kind::Overload)),
-                call(),
-                stop(RetryStop::OverloadWithoutHint),
-            ),
-            (
-                "503 without hint, one endpoint",
-                Outcome {
-                    served_by: served(0),
-                    ..outcome(retryable(Kind::Unavailable))
-                },
-                call(),
-                stop(RetryStop::NoOtherEndpoint),
-            ),
-            (
-                "503 without hint, no balancer",
-                outcome(retryable(Kind::Unavailable)),
-                call(),
-                stop(RetryStop::NoOtherEndpoint),
-            ),
-            (
-                "hint longer than what is left",
-                outcome(retryable(Kind::Unavailable).with_hint(hint(30))),
-                CallState {
-                    remaining: Some(Duration::from_secs(5)),
-                    ..call()
-                },
-                stop(RetryStop::DeadlineTooShort {
-                    delay: Duration::from_secs(30),
-                    remaining: Duration::from_secs(5),
-                }),
-            ),
-            (
-                "hint that fits",
-                outcome(retryable(Kind::Overload).with_hint(hint(1))),
-                call(),
-                Decision::Retry {
-                    delay: Duration::from_secs(1),
-                    transparent: false,
-                    avoid: None,
-                },
-            ),
-            (
-                "never sent: transparent, even when unsafe and out of attempts",
-                outcome(retryable(Kind::Transport).with_never_sent(true)),
-                CallState {
-                    safe_to_repeat: false,
-                    attempts: 3,
-                    ..call()
-                },
-                Decision::Retry {
-                    delay: Duration::ZERO,
-                    transparent: true,
-                    avoid: None,
-                },
-            ),
-            (
-                "never sent twice: counts as usual",
-                outcome(retryable(Kind::Transport).with_never_sent(true)),
-                CallState {
-                    transparent_used: true,
-                    attempts: 3,
-                    ..call()
-                },
-                stop(RetryStop::AttemptsExhausted),
-            ),
-        ];
-        for (name, outcome, state, expected) in cases {
-            assert_eq!(r.decide(outcome, state), expected, "{name}");
-        }
-    }
-
-    #[test]
-    fn unavailable_goes_to_another_endpoint() {
-        let decision = rules().decide(
-            Outcome {
-                served_by: served(2),
-                ..outcome(retryable(Kind::Unavailable))
-            },
-            call(),
-        );
-        let Decision::Retry { avoid, .. } = decision else {
-            panic!("expected a retry, got {decision:?}");
-        };
-        assert_eq!(avoid, Some("127.0.0.1:1".parse().unwrap()));
-
-        let mut any = rules();
-        any.unavailable = UnavailablePolicy::AnyEndpoint;
-        let o = Outcome {
-            served_by: served(0),
-            ..outcome(retryable(Kind::Unavailable))
-        };
-        assert!(is_retry(any.decide(o, call())));
-        any.unavailable = UnavailablePolicy::Never;
-        assert_eq!(any.decide(o, call()), stop(RetryStop::NoOtherEndpoint));
-
-        // An unavailable *error* names no draining endpoint: it may be retried anywhere.
-        let error = Outcome {
-            is_response: false,
-            ..outcome(retryable(Kind::Unavailable))
-        };
-        assert!(is_retry(rules().decide(error, call())));
-
-        let mut overload = rules();
-        overload.retry_overload_without_hint = true;
-        assert!(is_retry(
-            overload.decide(outcome(retryable(Kind::Overload)), call())
-        ));
-    }
-
-    #[test]
-    fn refusals_never_spend_a_budget_token() {
-        let mut r = rules();
-        r.budget = RetryBudget::builder()
-            .ratio(0.0)
-            .min_per_second(1)
-            .window(Duration::from_secs(1))
-            .build()
-            .unwrap();
-        // Refused before the budget: the single token stays.
-        let unsafe_call = CallState {
-            safe_to_repeat: false,
-            ..call()
-        };
-        for _ in 0..5 {
-            r.decide(outcome(retryable(Kind::ServerError)), unsafe_call);
-        }
-        assert!(is_retry(
-            r.decide(outcome(retryable(Kind::ServerError)), call())
-        ));
-        assert_eq!(
-            r.decide(outcome(retryable(Kind::ServerError)), call()),
-            stop(RetryStop::BudgetExhausted)
-        );
-        // Transparent retries are free.
-        assert!(is_retry(r.decide(
-            outcome(retryable(Kind::Transport).with_never_sent(true)),
-            call()
-        )));
-    }
-
-    #[test]
-    fn every_reason_explains_itself() {
-        let reasons = [
-            RetryStop::NotRetryable,
-            RetryStop::ServerAskedNotToRetry,
-            RetryStop::NotSafeToRepeat,
-            RetryStop::BodyNotReplayable,
-            RetryStop::AttemptsExhausted,
-            RetryStop::OverloadWithoutHint,
-            RetryStop::NoOtherEndpoint,
-            RetryStop::DeadlineTooShort {
-                delay: Duration::from_secs(30),
-                remaining: Duration::from_secs(5),
-            },
-            RetryStop::BudgetExhausted,
-        ];
-        let texts: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
-        for (i, text) in texts.iter().enumerate() {
-            assert!(text.len() > 20, "{text}");
-            assert!(!texts[..i].contains(text), "duplicate: {text}");
-        }
-        assert!(texts[7].contains("30s") && texts[7].contains("5s"));
-    }
-}
+#[cfg(all(test, any(feature = "hyper", feature = "tonic")))]
+#[path = "decision_tests.rs"]
+mod tests;

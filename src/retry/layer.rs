@@ -12,10 +12,11 @@ use tower::util::Oneshot;
 use tower::{Layer, Service};
 
 use super::decision::{CallState, Decision, Outcome, Rules};
+use super::policy::{Observed, Retryable, Statuses};
 use super::{
     Backoff, RetryBudget, RetryRequest, RetryResponse, RetryStop, RetryStopped, UnavailablePolicy,
 };
-use crate::classify::{Class, Classify, Kind, Verdict};
+use crate::classify::{Class, Classify, GrpcCodes, Kind, Verdict};
 use crate::error::{BoxError, ConfigError, Error};
 
 /// The default number of attempts, the first included: 3.
@@ -47,10 +48,11 @@ struct Policy<C> {
 impl<C> RetryLayer<C> {
     /// A builder that judges outcomes with `classifier` (an
     /// [`HttpClassifier`](crate::classify::HttpClassifier), a
-    /// [`GrpcClassifier`](crate::classify::GrpcClassifier) holding the method's retryable codes,
-    /// or your own), starting from the defaults: 3 attempts, full-jitter backoff from 50 ms capped
-    /// at 500 ms, a budget of 20 % + 10/s over 10 s, overload without a hint not retried,
-    /// unavailable without a hint retried only on another endpoint.
+    /// [`GrpcClassifier`](crate::classify::GrpcClassifier), or your own), starting from the
+    /// defaults: 3 attempts, full-jitter backoff from 50 ms capped at 500 ms, a budget of 20 % +
+    /// 10/s over 10 s, overload without a hint not retried, unavailable without a hint retried
+    /// only on another endpoint, gRPC codes retried: UNAVAILABLE, HTTP statuses retried: 408,
+    /// 429, 500, 502, 503, 504.
     pub fn builder(classifier: C) -> RetryLayerBuilder<C> {
         RetryLayerBuilder {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -58,6 +60,8 @@ impl<C> RetryLayer<C> {
             budget: None,
             retry_overload_without_hint: false,
             unavailable: UnavailablePolicy::OtherEndpoint,
+            codes: GrpcCodes::default(),
+            statuses: None,
             classifier,
         }
     }
@@ -81,10 +85,30 @@ pub struct RetryLayerBuilder<C> {
     budget: Option<RetryBudget>,
     retry_overload_without_hint: bool,
     unavailable: UnavailablePolicy,
+    codes: GrpcCodes,
+    statuses: Option<Vec<u16>>,
     classifier: C,
 }
 
 impl<C> RetryLayerBuilder<C> {
+    /// gRPC: the status codes worth retrying (gRFC A6's per-method `retryableStatusCodes`;
+    /// default UNAVAILABLE only). An outcome that may have reached the server — a status, a
+    /// reset, a lost connection, a per-try timeout (DEADLINE_EXCEEDED) — is retried only if its
+    /// code is here; a request that was never sent is retried once whatever the codes.
+    pub fn retryable_codes(mut self, codes: GrpcCodes) -> Self {
+        self.codes = codes;
+        self
+    }
+
+    /// HTTP: the response statuses worth retrying (default
+    /// [`DEFAULT_RETRYABLE_STATUSES`](super::DEFAULT_RETRYABLE_STATUSES): 408, 429, 500, 502,
+    /// 503, 504), when the method is idempotent or the request has an idempotency key. Each must
+    /// be a status, 100 to 999.
+    pub fn retryable_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
     /// Attempts in total, the first included: 1 (no retries) to 10. Default 3.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
@@ -125,6 +149,10 @@ impl<C> RetryLayerBuilder<C> {
                 format!("{} is not between 1 and {MAX_ATTEMPTS}", self.max_attempts),
             ));
         }
+        let statuses = match self.statuses {
+            Some(statuses) => Statuses::of(statuses)?,
+            None => Statuses::default(),
+        };
         Ok(RetryLayer {
             policy: Arc::new(Policy {
                 rules: Rules {
@@ -133,6 +161,10 @@ impl<C> RetryLayerBuilder<C> {
                     budget: self.budget.unwrap_or_default(),
                     retry_overload_without_hint: self.retry_overload_without_hint,
                     unavailable: self.unavailable,
+                    retryable: Retryable {
+                        codes: self.codes,
+                        statuses,
+                    },
                 },
                 classifier: self.classifier,
             }),
@@ -264,22 +296,31 @@ where
                 }
             };
             let classifier = &this.policy.classifier;
-            let (class, served_by) = match &result {
+            let (class, observed, served_by) = match &result {
                 Ok(res) if *this.retries_conflicts && res.is_conflict() => (
-                    Class::new(Kind::ClientError).with_retryable(true),
+                    Class::new(Kind::ClientError),
+                    Observed::Conflict,
                     res.served_by(),
                 ),
                 Ok(res) => match classifier.classify_response(res) {
-                    Verdict::Done(class) => (class, res.served_by()),
+                    Verdict::Done(class) => (class, Observed::Response, res.served_by()),
                     // The verdict is in the trailers: the response has begun, so the call is
-                    // committed (a gRPC status after the headers, per gRPC A6). Hand it over.
+                    // committed (a gRPC status after the headers, per gRPC A6). The outcome is
+                    // not known yet; the decision hands the response over as it is.
                     Verdict::AtEndOfStream(_) => {
-                        return Poll::Ready(result.map_err(Error::from_inner));
+                        (Class::success(), Observed::Committed, res.served_by())
                     }
                 },
-                Err(err) => (classifier.classify_error(err.as_ref()), None),
+                Err(err) => {
+                    let observed = if ends_the_call(err.as_ref()) {
+                        Observed::Final
+                    } else {
+                        Observed::Error
+                    };
+                    (classifier.classify_error(err.as_ref()), observed, None)
+                }
             };
-            if class.kind() == Kind::Success {
+            if class.kind() == Kind::Success && observed == Observed::Response {
                 return Poll::Ready(result.map_err(Error::from_inner));
             }
             let call = CallState {
@@ -297,7 +338,7 @@ where
             match this.policy.rules.decide(
                 Outcome {
                     class,
-                    is_response: result.is_ok(),
+                    observed,
                     served_by,
                 },
                 call,
@@ -344,7 +385,10 @@ where
                     }
                 }
                 Decision::Stop(reason) => {
-                    return Poll::Ready(stop(result, class.is_failure(), reason, *this.attempts));
+                    // A committed response's outcome is not known yet; any other one that is
+                    // not a success (a 5xx, a 429, a 409…) says why retrying stopped.
+                    let settled = observed != Observed::Committed && class.kind() != Kind::Success;
+                    return Poll::Ready(stop(result, settled, reason, *this.attempts));
                 }
             }
         }
@@ -352,19 +396,19 @@ where
 }
 
 /// The caller's answer once retrying stops: the response with the reason in its extensions, or
-/// an error that says why.
+/// an error that says why. `settled`: the outcome is known and is not a success.
 fn stop<Res: RetryResponse>(
     result: Result<Res, BoxError>,
-    failed: bool,
+    settled: bool,
     reason: RetryStop,
     attempts: u32,
 ) -> Result<Res, Error> {
-    if failed {
+    if settled || result.is_err() {
         tracing::debug!(%reason, attempts, "retrying stopped");
     }
     match result {
         Ok(mut res) => {
-            if failed {
+            if settled {
                 res.record_stop(RetryStopped { reason, attempts });
             }
             Ok(res)
@@ -382,6 +426,24 @@ fn stop<Res: RetryResponse>(
             },
         }),
     }
+}
+
+/// Whether an error from below ends the call whatever the policy: the deadline ran out, no
+/// endpoint can take the call, the bulkhead refused it, the request itself is invalid.
+fn ends_the_call(err: &(dyn std::error::Error + 'static)) -> bool {
+    crate::classify::chain(err)
+        .filter_map(|e| e.downcast_ref::<Error>())
+        .any(|own| {
+            matches!(
+                own,
+                Error::DeadlineExceeded { .. }
+                    | Error::NoEndpoints { .. }
+                    | Error::BulkheadFull { .. }
+                    | Error::BulkheadTimeout { .. }
+                    | Error::InvalidIdempotencyKey { .. }
+                    | Error::Config(_)
+            )
+        })
 }
 
 /// The endpoint of an attempt cut by its per-try timeout, if a balancer said.

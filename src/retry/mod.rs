@@ -60,6 +60,7 @@ mod body;
 mod budget;
 mod decision;
 mod layer;
+mod policy;
 mod request;
 
 pub use self::backoff::{Backoff, DEFAULT_BASE, Jitter};
@@ -75,4 +76,5 @@ pub use self::decision::{AvoidEndpoint, RetryStop, RetryStopped, ServedBy, Unava
 pub use self::layer::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, Retry, RetryFuture, RetryLayer, RetryLayerBuilder,
 };
+pub use self::policy::DEFAULT_RETRYABLE_STATUSES;
 pub use self::request::{RetryBody, RetryOnConflict, RetryRequest, RetryResponse, RetrySafe};

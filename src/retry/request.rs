@@ -78,14 +78,14 @@ mod http_impls {
     use http::{Request, Response};
 
     use super::{RetryBody, RetryOnConflict, RetryRequest, RetryResponse, RetrySafe};
+    use crate::classify::GrpcCode;
     use crate::deadline::Attempt;
     use crate::retry::{AvoidEndpoint, RetryStopped, ServedBy};
-    use crate::wire::is_grpc;
 
-    /// HTTP: safe to repeat when the method is idempotent (GET, HEAD, OPTIONS, PUT, DELETE,
-    /// TRACE) or the request is marked [`RetrySafe`]. gRPC (every call a POST): safe, because
-    /// which outcomes a method retries is its policy of retryable codes, in the classifier
-    /// (gRPC A6).
+    /// Safe to repeat when the method is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE:
+    /// RFC 9110 §9.2.2) or the request is marked [`RetrySafe`] (an idempotency key). A gRPC
+    /// call is a POST, so this is false for it: what a gRPC method may repeat is decided by its
+    /// retryable codes (gRFC A6), in the retry policy.
     impl<B: RetryBody> RetryRequest for Request<B> {
         fn try_clone(&self) -> Option<Self> {
             let mut copy = Request::new(self.body().try_clone_body()?);
@@ -102,9 +102,7 @@ mod http_impls {
         }
 
         fn is_safe_to_repeat(&self) -> bool {
-            self.method().is_idempotent()
-                || self.extensions().get::<RetrySafe>().is_some()
-                || is_grpc(self.headers())
+            self.method().is_idempotent() || self.extensions().get::<RetrySafe>().is_some()
         }
 
         fn retries_conflicts(&self) -> bool {
@@ -141,7 +139,7 @@ mod http_impls {
                 || self
                     .headers()
                     .get("grpc-status")
-                    .is_some_and(|code| code.as_bytes() == b"10")
+                    .is_some_and(|code| GrpcCode::from_header(code.as_bytes()) == GrpcCode::Aborted)
         }
     }
 }

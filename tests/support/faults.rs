@@ -27,6 +27,9 @@ pub struct Fault {
     pub reset: bool,
     /// Never answer.
     pub hang: bool,
+    /// gRPC: send the response headers and the message, then reset the stream instead of
+    /// sending the trailers.
+    pub reset_after_headers: bool,
 }
 
 impl Fault {
@@ -55,6 +58,14 @@ impl Fault {
     pub fn reset() -> Self {
         Fault {
             reset: true,
+            ..Fault::default()
+        }
+    }
+
+    /// gRPC: answer with headers and a message, then reset the stream (no trailers).
+    pub fn reset_after_headers() -> Self {
+        Fault {
+            reset_after_headers: true,
             ..Fault::default()
         }
     }

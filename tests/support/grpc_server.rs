@@ -5,7 +5,6 @@
 //! trailers-only response, as the fault says.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -117,8 +116,17 @@ fn respond(fault: &Fault, message: String) -> Response<FramesBody> {
     if code == 0 {
         frames.push_back(Frame::data(encode_frame(&Echo { message })));
     }
+    if fault.reset_after_headers {
+        return res
+            .body(FramesBody {
+                frames,
+                fail_at_end: true,
+                pause: None,
+            })
+            .unwrap();
+    }
     frames.push_back(Frame::trailers(status));
-    res.body(FramesBody { frames }).unwrap()
+    res.body(FramesBody::new(frames)).unwrap()
 }
 
 /// A gRPC length-prefixed message: a compression flag, a 4-byte length, the message.
@@ -131,33 +139,50 @@ pub fn encode_frame(message: &Echo) -> Bytes {
     buf.freeze()
 }
 
-/// A response body made of prepared frames (data, then trailers), yielded one at a time.
+/// A response body made of prepared frames (data, then trailers), yielded one at a time;
+/// optionally failing 10 ms after them (the server then resets the stream, after the client
+/// has had the headers).
 #[derive(Default)]
 pub struct FramesBody {
     frames: VecDeque<Frame<Bytes>>,
+    fail_at_end: bool,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl FramesBody {
     pub fn new(frames: impl IntoIterator<Item = Frame<Bytes>>) -> Self {
         FramesBody {
             frames: frames.into_iter().collect(),
+            fail_at_end: false,
+            pause: None,
         }
     }
 }
 
 impl http_body::Body for FramesBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = InjectedReset;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.frames.pop_front().map(Ok))
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, InjectedReset>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if self.fail_at_end {
+            let pause = self.pause.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep(std::time::Duration::from_millis(10)))
+            });
+            std::task::ready!(pause.as_mut().poll(cx));
+            self.fail_at_end = false;
+            return Poll::Ready(Some(Err(InjectedReset)));
+        }
+        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
+        self.frames.is_empty() && !self.fail_at_end
     }
 }
 

@@ -14,7 +14,7 @@ use tower::Service;
 use super::config::ServerConfig;
 use super::headers::end_to_end_headers;
 use crate::BoxError;
-use crate::classify::GrpcCode;
+use crate::classify::{GrpcCode, Kind};
 use crate::idempotency::body::{Collected, IdempotencyBody, collect};
 use crate::idempotency::record::{Fingerprint, StoredResponse};
 use crate::idempotency::store::{IdempotencyStore, LeaseToken};
@@ -118,18 +118,23 @@ impl<St: IdempotencyStore> Execution<St> {
         }
     }
 
+    /// Whether the response is a failure worth running again rather than storing: anything but
+    /// a success, the caller's own error or a cancellation — a 5xx, 408, 429, gRPC UNAVAILABLE,
+    /// INTERNAL, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED….
     fn is_failure(&self, stored: &StoredResponse) -> bool {
-        let http = self
-            .config
-            .classifier
-            .classify_status(stored.status, &stored.headers)
-            .kind()
-            .is_failure();
+        let failed =
+            |kind: Kind| !matches!(kind, Kind::Success | Kind::ClientError | Kind::Cancelled);
+        let http = failed(
+            self.config
+                .classifier
+                .classify_status(stored.status, &stored.headers)
+                .kind(),
+        );
         let grpc = [Some(&stored.headers), stored.trailers.as_ref()]
             .into_iter()
             .flatten()
             .filter_map(|h| h.get("grpc-status"))
-            .any(|code| GrpcCode::from_header(code.as_bytes()).kind().is_failure());
+            .any(|code| failed(GrpcCode::from_header(code.as_bytes()).kind()));
         http || grpc
     }
 
