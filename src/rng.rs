@@ -4,9 +4,10 @@
 //! Unseeded — every production path — each thread draws from its own generator, seeded once
 //! from the operating system, so no draw touches memory another thread writes. Seeded (tests,
 //! simulations, `--seed` in the examples), clones share one exact sequence: draw number `n` of
-//! seed `s` is the first output of a `SmallRng` seeded with `s + n·γ` — a counter, lock-free and
-//! the same whatever thread draws, so a seeded run repeats exactly when its draws happen in the
-//! same order. Neither needs cryptographic quality.
+//! seed `s` is the first output of a xoshiro256++ generator (`rand`'s `Xoshiro256PlusPlus`,
+//! which — unlike `SmallRng` — is the same algorithm on every platform and release) seeded with
+//! `s + n·γ` — a counter, lock-free and the same whatever thread draws, so a seeded run repeats
+//! exactly when its draws happen in the same order. Neither needs cryptographic quality.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::rngs::{SmallRng, SysRng};
+use rand::rngs::{SmallRng, SysRng, Xoshiro256PlusPlus};
 use rand::{Rng, SeedableRng};
 
 /// The golden-ratio increment (SplitMix64's γ): spreads consecutive draw numbers over the seeds.
@@ -69,7 +70,8 @@ impl Jitter {
             None => THREAD_RNG.with(|rng| rng.borrow_mut().next_u64()),
             Some(seeded) => {
                 let n = seeded.draws.fetch_add(1, Ordering::Relaxed);
-                SmallRng::seed_from_u64(seeded.seed.wrapping_add(n.wrapping_mul(GAMMA))).next_u64()
+                Xoshiro256PlusPlus::seed_from_u64(seeded.seed.wrapping_add(n.wrapping_mul(GAMMA)))
+                    .next_u64()
             }
         }
     }

@@ -92,7 +92,17 @@ async fn grpc_trailers_only_and_proxy_errors_are_classified_on_the_head() {
         (
             // A proxy's 503: UNAVAILABLE, per gRPC's HTTP-to-gRPC mapping.
             Fault::status(503),
-            Class::new(Kind::Unavailable).with_grpc_code(GrpcCode::Unavailable),
+            Class::new(Kind::Unavailable)
+                .with_grpc_code(GrpcCode::Unavailable)
+                .with_status(503),
+        ),
+        (
+            // A proxy's 429: UNAVAILABLE to gRPC, but shedding all the same (not a failure of
+            // the endpoint, not retried without a hint).
+            Fault::status(429),
+            Class::new(Kind::Overload)
+                .with_grpc_code(GrpcCode::Unavailable)
+                .with_status(429),
         ),
     ];
     for (fault, expected) in cases {

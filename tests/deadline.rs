@@ -26,10 +26,12 @@ const SEC: Duration = Duration::from_secs(1);
 const TIMEOUT_MS: HeaderName = HeaderName::from_static("x-timeout-ms");
 
 /// A service that answers after `delay`.
-fn slow(delay: Duration) -> impl Service<Request<()>, Response = (), Error = Infallible> + Clone {
+fn slow(
+    delay: Duration,
+) -> impl Service<Request<()>, Response = http::Response<()>, Error = Infallible> + Clone {
     service_fn(move |_req: Request<()>| async move {
         sleep(delay).await;
-        Ok(())
+        Ok(http::Response::new(()))
     })
 }
 
@@ -58,9 +60,9 @@ impl Capture {
 }
 
 impl Service<Request<()>> for Capture {
-    type Response = ();
+    type Response = http::Response<()>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<(), Infallible>>;
+    type Future = std::future::Ready<Result<http::Response<()>, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -72,7 +74,7 @@ impl Service<Request<()>> for Capture {
             .lock()
             .unwrap()
             .push((req.headers().clone(), remaining));
-        std::future::ready(Ok(()))
+        std::future::ready(Ok(http::Response::new(())))
     }
 }
 
@@ -309,12 +311,28 @@ async fn the_per_try_timeout_fails_the_attempt_before_the_deadline() {
     assert_eq!(start.elapsed(), SEC);
 }
 
+/// A client called from inside another's attempt (its transport) carries the attempt's
+/// deadline: running out of it is the attempt's timeout — retryable above — not the end of the
+/// call.
+#[tokio::test(start_paused = true)]
+async fn a_nested_budget_ends_as_the_outer_attempt_not_the_call() {
+    let inner = DeadlineLayer::new(10 * SEC).unwrap().layer(slow(3 * SEC));
+    let mut svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(10 * SEC).unwrap())
+        .layer(AttemptLayer::new(SEC).unwrap())
+        .service(inner);
+    let start = Instant::now();
+    let err = call(&mut svc, Request::new(())).await.unwrap_err();
+    assert!(matches!(err, Error::AttemptTimedOut { .. }), "{err:?}");
+    assert_eq!(start.elapsed(), SEC);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_transport_enforcing_the_stamped_timeout_reports_our_expiry() {
     // tonic's channel enforces the grpc-timeout we write with its own timer, which can fire a
     // moment before ours: the caller still gets the deadline (or attempt) error.
     let enforcing = service_fn(|_req: Request<()>| async {
-        Err::<(), _>(stanchion::BoxError::from(tonic::TimeoutExpired(())))
+        Err::<http::Response<()>, _>(stanchion::BoxError::from(tonic::TimeoutExpired(())))
     });
     let cases = [(SEC, 2 * SEC, "deadline"), (5 * SEC, 2 * SEC, "attempt")];
     for (budget, per_try, expected) in cases {
@@ -352,7 +370,7 @@ fn handler() -> impl Service<
     service_fn(|req: Request<()>| async move {
         let incoming = req.deadline().map(|d| d.remaining());
         let mut client = DeadlineLayer::new(5 * SEC).unwrap().layer(slow(10 * SEC));
-        call(&mut client, Request::new(())).await.map(|()| incoming)
+        call(&mut client, Request::new(())).await.map(|_| incoming)
     })
 }
 

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use stanchion::Error;
 use stanchion::classify::{Classify, FixedClock, GrpcClassifier, HttpClassifier};
-use stanchion::deadline::{AttemptLayer, DeadlineLayer, parse_grpc_timeout};
+use stanchion::deadline::{AttemptLayer, DeadlineBody, DeadlineLayer, parse_grpc_timeout};
 use stanchion::retry::{
     Backoff, ReplayBody, ReplayBodyLayer, RetryBudget, RetryLayer, RetrySafe, RetryStop,
     RetryStopped, UnavailablePolicy,
@@ -37,7 +37,9 @@ fn stack<C>(
     retry: RetryLayer<C>,
     budget: Duration,
     servers: &[&HttpServer],
-) -> impl Service<Request<Full<Bytes>>, Response = Response<Incoming>, Error = Error> + Clone + use<C>
+) -> impl Service<Request<Full<Bytes>>, Response = Response<DeadlineBody<Incoming>>, Error = Error>
++ Clone
++ use<C>
 where
     C: Classify<Response<Incoming>> + Send + Sync + 'static,
 {
@@ -60,7 +62,7 @@ fn post(path: &str, body: &'static str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-fn stopped(res: &Response<Incoming>) -> Option<RetryStopped> {
+fn stopped<B>(res: &Response<B>) -> Option<RetryStopped> {
     res.extensions().get::<RetryStopped>().copied()
 }
 

@@ -257,6 +257,101 @@ async fn shedding_ejects_no_endpoint() {
     assert_eq!(state, BreakerState::Closed);
 }
 
+/// Outcomes that say nothing about the endpoint — shedding, the client's own refusals — are
+/// recorded neither way: they do not break a run of failures, and do not complete a probe.
+#[tokio::test(start_paused = true)]
+async fn neutral_outcomes_neither_break_a_run_nor_close_a_circuit() {
+    let breaker = CircuitBreaker::builder()
+        .consecutive_failures(3)
+        .open_duration(SEC)
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    let record = |kind| {
+        breaker
+            .try_acquire()
+            .unwrap()
+            .record(Some(Class::new(kind)))
+    };
+    for kind in [
+        Kind::ServerError,
+        Kind::Overload,
+        Kind::ServerError,
+        Kind::Refused,
+        Kind::ServerError,
+    ] {
+        record(kind);
+    }
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open,
+        "3 failures in a row, shedding between"
+    );
+    tokio::time::advance(SEC).await;
+    // A probe that meets shedding gives its slot back; the circuit stays half-open.
+    record(Kind::Overload);
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    record(Kind::Success);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}
+
+/// A connector whose connects never complete (a blackholed address: SYNs dropped).
+#[derive(Clone)]
+struct Blackhole;
+
+impl tower::Service<std::net::SocketAddr> for Blackhole {
+    type Response = stanchion::pool::HttpConnection<HttpBody>;
+    type Error = stanchion::BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _addr: std::net::SocketAddr) -> Self::Future {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// An endpoint whose connects hang is the endpoint's failure (a timeout), not our own
+/// congestion: with a per-try timeout shorter than any connect timeout, it is still ejected,
+/// and calls go to the other endpoint.
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_whose_connects_hang_is_ejected() {
+    let healthy = HttpServer::start(FaultPlan::healthy()).await;
+    let blackholed: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let settings = PoolBuilder::new().settings().unwrap();
+    let healthy_addr = healthy.addr();
+    let client = Client::http(Target::addrs([healthy_addr, blackholed]))
+        .per_try_timeout(300 * MS)
+        .breaker(CircuitBreaker::builder().consecutive_failures(2))
+        .backoff(fast_backoff())
+        .build_with(move |addr| {
+            if addr == healthy_addr {
+                settings.build(
+                    tower::util::Either::Left(HttpConnector::<HttpBody>::http1()),
+                    addr,
+                )
+            } else {
+                settings.build(tower::util::Either::Right(Blackhole), addr)
+            }
+        })
+        .unwrap();
+    client.resolved().await;
+    for _ in 0..10 {
+        let res = client.clone().oneshot(get()).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let state = client.balancer().breaker(blackholed).unwrap().state();
+    assert_eq!(state, BreakerState::Open);
+    assert_eq!(healthy.count(), 10);
+}
+
 /// The call number on which a fresh breaker opens, given each call's outcome: (failed, slow).
 /// A slow call takes 20 ms of paused time, past the 10 ms slow-call threshold.
 fn opening_call(breaker: &CircuitBreaker, outcomes: &[(bool, bool)]) -> Option<usize> {

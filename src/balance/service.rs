@@ -189,10 +189,15 @@ impl<B> BalanceRequest for http::Request<B> {
         self.extensions().get::<AvoidEndpoint>().map(|a| a.0)
     }
 
-    /// The budget of the request's deadline: what the attempt was given, below an
-    /// [`AttemptLayer`](crate::deadline::AttemptLayer); else the call's whole budget.
+    /// What the attempt was given, below an [`AttemptLayer`](crate::deadline::AttemptLayer)
+    /// (its deadline's budget); else what is left of the call's deadline now.
     fn attempt_budget(&self) -> Option<Duration> {
-        self.extensions().get::<Deadline>().map(Deadline::budget)
+        let deadline = self.extensions().get::<Deadline>()?;
+        Some(if deadline.is_attempt() {
+            deadline.budget()
+        } else {
+            deadline.remaining()
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::config::{Config, WindowKind};
 use super::window::{CountWindow, STRIPES, Tally, TimeWindow, Window};
-use crate::classify::Class;
+use crate::classify::{Class, EndpointVerdict};
 use crate::clock::Origin;
 use crate::error::Error;
 use crate::rng::Jitter;
@@ -446,7 +446,8 @@ impl Inner {
             Window::Time(_) => self.now_nanos(),
             _ => 0,
         };
-        // Only a failure or a slow call can bring the rate to the threshold.
+        // Only a failure, a slow call, a call that grows a filling window or one that starts a
+        // new time slice can bring a rate to its threshold (the window says which).
         if let Some(tally) = self.window.record(stripe, failure, slow, now)
             && !forced_closed
             && self.should_trip(tally)
@@ -534,7 +535,10 @@ impl Permit {
     }
 
     /// Records the call's outcome (`None`: cancelled before the outcome was known). Whether it
-    /// counts as a failure is [`Class::counts_against_endpoint`].
+    /// counts as a failure, a success or neither is [`Class::endpoint_verdict`]: an outcome
+    /// that says nothing about the endpoint (shedding, the client's own refusal, a timeout
+    /// below the floor) is recorded like a cancellation — it neither breaks a run of failures
+    /// nor completes a half-open probe.
     #[inline]
     pub fn record(mut self, class: Option<Class>) {
         let Some(active) = self.active.take() else {
@@ -551,7 +555,18 @@ impl Permit {
             (Some((threshold, _)), Some(started)) => started.elapsed() >= threshold,
             _ => false,
         };
-        let failure = class.counts_against_endpoint(active.given, inner.config.timeout_floor);
+        let failure = match class.endpoint_verdict(active.given, inner.config.timeout_floor) {
+            EndpointVerdict::Failure => true,
+            EndpointVerdict::Success => false,
+            // Shedding, our own refusal, a timeout below the floor: neither a failure nor a
+            // success — recorded like a cancellation (a probe slot goes back).
+            EndpointVerdict::Neutral => {
+                if active.probe {
+                    inner.finish_probe(active.generation, None);
+                }
+                return;
+            }
+        };
         if active.probe {
             inner.finish_probe(active.generation, Some(failure || slow));
         } else {

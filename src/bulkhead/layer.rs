@@ -67,7 +67,7 @@ pub trait BulkheadResponse: Sized {
 
 /// HTTP and gRPC: 429, 503, RESOURCE_EXHAUSTED and UNAVAILABLE (trailers-only) signal overload.
 #[cfg(feature = "http")]
-impl<B> BulkheadResponse for http::Response<B> {
+impl<B: http_body::Body> BulkheadResponse for http::Response<B> {
     type Output = http::Response<super::GuardedBody<B>>;
 
     fn hold(self, mut permit: BulkheadPermit, until_end: bool) -> Self::Output {

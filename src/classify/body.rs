@@ -22,7 +22,8 @@ pin_project! {
     /// - when the stream fails, with the class of the error (a failure);
     /// - when the body is dropped before its end: with the head's verdict if the head decided,
     ///   or `None` if only the trailers could have — the caller lost interest, which is not the
-    ///   dependency's fault.
+    ///   dependency's fault — unless a timer cut it (the call's deadline ran out while the body
+    ///   was still coming): then as a timeout.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
@@ -59,9 +60,15 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             if let Some(pending) = this.project().state.take() {
-                let class = match pending.verdict {
-                    Verdict::Done(class) => Some(class),
-                    Verdict::AtEndOfStream(_) => None,
+                let class = if crate::deadline::cut::blames_endpoint() {
+                    // Cut by a timer (the call's deadline) while the endpoint was still
+                    // sending the body: the endpoint was too slow.
+                    Some(Class::new(super::Kind::Timeout))
+                } else {
+                    match pending.verdict {
+                        Verdict::Done(class) => Some(class),
+                        Verdict::AtEndOfStream(_) => None,
+                    }
                 };
                 pending.on_end.on_end(class);
             }

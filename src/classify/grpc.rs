@@ -110,8 +110,16 @@ impl<B> Classify<Response<B>> for GrpcClassifier {
             );
         }
         if res.status() != StatusCode::OK {
+            // A proxy's answer: the code gRPC maps the status to, and the status's own kind —
+            // a 429 is shedding (overload), though gRPC reports it as UNAVAILABLE.
+            let status = res.status().as_u16();
+            let code = GrpcCode::from_http_status(res.status());
+            let class = self.classify_code(code, headers);
             return Verdict::Done(
-                self.classify_code(GrpcCode::from_http_status(res.status()), headers),
+                Class::new(super::http::kind_of_status(status))
+                    .with_grpc_code(code)
+                    .with_status(status)
+                    .with_hint(class.hint()),
             );
         }
         Verdict::AtEndOfStream(GrpcEos { classifier: *self })

@@ -65,15 +65,10 @@ impl<C: WallClock> HttpClassifier<C> {
     /// Classifies a status code and the response headers.
     pub fn classify_status(&self, status: StatusCode, headers: &http::HeaderMap) -> Class {
         let code = status.as_u16();
-        let kind = match code {
-            100..=399 => return Class::success().with_status(code),
-            408 => Kind::Timeout,
-            429 => Kind::Overload,
-            400..=499 => return Class::new(Kind::ClientError).with_status(code),
-            503 => Kind::Unavailable,
-            504 => Kind::Timeout,
-            _ => Kind::ServerError,
-        };
+        let kind = kind_of_status(code);
+        if matches!(kind, Kind::Success | Kind::ClientError) {
+            return Class::new(kind).with_status(code);
+        }
         let hint = headers
             .get(RETRY_AFTER)
             .and_then(|v| parse_retry_after(v.as_bytes(), self.clock.now()))
@@ -81,6 +76,19 @@ impl<C: WallClock> HttpClassifier<C> {
                 ServerHint::RetryAfter(d.min(self.max_delay_hint))
             });
         Class::new(kind).with_status(code).with_hint(hint)
+    }
+}
+
+/// The kind of outcome an HTTP status is (the table on [`HttpClassifier`]).
+pub(crate) fn kind_of_status(status: u16) -> Kind {
+    match status {
+        100..=399 => Kind::Success,
+        408 => Kind::Timeout,
+        429 => Kind::Overload,
+        400..=499 => Kind::ClientError,
+        503 => Kind::Unavailable,
+        504 => Kind::Timeout,
+        _ => Kind::ServerError,
     }
 }
 

@@ -228,9 +228,20 @@ impl Class {
     /// ejection): the table of [`Kind::is_failure`], where a timeout counts only if the
     /// attempt was `given` at least `floor` (`given` unknown: it counts).
     pub fn counts_against_endpoint(&self, given: Option<Duration>, floor: Duration) -> bool {
+        self.endpoint_verdict(given, floor) == EndpointVerdict::Failure
+    }
+
+    /// What the outcome says about the endpoint's health: a failure (see
+    /// [`counts_against_endpoint`](Self::counts_against_endpoint)); a success — the endpoint
+    /// answered properly, a success or the caller's own error (4xx); or nothing at all —
+    /// shedding, a cancellation, the client's own refusal, a timeout below the floor — which a
+    /// breaker must record neither way (it neither breaks nor extends a run of failures).
+    pub fn endpoint_verdict(&self, given: Option<Duration>, floor: Duration) -> EndpointVerdict {
         match self.kind {
-            Kind::Timeout => given.is_none_or(|given| given >= floor),
-            kind => kind.is_failure(),
+            Kind::Success | Kind::ClientError => EndpointVerdict::Success,
+            Kind::Timeout if given.is_some_and(|given| given < floor) => EndpointVerdict::Neutral,
+            kind if kind.is_failure() => EndpointVerdict::Failure,
+            _ => EndpointVerdict::Neutral,
         }
     }
 
@@ -243,6 +254,17 @@ impl Class {
     pub const fn is_never_sent(&self) -> bool {
         self.never_sent
     }
+}
+
+/// What one outcome says about an endpoint's health ([`Class::endpoint_verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointVerdict {
+    /// It failed: counts against the endpoint.
+    Failure,
+    /// It answered properly.
+    Success,
+    /// Says nothing about the endpoint: recorded neither way.
+    Neutral,
 }
 
 /// The first-phase decision of a classifier.
@@ -334,7 +356,10 @@ impl NeverSent {
 /// Classifies an error by what the layers that raised it know (facts only: the retry policy
 /// decides what to do with them).
 ///
-/// - [`NeverSent`] anywhere in the chain: never sent.
+/// - [`NeverSent`] anywhere in the chain, or HTTP/2 saying the server never processed the
+///   stream (`REFUSED_STREAM`, a GOAWAY below it — from any transport): never sent.
+/// - an I/O timeout (`ErrorKind::TimedOut`: a connect that did not complete in time) is a
+///   timeout.
 /// - stanchion's own errors: a deadline that ran out or a per-try timeout is a timeout; an open
 ///   breaker, a pool checkout or bulkhead wait that timed out, a full bulkhead and no endpoints
 ///   are the client's own refusals ([`Kind::Refused`]), never sent; idempotency conflicts and
@@ -344,9 +369,10 @@ impl NeverSent {
 ///   `grpc-timeout` its channel enforces) is a timeout.
 /// - anything else is a transport failure that may have reached the server.
 pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> Class {
-    let never_sent = chain(err).any(|e| e.is::<NeverSent>() || is_connect_error(e));
+    let never_sent =
+        chain(err).any(|e| e.is::<NeverSent>() || is_connect_error(e) || never_processed(e));
     for e in chain(err) {
-        if is_transport_timeout(e) {
+        if is_transport_timeout(e) || is_io_timeout(e) {
             return Class::new(Kind::Timeout).with_never_sent(never_sent);
         }
         if let Some(class) = e.downcast_ref::<Error>().and_then(classify_own) {
@@ -367,6 +393,26 @@ fn is_connect_error(_err: &(dyn std::error::Error + 'static)) -> bool {
     #[cfg(feature = "tonic")]
     if _err.is::<tonic::ConnectError>() {
         return true;
+    }
+    false
+}
+
+/// Whether `err` is an I/O timeout (a connect that did not complete in time, a read that
+/// timed out): a timeout, whichever layer reports it.
+fn is_io_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Whether `err` is HTTP/2 saying the server never processed the stream: a `REFUSED_STREAM`
+/// reset or a GOAWAY whose last stream id is below the stream's (RFC 9113 §8.7), from the
+/// server. Whatever transport carried it (hyper, a tonic channel, reqwest), the request never
+/// ran.
+pub(crate) fn never_processed(_err: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(any(feature = "hyper", feature = "tonic"))]
+    if let Some(h2) = _err.downcast_ref::<h2::Error>() {
+        let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        return h2.is_remote() && (refused || h2.is_go_away());
     }
     false
 }
@@ -506,18 +552,33 @@ mod tests {
     #[test]
     fn what_counts_against_an_endpoint() {
         let floor = Duration::from_millis(100);
+        use EndpointVerdict::{Failure, Neutral, Success};
         let table = [
-            (Kind::Success, false),
-            (Kind::ClientError, false),
-            (Kind::Cancelled, false),
-            (Kind::Overload, false),
-            (Kind::Refused, false),
-            (Kind::Unavailable, true),
-            (Kind::ServerError, true),
-            (Kind::Transport, true),
-            (Kind::Timeout, true),
+            (Kind::Success, false, Success),
+            (Kind::ClientError, false, Success),
+            (Kind::Cancelled, false, Neutral),
+            (Kind::Overload, false, Neutral),
+            (Kind::Refused, false, Neutral),
+            (Kind::Unavailable, true, Failure),
+            (Kind::ServerError, true, Failure),
+            (Kind::Transport, true, Failure),
+            (Kind::Timeout, true, Failure),
         ];
-        for (kind, counts) in table {
+        for (kind, counts, verdict) in table {
+            assert_eq!(
+                Class::new(kind).endpoint_verdict(Some(floor), floor),
+                verdict
+            );
+            let below = if kind == Kind::Timeout {
+                Neutral
+            } else {
+                verdict
+            };
+            assert_eq!(
+                Class::new(kind).endpoint_verdict(Some(floor / 2), floor),
+                below,
+                "{kind:?}"
+            );
             assert_eq!(kind.is_failure(), counts, "{kind:?}");
             for given in [None, Some(floor), Some(floor * 10)] {
                 assert_eq!(

@@ -50,18 +50,21 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `mod.rs` | [`Client`]: the route table and the `Service`; [`Client::into_tonic`] |
+//! | `mod.rs` | [`Client`]: the route table and the `Service` |
 //! | `builder.rs` | [`ClientBuilder`]: every knob and its default |
 //! | `compose.rs` | `build`: validation, and each route's stack in the canonical order |
 //! | `target.rs` | [`Target`]: where endpoints come from |
 //! | `classifier.rs` | [`ClientClassifier`]: the protocol's classifier and a route's changes to it |
 //! | `route.rs` | [`Route`] matching and [`RoutePolicy`] overrides |
+//! | `tonic.rs` | [`Client::into_tonic`]: errors and body errors as `tonic::Status` (feature `tonic`) |
 
 mod builder;
 mod classifier;
 mod compose;
 mod route;
 mod target;
+#[cfg(feature = "tonic")]
+mod tonic;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -74,6 +77,8 @@ pub use self::builder::ClientBuilder;
 pub use self::classifier::ClientClassifier;
 pub use self::route::{Route, RoutePolicy};
 pub use self::target::Target;
+#[cfg(feature = "tonic")]
+pub use self::tonic::{StatusBody, TonicClient, TonicFuture};
 use crate::balance::Balancer;
 use crate::bulkhead::{Bulkhead, BulkheadService, PartitionKey};
 use crate::deadline::{AttemptService, DeadlineService};
@@ -201,25 +206,6 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let stack = self.routes.pick(req.uri().path()).clone();
         Oneshot::new(stack, req)
-    }
-}
-
-/// The tower service a tonic-generated client runs on: a [`Client`] whose errors are
-/// `tonic::Status` with the right codes (a spent budget is DEADLINE_EXCEEDED, an open breaker or
-/// no endpoint UNAVAILABLE, a full bulkhead RESOURCE_EXHAUSTED; a status from the server passes
-/// through).
-#[cfg(feature = "tonic")]
-pub type TonicClient<E, C> = tower::util::MapErr<Client<E, C>, fn(crate::Error) -> tonic::Status>;
-
-#[cfg(feature = "tonic")]
-impl<E, C> Client<E, C> {
-    /// This client as the transport of a tonic-generated client:
-    /// `EchoClient::new(client.into_tonic())`.
-    pub fn into_tonic(self) -> TonicClient<E, C> {
-        tower::util::MapErr::new(
-            self,
-            tonic::Status::from as fn(crate::Error) -> tonic::Status,
-        )
     }
 }
 

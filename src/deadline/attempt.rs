@@ -31,6 +31,25 @@ impl Attempt {
     }
 }
 
+/// The HTTP header an [`AttemptLayer`] writes the timeout to, named in the request's extensions
+/// so a pool can write it again when it hands the request to a connection.
+#[derive(Debug, Clone)]
+struct TimeoutHeader(HeaderName);
+
+/// Writes `timeout` to the timeout headers the request carries: `grpc-timeout` if it has one,
+/// and the HTTP header an [`AttemptLayer`] named, in whole milliseconds rounded down.
+pub(super) fn write_timeouts<B>(req: &mut Request<B>, timeout: Duration) {
+    let name = req.extensions().get::<TimeoutHeader>().map(|h| h.0.clone());
+    let headers = req.headers_mut();
+    if headers.contains_key(GRPC_TIMEOUT) {
+        headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
+    }
+    if let Some(name) = name {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        headers.insert(name, HeaderValue::from(millis));
+    }
+}
+
 /// Bounds each attempt by min(per-try timeout, remaining deadline) and stamps it on the request.
 ///
 /// Sits innermost, around the transport (per endpoint, below retries). For each attempt it:
@@ -42,7 +61,10 @@ impl Attempt {
 ///   pool bounds its checkout by it; a balancer's breakers weigh timeouts by it);
 /// - writes the attempt's timeout to the request: `grpc-timeout` on gRPC requests (content type
 ///   `application/grpc…`), and, if configured with [`timeout_header`](Self::timeout_header), an
-///   HTTP header in whole milliseconds (rounded down, so never more than what is left);
+///   HTTP header in whole milliseconds (rounded down, so never more than what is left). A
+///   [`Pool`](crate::pool::Pool) below writes both again when it hands the request to a
+///   connection — after its checkout, connect and handshake — with what is left then
+///   ([`DeadlineCarrier::restamp`]);
 /// - writes `grpc-previous-rpc-attempts` on gRPC retries (gRPC A6), and the attempt number in a
 ///   configured [`attempt_header`](Self::attempt_header);
 /// - fails with [`Error::AttemptTimedOut`] when the per-try timeout fires first, or with
@@ -140,10 +162,9 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let now = Instant::now();
         let (timeout, expiry) = match req.deadline() {
-            Some(deadline) if deadline.remaining_at(now) <= self.layer.per_try => (
-                deadline.remaining_at(now),
-                Expiry::Deadline(deadline.budget()),
-            ),
+            Some(deadline) if deadline.remaining_at(now) <= self.layer.per_try => {
+                (deadline.remaining_at(now), Expiry::of(deadline))
+            }
             _ => (self.layer.per_try, Expiry::Attempt(self.layer.per_try)),
         };
         if timeout.is_zero() {
@@ -151,25 +172,28 @@ where
         }
         let attempt = Attempt::of(&req);
         let is_grpc = is_grpc(req.headers());
-        let headers = req.headers_mut();
         if is_grpc {
-            headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
+            req.headers_mut()
+                .insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
             if attempt > 1 {
-                headers.insert(GRPC_PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
+                req.headers_mut()
+                    .insert(GRPC_PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
             }
         }
         if let Some(name) = &self.layer.timeout_header {
-            let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-            headers.insert(name.clone(), HeaderValue::from(millis));
+            // Named in the request, so a pool can write it again at hand-off.
+            req.extensions_mut().insert(TimeoutHeader(name.clone()));
+            write_timeouts(&mut req, timeout);
         }
         if let Some(name) = &self.layer.attempt_header {
-            headers.insert(name.clone(), HeaderValue::from(attempt));
+            req.headers_mut()
+                .insert(name.clone(), HeaderValue::from(attempt));
         }
         // Below this layer the request's deadline is the attempt's: it ends when the attempt
         // does, and its budget is what the attempt was given (the pool bounds its checkout by
         // it; the balancer tells the endpoint's breaker, for the timeout floor). Written in
         // place: no allocation when the call already carries a deadline.
-        let attempt = Deadline::starting_at(now, timeout);
+        let attempt = Deadline::for_attempt(now, timeout);
         match req.extensions_mut().get_mut::<Deadline>() {
             Some(deadline) => *deadline = attempt,
             None => req.set_deadline(attempt),

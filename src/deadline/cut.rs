@@ -1,6 +1,8 @@
-//! How a per-try timeout tells the layers below which attempt it cut.
+//! How a timer tells the layers below which attempt it cut.
 //!
-//! When an attempt's per-try timeout fires, `AttemptLayer` drops the attempt's future at once.
+//! When an attempt's per-try timeout fires — or the call's deadline, in `DeadlineLayer`, in
+//! `AttemptLayer`, or in a `DeadlineBody` still reading — the layer drops what is below it at
+//! once.
 //! The layers inside that future learn *why* they are dropped from a thread-local flag set for
 //! the duration of that (synchronous) drop: an endpoint's breaker records the cut attempt as a
 //! timeout — a slow endpoint is a failing endpoint — and the balancer reports which endpoint it
@@ -40,8 +42,8 @@ pub(crate) fn cutting(drop_attempt: impl FnOnce()) -> Option<SocketAddr> {
     CUT_ENDPOINT.take()
 }
 
-/// Whether the attempt being dropped now was cut by its per-try timeout while its endpoint had
-/// it — not while it waited in the client's own pool.
+/// Whether the attempt being dropped now was cut by a timer (its per-try timeout, the call's
+/// deadline) while its endpoint had it — not while it waited in the client's own pool.
 pub(crate) fn blames_endpoint() -> bool {
     CUTTING.get() && !QUEUED.get()
 }

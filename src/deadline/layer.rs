@@ -71,15 +71,29 @@ impl<S> DeadlineService<S> {
     }
 }
 
+/// A response whose body the deadline layer can bound, so the budget covers reading it too.
+///
+/// Implemented for `http::Response<B>` (its body becomes a
+/// [`DeadlineBody`](super::DeadlineBody), feature `http`). Implement it for your own response
+/// type (returning the response as it is, if it has no body to bound).
+pub trait DeadlineResponse: Sized {
+    /// The response handed to the caller.
+    type Output;
+
+    /// Bounds what is left of the response — its body — by `deadline`.
+    fn bound(self, deadline: Deadline) -> Self::Output;
+}
+
 impl<S, Req> Service<Req> for DeadlineService<S>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
+    S::Response: DeadlineResponse,
     Req: DeadlineCarrier,
 {
-    type Response = S::Response;
+    type Response = <S::Response as DeadlineResponse>::Output;
     type Error = Error;
-    type Future = ResponseFuture<Oneshot<S, Req>>;
+    type Future = DeadlineFuture<Oneshot<S, Req>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -95,8 +109,8 @@ where
             deadline = deadline.earliest(adopted);
         }
         req.set_deadline(deadline);
-        let expiry = Expiry::Deadline(deadline.budget());
-        if deadline.instant() <= now {
+        let expiry = Expiry::of(deadline);
+        let inner = if deadline.instant() <= now {
             ResponseFuture::expired(expiry)
         } else {
             ResponseFuture::racing(
@@ -105,7 +119,34 @@ where
                 expiry,
                 false,
             )
-        }
+        };
+        DeadlineFuture { inner, deadline }
+    }
+}
+
+pin_project! {
+    /// The response future of [`DeadlineService`]: the call raced against its deadline, then
+    /// the response's body bounded by the same deadline.
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: ResponseFuture<F>,
+        deadline: Deadline,
+    }
+}
+
+impl<F, T, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    T: DeadlineResponse,
+{
+    type Output = Result<T::Output, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        Poll::Ready(Ok(response.bound(*this.deadline)))
     }
 }
 
@@ -161,6 +202,16 @@ pub(crate) enum Expiry {
 }
 
 impl Expiry {
+    /// What running out of `deadline` means: the end of the call, or of one attempt (a client
+    /// called from inside an attempt of another, whose deadline it carries).
+    pub(crate) fn of(deadline: Deadline) -> Expiry {
+        if deadline.is_attempt() {
+            Expiry::Attempt(deadline.budget())
+        } else {
+            Expiry::Deadline(deadline.budget())
+        }
+    }
+
     fn error(self, endpoint: Option<std::net::SocketAddr>) -> Error {
         match self {
             Expiry::Deadline(budget) => {

@@ -12,7 +12,8 @@
 //!   service's readiness *inside* its response future, so that wait is charged too; when the
 //!   budget runs out the call fails with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
 //!   A deadline already on the request, or adopted from upstream, wins when it is earlier: nested
-//!   budgets use the smaller.
+//!   budgets use the smaller. The budget also bounds reading the response body
+//!   ([`DeadlineBody`]): a body still coming at the deadline ends with the same error.
 //! - [`AdoptDeadlineLayer`] (server side) adopts an incoming `grpc-timeout` (or a configured HTTP
 //!   header) into the request's extensions and a task-local scope ([`current`]); a client stack
 //!   called inside that handler uses the smaller of its own budget and the adopted one, so
@@ -29,8 +30,9 @@
 //! # async fn main() {
 //! let slow = service_fn(|req: http::Request<()>| async move {
 //!     let remaining = Deadline::of(&req).unwrap().remaining();
+//!     assert_eq!(remaining, Duration::from_secs(1));
 //!     tokio::time::sleep(Duration::from_secs(3)).await;
-//!     Ok::<_, std::convert::Infallible>(remaining)
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(()))
 //! });
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(DeadlineLayer::new(Duration::from_secs(1)).unwrap())
@@ -44,6 +46,8 @@
 mod adopt;
 #[cfg(feature = "http")]
 mod attempt;
+#[cfg(feature = "http")]
+mod body;
 pub(crate) mod cut;
 #[cfg(feature = "http")]
 mod grpc_timeout;
@@ -63,8 +67,12 @@ pub use self::attempt::{
     Attempt, AttemptFuture, AttemptLayer, AttemptService, DEFAULT_PER_TRY_TIMEOUT,
 };
 #[cfg(feature = "http")]
+pub use self::body::DeadlineBody;
+#[cfg(feature = "http")]
 pub use self::grpc_timeout::{format_grpc_timeout, parse_grpc_timeout};
-pub use self::layer::{DeadlineLayer, DeadlineService, ResponseFuture};
+pub use self::layer::{
+    DeadlineFuture, DeadlineLayer, DeadlineResponse, DeadlineService, ResponseFuture,
+};
 
 /// The default total budget of a logical call: 30 s (as .NET's standard resilience handler).
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
@@ -72,11 +80,14 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 /// The longest budget a builder accepts, and the longest adopted from the wire: 365 days.
 pub const MAX_BUDGET: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// An absolute deadline for a logical call, and the budget it was set from.
+/// An absolute deadline, and the budget it was set from: a logical call's — or, below an
+/// [`AttemptLayer`], one attempt's (its end, and what the attempt was given;
+/// [`is_attempt`](Self::is_attempt)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
     at: Instant,
     budget: Duration,
+    attempt: bool,
 }
 
 impl Deadline {
@@ -93,7 +104,26 @@ impl Deadline {
         Deadline {
             at: start + budget,
             budget,
+            attempt: false,
         }
+    }
+
+    /// One attempt's deadline: `given` after `start`.
+    #[cfg(feature = "http")]
+    pub(crate) fn for_attempt(start: Instant, given: Duration) -> Deadline {
+        Deadline {
+            attempt: true,
+            ..Deadline::starting_at(start, given)
+        }
+    }
+
+    /// Whether this is one attempt's deadline (set by an [`AttemptLayer`] for the layers below
+    /// it) rather than a logical call's. A layer that runs out of an attempt's deadline reports
+    /// [`Error::AttemptTimedOut`](crate::Error::AttemptTimedOut), which the retry layer above
+    /// may retry, not [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded), which ends
+    /// the call.
+    pub fn is_attempt(&self) -> bool {
+        self.attempt
     }
 
     /// The deadline carried by `req`, if any.
@@ -148,6 +178,12 @@ pub trait DeadlineCarrier {
 
     /// Sets the request's deadline.
     fn set_deadline(&mut self, deadline: Deadline);
+
+    /// Rewrites the timeouts written on the request (by an `AttemptLayer`: `grpc-timeout`, a configured HTTP header) with what
+    /// remains of its deadline *now*. A pool calls it as it hands the request to a connection —
+    /// after its bulkhead wait, checkout, connect and handshake — so the server is told what is
+    /// really left. The default does nothing.
+    fn restamp(&mut self) {}
 }
 
 #[cfg(feature = "http")]
@@ -158,6 +194,12 @@ impl<B> DeadlineCarrier for http::Request<B> {
 
     fn set_deadline(&mut self, deadline: Deadline) {
         self.extensions_mut().insert(deadline);
+    }
+
+    fn restamp(&mut self) {
+        if let Some(deadline) = self.deadline() {
+            attempt::write_timeouts(self, deadline.remaining());
+        }
     }
 }
 

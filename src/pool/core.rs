@@ -426,8 +426,9 @@ pub struct Checkout<Conn: Connection> {
     conn: Option<Conn>,
     exclusive: bool,
     broken: bool,
-    /// A request went out and its response has not arrived: an exclusive connection dropped
-    /// now is mid-exchange and cannot carry another request.
+    /// A request went out and its response has not been read to its end: an exclusive
+    /// connection given back now is mid-exchange and cannot carry another request — it is
+    /// closed, so the next caller never pays a failed readiness check on it.
     sending: bool,
 }
 
@@ -446,9 +447,18 @@ impl<Conn: Connection> Checkout<Conn> {
         self.conn.as_mut()
     }
 
-    /// Marks a request as sent and its response as pending (or arrived).
+    /// Marks a request as sent and its response as pending, until the response body ends.
     pub(crate) fn set_sending(&mut self, sending: bool) {
         self.sending = sending;
+    }
+
+    /// Says the exchange is over — the response was read to its end — so the connection can
+    /// carry another request. A checkout of a one-request-at-a-time (HTTP/1) connection dropped
+    /// without it is mid-exchange: its connection is closed, never handed to the next caller.
+    /// The crate's `http::Response` bodies call it at their end; a [`PoolResponse`](super::PoolResponse)
+    /// of your own calls it when its response is complete.
+    pub fn complete(&mut self) {
+        self.sending = false;
     }
 
     /// Marks the connection unusable: it takes no new requests and closes when idle.
@@ -467,8 +477,19 @@ impl<Conn: Connection> fmt::Debug for Checkout<Conn> {
     }
 }
 
+#[cfg(feature = "http")]
+impl<Conn: Connection> crate::guarded::BodyGuard for Checkout<Conn> {
+    fn body_ended(&mut self) {
+        self.complete();
+    }
+}
+
 impl<Conn: Connection> Drop for Checkout<Conn> {
     fn drop(&mut self) {
+        if self.exclusive && self.sending {
+            // Dropped mid-exchange (the response, or its body, not read to the end).
+            self.broken = true;
+        }
         let conn = self.conn.take();
         let conn = if self.exclusive {
             conn

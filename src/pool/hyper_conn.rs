@@ -118,7 +118,12 @@ impl<B> HttpConnector<B> {
 #[derive(Debug, thiserror::Error)]
 enum ConnectError {
     #[error("connect to {addr} timed out after {timeout:?}")]
-    TimedOut { addr: SocketAddr, timeout: Duration },
+    TimedOut {
+        addr: SocketAddr,
+        timeout: Duration,
+        /// An I/O timeout, so classification sees a timeout.
+        source: std::io::Error,
+    },
     #[error("connect to {addr} failed")]
     Io {
         addr: SocketAddr,
@@ -172,6 +177,7 @@ where
                 .map_err(|_| ConnectError::TimedOut {
                     addr,
                     timeout: self.connect_timeout,
+                    source: std::io::ErrorKind::TimedOut.into(),
                 })?
         }
         .map_err(|source| ConnectError::Io { addr, source })?;
@@ -367,18 +373,10 @@ where
     }
 }
 
-/// HTTP/2 says which streams the server never processed: a `REFUSED_STREAM` reset, or a
-/// GOAWAY whose last stream id is below the stream's (RFC 9113 §8.7).
+/// HTTP/2 says which streams the server never processed (see
+/// [`crate::classify::never_processed`]), anywhere in hyper's error chain.
 fn never_processed(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-            return h2.is_remote() && (refused || h2.is_go_away());
-        }
-        source = e.source();
-    }
-    false
+    crate::classify::chain(error).any(crate::classify::never_processed)
 }
 
 /// HTTP/1: the request line carries the path; the authority goes in `Host`.

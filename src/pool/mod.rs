@@ -109,12 +109,14 @@ pub trait PoolResponse<Conn: Connection>: Sized {
     /// The response handed to the caller.
     type Output;
 
-    /// Keeps `checkout` until the response stream ends, fails or is dropped.
+    /// Keeps `checkout` until the response stream ends, fails or is dropped; calls
+    /// [`Checkout::complete`] when the response was read to its end (a one-request-at-a-time
+    /// connection given back without it is closed).
     fn hold(self, checkout: Checkout<Conn>) -> Self::Output;
 }
 
 #[cfg(feature = "http")]
-impl<B, Conn: Connection> PoolResponse<Conn> for http::Response<B> {
+impl<B: http_body::Body, Conn: Connection> PoolResponse<Conn> for http::Response<B> {
     type Output = http::Response<crate::guarded::GuardedBody<B, Checkout<Conn>>>;
 
     fn hold(self, checkout: Checkout<Conn>) -> Self::Output {

@@ -221,8 +221,20 @@ where
                         Err(Error::Inner(Box::new(NeverSent::new(error))))
                     }
                     Err(_) => {
+                        // The endpoint did not complete a connect in the time the checkout had:
+                        // its failure (a timeout, weighed by the breakers' floor), never sent —
+                        // not our own congestion.
                         slots.record_connect_failure();
-                        Err(timed_out(slots, start))
+                        let waited = start.elapsed();
+                        tracing::debug!(endpoint = %slots.endpoint, ?waited, "pool connect timed out");
+                        let timed_out = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "connect to {} did not complete within {waited:?}",
+                                slots.endpoint
+                            ),
+                        );
+                        Err(Error::Inner(Box::new(NeverSent::new(timed_out))))
                     }
                 };
             }
@@ -320,10 +332,12 @@ where
                 }
                 Err(_) => return Err(timed_out(&self.slots, start)),
             };
+            // Handed to the connection now: tell the server what is really left, after the
+            // checkout, connect and handshake.
+            req.restamp();
             let sent = conn.call(req);
             checkout.set_sending(true);
             let outcome = sent.await;
-            checkout.set_sending(false);
             match outcome {
                 Ok(res) => return Ok(res.hold(checkout)),
                 Err(error) => match C::Response::into_unsent(error) {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::policy::{Observed, Retryable};
+use super::policy::{Observed, Request, Retryable};
 use super::{Backoff, RetryBudget};
 use crate::classify::{Class, Kind};
 
@@ -148,6 +148,8 @@ pub(crate) struct CallState {
     pub(crate) transparent_used: bool,
     /// An idempotent method, or an idempotency key.
     pub(crate) safe_to_repeat: bool,
+    /// A gRPC call (judged by its code and the method's codes).
+    pub(crate) grpc: bool,
     pub(crate) replayable: bool,
     pub(crate) remaining: Option<Duration>,
     pub(crate) previous_delay: Option<Duration>,
@@ -195,10 +197,11 @@ impl Rules {
             };
         }
         // 1–2. Worth retrying, by the route's statuses or codes, and safe to repeat?
-        if let Some(stop) = self
-            .retryable
-            .refusal(&class, outcome.observed, call.safe_to_repeat)
-        {
+        let request = Request {
+            grpc: call.grpc,
+            method_safe: call.safe_to_repeat,
+        };
+        if let Some(stop) = self.retryable.refusal(&class, outcome.observed, request) {
             return Decision::Stop(stop);
         }
         if !call.replayable {

@@ -27,6 +27,7 @@ fn call() -> CallState {
         attempts: 1,
         transparent_used: false,
         safe_to_repeat: true,
+        grpc: false,
         replayable: true,
         remaining: Some(Duration::from_secs(10)),
         previous_delay: None,
@@ -314,7 +315,7 @@ fn the_decision_table() {
     let grpc_policies = [GrpcCodes::NONE, GrpcCodes::default(), wide];
     for row in rows() {
         let mut got = String::new();
-        let decide = |class: Class, codes: GrpcCodes, method_safe: bool| {
+        let decide = |class: Class, codes: GrpcCodes, method_safe: bool, grpc: bool| {
             let mut r = rules();
             r.retryable.codes = codes;
             r.decide(
@@ -325,20 +326,26 @@ fn the_decision_table() {
                 },
                 CallState {
                     safe_to_repeat: method_safe,
+                    grpc,
                     ..call()
                 },
             )
         };
         if let Some(class) = row.http {
             for method_safe in [true, false] {
-                got.push(letter(decide(class, GrpcCodes::default(), method_safe)));
+                got.push(letter(decide(
+                    class,
+                    GrpcCodes::default(),
+                    method_safe,
+                    false,
+                )));
             }
             // A POST with a key: safe, like an idempotent method.
-            got.push(letter(decide(class, GrpcCodes::default(), true)));
+            got.push(letter(decide(class, GrpcCodes::default(), true, false)));
         }
         for codes in grpc_policies {
             // gRPC calls are POSTs: the method never makes them safe; the codes do.
-            got.push(letter(decide(row.grpc, codes, false)));
+            got.push(letter(decide(row.grpc, codes, false, true)));
         }
         assert_eq!(got, row.decisions, "{}", row.name);
 
@@ -378,6 +385,7 @@ fn a_second_never_sent_follows_the_policy() {
         safe_to_repeat: false,
         ..call()
     };
+    let used_grpc = CallState { grpc: true, ..used };
     let error = |class| Outcome {
         class,
         observed: Observed::Error,
@@ -390,10 +398,38 @@ fn a_second_never_sent_follows_the_policy() {
     let mut none = rules();
     none.retryable.codes = GrpcCodes::NONE;
     assert_eq!(
-        none.decide(error(grpc_never), used),
+        none.decide(error(grpc_never), used_grpc),
         stop(RetryStop::NotRetryable)
     );
-    assert!(is_retry(rules().decide(error(grpc_never), used)));
+    assert!(is_retry(rules().decide(error(grpc_never), used_grpc)));
+}
+
+/// An HTTP request is judged as HTTP even when its error carries a gRPC code (a `tonic::Status`
+/// from a nested client): a POST without a key is not repeated.
+#[test]
+fn an_http_post_is_not_made_safe_by_a_grpc_code_in_its_error() {
+    let (_, unavailable) = err_class(Error::from_inner(tonic_like_unavailable()));
+    let post = CallState {
+        safe_to_repeat: false,
+        ..call()
+    };
+    let error = Outcome {
+        class: unavailable,
+        observed: Observed::Error,
+        served_by: None,
+    };
+    assert_eq!(unavailable.grpc_code(), Some(GrpcCode::Unavailable));
+    assert_eq!(
+        rules().decide(error, post),
+        stop(RetryStop::NotSafeToRepeat)
+    );
+    let grpc = CallState { grpc: true, ..post };
+    assert!(is_retry(rules().decide(error, grpc)));
+}
+
+/// An error whose gRPC code is UNAVAILABLE without tonic: a lost connection.
+fn tonic_like_unavailable() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::ConnectionReset)
 }
 
 /// The HTTP statuses retried are the route's.

@@ -218,6 +218,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         self.policy.rules.budget.deposit();
         let safe = req.is_safe_to_repeat();
+        let grpc = req.is_grpc();
         let retries_conflicts = req.retries_conflicts();
         let backup = req.try_clone();
         // The service that was made ready sends the first attempt; a clone sends the retries.
@@ -232,6 +233,7 @@ where
             attempts: 1,
             transparent_used: false,
             safe,
+            grpc,
             retries_conflicts,
             previous_delay: None,
         }
@@ -254,6 +256,7 @@ pin_project! {
         attempts: u32,
         transparent_used: bool,
         safe: bool,
+        grpc: bool,
         // A 409 means "the first attempt with this idempotency key is still running".
         retries_conflicts: bool,
         previous_delay: Option<Duration>,
@@ -327,6 +330,7 @@ where
                 attempts: *this.attempts,
                 transparent_used: *this.transparent_used,
                 safe_to_repeat: *this.safe,
+                grpc: *this.grpc,
                 replayable: this.backup.as_ref().is_some_and(|b| b.is_replayable()),
                 remaining: this
                     .backup

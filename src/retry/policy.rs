@@ -2,6 +2,9 @@
 //! the retry decision, read from a [`Class`]'s facts — the same rules for a response and for an
 //! error.
 //!
+//! A request is gRPC by its content type (`application/grpc…`); every other request is judged
+//! as HTTP, even when its outcome carries a gRPC code (a nested client's `tonic::Status`).
+//!
 //! | outcome | worth retrying | safe to repeat |
 //! |---|---|---|
 //! | never sent (connect failure, `REFUSED_STREAM`, unprocessed GOAWAY, an open breaker, a pool checkout) | — (transparent: once, free) | always |
@@ -14,7 +17,7 @@
 use std::fmt;
 
 use super::RetryStop;
-use crate::classify::{Class, GrpcCodes, Kind, ServerHint};
+use crate::classify::{Class, GrpcCode, GrpcCodes, Kind, ServerHint};
 use crate::error::ConfigError;
 
 /// The HTTP statuses retried by default: 408, 429, 500, 502, 503, 504 — the statuses where
@@ -97,7 +100,7 @@ impl Retryable {
         &self,
         class: &Class,
         observed: Observed,
-        method_safe: bool,
+        request: Request,
     ) -> Option<RetryStop> {
         match observed {
             Observed::Committed => return Some(RetryStop::Committed),
@@ -109,19 +112,21 @@ impl Retryable {
         if class.hint() == ServerHint::DoNotRetry {
             return Some(RetryStop::ServerAskedNotToRetry);
         }
-        if !self.worth_retrying(class) {
+        // A gRPC call is judged by its code, so its method's codes say whether it may be
+        // repeated (gRFC A6); anything else by its status, or its kind for an error.
+        let code = class.grpc_code().filter(|_| request.grpc);
+        if !self.worth_retrying(class, code) {
             return Some(RetryStop::NotRetryable);
         }
-        // gRPC: the method's codes already said this outcome may be repeated (gRFC A6).
-        let safe = class.is_never_sent() || class.grpc_code().is_some() || method_safe;
+        let safe = class.is_never_sent() || code.is_some() || request.method_safe;
         (!safe).then_some(RetryStop::NotSafeToRepeat)
     }
 
-    fn worth_retrying(&self, class: &Class) -> bool {
+    fn worth_retrying(&self, class: &Class, code: Option<GrpcCode>) -> bool {
         if class.kind() == Kind::Success {
             return false;
         }
-        match (class.grpc_code(), class.status()) {
+        match (code, class.status()) {
             (Some(code), _) => self.codes.contains(code),
             (None, Some(status)) => self.statuses.contains(status),
             (None, None) => matches!(
@@ -130,6 +135,15 @@ impl Retryable {
             ),
         }
     }
+}
+
+/// What the policy needs to know of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Request {
+    /// A gRPC call (its content type): judged by its code and its method's retryable codes.
+    pub(crate) grpc: bool,
+    /// An idempotent HTTP method, or an idempotency key.
+    pub(crate) method_safe: bool,
 }
 
 #[cfg(test)]

@@ -22,6 +22,12 @@ pub trait RetryRequest: DeadlineCarrier + Sized {
     /// Whether repeating the request is safe even if an attempt may have reached the server.
     fn is_safe_to_repeat(&self) -> bool;
 
+    /// Whether the request is a gRPC call, whose retry safety is its method's retryable codes
+    /// (gRFC A6) rather than its HTTP method. Default `false`.
+    fn is_grpc(&self) -> bool {
+        false
+    }
+
     /// Whether a conflict response (HTTP 409) means "an earlier attempt is still running" and
     /// is worth retrying ([`RetryOnConflict`]).
     fn retries_conflicts(&self) -> bool {
@@ -103,6 +109,10 @@ mod http_impls {
 
         fn is_safe_to_repeat(&self) -> bool {
             self.method().is_idempotent() || self.extensions().get::<RetrySafe>().is_some()
+        }
+
+        fn is_grpc(&self) -> bool {
+            crate::wire::is_grpc(self.headers())
         }
 
         fn retries_conflicts(&self) -> bool {

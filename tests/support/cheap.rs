@@ -85,6 +85,15 @@ impl BulkheadResponse for Pong {
     }
 }
 
+/// A [`Pong`] has no body for the deadline to bound.
+impl stanchion::deadline::DeadlineResponse for Pong {
+    type Output = Pong;
+
+    fn bound(self, _deadline: Deadline) -> Pong {
+        self
+    }
+}
+
 /// A service that answers at once.
 #[derive(Debug, Clone, Copy)]
 pub struct NoOp;

@@ -30,6 +30,8 @@ pub struct Fault {
     /// gRPC: send the response headers and the message, then reset the stream instead of
     /// sending the trailers.
     pub reset_after_headers: bool,
+    /// HTTP: send the head and a first chunk of the body, then never finish the body.
+    pub stall_body: bool,
 }
 
 impl Fault {
@@ -66,6 +68,14 @@ impl Fault {
     pub fn reset_after_headers() -> Self {
         Fault {
             reset_after_headers: true,
+            ..Fault::default()
+        }
+    }
+
+    /// Send the head and a first chunk, then stall the body forever.
+    pub fn stall_body() -> Self {
+        Fault {
+            stall_body: true,
             ..Fault::default()
         }
     }

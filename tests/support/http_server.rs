@@ -198,15 +198,54 @@ async fn accept_loop(
     }
 }
 
+/// A response body: whole, or a first chunk and then nothing, ever (a stalled body).
+pub enum TestBody {
+    Full(Full<Bytes>),
+    Stalled { sent: bool },
+}
+
+impl http_body::Body for TestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            TestBody::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
+            TestBody::Stalled { sent } => {
+                if std::mem::replace(sent, true) {
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                        b"partial",
+                    )))))
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            TestBody::Full(full) => full.is_end_stream(),
+            TestBody::Stalled { .. } => false,
+        }
+    }
+}
+
 async fn handle(
     state: Arc<ServerState>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, InjectedReset> {
+) -> Result<Response<TestBody>, InjectedReset> {
     let (fault, _) = state.receive(req).await?;
     let status = fault.status.unwrap_or(200);
     let mut res = Response::builder().status(status);
     if let Some(value) = &fault.retry_after {
         res = res.header(RETRY_AFTER, value.as_str());
+    }
+    if fault.stall_body {
+        return Ok(res.body(TestBody::Stalled { sent: false }).unwrap());
     }
     let body = if status < 400 {
         "ok"
@@ -214,6 +253,8 @@ async fn handle(
         "injected failure"
     };
     Ok(res
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .body(TestBody::Full(Full::new(Bytes::from_static(
+            body.as_bytes(),
+        ))))
         .unwrap())
 }
