@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -11,10 +11,10 @@ use tokio::sync::watch;
 
 use super::endpoints::{Policy, Snapshot};
 use super::resolve::Resolve;
-use super::shared::{MakeEndpoint, Shared};
+use super::shared::{MakeEndpoint, ResolverCounters, Shared};
 use super::{
-    Balancer, CHANGE_FEED_CAPACITY, DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_EJECTION,
-    DEFAULT_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL,
+    Balancer, CHANGE_FEED_CAPACITY, DEFAULT_DRAIN_WINDOW, DEFAULT_EJECTION_FAILURES,
+    DEFAULT_MAX_EJECTION, DEFAULT_MAX_STALENESS, DEFAULT_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL,
 };
 use crate::breaker::{BreakerBuilder, CircuitBreaker};
 use crate::error::{ConfigError, check_duration};
@@ -29,6 +29,8 @@ pub struct BalancerBuilder<S, C> {
     policy: Policy,
     max_ejection: f64,
     refresh_interval: Duration,
+    max_staleness: Duration,
+    drain_window: Duration,
     served_by: bool,
     seed: Option<u64>,
 }
@@ -57,6 +59,8 @@ where
     /// | [`policy`](BalancerBuilder::policy) | [`Policy::RoundRobin`] |
     /// | [`max_ejection`](BalancerBuilder::max_ejection) | [`DEFAULT_MAX_EJECTION`] (0.5) |
     /// | [`refresh_interval`](BalancerBuilder::refresh_interval) | [`DEFAULT_REFRESH_INTERVAL`] (30 s), never below [`MIN_REFRESH_INTERVAL`] (1 s) |
+    /// | [`max_staleness`](BalancerBuilder::max_staleness) | [`DEFAULT_MAX_STALENESS`] (5 min) |
+    /// | [`drain_window`](BalancerBuilder::drain_window) | [`DEFAULT_DRAIN_WINDOW`] (60 s) |
     /// | [`served_by`](BalancerBuilder::served_by) | on |
     pub fn builder(
         resolver: impl Resolve,
@@ -71,6 +75,8 @@ where
             policy: Policy::RoundRobin,
             max_ejection: DEFAULT_MAX_EJECTION,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            max_staleness: DEFAULT_MAX_STALENESS,
+            drain_window: DEFAULT_DRAIN_WINDOW,
             served_by: true,
             seed: None,
         }
@@ -122,9 +128,25 @@ where
         self
     }
 
+    /// How long the last known endpoints keep serving while resolution fails (a DNS outage, a
+    /// name briefly gone mid-rollout) before they are given up (default
+    /// [`DEFAULT_MAX_STALENESS`], 5 min; at least 1 s, at most 24 h).
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.max_staleness = staleness;
+        self
+    }
+
+    /// How long a removed endpoint's breaker and pool are kept: an address that comes back
+    /// within it resumes them, so a flapping answer does not reset ejection or reconnect
+    /// (default [`DEFAULT_DRAIN_WINDOW`], 60 s; at most 24 h; zero keeps nothing).
+    pub fn drain_window(mut self, window: Duration) -> Self {
+        self.drain_window = window;
+        self
+    }
+
     /// Validates the settings and builds the balancer. Inside a tokio runtime the first
-    /// resolution starts now; otherwise on the first call. Until it completes, calls fail with
-    /// [`Error::NoEndpoints`](crate::Error::NoEndpoints); [`Balancer::resolved`] waits for it.
+    /// resolution starts now; otherwise on the first call. Calls made before it completes wait
+    /// for it (within their deadline); [`Balancer::resolved`] waits for it too.
     pub fn build(self) -> Result<Balancer<S, C>, ConfigError> {
         if !(0.0..=1.0).contains(&self.max_ejection) {
             return Err(ConfigError::new(
@@ -143,6 +165,20 @@ where
                 format!("{:?} is below the minimum of 1 s", self.refresh_interval),
             ));
         }
+        let day = Duration::from_secs(24 * 3600);
+        check_duration("max_staleness", self.max_staleness, day)?;
+        if self.max_staleness < MIN_REFRESH_INTERVAL {
+            return Err(ConfigError::new(
+                "max_staleness",
+                format!("{:?} is below the minimum of 1 s", self.max_staleness),
+            ));
+        }
+        if self.drain_window > day {
+            return Err(ConfigError::new(
+                "drain_window",
+                format!("{:?} is longer than 24h", self.drain_window),
+            ));
+        }
         // Every endpoint's breaker is built from this template: check it once.
         self.breaker.clone().build()?;
         let jitter = self.seed.map_or_else(Jitter::new, Jitter::seeded);
@@ -158,11 +194,16 @@ where
                 make: self.make,
                 resolver: self.resolver,
                 refresh_interval: self.refresh_interval,
+                max_staleness: self.max_staleness,
+                drain_window: self.drain_window,
                 served_by: self.served_by,
                 warned_single: AtomicBool::new(false),
                 refresh_started: AtomicBool::new(false),
+                first_resolved: AtomicBool::new(false),
                 resolutions: watch::Sender::new(0),
                 changes: tokio::sync::broadcast::Sender::new(CHANGE_FEED_CAPACITY),
+                draining: Mutex::default(),
+                counters: ResolverCounters::default(),
             }),
         };
         if tokio::runtime::Handle::try_current().is_ok() {

@@ -15,8 +15,10 @@ use crate::error::ConfigError;
 /// Resolves `name` to every A and AAAA record, each with `port`.
 ///
 /// hickory's own cache is off: the balancer decides when to re-resolve (the refresh interval,
-/// or the records' TTL if sooner). "No such name" and "no records" are answers (no endpoints);
-/// timeouts and server failures are errors (the last endpoints stay).
+/// or the records' TTL if sooner). Every failure is a resolver *error* — a timeout, a server
+/// failure, and also "no such name" (NXDOMAIN) and "no records": a name that had addresses and
+/// lost them mid-rollout must not wipe the endpoints, so the balancer keeps the last known ones
+/// (up to its maximum staleness).
 #[derive(Clone)]
 pub struct DnsResolver {
     resolver: Arc<TokioResolver>,
@@ -72,6 +74,10 @@ impl DnsResolver {
 }
 
 impl Resolve for DnsResolver {
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
     fn resolve(&self) -> ResolveFuture {
         let resolver = self.resolver.clone();
         let name = self.name.clone();
@@ -91,7 +97,6 @@ impl Resolve for DnsResolver {
                         ttl: Some(ttl),
                     })
                 }
-                Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Resolved::default()),
                 Err(e) => Err(e.into()),
             }
         })

@@ -12,8 +12,10 @@
 //! function of the address — typically a [`Pool`](crate::pool::Pool). An endpoint is *usable*
 //! when it is resolved and its breaker would admit a call. At most half the endpoints are
 //! ejected at once: beyond that (panic mode) calls go through open breakers too, rather than
-//! overload the rest. With nothing resolved (or nothing usable outside panic mode) a call fails
-//! at once with [`Error::NoEndpoints`](crate::Error::NoEndpoints).
+//! overload the rest. A call made before the first resolution waits for it (within its
+//! deadline); after it, with nothing resolved (or nothing usable outside panic mode) a call
+//! fails at once with [`Error::NoEndpoints`](crate::Error::NoEndpoints) — not retried. A
+//! resolver *error* keeps the last known endpoints serving (see [`Resolve`] for the table).
 //!
 //! Responses carry [`ServedBy`](crate::retry::ServedBy); a retry carrying
 //! [`AvoidEndpoint`](crate::retry::AvoidEndpoint) goes to another endpoint when one is usable.
@@ -76,6 +78,7 @@ pub use self::dns::DnsResolver;
 pub use self::endpoints::Policy;
 pub use self::resolve::{Change, Resolve, ResolveFuture, Resolved, StaticResolver, changes};
 pub use self::service::{BalanceFuture, BalanceRequest, BalanceResponse};
+pub use self::shared::ResolverStats;
 pub(crate) use self::shared::Shared;
 use crate::breaker::{BreakerState, CircuitBreaker};
 
@@ -88,6 +91,14 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_EJECTION_FAILURES: u32 = 5;
 /// How many endpoint changes the feed of [`Balancer::changes`] keeps for a slow reader.
 pub(crate) const CHANGE_FEED_CAPACITY: usize = 256;
+
+/// Default maximum staleness: 5 min (ten default refresh intervals). While resolution fails the
+/// last known endpoints keep serving (gRPC clients keep them indefinitely); after this long a
+/// name that is really gone stops taking calls.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(300);
+/// Default drain window: 60 s (two default refresh intervals). An endpoint removed and re-added
+/// within it keeps its breaker and pool.
+pub const DEFAULT_DRAIN_WINDOW: Duration = Duration::from_secs(60);
 
 /// Default largest share of endpoints ejected at once: 50 %; beyond it, panic mode.
 pub const DEFAULT_MAX_EJECTION: f64 = 0.5;
@@ -134,7 +145,8 @@ where
     S: Send + Sync + 'static,
     C: Send + Sync + 'static,
 {
-    /// Waits until the resolver has answered at least once.
+    /// Waits until the resolver has answered (or failed) at least once. Calls need not: a call
+    /// made before the first resolution waits for it, within its deadline.
     pub async fn resolved(&self) {
         self.start_refresh();
         let mut seen = self.shared.resolutions.subscribe();
@@ -162,6 +174,11 @@ where
                 in_flight: e.in_flight.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// What the resolver has done: answers, errors, stale episodes.
+    pub fn resolver_stats(&self) -> ResolverStats {
+        self.shared.resolver_stats()
     }
 
     /// The breaker of the endpoint at `addr`, if it is resolved.

@@ -2,8 +2,18 @@
 //! sooner (never more often than every second); with doubling backoff from 1 s while no
 //! endpoint is usable or the resolver fails. It holds only a weak reference and ends when the
 //! balancer is dropped.
+//!
+//! A resolver *error* — a failed or timed-out lookup, NXDOMAIN or no records for a DNS name —
+//! never wipes the endpoints: the last known set keeps serving (as gRPC clients do on resolver
+//! errors), the episode is logged once with the name and counted, and resolution goes on with
+//! backoff. Only after the maximum staleness are the endpoints given up. An *answer* — any
+//! address set, empty included (`StaticResolver::set([])`, a resolver of your own returning no
+//! addresses) — is applied at once: it is an instruction, not a failure.
 
 use std::sync::Weak;
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
 
 use super::{MIN_REFRESH_INTERVAL, Shared};
 
@@ -13,6 +23,8 @@ where
     C: Send + Sync + 'static,
 {
     let mut backoff = MIN_REFRESH_INTERVAL;
+    // When the current run of resolver errors began, while endpoints were known.
+    let mut stale_since: Option<Instant> = None;
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -24,16 +36,56 @@ where
         let Some(shared) = weak.upgrade() else {
             return;
         };
+        let name = shared.resolver.name().unwrap_or("the target");
         let healthy_wait = match outcome {
             Ok(resolved) => {
+                if stale_since.take().is_some() {
+                    shared.counters.stale.store(false, Ordering::Relaxed);
+                    tracing::info!(name, "resolution recovered");
+                }
                 let ttl = resolved.ttl;
                 shared.apply(resolved.addrs);
                 shared
                     .any_usable()
                     .then(|| ttl.map_or(interval, |ttl| ttl.min(interval)))
             }
+            Err(error) if shared.has_endpoints() => {
+                shared.resolution_failed();
+                let now = Instant::now();
+                let since = *stale_since.get_or_insert_with(|| {
+                    shared
+                        .counters
+                        .stale_episodes
+                        .fetch_add(1, Ordering::Relaxed);
+                    shared.counters.stale.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        name,
+                        %error,
+                        "resolution failed: keeping the last known endpoints"
+                    );
+                    now
+                });
+                if now.saturating_duration_since(since) >= shared.max_staleness {
+                    tracing::warn!(
+                        name,
+                        %error,
+                        stale_for = ?now.saturating_duration_since(since),
+                        "resolution has failed for the maximum staleness: giving the last known \
+                         endpoints up"
+                    );
+                    shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                    shared.apply(Vec::new());
+                    // The counters say it failed: the set given up was not an answer.
+                    shared.counters.resolutions.fetch_sub(1, Ordering::Relaxed);
+                    stale_since = None;
+                    shared.counters.stale.store(false, Ordering::Relaxed);
+                } else {
+                    tracing::debug!(name, %error, "resolution failed again");
+                }
+                None
+            }
             Err(error) => {
-                tracing::warn!(%error, "re-resolution failed: keeping the last endpoints");
+                tracing::warn!(name, %error, "resolution failed, and no endpoint is known");
                 shared.resolution_failed();
                 None
             }

@@ -24,11 +24,29 @@ pub type ResolveFuture = Pin<Box<dyn Future<Output = Result<Resolved, BoxError>>
 /// Resolves a logical name into every address that serves it.
 ///
 /// Implemented by [`StaticResolver`] (a list you can change) and, with feature `dns`, by
-/// [`DnsResolver`](super::DnsResolver). A failed resolution keeps the endpoints of the last
-/// good one.
+/// [`DnsResolver`](super::DnsResolver).
+///
+/// What the balancer does with the outcome:
+///
+/// | outcome | what happens |
+/// |---|---|
+/// | `Ok` with addresses | applied: new endpoints added, missing ones drained (kept for the drain window, so one that comes back resumes its breaker and pool) |
+/// | `Ok` with no addresses | an instruction: every endpoint is drained at once; calls fail with `NoEndpoints` |
+/// | `Err` while endpoints are known | a resolver error: the last known endpoints keep serving, the episode is logged once and counted, resolution retries with backoff; after the maximum staleness they are given up |
+/// | `Err` before any endpoint is known | calls fail with `NoEndpoints`; resolution retries with backoff |
+///
+/// A resolver for a name should report "no such name" and "no records" as errors (a name
+/// that had addresses and lost them during a rollout is a failure, not an instruction), and an
+/// empty answer only when it means it.
 pub trait Resolve: Send + Sync + 'static {
     /// The current addresses.
     fn resolve(&self) -> ResolveFuture;
+
+    /// The name resolved, if there is one (a DNS name): logs name it, and a name that resolves
+    /// to a single address gets a warning (nothing to balance). `None` for a list of addresses.
+    fn name(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A fixed list of addresses, which [`set`](Self::set) can replace (clones share the list).

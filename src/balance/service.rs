@@ -41,6 +41,39 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         self.start_refresh();
+        if !self.shared.first_resolved.load(Ordering::Acquire) {
+            // Before the first resolution completes, a call waits for it (within its deadline:
+            // the timers above cover the wait), then picks.
+            let mut resolutions = self.shared.resolutions.subscribe();
+            let wait = Box::pin(async move {
+                let _ = resolutions.wait_for(|n| *n > 0).await;
+            });
+            return BalanceFuture {
+                state: BalanceState::Resolving {
+                    waiting: Some(Box::new(Resolving {
+                        balancer: self.clone(),
+                        req,
+                        wait,
+                    })),
+                },
+            };
+        }
+        BalanceFuture {
+            state: BalanceState::Picked {
+                inner: self.dispatch(req),
+            },
+        }
+    }
+}
+
+impl<S, C> Balancer<S, C> {
+    /// Picks an endpoint for `req` and calls it through its breaker.
+    fn dispatch<Req>(&self, req: Req) -> BreakerFuture<Served<Oneshot<S, Req>>, C>
+    where
+        S: Service<Req> + Clone,
+        C: Clone,
+        Req: BalanceRequest,
+    {
         let shared = &*self.shared;
         let snapshot = shared.snapshot.load();
         let picker = Picker {
@@ -70,20 +103,23 @@ where
                         endpoint: Some(endpoint.addr),
                     },
                 };
-                BalanceFuture {
-                    inner: BreakerFuture::running(
-                        served,
-                        picked.permit.given(given),
-                        shared.classifier.clone(),
-                        at_head,
-                    ),
-                }
+                BreakerFuture::running(
+                    served,
+                    picked.permit.given(given),
+                    shared.classifier.clone(),
+                    at_head,
+                )
             }
-            Err(error) => BalanceFuture {
-                inner: BreakerFuture::rejected(error),
-            },
+            Err(error) => BreakerFuture::rejected(error),
         }
     }
+}
+
+/// A call waiting for the first resolution (boxed: only such calls pay for it).
+struct Resolving<S, C, Req> {
+    balancer: Balancer<S, C>,
+    req: Req,
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// Counts a call in flight to an endpoint until dropped.
@@ -146,21 +182,50 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        inner: BreakerFuture<Served<Oneshot<S, Req>>, C>,
+        state: BalanceState<S, Req, C>,
+    }
+}
+
+pin_project! {
+    #[project = BalanceStateProj]
+    enum BalanceState<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        Resolving {
+            waiting: Option<Box<Resolving<S, C, Req>>>,
+        },
+        Picked {
+            #[pin]
+            inner: BreakerFuture<Served<Oneshot<S, Req>>, C>,
+        },
     }
 }
 
 impl<S, C, Req> Future for BalanceFuture<S, Req, C>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     S::Response: BalanceResponse + BreakerResponse<C>,
-    C: Classify<S::Response>,
+    C: Classify<S::Response> + Clone,
+    Req: BalanceRequest,
 {
     type Output = Result<<S::Response as BreakerResponse<C>>::Output, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                BalanceStateProj::Resolving { waiting } => {
+                    let w = waiting.as_mut().expect("polled after completion");
+                    ready!(w.wait.as_mut().poll(cx));
+                    let w = waiting.take().expect("checked above");
+                    let inner = w.balancer.dispatch(w.req);
+                    state.set(BalanceState::Picked { inner });
+                }
+                BalanceStateProj::Picked { inner } => return inner.poll(cx),
+            }
+        }
     }
 }
 

@@ -2,12 +2,13 @@
 //! endpoints kept, added and removed, and the change feed told.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::endpoints::{Endpoint, Policy, Snapshot};
 use super::resolve::{Change, Resolve, changes};
@@ -29,24 +30,70 @@ pub(crate) struct Shared<S, C> {
     pub(super) make: Box<MakeEndpoint<S>>,
     pub(super) resolver: Box<dyn Resolve>,
     pub(super) refresh_interval: Duration,
+    pub(super) max_staleness: Duration,
+    pub(super) drain_window: Duration,
     pub(super) served_by: bool,
     pub(super) warned_single: AtomicBool,
     pub(super) refresh_started: AtomicBool,
+    /// The first resolution has completed (well or not): calls no longer wait for it.
+    pub(super) first_resolved: AtomicBool,
     pub(super) resolutions: watch::Sender<u64>,
     pub(super) changes: tokio::sync::broadcast::Sender<Change>,
+    /// Endpoints removed recently, kept for the drain window: an address that comes back
+    /// within it resumes its breaker and pool. Only the refresh task touches it.
+    pub(super) draining: Mutex<Vec<(Arc<Endpoint<S>>, Instant)>>,
+    pub(super) counters: ResolverCounters,
+}
+
+/// The resolver's numbers, kept by the refresh task.
+#[derive(Debug, Default)]
+pub(crate) struct ResolverCounters {
+    pub(super) resolutions: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) stale_episodes: AtomicU64,
+    pub(super) stale: AtomicBool,
+    pub(super) given_up: AtomicU64,
+}
+
+/// What a balancer's resolver has done: [`Balancer::resolver_stats`](super::Balancer::resolver_stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResolverStats {
+    /// Resolutions that answered (an address set, empty or not).
+    pub resolutions: u64,
+    /// Resolutions that failed: an error, a timeout, NXDOMAIN or no records for a DNS name.
+    pub errors: u64,
+    /// Episodes in which resolution failed while endpoints were known, and the balancer kept
+    /// serving them (one per run of failures).
+    pub stale_episodes: u64,
+    /// Whether the endpoints served now are stale: the last resolution failed.
+    pub stale: bool,
+    /// Times the last known endpoints were given up after the maximum staleness.
+    pub given_up: u64,
 }
 
 impl<S, C> Shared<S, C> {
     /// Replaces the endpoint set with `addrs`, keeping the breakers and stacks of endpoints
-    /// that stay; removed endpoints take no new calls and finish the ones in flight.
+    /// that stay (or come back within the drain window); removed endpoints take no new calls
+    /// and finish the ones in flight.
     pub(crate) fn apply(&self, mut addrs: Vec<SocketAddr>) {
         let mut seen = std::collections::HashSet::with_capacity(addrs.len());
         addrs.retain(|a| seen.insert(*a));
+        let now = Instant::now();
         let old = self.snapshot.load();
+        let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        draining.retain(|(_, since)| now.saturating_duration_since(*since) < self.drain_window);
         let mut endpoints = Vec::with_capacity(addrs.len());
         for addr in &addrs {
             if let Some(kept) = old.endpoints.iter().find(|e| e.addr == *addr) {
                 endpoints.push(kept.clone());
+                continue;
+            }
+            if let Some(i) = draining.iter().position(|(e, _)| e.addr == *addr) {
+                // Back within the drain window: its breaker and pool resume as they were.
+                let (back, _) = draining.swap_remove(i);
+                tracing::info!(%addr, "endpoint back: its breaker and pool are kept");
+                endpoints.push(back);
                 continue;
             }
             let breaker = match self.breaker.clone().name(addr.to_string()).build() {
@@ -65,6 +112,10 @@ impl<S, C> Shared<S, C> {
                 in_flight: Arc::new(AtomicUsize::new(0)),
             }));
         }
+        for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
+            draining.push((gone.clone(), now));
+        }
+        drop(draining);
         let before: Vec<SocketAddr> = old.endpoints.iter().map(|e| e.addr).collect();
         let kept: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
         for change in changes(&before, &kept) {
@@ -74,8 +125,11 @@ impl<S, C> Shared<S, C> {
             // Nobody listening is fine.
             let _ = self.changes.send(change);
         }
-        if addrs.len() == 1 && !self.warned_single.swap(true, Ordering::Relaxed) {
+        if let (1, Some(name)) = (addrs.len(), self.resolver.name())
+            && !self.warned_single.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(
+                name,
                 addr = %addrs[0],
                 "the name resolved to a single address: there is nothing to balance. If this is a \
                  Kubernetes ClusterIP Service, every call goes through one virtual IP (and, for \
@@ -85,7 +139,8 @@ impl<S, C> Shared<S, C> {
         }
         self.snapshot
             .store(Arc::new(Snapshot::new(endpoints, self.max_ejection)));
-        self.resolutions.send_modify(|n| *n += 1);
+        self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
+        self.resolved_once();
     }
 
     /// Whether any endpoint would take a call now.
@@ -97,8 +152,32 @@ impl<S, C> Shared<S, C> {
             .any(|e| e.breaker.is_usable())
     }
 
-    /// Counts a resolution that failed, so [`Balancer::resolved`] does not wait forever.
+    /// Whether any endpoint is known (resolved, however long ago).
+    pub(crate) fn has_endpoints(&self) -> bool {
+        !self.snapshot.load().endpoints.is_empty()
+    }
+
+    /// Counts a resolution that failed, so [`Balancer::resolved`](super::Balancer::resolved)
+    /// does not wait forever and calls waiting for the first resolution go on.
     pub(crate) fn resolution_failed(&self) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.resolved_once();
+    }
+
+    fn resolved_once(&self) {
+        self.first_resolved.store(true, Ordering::Release);
         self.resolutions.send_modify(|n| *n += 1);
+    }
+
+    /// The resolver's numbers.
+    pub(crate) fn resolver_stats(&self) -> ResolverStats {
+        let c = &self.counters;
+        ResolverStats {
+            resolutions: c.resolutions.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            stale_episodes: c.stale_episodes.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
+            given_up: c.given_up.load(Ordering::Relaxed),
+        }
     }
 }

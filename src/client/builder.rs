@@ -36,6 +36,8 @@ use crate::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryBudget, UnavailablePolicy
 /// | [`pool`](Self::pool) | per endpoint: 10 connections, checkout 2 s, idle 30 s, lifetime 30 min | — |
 /// | [`balance`](Self::balance) | round robin per call | — |
 /// | [`refresh_interval`](Self::refresh_interval) | 30 s (sooner by DNS TTL) | — |
+/// | [`max_staleness`](Self::max_staleness) | 5 min: the last known endpoints serve while resolution fails | — |
+/// | [`drain_window`](Self::drain_window) | 60 s: a removed endpoint that comes back keeps its breaker and pool | — |
 /// | [`idempotency_keys`](Self::idempotency_keys) | off (opt in per route) | — |
 pub struct ClientBuilder<C> {
     pub(super) target: Target,
@@ -55,6 +57,8 @@ pub struct ClientBuilder<C> {
     pub(super) pool: PoolBuilder,
     pub(super) policy: Policy,
     pub(super) refresh_interval: Option<Duration>,
+    pub(super) max_staleness: Option<Duration>,
+    pub(super) drain_window: Option<Duration>,
     pub(super) keys: bool,
     pub(super) key_header: HeaderName,
     pub(super) replay_limit: usize,
@@ -107,6 +111,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             pool: PoolBuilder::new(),
             policy: Policy::RoundRobin,
             refresh_interval: None,
+            max_staleness: None,
+            drain_window: None,
             keys: false,
             key_header: DEFAULT_KEY_HEADER,
             replay_limit: crate::retry::DEFAULT_REPLAY_LIMIT,
@@ -243,6 +249,20 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     /// How often to re-resolve the target (at least 1 s).
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
         self.refresh_interval = Some(interval);
+        self
+    }
+
+    /// How long the last known endpoints keep serving while resolution fails, before they are
+    /// given up ([`BalancerBuilder::max_staleness`](crate::balance::BalancerBuilder::max_staleness)).
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.max_staleness = Some(staleness);
+        self
+    }
+
+    /// How long a removed endpoint's breaker and pool are kept for its return
+    /// ([`BalancerBuilder::drain_window`](crate::balance::BalancerBuilder::drain_window)).
+    pub fn drain_window(mut self, window: Duration) -> Self {
+        self.drain_window = Some(window);
         self
     }
 

@@ -94,6 +94,12 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         if let Some(interval) = self.refresh_interval {
             balancer = balancer.refresh_interval(interval);
         }
+        if let Some(staleness) = self.max_staleness {
+            balancer = balancer.max_staleness(staleness);
+        }
+        if let Some(window) = self.drain_window {
+            balancer = balancer.drain_window(window);
+        }
         let balancer = balancer.build()?;
 
         let mut layers = layers.into_iter();

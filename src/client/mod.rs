@@ -166,8 +166,8 @@ where
         &self.routes.balancer
     }
 
-    /// Waits until the target has been resolved once (calls before then fail with
-    /// [`Error::NoEndpoints`](crate::Error::NoEndpoints)).
+    /// Waits until the target has been resolved once (calls made before then wait for it too,
+    /// within their deadline).
     pub async fn resolved(&self) {
         self.balancer().resolved().await;
     }

@@ -47,4 +47,8 @@ impl Resolve for Box<dyn Resolve> {
     fn resolve(&self) -> crate::balance::ResolveFuture {
         (**self).resolve()
     }
+
+    fn name(&self) -> Option<&str> {
+        (**self).name()
+    }
 }

@@ -26,9 +26,18 @@ pub struct DnsServer {
 impl DnsServer {
     /// Serves `ips` (A for IPv4, AAAA for IPv6) with `ttl` seconds for every name.
     pub async fn start(ips: impl IntoIterator<Item = IpAddr>, ttl: u32) -> DnsServer {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.expect("bind tcp");
+        // UDP and TCP on one port: the UDP port may be taken for TCP by another test (they run
+        // in parallel), so try a few.
+        let mut bound = None;
+        for _ in 0..50 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                bound = Some((udp, addr, tcp));
+                break;
+            }
+        }
+        let (udp, addr, tcp) = bound.expect("a loopback port free for both UDP and TCP");
         let records = Arc::new(Mutex::new(Records {
             ips: ips.into_iter().collect(),
             ttl,

@@ -32,3 +32,4 @@ pub mod ledger_server;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod server;
+pub mod warnings;
