@@ -42,7 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "http")]
+mod background;
 pub mod balance;
 pub mod breaker;
 pub mod bulkhead;

@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use prost::Message;
 use stanchion::classify::{GrpcClassifier, HttpClassifier};
 use stanchion::deadline::AttemptLayer;
 use stanchion::idempotency::{
@@ -23,10 +22,9 @@ use stanchion::idempotency::{
 use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
 use stanchion::retry::{Backoff, ReplayBodyLayer, RetryBudget, RetryLayer, UnavailablePolicy};
 use tokio::task::JoinSet;
-use tonic::transport::server::TcpIncoming;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-use support::grpc_server::{ECHO_PATH, Echo, FramesBody, encode_frame};
+use support::grpc_server::{ECHO_PATH, Echo};
 use support::ledger_server::{Ledger, LedgerServer, handler};
 use support::redis_server::RedisServer;
 
@@ -756,45 +754,13 @@ fn invalid_settings_are_config_errors() {
 
 // ---- gRPC: keys in metadata, statuses in trailers ---------------------------------------------
 
-/// A tonic server with the layer in front of a gRPC handler that counts its calls, works
-/// `work`, and answers `paid #N: MESSAGE` with the status in the trailers.
+/// A tonic server with the layer in front of a gRPC handler that counts its calls.
 async fn grpc_server(
     paid: Arc<AtomicUsize>,
     work: Duration,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handler = tower::service_fn(move |req: Request<IdempotencyBody<tonic::body::Body>>| {
-        let paid = paid.clone();
-        async move {
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            let asked = Echo::decode(&body[5..]).unwrap().message;
-            tokio::time::sleep(work).await;
-            let n = paid.fetch_add(1, Ordering::SeqCst) + 1;
-            let reply = Echo {
-                message: format!("paid #{n}: {asked}"),
-            };
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", "0".parse().unwrap());
-            let body = FramesBody::new([
-                http_body::Frame::data(encode_frame(&reply)),
-                http_body::Frame::trailers(trailers),
-            ]);
-            let res = http::Response::builder()
-                .header("content-type", "application/grpc")
-                .body(body)
-                .unwrap();
-            Ok::<_, std::convert::Infallible>(res)
-        }
-    });
-    let layer = layer(MemoryStore::new()).build().unwrap();
-    let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .layer(layer)
-            .serve_with_incoming(handler, TcpIncoming::from(listener))
-            .await;
-    });
-    (addr, task)
+    support::ledger_server::grpc_ledger(layer(MemoryStore::new()).build().unwrap(), paid, work)
+        .await
 }
 
 async fn call<S>(

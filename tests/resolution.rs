@@ -234,3 +234,138 @@ async fn a_name_with_one_address_warns_once() {
     }
     assert_eq!(warnings.count(), 1);
 }
+
+/// An endpoint stack that says when it is dropped.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    _alive: Arc<()>,
+}
+
+impl<S: tower::Service<R>, R> tower::Service<R> for Tracked<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+/// Which endpoint stacks are alive: each made by `make`, with a token dropped with it.
+type Alive = Arc<std::sync::Mutex<Vec<(SocketAddr, std::sync::Weak<()>)>>>;
+
+fn tracked(kept: Alive) -> impl Fn(SocketAddr) -> Tracked<Pool<HttpConnector<Body>, SocketAddr>> {
+    let pool = stanchion::pool::PoolBuilder::new().settings().unwrap();
+    move |addr| {
+        let token = Arc::new(());
+        kept.lock().unwrap().push((addr, Arc::downgrade(&token)));
+        Tracked {
+            inner: pool.build(HttpConnector::<Body>::http1(), addr),
+            _alive: token,
+        }
+    }
+}
+
+fn is_alive(alive: &Alive, addr: SocketAddr) -> bool {
+    alive
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(a, token)| *a == addr && token.strong_count() > 0)
+}
+
+/// A zero drain window keeps nothing: a removed endpoint's stack goes at once, and an address
+/// that comes back starts afresh.
+#[tokio::test(start_paused = true)]
+async fn a_zero_drain_window_keeps_nothing() {
+    let servers = [
+        HttpServer::start(FaultPlan::healthy()).await,
+        HttpServer::start(FaultPlan::healthy()).await,
+    ];
+    let (a, b) = (servers[0].addr(), servers[1].addr());
+    let resolver = StaticResolver::new([a, b]);
+    let alive = Alive::default();
+    let client = Client::http(Target::resolver(resolver.clone()))
+        .refresh_interval(SEC)
+        .drain_window(Duration::ZERO)
+        .build_with(tracked(alive.clone()))
+        .unwrap();
+    client.resolved().await;
+    client.balancer().breaker(b).unwrap().force_open();
+    resolver.set([a]);
+    sleep(1100 * MS).await;
+    assert!(!is_alive(&alive, b), "removed with nothing kept");
+    resolver.set([a, b]);
+    sleep(SEC).await;
+    let state = client.balancer().breaker(b).unwrap().state();
+    assert_eq!(state, BreakerState::Closed, "b came back afresh");
+}
+
+/// A removed endpoint is let go when its drain window ends, even if the resolver fails from
+/// then on and no new answer comes to prune it: its pool (and connections) close.
+#[tokio::test(start_paused = true)]
+async fn a_removed_endpoint_is_let_go_after_the_drain_window_even_while_resolution_fails() {
+    let [v4, v6] = HttpServer::start_pair([FaultPlan::healthy(), FaultPlan::healthy()]).await;
+    let dns = DnsServer::start([v4.addr().ip(), v6.addr().ip()], 1).await;
+    let alive = Alive::default();
+    let client = Client::http(Target::resolver(DnsResolver::with_server(
+        "drain.stanchion.test.",
+        v4.addr().port(),
+        dns.addr(),
+    )))
+    .drain_window(5 * SEC)
+    .build_with(tracked(alive.clone()))
+    .unwrap();
+    client.resolved().await;
+    let is_alive = |addr| is_alive(&alive, addr);
+    assert!(is_alive(v6.addr()));
+    dns.set([v4.addr().ip()]);
+    sleep(2 * SEC).await;
+    assert!(client.balancer().breaker(v6.addr()).is_none(), "v6 removed");
+    assert!(is_alive(v6.addr()), "kept for its drain window");
+    // From now on the resolver fails: no answer will come to prune the drained endpoint.
+    dns.set([]);
+    sleep(10 * SEC).await;
+    assert!(client.balancer().resolver_stats().stale);
+    assert!(
+        !is_alive(v6.addr()),
+        "let go at the end of its drain window"
+    );
+    assert!(is_alive(v4.addr()), "the last known endpoint still serves");
+}
+
+/// A balancer whose runtime ends before its first resolution resolves in the next runtime it is
+/// used in (a client kept in a static across `#[tokio::test]`s).
+#[test]
+fn a_balancer_outliving_its_runtime_resolves_in_the_next() {
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let server = second.block_on(HttpServer::start(FaultPlan::healthy()));
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Built inside the first runtime, which ends before its refresh task ever runs.
+    let client = first.block_on(async {
+        Client::http(Target::addrs([server.addr()]))
+            .deadline(SEC)
+            .build(HttpConnector::<Body>::http1())
+            .unwrap()
+    });
+    drop(first);
+    second.block_on(async {
+        let res = client.clone().oneshot(get()).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    });
+}

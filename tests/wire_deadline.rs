@@ -290,3 +290,135 @@ async fn the_deadline_bounds_reading_the_body() {
     assert_eq!(server.accepted(), 2);
     assert_eq!(pool.stats().created, 2);
 }
+
+/// A connector that connects for real, then hands the connection over only at `ready_at`.
+#[derive(Clone)]
+struct ConnectedAt(Instant);
+
+impl Service<SocketAddr> for ConnectedAt {
+    type Response = HttpConnection<Empty<Bytes>>;
+    type Error = stanchion::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        let at = self.0;
+        Box::pin(async move {
+            let conn = HttpConnector::<Empty<Bytes>>::http1().call(addr).await?;
+            tokio::time::sleep_until(at).await;
+            Ok(conn)
+        })
+    }
+}
+
+/// A connection that comes less than a millisecond before the deadline: the request is not
+/// sent at all (a server told "0 ms" starts work only to drop it); the call ends with the
+/// deadline's error at the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_request_with_under_a_millisecond_left_is_not_sent() {
+    use stanchion::deadline::{AttemptLayer, DeadlineLayer};
+    let server = HttpServer::start(FaultPlan::healthy()).await;
+    let t0 = Instant::now();
+    // The call starts half a millisecond past t0, so its 100 ms deadline is 500 µs after the
+    // connection is handed over (at t0 + 100 ms).
+    tokio::time::advance(Duration::from_micros(500)).await;
+    let start = Instant::now();
+    let pool = PoolBuilder::new()
+        .build(ConnectedAt(t0 + 100 * MS), server.addr())
+        .unwrap();
+    let svc = DeadlineLayer::new(100 * MS).unwrap().layer(
+        AttemptLayer::new(SEC)
+            .unwrap()
+            .timeout_header(TIMEOUT)
+            .layer(pool),
+    );
+    let err = svc.oneshot(get()).await.unwrap_err();
+    assert!(err.is_deadline_exceeded(), "{err:?}");
+    assert!(start.elapsed() >= 100 * MS && start.elapsed() <= 101 * MS);
+    let told: Vec<_> = server
+        .recorder()
+        .requests()
+        .iter()
+        .map(|r| r.header("x-timeout-ms").map(str::to_owned))
+        .collect();
+    assert!(told.is_empty(), "sent with {told:?} left");
+}
+
+/// tonic's `Request::set_timeout` (a `grpc-timeout` the caller wrote) is part of the call's
+/// deadline: the earlier of it and the client's budget ends the call, and is what the server
+/// is told.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_timeout_set_by_the_caller_shortens_the_deadline() {
+    let server = GrpcServer::start(FaultPlan::scripted([
+        Fault::ok(),
+        Fault::ok().latency(500 * MS),
+    ]))
+    .await;
+    let client = Client::grpc(Target::addrs([server.addr()]))
+        .deadline(SEC)
+        .build(HttpConnector::<ReplayBody<tonic::body::Body>>::http2())
+        .unwrap();
+    client.resolved().await;
+    let mut echo = EchoClient::new(client.into_tonic());
+    let request = || {
+        let mut req = tonic::Request::new(EchoRequest {
+            message: "hi".into(),
+        });
+        req.set_timeout(300 * MS);
+        req
+    };
+    echo.call(request()).await.unwrap();
+    let told = server.recorder().requests()[0]
+        .header("grpc-timeout")
+        .map(|v| parse_grpc_timeout(v.as_bytes()).unwrap());
+    assert!(
+        told.is_some_and(|t| t <= 300 * MS && t >= 299 * MS),
+        "told {told:?}"
+    );
+    let start = Instant::now();
+    let status = echo.call(request()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(start.elapsed(), 300 * MS);
+}
+
+/// A client used as the transport of another client's attempts: the response body outlives the
+/// attempt, so it is bounded by the outer call's deadline (2 s) — not by the attempt's 200 ms.
+#[tokio::test(start_paused = true)]
+async fn a_nested_clients_body_is_bounded_by_the_call_not_the_attempt() {
+    use stanchion::deadline::{AttemptLayer, DeadlineLayer};
+    let server = HttpServer::start(FaultPlan::always(Fault::trickle(5, 100 * MS))).await;
+    let pool: Pool<HttpConnector<Empty<Bytes>>, SocketAddr> = PoolBuilder::new()
+        .build(HttpConnector::http1(), server.addr())
+        .unwrap();
+    let inner = DeadlineLayer::default().layer(pool);
+    let outer = DeadlineLayer::new(2 * SEC)
+        .unwrap()
+        .layer(AttemptLayer::new(200 * MS).unwrap().layer(inner));
+    let start = Instant::now();
+    let res = outer.oneshot(get()).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 5 * "chunk".len());
+    assert_eq!(start.elapsed(), 500 * MS);
+
+    // Past the outer call's deadline, the body is cut with the call's budget in the error.
+    let server = HttpServer::start(FaultPlan::always(Fault::trickle(5, SEC))).await;
+    let pool: Pool<HttpConnector<Empty<Bytes>>, SocketAddr> = PoolBuilder::new()
+        .build(HttpConnector::http1(), server.addr())
+        .unwrap();
+    let outer = DeadlineLayer::new(2 * SEC).unwrap().layer(
+        AttemptLayer::new(200 * MS)
+            .unwrap()
+            .layer(DeadlineLayer::default().layer(pool)),
+    );
+    let start = Instant::now();
+    let res = outer.oneshot(get()).await.unwrap();
+    let err = res.into_body().collect().await.unwrap_err();
+    assert!(
+        matches!(err, Error::DeadlineExceeded { budget, .. } if budget == 2 * SEC),
+        "{err:?}"
+    );
+    assert_eq!(start.elapsed(), 2 * SEC);
+}

@@ -80,6 +80,7 @@ pub use self::resolve::{Change, Resolve, ResolveFuture, Resolved, StaticResolver
 pub use self::service::{BalanceFuture, BalanceRequest, BalanceResponse};
 pub use self::shared::ResolverStats;
 pub(crate) use self::shared::Shared;
+use crate::background::Started;
 use crate::breaker::{BreakerState, CircuitBreaker};
 
 /// Default re-resolution interval: 30 s (the gRPC DNS resolver's practice), or sooner when the
@@ -193,12 +194,8 @@ where
     }
 
     fn start_refresh(&self) {
-        let shared = &self.shared;
-        if shared.refresh_started.load(Ordering::Relaxed)
-            || shared.refresh_started.swap(true, Ordering::Relaxed)
-        {
-            return;
+        if let Some(started) = Started::claim(&self.shared, |s| &s.refresh_started) {
+            tokio::spawn(refresh::run(started));
         }
-        tokio::spawn(refresh::run(Arc::downgrade(&self.shared)));
     }
 }

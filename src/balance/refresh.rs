@@ -10,18 +10,21 @@
 //! address set, empty included (`StaticResolver::set([])`, a resolver of your own returning no
 //! addresses) — is applied at once: it is an instruction, not a failure.
 
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
 use super::{MIN_REFRESH_INTERVAL, Shared};
+use crate::background::Started;
 
-pub(crate) async fn run<S, C>(weak: Weak<Shared<S, C>>)
+/// The refresh loop. `started` is held for the task's life: if its runtime ends (even before
+/// it first runs), the next call starts it again ([`Started`]).
+pub(crate) async fn run<S, C>(started: Started<Shared<S, C>>)
 where
     S: Send + Sync + 'static,
     C: Send + Sync + 'static,
 {
+    let weak = started.weak();
     let mut backoff = MIN_REFRESH_INTERVAL;
     // When the current run of resolver errors began, while endpoints were known.
     let mut stale_since: Option<Instant> = None;
@@ -29,6 +32,8 @@ where
         let Some(shared) = weak.upgrade() else {
             return;
         };
+        // Endpoints removed longer ago than the drain window go now, answers or not.
+        shared.prune_draining(Instant::now());
         let resolving = shared.resolver.resolve();
         let interval = shared.refresh_interval;
         drop(shared);
@@ -44,7 +49,7 @@ where
                     tracing::info!(name, "resolution recovered");
                 }
                 let ttl = resolved.ttl;
-                shared.apply(resolved.addrs);
+                shared.apply(resolved.addrs, true);
                 shared
                     .any_usable()
                     .then(|| ttl.map_or(interval, |ttl| ttl.min(interval)))
@@ -74,9 +79,8 @@ where
                          endpoints up"
                     );
                     shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
-                    shared.apply(Vec::new());
-                    // The counters say it failed: the set given up was not an answer.
-                    shared.counters.resolutions.fetch_sub(1, Ordering::Relaxed);
+                    // Not an answer: the counters say it failed.
+                    shared.apply(Vec::new(), false);
                     stale_since = None;
                     shared.counters.stale.store(false, Ordering::Relaxed);
                 } else {

@@ -18,9 +18,12 @@ use super::endpoints::{Picker, Policy};
 use crate::BoxError;
 use crate::breaker::{BreakerFuture, BreakerResponse};
 use crate::classify::Classify;
+#[cfg(feature = "http")]
 use crate::deadline::Deadline;
 use crate::error::Error;
-use crate::retry::{AvoidEndpoint, ServedBy};
+#[cfg(feature = "http")]
+use crate::retry::AvoidEndpoint;
+use crate::retry::ServedBy;
 
 impl<S, C, Req> Service<Req> for Balancer<S, C>
 where
@@ -249,6 +252,7 @@ pub trait BalanceResponse {
     fn record_served_by(&mut self, served_by: ServedBy);
 }
 
+#[cfg(feature = "http")]
 impl<B> BalanceRequest for http::Request<B> {
     fn avoid_endpoint(&self) -> Option<SocketAddr> {
         self.extensions().get::<AvoidEndpoint>().map(|a| a.0)
@@ -266,6 +270,7 @@ impl<B> BalanceRequest for http::Request<B> {
     }
 }
 
+#[cfg(feature = "http")]
 impl<B> BalanceResponse for http::Response<B> {
     fn record_served_by(&mut self, served_by: ServedBy) {
         self.extensions_mut().insert(served_by);

@@ -75,14 +75,15 @@ pub struct ResolverStats {
 impl<S, C> Shared<S, C> {
     /// Replaces the endpoint set with `addrs`, keeping the breakers and stacks of endpoints
     /// that stay (or come back within the drain window); removed endpoints take no new calls
-    /// and finish the ones in flight.
-    pub(crate) fn apply(&self, mut addrs: Vec<SocketAddr>) {
+    /// and finish the ones in flight. `answered`: the set is the resolver's answer (counted as
+    /// a resolution), not the last known set given up.
+    pub(crate) fn apply(&self, mut addrs: Vec<SocketAddr>, answered: bool) {
         let mut seen = std::collections::HashSet::with_capacity(addrs.len());
         addrs.retain(|a| seen.insert(*a));
         let now = Instant::now();
         let old = self.snapshot.load();
         let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
-        draining.retain(|(_, since)| now.saturating_duration_since(*since) < self.drain_window);
+        self.prune(&mut draining, now);
         let mut endpoints = Vec::with_capacity(addrs.len());
         for addr in &addrs {
             if let Some(kept) = old.endpoints.iter().find(|e| e.addr == *addr) {
@@ -112,8 +113,10 @@ impl<S, C> Shared<S, C> {
                 in_flight: Arc::new(AtomicUsize::new(0)),
             }));
         }
-        for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
-            draining.push((gone.clone(), now));
+        if !self.drain_window.is_zero() {
+            for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
+                draining.push((gone.clone(), now));
+            }
         }
         drop(draining);
         let before: Vec<SocketAddr> = old.endpoints.iter().map(|e| e.addr).collect();
@@ -139,8 +142,20 @@ impl<S, C> Shared<S, C> {
         }
         self.snapshot
             .store(Arc::new(Snapshot::new(endpoints, self.max_ejection)));
-        self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
+        if answered {
+            self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
+        }
         self.resolved_once();
+    }
+
+    /// Drops the endpoints removed longer ago than the drain window (their pools close).
+    pub(crate) fn prune_draining(&self, now: Instant) {
+        let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        self.prune(&mut draining, now);
+    }
+
+    fn prune(&self, draining: &mut Vec<(Arc<Endpoint<S>>, Instant)>, now: Instant) {
+        draining.retain(|(_, since)| now.saturating_duration_since(*since) < self.drain_window);
     }
 
     /// Whether any endpoint would take a call now.

@@ -110,17 +110,29 @@ impl<B> Classify<Response<B>> for GrpcClassifier {
             );
         }
         if res.status() != StatusCode::OK {
-            // A proxy's answer: the code gRPC maps the status to, and the status's own kind —
-            // a 429 is shedding (overload), though gRPC reports it as UNAVAILABLE.
+            // A proxy's answer: the code gRPC maps the status to, and that code's kind — but a
+            // 429 is shedding (overload), though gRPC reports it as UNAVAILABLE. A proxy says
+            // when to come back with `Retry-After`, if not with gRPC's pushback.
             let status = res.status().as_u16();
             let code = GrpcCode::from_http_status(res.status());
-            let class = self.classify_code(code, headers);
-            return Verdict::Done(
-                Class::new(super::http::kind_of_status(status))
+            let mut class = self.classify_code(code, headers).with_status(status);
+            if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                class = Class::new(Kind::Overload)
                     .with_grpc_code(code)
                     .with_status(status)
-                    .with_hint(class.hint()),
-            );
+                    .with_hint(class.hint());
+            }
+            if class.hint() == ServerHint::None
+                && let Some(after) = headers.get(http::header::RETRY_AFTER).and_then(|v| {
+                    super::retry_after::parse_retry_after(
+                        v.as_bytes(),
+                        std::time::SystemTime::now(),
+                    )
+                })
+            {
+                class = class.with_hint(ServerHint::RetryAfter(after.min(self.max_delay_hint)));
+            }
+            return Verdict::Done(class);
         }
         Verdict::AtEndOfStream(GrpcEos { classifier: *self })
     }
@@ -234,11 +246,37 @@ mod tests {
         assert_eq!(class.kind(), Kind::Unavailable);
         assert_eq!(class.grpc_code(), Some(GrpcCode::Unavailable));
 
-        let proxy_404 = Response::builder().status(404).body(()).unwrap();
-        let Verdict::Done(class) = GrpcClassifier::new().classify_response(&proxy_404) else {
+        // Every status a proxy may answer with: the kind is that of the code gRPC maps it to,
+        // except a 429 — shedding, whatever gRPC calls it.
+        for status in 100..=999u16 {
+            if status == 200 {
+                continue;
+            }
+            let res = Response::builder()
+                .status(status)
+                .header(http::header::RETRY_AFTER, "2")
+                .body(())
+                .unwrap();
+            let Verdict::Done(class) = GrpcClassifier::new().classify_response(&res) else {
+                panic!("a non-200 response decides on its head");
+            };
+            let code = GrpcCode::from_http_status(StatusCode::from_u16(status).unwrap());
+            let kind = if status == 429 {
+                Kind::Overload
+            } else {
+                code.kind()
+            };
+            assert_eq!(class.kind(), kind, "{status}");
+            assert_eq!(class.grpc_code(), Some(code), "{status}");
+            assert_eq!(class.status(), Some(status), "{status}");
+            assert_eq!(class.hint(), ServerHint::RetryAfter(Duration::from_secs(2)));
+        }
+        let proxy_400 = Response::builder().status(400).body(()).unwrap();
+        let Verdict::Done(class) = GrpcClassifier::new().classify_response(&proxy_400) else {
             panic!("a non-200 response decides on its head");
         };
-        assert_eq!(class.kind(), Kind::ClientError);
+        assert_eq!(class.grpc_code(), Some(GrpcCode::Internal));
+        assert_eq!(class.kind(), Kind::ServerError);
     }
 
     #[test]

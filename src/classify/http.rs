@@ -7,7 +7,7 @@ use http::{Response, StatusCode, header::RETRY_AFTER};
 use super::retry_after::{SystemClock, WallClock, parse_retry_after};
 use super::{Class, Classify, DEFAULT_MAX_DELAY_HINT, Kind, NoEos, ServerHint, Verdict};
 
-/// Classifies HTTP responses by status code; reads `Retry-After` on failures.
+/// Classifies HTTP responses by status code; reads `Retry-After` on any answer but a success.
 ///
 /// | status | kind |
 /// |---|---|
@@ -22,7 +22,7 @@ use super::{Class, Classify, DEFAULT_MAX_DELAY_HINT, Kind, NoEos, ServerHint, Ve
 /// Every class carries its status ([`Class::status`]); which statuses are worth retrying, and
 /// whether repeating the request is safe (the method, an idempotency key), is the retry
 /// policy's decision ([`RetryLayerBuilder::retryable_statuses`](crate::retry::RetryLayerBuilder::retryable_statuses)).
-/// A `Retry-After` on a failure becomes
+/// A `Retry-After` on any answer but a success (a 503, a 429, a keyed request's 409) becomes
 /// [`ServerHint::RetryAfter`], capped at [`max_delay_hint`](Self::max_delay_hint) (default 30 s);
 /// a malformed one is ignored. The whole verdict is in the head.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +66,7 @@ impl<C: WallClock> HttpClassifier<C> {
     pub fn classify_status(&self, status: StatusCode, headers: &http::HeaderMap) -> Class {
         let code = status.as_u16();
         let kind = kind_of_status(code);
-        if matches!(kind, Kind::Success | Kind::ClientError) {
+        if kind == Kind::Success {
             return Class::new(kind).with_status(code);
         }
         let hint = headers

@@ -417,6 +417,18 @@ pub(crate) fn never_processed(_err: &(dyn std::error::Error + 'static)) -> bool 
     false
 }
 
+/// Whether `err`, or an error in its source chain, is the server's GOAWAY (RFC 9113 §6.8): the
+/// connection takes no new streams, so a pool must not hand it out again.
+pub(crate) fn is_go_away(_err: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(any(feature = "hyper", feature = "tonic"))]
+    return chain(_err).any(|e| {
+        e.downcast_ref::<h2::Error>()
+            .is_some_and(|h2| h2.is_go_away() && h2.is_remote())
+    });
+    #[cfg(not(any(feature = "hyper", feature = "tonic")))]
+    false
+}
+
 /// Whether `err` is the transport enforcing a timeout that stanchion wrote on the request (tonic's
 /// channel enforces `grpc-timeout` with its own timer, which can fire a moment before ours).
 pub(crate) fn is_transport_timeout(_err: &(dyn std::error::Error + 'static)) -> bool {

@@ -326,6 +326,16 @@ mod tests {
         assert_eq!(b.key_header, DEFAULT_KEY_HEADER);
         assert_eq!(b.replay_limit, 64 * 1024);
         assert!(b.routes.is_empty());
+        // Left to the balancer, whose defaults are the documented ones.
+        assert_eq!((b.max_staleness, b.drain_window), (None, None));
+        assert_eq!(
+            crate::balance::DEFAULT_MAX_STALENESS,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            crate::balance::DEFAULT_DRAIN_WINDOW,
+            Duration::from_secs(60)
+        );
 
         let client = Client::http(target())
             .build_with(|_| {

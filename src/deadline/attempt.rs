@@ -36,17 +36,27 @@ impl Attempt {
 #[derive(Debug, Clone)]
 struct TimeoutHeader(HeaderName);
 
-/// Writes `timeout` to the timeout headers the request carries: `grpc-timeout` if it has one,
-/// and the HTTP header an [`AttemptLayer`] named, in whole milliseconds rounded down.
+/// Lowers the timeouts the request carries to `timeout`: `grpc-timeout` on a gRPC request that
+/// has one, and the HTTP header an [`AttemptLayer`] named, in whole milliseconds rounded down. A
+/// value already there that is shorter stays; one that does not parse is replaced.
 pub(super) fn write_timeouts<B>(req: &mut Request<B>, timeout: Duration) {
     let name = req.extensions().get::<TimeoutHeader>().map(|h| h.0.clone());
+    let grpc = is_grpc(req.headers());
     let headers = req.headers_mut();
-    if headers.contains_key(GRPC_TIMEOUT) {
-        headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
+    if grpc && let Some(value) = headers.get(GRPC_TIMEOUT) {
+        let written = super::parse_grpc_timeout(value.as_bytes());
+        if written.is_none_or(|written| timeout < written) {
+            headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
+        }
     }
     if let Some(name) = name {
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        headers.insert(name, HeaderValue::from(millis));
+        let written = headers
+            .get(&name)
+            .and_then(|v| crate::wire::parse_decimal(v.as_bytes()));
+        if written.is_none_or(|written| millis < written) {
+            headers.insert(name, HeaderValue::from(millis));
+        }
     }
 }
 
@@ -193,11 +203,69 @@ where
         // does, and its budget is what the attempt was given (the pool bounds its checkout by
         // it; the balancer tells the endpoint's breaker, for the timeout floor). Written in
         // place: no allocation when the call already carries a deadline.
-        let attempt = Deadline::for_attempt(now, timeout);
+        let attempt = Deadline::for_attempt(now, timeout, req.deadline());
         match req.extensions_mut().get_mut::<Deadline>() {
             Some(deadline) => *deadline = attempt,
             None => req.set_deadline(attempt),
         }
         ResponseFuture::racing(self.inner.call(req), now + timeout, expiry, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Every combination of protocol, what is written already (shorter, longer, garbage,
+    /// nothing) and header: a timeout is only ever lowered, and `grpc-timeout` only on gRPC.
+    #[test]
+    fn timeouts_on_the_wire_are_only_ever_lowered() {
+        let written = [None, Some("100m"), Some("900m"), Some("bogus")];
+        let header = HeaderName::from_static("x-timeout-ms");
+        for grpc in [false, true] {
+            for grpc_timeout in written {
+                for ms_header in [None, Some("100"), Some("900"), Some("x")] {
+                    for named in [false, true] {
+                        let mut req = Request::new(());
+                        if grpc {
+                            req.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                HeaderValue::from_static("application/grpc"),
+                            );
+                        }
+                        if let Some(v) = grpc_timeout {
+                            req.headers_mut()
+                                .insert(GRPC_TIMEOUT, HeaderValue::from_static(v));
+                        }
+                        if let Some(v) = ms_header {
+                            req.headers_mut()
+                                .insert(header.clone(), HeaderValue::from_static(v));
+                        }
+                        if named {
+                            req.extensions_mut().insert(TimeoutHeader(header.clone()));
+                        }
+                        write_timeouts(&mut req, 500 * MS);
+                        let case = (grpc, grpc_timeout, ms_header, named);
+                        let got = req.headers().get(GRPC_TIMEOUT).map(|v| v.to_str().unwrap());
+                        let want = match grpc_timeout {
+                            None => None,
+                            Some(v) if !grpc => Some(v.to_owned()),
+                            Some("100m") => Some("100m".to_owned()),
+                            Some(_) => Some(super::super::format_grpc_timeout(500 * MS)),
+                        };
+                        assert_eq!(got.map(str::to_owned), want, "{case:?}");
+                        let got = req.headers().get(&header).map(|v| v.to_str().unwrap());
+                        let want = match (named, ms_header) {
+                            (false, v) => v,
+                            (true, Some("100")) => Some("100"),
+                            (true, _) => Some("500"),
+                        };
+                        assert_eq!(got, want, "{case:?}");
+                    }
+                }
+            }
+        }
     }
 }

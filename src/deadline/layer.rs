@@ -101,12 +101,27 @@ where
 
     fn call(&mut self, mut req: Req) -> Self::Future {
         let now = Instant::now();
-        let mut deadline = Deadline::starting_at(now, self.budget);
-        if let Some(carried) = req.deadline() {
-            deadline = deadline.earliest(carried);
+        let own = Deadline::starting_at(now, self.budget);
+        // What bounds the call, and what bounds reading its body: the same, unless the request
+        // carries an attempt's deadline (this client is the transport of another's attempt) —
+        // the body outlives that attempt, bounded by the other's call.
+        let (mut deadline, mut body) = (own, own);
+        let mut fold = |d: Deadline| {
+            deadline = deadline.earliest(d);
+            if let Some(call) = d.call() {
+                body = body.earliest(call);
+            }
+        };
+        match req.deadline() {
+            Some(carried) => fold(carried),
+            None => {
+                if let Some(timeout) = req.caller_timeout() {
+                    fold(Deadline::starting_at(now, timeout));
+                }
+            }
         }
         if let Some(adopted) = current() {
-            deadline = deadline.earliest(adopted);
+            fold(adopted);
         }
         req.set_deadline(deadline);
         let expiry = Expiry::of(deadline);
@@ -120,17 +135,17 @@ where
                 false,
             )
         };
-        DeadlineFuture { inner, deadline }
+        DeadlineFuture { inner, body }
     }
 }
 
 pin_project! {
     /// The response future of [`DeadlineService`]: the call raced against its deadline, then
-    /// the response's body bounded by the same deadline.
+    /// the response's body bounded by the call's deadline.
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: ResponseFuture<F>,
-        deadline: Deadline,
+        body: Deadline,
     }
 }
 
@@ -146,7 +161,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        Poll::Ready(Ok(response.bound(*this.deadline)))
+        Poll::Ready(Ok(response.bound(*this.body)))
     }
 }
 

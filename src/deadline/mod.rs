@@ -11,8 +11,9 @@
 //! - [`DeadlineLayer`] sets the budget of a logical call (default 30 s). It waits for the inner
 //!   service's readiness *inside* its response future, so that wait is charged too; when the
 //!   budget runs out the call fails with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
-//!   A deadline already on the request, or adopted from upstream, wins when it is earlier: nested
-//!   budgets use the smaller. The budget also bounds reading the response body
+//!   A deadline already on the request, or adopted from upstream, or a `grpc-timeout` the caller
+//!   wrote (tonic's `Request::set_timeout`, [`DeadlineCarrier::caller_timeout`]), wins when it is
+//!   earlier: nested budgets use the smaller. The budget also bounds reading the response body
 //!   ([`DeadlineBody`]): a body still coming at the deadline ends with the same error.
 //! - [`AdoptDeadlineLayer`] (server side) adopts an incoming `grpc-timeout` (or a configured HTTP
 //!   header) into the request's extensions and a task-local scope ([`current`]); a client stack
@@ -82,12 +83,15 @@ pub const MAX_BUDGET: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// An absolute deadline, and the budget it was set from: a logical call's — or, below an
 /// [`AttemptLayer`], one attempt's (its end, and what the attempt was given;
-/// [`is_attempt`](Self::is_attempt)).
+/// [`is_attempt`](Self::is_attempt)), which also knows the deadline of the call it belongs to
+/// ([`call`](Self::call)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
     at: Instant,
     budget: Duration,
     attempt: bool,
+    /// For an attempt's deadline: the end and budget of its call's deadline, if it has one.
+    call: Option<(Instant, Duration)>,
 }
 
 impl Deadline {
@@ -105,16 +109,35 @@ impl Deadline {
             at: start + budget,
             budget,
             attempt: false,
+            call: None,
         }
     }
 
-    /// One attempt's deadline: `given` after `start`.
+    /// One attempt's deadline: `given` after `start`, within the deadline of its call, `call`
+    /// (which may itself be an attempt's, of an outer client: its call's deadline is kept).
     #[cfg(feature = "http")]
-    pub(crate) fn for_attempt(start: Instant, given: Duration) -> Deadline {
+    pub(crate) fn for_attempt(start: Instant, given: Duration, call: Option<Deadline>) -> Deadline {
         Deadline {
             attempt: true,
+            call: call.and_then(|d| d.call()).map(|d| (d.at, d.budget)),
             ..Deadline::starting_at(start, given)
         }
+    }
+
+    /// The deadline of the logical call: this one for a call's deadline; for an attempt's, the
+    /// deadline of the call it belongs to — `None` when there is none (an [`AttemptLayer`]
+    /// with no [`DeadlineLayer`] above it). It bounds what outlives the attempt: reading the
+    /// response body.
+    pub fn call(&self) -> Option<Deadline> {
+        if !self.attempt {
+            return Some(*self);
+        }
+        self.call.map(|(at, budget)| Deadline {
+            at,
+            budget,
+            attempt: false,
+            call: None,
+        })
     }
 
     /// Whether this is one attempt's deadline (set by an [`AttemptLayer`] for the layers below
@@ -161,10 +184,16 @@ impl Deadline {
         self.at <= Instant::now()
     }
 
-    /// The earlier of two deadlines (`self` on a tie).
+    /// The earlier of two deadlines. On a tie an attempt's deadline wins over a call's (running
+    /// out of it ends one attempt, which a retry layer above may follow with another), then
+    /// `self`.
     #[inline]
     pub fn earliest(self, other: Deadline) -> Deadline {
-        if other.at < self.at { other } else { self }
+        if other.at < self.at || (other.at == self.at && other.attempt && !self.attempt) {
+            other
+        } else {
+            self
+        }
     }
 }
 
@@ -179,11 +208,21 @@ pub trait DeadlineCarrier {
     /// Sets the request's deadline.
     fn set_deadline(&mut self, deadline: Deadline);
 
-    /// Rewrites the timeouts written on the request (by an `AttemptLayer`: `grpc-timeout`, a configured HTTP header) with what
-    /// remains of its deadline *now*. A pool calls it as it hands the request to a connection —
-    /// after its bulkhead wait, checkout, connect and handshake — so the server is told what is
-    /// really left. The default does nothing.
+    /// Rewrites the timeouts written on the request (by an `AttemptLayer`: `grpc-timeout` on a
+    /// gRPC request, a configured HTTP header) with what remains of its deadline *now*, if that
+    /// is less than they say. A pool calls it as it hands the request to a connection — after
+    /// its bulkhead wait, checkout, connect and handshake — so the server is told what is really
+    /// left. The default does nothing.
     fn restamp(&mut self) {}
+
+    /// A timeout the caller wrote on the request itself, which a [`DeadlineLayer`] folds into
+    /// the call's deadline (the earlier wins) when the request carries no [`Deadline`]. For
+    /// `http::Request`: a gRPC request's `grpc-timeout` header — what tonic's
+    /// `Request::set_timeout` writes (a value that does not parse is ignored, and overwritten by
+    /// an `AttemptLayer`). The default: none.
+    fn caller_timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 #[cfg(feature = "http")]
@@ -200,6 +239,16 @@ impl<B> DeadlineCarrier for http::Request<B> {
         if let Some(deadline) = self.deadline() {
             attempt::write_timeouts(self, deadline.remaining());
         }
+    }
+
+    fn caller_timeout(&self) -> Option<Duration> {
+        if !crate::wire::is_grpc(self.headers()) {
+            return None;
+        }
+        let value = self
+            .headers()
+            .get(http::header::HeaderName::from_static("grpc-timeout"))?;
+        parse_grpc_timeout(value.as_bytes())
     }
 }
 
@@ -263,5 +312,25 @@ mod tests {
         assert_eq!(current(), None);
         scope(Some(short), async { assert_eq!(current(), Some(short)) }).await;
         assert_eq!(Deadline::after(Duration::MAX).budget(), MAX_BUDGET);
+    }
+
+    #[cfg(feature = "http")]
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_knows_its_call_and_wins_a_tie() {
+        let now = Instant::now();
+        let call = Deadline::after(Duration::from_secs(2));
+        let attempt = Deadline::for_attempt(now, Duration::from_secs(2), Some(call));
+        assert!(attempt.is_attempt());
+        assert_eq!(attempt.call(), Some(call));
+        assert_eq!(call.call(), Some(call));
+        // A tie: the attempt's, whichever way round.
+        assert_eq!(call.earliest(attempt), attempt);
+        assert_eq!(attempt.earliest(call), attempt);
+        // An attempt inside an attempt (a nested client) keeps the outermost call.
+        let inner = Deadline::for_attempt(now, Duration::from_secs(1), Some(attempt));
+        assert_eq!(inner.call(), Some(call));
+        // No call above: none.
+        let alone = Deadline::for_attempt(now, Duration::from_secs(1), None);
+        assert_eq!(alone.call(), None);
     }
 }

@@ -59,6 +59,7 @@ struct Counters {
     checkout_timeouts: AtomicU64,
     connect_failures: AtomicU64,
     resent: AtomicU64,
+    resent_after_close: AtomicU64,
     waiters: AtomicUsize,
 }
 
@@ -141,6 +142,12 @@ impl<Conn> Slots<Conn> {
         self.counters.resent.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_resend_after_close(&self) {
+        self.counters
+            .resent_after_close
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a caller waiting for a return until the guard drops.
     pub(crate) fn waiting(&self) -> WaiterGuard<'_> {
         self.counters.waiters.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +157,13 @@ impl<Conn> Slots<Conn> {
 
 impl<Conn: Connection> Slots<Conn> {
     /// Takes a free connection or stream, or reserves room for a new connection.
-    pub(crate) fn try_take(self: &Arc<Self>, now: Instant) -> Take<Conn> {
+    /// `fresh_since`: take no exclusive connection that has sat idle since before then (a
+    /// resend after a connection died idle must not meet another that died the same way).
+    pub(crate) fn try_take(
+        self: &Arc<Self>,
+        now: Instant,
+        fresh_since: Option<Instant>,
+    ) -> Take<Conn> {
         let mut state = self.lock();
         self.prune(&mut state, now);
         let max_streams = self.config.max_streams;
@@ -164,7 +177,11 @@ impl<Conn: Connection> Slots<Conn> {
             })
             .or_else(|| {
                 state.slots.iter().rposition(|s| {
-                    !s.multiplexed && !s.retired && s.conn.is_some() && s.in_flight == 0
+                    !s.multiplexed
+                        && !s.retired
+                        && s.conn.is_some()
+                        && s.in_flight == 0
+                        && fresh_since.is_none_or(|since| s.idle_since >= since)
                 })
             });
         if let Some(index) = found {
@@ -175,6 +192,7 @@ impl<Conn: Connection> Slots<Conn> {
                 slot.conn.take()
             };
             if let Some(conn) = conn {
+                let reused = slot.served > 0;
                 slot.in_flight += 1;
                 slot.served += 1;
                 if self
@@ -189,6 +207,7 @@ impl<Conn: Connection> Slots<Conn> {
                     id: slot.id,
                     conn: Some(conn),
                     exclusive: !slot.multiplexed,
+                    reused,
                     broken: false,
                     sending: false,
                 });
@@ -272,6 +291,7 @@ impl<Conn: Connection> Slots<Conn> {
                 id,
                 conn,
                 exclusive: !multiplexed,
+                reused: false,
                 broken: false,
                 sending: false,
             }
@@ -375,6 +395,7 @@ impl<Conn: Connection> Slots<Conn> {
             checkout_timeouts: c.checkout_timeouts.load(Ordering::Relaxed),
             connect_failures: c.connect_failures.load(Ordering::Relaxed),
             resent: c.resent.load(Ordering::Relaxed),
+            resent_after_close: c.resent_after_close.load(Ordering::Relaxed),
         }
     }
 }
@@ -425,6 +446,8 @@ pub struct Checkout<Conn: Connection> {
     id: u64,
     conn: Option<Conn>,
     exclusive: bool,
+    /// The connection had carried a request before this one.
+    reused: bool,
     broken: bool,
     /// A request went out and its response has not been read to its end: an exclusive
     /// connection given back now is mid-exchange and cannot carry another request — it is
@@ -459,6 +482,12 @@ impl<Conn: Connection> Checkout<Conn> {
     /// of your own calls it when its response is complete.
     pub fn complete(&mut self) {
         self.sending = false;
+    }
+
+    /// Whether this is a reused one-request-at-a-time connection (HTTP/1), which the server
+    /// may have closed while it sat idle.
+    pub(crate) fn is_reused_exclusive(&self) -> bool {
+        self.exclusive && self.reused
     }
 
     /// Marks the connection unusable: it takes no new requests and closes when idle.
@@ -543,6 +572,9 @@ pub struct PoolStats {
     pub connect_failures: u64,
     /// Requests a connection handed back unsent and the pool sent on another connection.
     pub resent: u64,
+    /// Requests whose reused connection closed before the response began, sent once more on a
+    /// fresh connection (idempotent or keyed requests with a copyable body only).
+    pub resent_after_close: u64,
 }
 
 impl PoolStats {

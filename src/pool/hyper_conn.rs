@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tower::Service;
 
-use super::{Connection, ConnectionService};
+use super::{ClosedBeforeResponse, Connection, ConnectionService};
 use crate::BoxError;
 use crate::classify::NeverSent;
 
@@ -367,6 +367,8 @@ where
         }
         if never_processed(&error.error) {
             Err(Box::new(NeverSent::new(error.error)))
+        } else if closed_before_response(&error.error) {
+            Err(Box::new(ClosedBeforeResponse::new(error.error)))
         } else {
             Err(Box::new(error.error))
         }
@@ -377,6 +379,24 @@ where
 /// [`crate::classify::never_processed`]), anywhere in hyper's error chain.
 fn never_processed(error: &hyper::Error) -> bool {
     crate::classify::chain(error).any(crate::classify::never_processed)
+}
+
+/// The connection closed before any of the response arrived (HTTP/1: "connection closed before
+/// message completed", or the write failing on a connection the server had closed).
+fn closed_before_response(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    crate::classify::chain(error).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            )
+        })
+    })
 }
 
 /// HTTP/1: the request line carries the path; the authority goes in `Host`.

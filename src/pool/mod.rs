@@ -57,6 +57,7 @@ mod service;
 mod tonic_channel;
 
 use crate::BoxError;
+use crate::deadline::DeadlineCarrier;
 use tower::Service;
 
 pub use self::config::{
@@ -65,6 +66,7 @@ pub use self::config::{
     PoolBuilder,
 };
 pub use self::core::{Checkout, PoolStats};
+
 #[cfg(feature = "hyper")]
 pub use self::hyper_conn::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_H2_KEEP_ALIVE, HttpConnection, HttpConnector, HttpSendError,
@@ -101,6 +103,58 @@ pub trait ConnectionService<Req>: Connection + Service<Req> {
     /// [`NeverSent`](crate::classify::NeverSent) when the connection knows the server never saw
     /// the request.
     fn into_unsent(error: Self::Error) -> Result<Req, BoxError>;
+}
+
+/// What a [`Pool`] needs of a request: its deadline (the checkout is bounded by it, and what
+/// remains is written on the wire at hand-off) and, where it is safe, a copy to send again.
+///
+/// Implemented for `http::Request<B>` with a body that can be copied
+/// ([`RetryBody`](crate::retry::RetryBody): `ReplayBody`, `Full`, `Empty`, `String`; a streamed
+/// body such as hyper's `Incoming` cannot be, and is never resent).
+pub trait PoolRequest: DeadlineCarrier + Sized {
+    /// A copy to send again if this request's *reused* connection closes before any of the
+    /// response arrives (a server closing an idle connection at its keep-alive timeout as the
+    /// request goes out): only for a request safe to repeat — an idempotent method (RFC 9110
+    /// §9.2.2) or one carrying an idempotency key — whose body can be copied. `None` (the
+    /// default): never resent.
+    fn resend_copy(&self) -> Option<Self> {
+        None
+    }
+}
+
+#[cfg(feature = "http")]
+impl<B: crate::retry::RetryBody> PoolRequest for http::Request<B> {
+    fn resend_copy(&self) -> Option<Self> {
+        // Go's HTTP transport does the same for the same requests (`isReplayable`: idempotent
+        // methods, or an `Idempotency-Key` / `X-Idempotency-Key` header).
+        let keyed = self.extensions().get::<crate::retry::RetrySafe>().is_some()
+            || self.headers().contains_key("idempotency-key")
+            || self.headers().contains_key("x-idempotency-key");
+        if !(self.method().is_idempotent() || keyed) {
+            return None;
+        }
+        crate::retry::RetryRequest::try_clone(self)
+    }
+}
+
+/// A request that went out on a reused connection, which closed before any of the response
+/// arrived: it may have reached the server (so it is not never-sent). The pool sends a copy
+/// once more on a fresh connection when that is safe ([`PoolRequest::resend_copy`]); otherwise
+/// this is the error.
+#[derive(Debug, thiserror::Error)]
+#[error("the reused connection closed before the response began")]
+pub struct ClosedBeforeResponse {
+    #[source]
+    source: BoxError,
+}
+
+impl ClosedBeforeResponse {
+    /// Wraps the transport's error.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        ClosedBeforeResponse {
+            source: source.into(),
+        }
+    }
 }
 
 /// A response that can hold a pool [`Checkout`] until it is fully read, so its connection

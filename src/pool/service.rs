@@ -4,8 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,9 +13,10 @@ use tower::{Service, ServiceExt};
 
 use super::config::PoolConfig;
 use super::core::{Checkout, PoolStats, Slots, Take};
-use super::{Connection, ConnectionService, PoolResponse};
+use super::{Connection, ConnectionService, PoolRequest, PoolResponse};
+use crate::background::Started;
 use crate::classify::NeverSent;
-use crate::deadline::{self, DeadlineCarrier};
+use crate::deadline;
 use crate::{BoxError, Error};
 
 /// The response future of a [`Pool`]: boxed, since a pooled call's checkout, resends and
@@ -101,35 +101,57 @@ where
         deadline: Option<deadline::Deadline>,
     ) -> Result<Checkout<C::Response>, Error> {
         self.start_reaper();
-        let bound = bound(&self.slots.config, deadline);
-        checkout(&self.slots, &self.connector, &self.target, bound).await
+        let (bound, _) = bound(&self.slots.config, deadline);
+        checkout(&self.slots, &self.connector, &self.target, bound, None).await
     }
 
-    /// Starts the background reaper once; it holds only a weak reference and ends when the
-    /// pool is dropped.
+    /// Starts the background reaper once (again, if its runtime ended: [`Started`]); it holds
+    /// only a weak reference and ends when the pool is dropped.
     fn start_reaper(&self) {
-        if self.slots.reaper_started.load(Ordering::Relaxed)
-            || self.slots.reaper_started.swap(true, Ordering::Relaxed)
-        {
+        let Some(started) = Started::claim(&self.slots, |s| &s.reaper_started) else {
             return;
-        }
-        let weak = Arc::downgrade(&self.slots);
+        };
         let tick = reap_tick(&self.slots.config);
         let connector = self.connector.clone();
         let target = self.target.clone();
-        tokio::spawn(reaper(weak, tick, connector, target));
+        tokio::spawn(reaper(started, tick, connector, target));
     }
 }
 
-/// The longest a checkout may wait: the checkout timeout, shortened by the call's deadline.
-fn bound(config: &PoolConfig, deadline: Option<deadline::Deadline>) -> Duration {
+/// The least time worth handing to a server: `grpc-timeout` and the timeout header are written
+/// in whole milliseconds, and a request told it has 0 ms is work the server starts only to drop.
+const LEAST_ON_THE_WIRE: Duration = Duration::from_millis(1);
+
+/// The longest a checkout may wait, and the deadline that bounds it, if any.
+///
+/// The checkout timeout bounds it — unless the call's (or attempt's) deadline comes first. Then
+/// the pool waits until 1 ms *past* the deadline: the timer of the layer that set it (the
+/// deadline layer, the attempt layer) fires first and cuts the attempt, learning that it was
+/// still queued in our pool (so the endpoint is not blamed) and reporting what really ran out —
+/// the attempt's time or the call's — not a pool timeout.
+fn bound(
+    config: &PoolConfig,
+    deadline: Option<deadline::Deadline>,
+) -> (Duration, Option<deadline::Deadline>) {
     let deadline = match (deadline, deadline::current()) {
         (Some(a), Some(b)) => Some(a.earliest(b)),
         (a, b) => a.or(b),
     };
     match deadline {
-        Some(d) => config.checkout_timeout.min(d.remaining()),
-        None => config.checkout_timeout,
+        Some(d) if d.remaining() < config.checkout_timeout => {
+            (d.remaining() + LEAST_ON_THE_WIRE, Some(d))
+        }
+        _ => (config.checkout_timeout, deadline),
+    }
+}
+
+/// Held while a request whose deadline has (all but) passed waits for the timer above to cut
+/// it: dropped in that cut, it says the attempt never left our pool.
+struct Unsent;
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        crate::deadline::cut::cut_while_queued();
     }
 }
 
@@ -142,7 +164,7 @@ fn reap_tick(config: &PoolConfig) -> Duration {
     (shortest / 4).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
-async fn reaper<C, T>(weak: Weak<Slots<C::Response>>, tick: Duration, connector: C, target: T)
+async fn reaper<C, T>(started: Started<Slots<C::Response>>, tick: Duration, connector: C, target: T)
 where
     C: Service<T> + Clone + Send + 'static,
     C::Response: Connection,
@@ -150,6 +172,7 @@ where
     C::Error: Into<BoxError>,
     T: Clone + Send + Sync + 'static,
 {
+    let weak = started.weak();
     loop {
         tokio::time::sleep(tick).await;
         let Some(slots) = weak.upgrade() else {
@@ -184,6 +207,7 @@ async fn checkout<C, T>(
     connector: &C,
     target: &T,
     bound: Duration,
+    fresh_since: Option<Instant>,
 ) -> Result<Checkout<C::Response>, Error>
 where
     C: Service<T> + Clone,
@@ -199,7 +223,7 @@ where
         // Registered before looking, so a return between the look and the wait is not lost.
         let mut notified = pin!(slots.notify.notified());
         notified.as_mut().enable();
-        match slots.try_take(Instant::now()) {
+        match slots.try_take(Instant::now(), fresh_since) {
             Take::Ready(checkout) => {
                 slots.record_checkout(waited.then(|| start.elapsed()));
                 return Ok(checkout);
@@ -273,7 +297,7 @@ where
     C::Future: Send + 'static,
     C::Error: Into<BoxError>,
     T: Clone + Send + Sync + 'static,
-    Req: DeadlineCarrier + Send + 'static,
+    Req: PoolRequest + Send + 'static,
 {
     type Response = <<C::Response as Service<Req>>::Response as PoolResponse<C::Response>>::Output;
     type Error = Error;
@@ -307,16 +331,26 @@ where
     where
         C::Response: ConnectionService<Req>,
         <C::Response as Service<Req>>::Response: PoolResponse<C::Response>,
-        Req: DeadlineCarrier,
+        Req: PoolRequest,
     {
         let start = Instant::now();
-        let bound = bound(&self.slots.config, req.deadline());
+        let (bound, deadline) = bound(&self.slots.config, req.deadline());
         // Each pass either sends or finds a connection closed; a pool never has more than
-        // max_size connections to find closed, plus one freshly opened.
+        // max_size connections to find closed, plus one freshly opened, plus one resend after
+        // a reused connection closed before answering.
         let mut last_unsent: Option<BoxError> = None;
-        for _ in 0..=self.slots.config.max_size + 1 {
+        let mut fresh_since: Option<Instant> = None;
+        for _ in 0..=self.slots.config.max_size + 2 {
             let left = bound.saturating_sub(start.elapsed());
-            let mut checkout = checkout(&self.slots, &self.connector, &self.target, left).await?;
+            let mut checkout = checkout(
+                &self.slots,
+                &self.connector,
+                &self.target,
+                left,
+                fresh_since,
+            )
+            .await?;
+            let reused = checkout.is_reused_exclusive();
             let Some(conn) = checkout.conn_mut() else {
                 checkout.mark_broken();
                 continue;
@@ -332,8 +366,23 @@ where
                 }
                 Err(_) => return Err(timed_out(&self.slots, start)),
             };
+            // A reused HTTP/1 connection may have been closed by the server as it sat idle: keep
+            // a copy of a request safe to repeat, to send once more if it dies before answering.
+            let copy = if fresh_since.is_none() && reused {
+                req.resend_copy()
+            } else {
+                None
+            };
             // Handed to the connection now: tell the server what is really left, after the
-            // checkout, connect and handshake.
+            // checkout, connect and handshake — unless less than a millisecond is: then the
+            // request is not sent at all (a server told 0 ms would start work only to drop
+            // it); it waits, unsent, for the timer above to cut it.
+            if deadline.is_some_and(|d| d.remaining() < LEAST_ON_THE_WIRE) {
+                drop(checkout);
+                let _unsent = Unsent;
+                tokio::time::sleep_until(start + bound).await;
+                return Err(timed_out(&self.slots, start));
+            }
             req.restamp();
             let sent = conn.call(req);
             checkout.set_sending(true);
@@ -348,11 +397,24 @@ where
                         req = back;
                     }
                     Err(error) => {
-                        if crate::classify::classify_error(&*error).is_never_sent() {
-                            // REFUSED_STREAM, GOAWAY: this connection takes no more.
+                        let closed = error.is::<super::ClosedBeforeResponse>();
+                        if closed || crate::classify::is_go_away(error.as_ref()) {
                             checkout.mark_broken();
                         }
-                        return Err(Error::from_inner(error));
+                        // A refused stream (HTTP/2) is about that stream alone: the connection
+                        // stays. A GOAWAY closes it to new streams: it is not handed out again.
+                        match copy {
+                            Some(copy) if closed => {
+                                self.slots.record_resend_after_close();
+                                tracing::debug!(
+                                    endpoint = %self.slots.endpoint,
+                                    "reused connection closed before the response: resending once on a fresh one"
+                                );
+                                fresh_since = Some(Instant::now());
+                                req = copy;
+                            }
+                            _ => return Err(Error::from_inner(error)),
+                        }
                     }
                 },
             }

@@ -143,8 +143,12 @@ pub(crate) struct Outcome {
 /// The state of the logical call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallState {
-    /// Attempts made so far (transparent retries excluded).
+    /// Attempts made so far (transparent retries and conflict polls excluded).
     pub(crate) attempts: u32,
+    /// Polls of a keyed request's conflict so far.
+    pub(crate) polls: u32,
+    /// How long the last poll took to be answered, if one was sent.
+    pub(crate) poll_took: Option<Duration>,
     pub(crate) transparent_used: bool,
     /// An idempotent method, or an idempotency key.
     pub(crate) safe_to_repeat: bool,
@@ -155,19 +159,34 @@ pub(crate) struct CallState {
     pub(crate) previous_delay: Option<Duration>,
 }
 
+/// What kind of send another one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// A transparent retry of a never-sent request: no attempt used, no budget token.
+    Transparent,
+    /// A retry: one of the attempts, one budget token.
+    Attempt,
+    /// A poll of a keyed request whose first run is still going: no attempt used; one budget
+    /// token for all of a call's polls.
+    Poll,
+}
+
 /// The decision after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Send the request again after `delay`.
     Retry {
         delay: Duration,
-        /// A transparent retry of a never-sent request: no attempt used, no budget token.
-        transparent: bool,
+        kind: Resend,
         avoid: Option<SocketAddr>,
     },
     /// Stop and return this outcome.
     Stop(RetryStop),
 }
+
+/// The most polls of a conflict one call makes, whatever its deadline: a safety net for calls
+/// with no deadline at all (a deadline or the budget ends them long before).
+pub(crate) const MAX_CONFLICT_POLLS: u32 = 100;
 
 impl Rules {
     /// The decision, in the documented order; the budget token is taken last, so a refusal for any
@@ -192,9 +211,12 @@ impl Rules {
             }
             return Decision::Retry {
                 delay: Duration::ZERO,
-                transparent: true,
+                kind: Resend::Transparent,
                 avoid: None,
             };
+        }
+        if outcome.observed == Observed::Conflict {
+            return self.poll(class, call);
         }
         // 1–2. Worth retrying, by the route's statuses or codes, and safe to repeat?
         let request = Request {
@@ -253,8 +275,46 @@ impl Rules {
         }
         Decision::Retry {
             delay,
-            transparent: false,
+            kind: Resend::Attempt,
             avoid,
+        }
+    }
+
+    /// A keyed request met the first request with its key still running (a 409, a gRPC
+    /// ABORTED): poll with backoff, each wait at most the server's hint (the first request's
+    /// lease, an upper bound), within the deadline. Polls use no attempt — attempts are for
+    /// failures — and one budget token in all.
+    fn poll(&self, class: Class, call: CallState) -> Decision {
+        if !call.replayable {
+            return Decision::Stop(RetryStop::BodyNotReplayable);
+        }
+        if call.polls >= MAX_CONFLICT_POLLS {
+            return Decision::Stop(RetryStop::AttemptsExhausted);
+        }
+        let backoff = self.backoff.delay(call.polls, None);
+        let delay = class
+            .hint()
+            .delay()
+            .map_or(backoff, |hint| backoff.min(hint));
+        // The poll's answer must be able to arrive in time too: judged by the last one's round
+        // trip, with room for it to be twice as slow. A poll that cannot would end the call in
+        // the deadline error; stopping now returns the conflict, and why.
+        let needs = delay + call.poll_took.unwrap_or_default() * 2;
+        if let Some(remaining) = call.remaining
+            && needs >= remaining
+        {
+            return Decision::Stop(RetryStop::DeadlineTooShort {
+                delay: needs,
+                remaining,
+            });
+        }
+        if call.polls == 0 && !self.budget.try_withdraw() {
+            return Decision::Stop(RetryStop::BudgetExhausted);
+        }
+        Decision::Retry {
+            delay,
+            kind: Resend::Poll,
+            avoid: None,
         }
     }
 }

@@ -25,6 +25,8 @@ fn rules() -> Rules {
 fn call() -> CallState {
     CallState {
         attempts: 1,
+        polls: 0,
+        poll_took: None,
         transparent_used: false,
         safe_to_repeat: true,
         grpc: false,
@@ -68,13 +70,17 @@ fn grpc(code: GrpcCode) -> Class {
     GrpcClassifier::new().classify_code(code, &http::HeaderMap::new())
 }
 
-/// A decision, in one letter: `T` transparent retry, `R` retry, `n` not retryable, `u` not safe
-/// to repeat, `c` committed, `o` overload without a hint.
+/// A decision, in one letter: `T` transparent retry, `R` retry, `P` poll, `n` not retryable,
+/// `u` not safe to repeat, `c` committed, `o` overload without a hint.
 fn letter(d: Decision) -> char {
     match d {
         Decision::Retry {
-            transparent: true, ..
+            kind: Resend::Transparent,
+            ..
         } => 'T',
+        Decision::Retry {
+            kind: Resend::Poll, ..
+        } => 'P',
         Decision::Retry { .. } => 'R',
         Decision::Stop(RetryStop::NotRetryable) => 'n',
         Decision::Stop(RetryStop::NotSafeToRepeat) => 'u',
@@ -533,7 +539,7 @@ fn the_rules_apply_in_order() {
             call(),
             Decision::Retry {
                 delay: Duration::from_secs(1),
-                transparent: false,
+                kind: Resend::Attempt,
                 avoid: None,
             },
         ),
@@ -550,7 +556,7 @@ fn the_rules_apply_in_order() {
             },
             Decision::Retry {
                 delay: Duration::ZERO,
-                transparent: true,
+                kind: Resend::Transparent,
                 avoid: None,
             },
         ),
@@ -677,4 +683,67 @@ fn every_reason_explains_itself() {
         assert!(!texts[..i].contains(text), "duplicate: {text}");
     }
     assert!(texts[8].contains("30s") && texts[8].contains("5s"));
+}
+
+/// A keyed request's conflict (409 / ABORTED) is polled: bounded by the deadline and the
+/// budget (one token for all of a call's polls), not by the attempts; each wait is the
+/// backoff, at most the server's hint.
+#[test]
+fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
+    let conflict = |hint: Option<Duration>| Outcome {
+        class: hint.map_or(http(409), |h| {
+            http(409).with_hint(ServerHint::RetryAfter(h))
+        }),
+        observed: Observed::Conflict,
+        served_by: None,
+    };
+    let r = rules();
+    // Out of attempts, still polled.
+    let spent = CallState {
+        attempts: 3,
+        polls: 7,
+        ..call()
+    };
+    let Decision::Retry { delay, kind, .. } = r.decide(conflict(Some(MS)), spent) else {
+        panic!("a conflict is polled whatever the attempts");
+    };
+    assert_eq!(kind, Resend::Poll);
+    assert!(delay <= MS, "at most the hint: {delay:?}");
+    // The deadline bounds it.
+    let late = CallState {
+        remaining: Some(Duration::ZERO),
+        ..call()
+    };
+    assert!(matches!(
+        r.decide(conflict(None), late),
+        Decision::Stop(RetryStop::DeadlineTooShort { .. })
+    ));
+    // One budget token for all of a call's polls.
+    let mut tight = rules();
+    tight.budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_second(1)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert!(is_retry(tight.decide(conflict(None), call())));
+    let polled = CallState { polls: 1, ..call() };
+    for _ in 0..5 {
+        assert!(is_retry(tight.decide(conflict(None), polled)));
+    }
+    assert_eq!(
+        tight.decide(conflict(None), call()),
+        stop(RetryStop::BudgetExhausted),
+        "a second call's first poll needs a token of its own"
+    );
+    // A safety net when there is no deadline at all.
+    let endless = CallState {
+        polls: MAX_CONFLICT_POLLS,
+        remaining: None,
+        ..call()
+    };
+    assert_eq!(
+        r.decide(conflict(None), endless),
+        stop(RetryStop::AttemptsExhausted)
+    );
 }

@@ -7,11 +7,11 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep};
 use tower::util::Oneshot;
 use tower::{Layer, Service};
 
-use super::decision::{CallState, Decision, Outcome, Rules};
+use super::decision::{CallState, Decision, Outcome, Resend, Rules};
 use super::policy::{Observed, Retryable, Statuses};
 use super::{
     Backoff, RetryBudget, RetryRequest, RetryResponse, RetryStop, RetryStopped, UnavailablePolicy,
@@ -231,6 +231,8 @@ where
             policy: self.policy.clone(),
             backup,
             attempts: 1,
+            polls: 0,
+            poll_sent: None,
             transparent_used: false,
             safe,
             grpc,
@@ -252,8 +254,12 @@ pin_project! {
         policy: Arc<Policy<C>>,
         // A copy of the request, for the next attempt.
         backup: Option<Req>,
-        // Attempts made (transparent retries excluded).
+        // Attempts made (transparent retries and conflict polls excluded).
         attempts: u32,
+        // Polls of a keyed request's conflict.
+        polls: u32,
+        // When the last poll went out (`None` until the first poll).
+        poll_sent: Option<Instant>,
         transparent_used: bool,
         safe: bool,
         grpc: bool,
@@ -292,19 +298,28 @@ where
                 StateProj::Sleeping { sleep, next } => {
                     ready!(sleep.as_mut().poll(cx));
                     let next = next.take().expect("a request waits out the backoff");
+                    if this.poll_sent.is_some() {
+                        *this.poll_sent = Some(Instant::now());
+                    }
                     this.state.set(State::Retrying {
                         future: Oneshot::new(this.service.clone(), next),
                     });
                     continue;
                 }
             };
+            // How long the last poll of a conflict took to be answered (a round trip).
+            let poll_took = this.poll_sent.map(|sent| sent.elapsed());
             let classifier = &this.policy.classifier;
             let (class, observed, served_by) = match &result {
-                Ok(res) if *this.retries_conflicts && res.is_conflict() => (
-                    Class::new(Kind::ClientError),
-                    Observed::Conflict,
-                    res.served_by(),
-                ),
+                // The first request with this key still runs: the class carries the server's
+                // hint (`Retry-After`, pushback) for the poll.
+                Ok(res) if *this.retries_conflicts && res.is_conflict() => {
+                    let class = match classifier.classify_response(res) {
+                        Verdict::Done(class) => class,
+                        Verdict::AtEndOfStream(_) => Class::new(Kind::ClientError),
+                    };
+                    (class, Observed::Conflict, res.served_by())
+                }
                 Ok(res) => match classifier.classify_response(res) {
                     Verdict::Done(class) => (class, Observed::Response, res.served_by()),
                     // The verdict is in the trailers: the response has begun, so the call is
@@ -328,6 +343,8 @@ where
             }
             let call = CallState {
                 attempts: *this.attempts,
+                polls: *this.polls,
+                poll_took,
                 transparent_used: *this.transparent_used,
                 safe_to_repeat: *this.safe,
                 grpc: *this.grpc,
@@ -347,34 +364,37 @@ where
                 },
                 call,
             ) {
-                Decision::Retry {
-                    delay,
-                    transparent,
-                    avoid,
-                } => {
+                Decision::Retry { delay, kind, avoid } => {
                     // An attempt cut by its per-try timeout: retry on another endpoint if one is
                     // usable (the balancer decides), like Envoy's previous-hosts predicate.
                     let avoid = avoid.or_else(|| match &result {
                         Err(err) => cut_endpoint(err.as_ref()),
                         Ok(_) => None,
                     });
-                    if transparent {
-                        *this.transparent_used = true;
-                    } else {
-                        *this.attempts += 1;
-                        *this.previous_delay = Some(delay);
+                    match kind {
+                        Resend::Transparent => *this.transparent_used = true,
+                        Resend::Attempt => {
+                            *this.attempts += 1;
+                            *this.previous_delay = Some(delay);
+                        }
+                        Resend::Poll => {
+                            *this.polls += 1;
+                            // Timed from when it goes out (after its backoff).
+                            *this.poll_sent = Some(Instant::now());
+                        }
                     }
                     let mut next = this
                         .backup
                         .take()
                         .expect("a retry is only decided with a replayable copy");
                     *this.backup = next.try_clone();
-                    next.prepare_retry(*this.attempts, avoid);
+                    let sends = *this.attempts + *this.polls;
+                    next.prepare_retry(sends, avoid);
                     tracing::debug!(
-                        attempt = *this.attempts,
+                        attempt = sends,
                         ?delay,
-                        transparent,
-                        kind = ?class.kind(),
+                        ?kind,
+                        outcome = ?class.kind(),
                         "retry scheduled"
                     );
                     if delay.is_zero() {
@@ -392,7 +412,8 @@ where
                     // A committed response's outcome is not known yet; any other one that is
                     // not a success (a 5xx, a 429, a 409…) says why retrying stopped.
                     let settled = observed != Observed::Committed && class.kind() != Kind::Success;
-                    return Poll::Ready(stop(result, settled, reason, *this.attempts));
+                    let sends = *this.attempts + *this.polls;
+                    return Poll::Ready(stop(result, settled, reason, sends));
                 }
             }
         }

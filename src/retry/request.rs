@@ -133,6 +133,82 @@ mod http_impls {
         }
     }
 
+    /// A whole body in memory: every copy sends the same bytes.
+    impl<D: Clone> RetryBody for http_body_util::Full<D> {
+        fn try_clone_body(&self) -> Option<Self> {
+            Some(self.clone())
+        }
+
+        fn is_replayable(&self) -> bool {
+            true
+        }
+    }
+
+    /// No body: nothing to replay.
+    impl<D> RetryBody for http_body_util::Empty<D> {
+        fn try_clone_body(&self) -> Option<Self> {
+            Some(http_body_util::Empty::new())
+        }
+
+        fn is_replayable(&self) -> bool {
+            true
+        }
+    }
+
+    /// Bodies held whole in memory (strings, bytes): every copy sends the same bytes.
+    macro_rules! whole_bodies {
+        ($($body:ty),*) => {$(
+            impl RetryBody for $body {
+                fn try_clone_body(&self) -> Option<Self> {
+                    Some(self.clone())
+                }
+
+                fn is_replayable(&self) -> bool {
+                    true
+                }
+            }
+        )*};
+    }
+    whole_bodies!(String, &'static str, Vec<u8>, bytes::Bytes);
+
+    /// reqwest's body may stream: not sent twice (wrap it in a
+    /// [`ReplayBody`](crate::retry::ReplayBody) to be).
+    #[cfg(feature = "reqwest")]
+    impl RetryBody for reqwest::Body {
+        fn try_clone_body(&self) -> Option<Self> {
+            None
+        }
+
+        fn is_replayable(&self) -> bool {
+            false
+        }
+    }
+
+    /// A streamed body (a proxied request): it cannot be sent twice.
+    #[cfg(feature = "hyper")]
+    impl RetryBody for hyper::body::Incoming {
+        fn try_clone_body(&self) -> Option<Self> {
+            None
+        }
+
+        fn is_replayable(&self) -> bool {
+            false
+        }
+    }
+
+    /// tonic's body streams the messages; wrap it in a [`ReplayBody`](crate::retry::ReplayBody)
+    /// to send it again.
+    #[cfg(feature = "tonic")]
+    impl RetryBody for tonic::body::Body {
+        fn try_clone_body(&self) -> Option<Self> {
+            None
+        }
+
+        fn is_replayable(&self) -> bool {
+            false
+        }
+    }
+
     impl<B> RetryResponse for Response<B> {
         fn served_by(&self) -> Option<ServedBy> {
             self.extensions().get::<ServedBy>().copied()

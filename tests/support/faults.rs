@@ -32,6 +32,8 @@ pub struct Fault {
     pub reset_after_headers: bool,
     /// HTTP: send the head and a first chunk of the body, then never finish the body.
     pub stall_body: bool,
+    /// HTTP: send the head at once, then the body in this many chunks, one every this long.
+    pub trickle: Option<(u32, Duration)>,
 }
 
 impl Fault {
@@ -76,6 +78,14 @@ impl Fault {
     pub fn stall_body() -> Self {
         Fault {
             stall_body: true,
+            ..Fault::default()
+        }
+    }
+
+    /// Send the head at once, then `chunks` chunks of the body, one every `every`.
+    pub fn trickle(chunks: u32, every: Duration) -> Self {
+        Fault {
+            trickle: Some((chunks, every)),
             ..Fault::default()
         }
     }

@@ -198,10 +198,18 @@ async fn accept_loop(
     }
 }
 
-/// A response body: whole, or a first chunk and then nothing, ever (a stalled body).
+/// A response body: whole, or a first chunk and then nothing, ever (a stalled body), or chunks
+/// coming one at a time.
 pub enum TestBody {
     Full(Full<Bytes>),
-    Stalled { sent: bool },
+    Stalled {
+        sent: bool,
+    },
+    Trickle {
+        left: u32,
+        every: Duration,
+        wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    },
 }
 
 impl http_body::Body for TestBody {
@@ -223,6 +231,18 @@ impl http_body::Body for TestBody {
                     )))))
                 }
             }
+            TestBody::Trickle { left, every, wait } => {
+                if *left == 0 {
+                    return std::task::Poll::Ready(None);
+                }
+                let sleep = wait.get_or_insert_with(|| Box::pin(tokio::time::sleep(*every)));
+                std::task::ready!(sleep.as_mut().poll(cx));
+                *wait = None;
+                *left -= 1;
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                    b"chunk",
+                )))))
+            }
         }
     }
 
@@ -230,6 +250,7 @@ impl http_body::Body for TestBody {
         match self {
             TestBody::Full(full) => full.is_end_stream(),
             TestBody::Stalled { .. } => false,
+            TestBody::Trickle { left, .. } => *left == 0,
         }
     }
 }
@@ -246,6 +267,15 @@ async fn handle(
     }
     if fault.stall_body {
         return Ok(res.body(TestBody::Stalled { sent: false }).unwrap());
+    }
+    if let Some((left, every)) = fault.trickle {
+        return Ok(res
+            .body(TestBody::Trickle {
+                left,
+                every,
+                wait: None,
+            })
+            .unwrap());
     }
     let body = if status < 400 {
         "ok"

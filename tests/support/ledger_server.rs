@@ -147,3 +147,49 @@ impl Drop for LedgerServer {
         self.task.abort();
     }
 }
+
+/// A tonic server with `layer` in front of a gRPC handler that counts its calls, works `work`,
+/// and answers `paid #N: MESSAGE` with the status in the trailers.
+pub async fn grpc_ledger<St: IdempotencyStore>(
+    layer: IdempotencyLayer<St>,
+    paid: Arc<AtomicUsize>,
+    work: Duration,
+) -> (SocketAddr, JoinHandle<()>) {
+    use super::grpc_server::{Echo, FramesBody, encode_frame};
+    use prost::Message;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = tower::service_fn(move |req: Request<IdempotencyBody<tonic::body::Body>>| {
+        let paid = paid.clone();
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let asked = Echo::decode(&body[5..]).unwrap().message;
+            tokio::time::sleep(work).await;
+            let n = paid.fetch_add(1, Ordering::SeqCst) + 1;
+            let reply = Echo {
+                message: format!("paid #{n}: {asked}"),
+            };
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let body = FramesBody::new([
+                http_body::Frame::data(encode_frame(&reply)),
+                http_body::Frame::trailers(trailers),
+            ]);
+            let res = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(body)
+                .unwrap();
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .layer(layer)
+            .serve_with_incoming(
+                handler,
+                tonic::transport::server::TcpIncoming::from(listener),
+            )
+            .await;
+    });
+    (addr, task)
+}

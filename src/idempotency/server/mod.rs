@@ -238,7 +238,10 @@ where
             Ok(Refusal::StoreUnavailable.respond(grpc))
         }
         Ok(Claim::InFlight(held)) if held != fingerprint => Ok(Refusal::Mismatch.respond(grpc)),
-        Ok(Claim::InFlight(_)) => Ok(Refusal::InFlight.respond(grpc)),
+        Ok(Claim::InFlight(_)) => Ok(Refusal::InFlight {
+            lease: config.lease,
+        }
+        .respond(grpc)),
         Ok(Claim::Completed(stored)) if stored.fingerprint != fingerprint => {
             Ok(Refusal::Mismatch.respond(grpc))
         }

@@ -1,5 +1,7 @@
 //! Answers to keyed requests that are not run: their HTTP status or gRPC code, and the message.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -15,7 +17,10 @@ pub(super) enum Refusal {
     NoScope,
     BodyTooLarge,
     BodyUnreadable,
-    InFlight,
+    /// The first request with the key still runs; it holds a lease of this length at most.
+    InFlight {
+        lease: Duration,
+    },
     Mismatch,
     StoreUnavailable,
 }
@@ -28,7 +33,7 @@ impl Refusal {
             }
             Refusal::NoScope => StatusCode::UNAUTHORIZED,
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::InFlight => StatusCode::CONFLICT,
+            Refusal::InFlight { .. } => StatusCode::CONFLICT,
             Refusal::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Refusal::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -41,7 +46,7 @@ impl Refusal {
             }
             Refusal::NoScope => GrpcCode::Unauthenticated,
             Refusal::BodyTooLarge => GrpcCode::ResourceExhausted,
-            Refusal::InFlight => GrpcCode::Aborted,
+            Refusal::InFlight { .. } => GrpcCode::Aborted,
             Refusal::Mismatch => GrpcCode::FailedPrecondition,
             Refusal::StoreUnavailable => GrpcCode::Unavailable,
         }
@@ -54,7 +59,9 @@ impl Refusal {
             Refusal::NoScope => "the request has no principal to scope its idempotency key",
             Refusal::BodyTooLarge => "the request body is larger than the idempotency limit",
             Refusal::BodyUnreadable => "the request body could not be read",
-            Refusal::InFlight => "a request with this idempotency key is still being processed",
+            Refusal::InFlight { .. } => {
+                "a request with this idempotency key is still being processed"
+            }
             Refusal::Mismatch => "this idempotency key was already used for a different request",
             Refusal::StoreUnavailable => "the idempotency store is unavailable; retry later",
         }
@@ -73,11 +80,22 @@ impl Refusal {
             );
             headers.insert("grpc-status", HeaderValue::from(self.grpc_code() as u16));
             headers.insert("grpc-message", grpc_message(self.message()));
+            if let Refusal::InFlight { lease } = self {
+                // gRFC A6 pushback: when to ask again, in milliseconds.
+                let millis = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+                headers.insert("grpc-retry-pushback-ms", HeaderValue::from(millis));
+            }
         } else {
             headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
+            if let Refusal::InFlight { lease } = self {
+                // Whole seconds, rounded up: an upper bound on when the first request ends (its
+                // lease), not a schedule — a client polls sooner, with backoff.
+                let secs = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
             *response.body_mut() = IdempotencyBody::full(Bytes::from(self.message()), None);
         }
         response
@@ -103,7 +121,19 @@ mod tests {
     fn grpc_messages_are_percent_encoded() {
         assert_eq!(grpc_message("50% done\n"), "50%25 done%0A");
         assert_eq!(grpc_message("déjà"), "d%C3%A9j%C3%A0");
-        for refusal in [Refusal::InFlight, Refusal::Mismatch, Refusal::MissingKey] {
+        let in_flight = Refusal::InFlight {
+            lease: Duration::from_millis(2500),
+        };
+        let http = in_flight.respond::<()>(false);
+        assert_eq!(http.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            http.headers()["retry-after"],
+            "3",
+            "rounded up: an upper bound"
+        );
+        let grpc = in_flight.respond::<()>(true);
+        assert_eq!(grpc.headers()["grpc-retry-pushback-ms"], "2500");
+        for refusal in [in_flight, Refusal::Mismatch, Refusal::MissingKey] {
             let res = refusal.respond::<()>(true);
             assert_eq!(res.status(), StatusCode::OK, "gRPC errors ride on HTTP 200");
             assert_eq!(
