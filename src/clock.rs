@@ -38,11 +38,45 @@ impl Origin {
     }
 }
 
+/// `now + duration`, or — for a duration too long to represent — about 30 years from now: a
+/// caller-given duration never panics on overflow.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn after(now: Instant, duration: std::time::Duration) -> Instant {
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// Adds `duration` to a running total of nanoseconds, saturating at `u64::MAX` (584 years)
+/// rather than wrapping: a total of many concurrent waits grows faster than time (a thousand
+/// callers waiting all the time add a thousand seconds a second, and a wrapping `u64` would go
+/// back to zero after seven months).
+pub(crate) fn add_nanos(total: &std::sync::atomic::AtomicU64, duration: std::time::Duration) {
+    use std::sync::atomic::Ordering;
+    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+        (t != u64::MAX).then(|| t.saturating_add(nanos))
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_total_of_waits_saturates_instead_of_wrapping() {
+        let total = std::sync::atomic::AtomicU64::new(u64::MAX - 5);
+        add_nanos(&total, Duration::from_nanos(3));
+        assert_eq!(
+            total.load(std::sync::atomic::Ordering::Relaxed),
+            u64::MAX - 2
+        );
+        add_nanos(&total, Duration::from_secs(1));
+        assert_eq!(total.load(std::sync::atomic::Ordering::Relaxed), u64::MAX);
+        add_nanos(&total, Duration::MAX);
+        assert_eq!(total.load(std::sync::atomic::Ordering::Relaxed), u64::MAX);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn counts_from_the_origin_and_never_goes_back() {

@@ -591,7 +591,7 @@ async fn a_cut_attempt_blames_the_endpoint_only_if_it_was_sent() {
     sleep(20 * MS).await;
     let err = impatient.clone().oneshot(get()).await.unwrap_err();
     assert!(
-        matches!(err, Error::AttemptTimedOut { timeout, .. } if timeout == 150 * MS),
+        matches!(err, Error::AttemptTimedOut { timeout, never_sent: true, .. } if timeout == 150 * MS),
         "{err:?}"
     );
     assert_eq!(
@@ -609,6 +609,7 @@ async fn a_cut_attempt_blames_the_endpoint_only_if_it_was_sent() {
             err,
             Error::AttemptTimedOut {
                 endpoint: Some(_),
+                never_sent: false,
                 ..
             }
         ),

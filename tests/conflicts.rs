@@ -79,6 +79,42 @@ async fn keyed_duplicates_wait_for_the_first_answer() {
     assert_eq!(ledger.started(), 1);
 }
 
+/// A handler's own 409 ("already exists") is stored for the key: a retry gets it replayed, and
+/// a replayed answer is the request's outcome — never polled as if the first were still
+/// running. The handler runs once; the server sees the request at most twice (the hintless
+/// 409 is retried once as an ordinary attempt, which meets the replay).
+#[tokio::test]
+async fn a_stored_conflict_is_the_answer_not_a_reason_to_poll() {
+    let ledger = Arc::new(Ledger::default());
+    let server = ledger_server(&ledger).await;
+    let client = Client::http(Target::addrs([server.addr()]))
+        .route(
+            Route::path_prefix("/payments"),
+            RoutePolicy::new().idempotency_keys(true),
+        )
+        .build(HttpConnector::<Body>::http1())
+        .unwrap();
+    client.resolved().await;
+    let mut req = keyed_post("taken-1");
+    req.headers_mut()
+        .insert("x-answer-status", "409".parse().unwrap());
+    req.headers_mut().insert("x-work-ms", "0".parse().unwrap());
+    let start = std::time::Instant::now();
+    let res = client.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(res.headers().contains_key("idempotency-replayed"));
+    let stopped = res.extensions().get::<RetryStopped>().copied().unwrap();
+    assert_eq!(stopped.reason, RetryStop::NotRetryable, "{stopped:?}");
+    assert_eq!(stopped.attempts, 2, "{stopped:?}");
+    assert_eq!(ledger.started(), 1, "the handler ran once");
+    // Not polled until the deadline (30 s): one backoff (at most 500 ms) and two round trips.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 /// With a deadline shorter than the handler, the duplicates stop polling when the next wait no
 /// longer fits, with the 409 and `RetryStopped` saying why.
 #[tokio::test]

@@ -867,3 +867,119 @@ async fn grpc_calls_with_one_key_run_once_and_replays_carry_the_trailers() {
     assert_eq!(paid.load(Ordering::SeqCst), 2);
     server.abort();
 }
+
+/// Fault 2 of the time-and-data issue: a value under the store's prefix that claims more headers
+/// than a header map holds (with the bytes behind them), or lengths beyond its end, is a store
+/// error — the documented `503`, nothing runs — never a panic of the server.
+#[tokio::test]
+async fn redis_a_crafted_stored_value_is_a_store_error_not_a_panic() {
+    let Some(redis) = RedisServer::start("redis_crafted").await else {
+        return;
+    };
+    let ledger = Arc::new(Ledger::default());
+    let server =
+        LedgerServer::start(redis_layer(&redis).await.build().unwrap(), ledger.clone()).await;
+    let client = raw(&server);
+    let answer = send(&client, pay("/payments", Some("k1"), "a", MS)).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Tag, version, fingerprint, status, body-omitted flag: 37 bytes, then the header count.
+    let head = &stored[..37];
+    let crafted = |count: u32, headers: u32, tail: &[u8]| {
+        let mut value = head.to_vec();
+        value.extend_from_slice(&count.to_be_bytes());
+        for i in 0..headers {
+            let name = format!("h{i}");
+            value.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            value.extend_from_slice(name.as_bytes());
+            value.extend_from_slice(&1u32.to_be_bytes());
+            value.push(b'v');
+        }
+        value.extend_from_slice(tail);
+        value
+    };
+    let empty_tail = [0u8, 0, 0, 0, 0];
+    let values = [
+        // One more header than a header map holds, every one present.
+        crafted(32_769, 32_769, &empty_tail),
+        // The count says more than the bytes behind it.
+        crafted(u32::MAX, 3, &empty_tail),
+        // A body length far past the end.
+        crafted(0, 0, &[0xff, 0xff, 0xff, 0xff, 0]),
+    ];
+    for (i, value) in values.iter().enumerate() {
+        let _: () = redis::cmd("SET")
+            .arg(&keys[0])
+            .arg(value.as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let answer = send(&client, pay("/payments", Some("k1"), "a", MS)).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "value {i}");
+    }
+    assert_eq!(
+        ledger.started(),
+        1,
+        "nothing ran on a value that does not decode"
+    );
+    // The server is still serving.
+    let answer = send(&client, pay("/payments", Some("k2"), "b", MS)).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+}
+
+/// Fault 3 of the time-and-data issue: with room for two records, tenant B's finished request
+/// survives tenant A sending two more keys — A's own older record goes — so B's retry is a
+/// replay, not a second run.
+#[tokio::test(start_paused = true)]
+async fn one_tenant_cannot_evict_another_tenants_records() {
+    let ledger = Arc::new(Ledger::default());
+    let store = MemoryStore::with_max_entries(2).unwrap();
+    let layer = layer(store.clone())
+        .scope(|req| {
+            req.headers
+                .get("x-tenant")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .build()
+        .unwrap();
+    let server = LedgerServer::start(layer, ledger.clone()).await;
+    let client = raw(&server);
+    let as_tenant = |tenant: &str, key: &str| {
+        let mut req = pay("/payments", Some(key), key, MS);
+        req.headers_mut()
+            .insert("x-tenant", tenant.parse().unwrap());
+        req
+    };
+    let first = send(&client, as_tenant("b", "b-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    for key in ["a-1", "a-2"] {
+        assert_eq!(
+            send(&client, as_tenant("a", key)).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let retry = send(&client, as_tenant("b", "b-1")).await;
+    assert!(retry.replayed(), "B's record was evicted: {retry:?}");
+    assert_eq!(retry.body, first.body);
+    assert_eq!(ledger.started(), 3, "B's handler ran once");
+    assert_eq!(store.scope_stats("a").unwrap().evicted_early, 1);
+    assert_eq!(store.scope_stats("b").unwrap().evicted_early, 0);
+}

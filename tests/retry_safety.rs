@@ -235,6 +235,48 @@ async fn our_own_congestion_ejects_no_endpoint() {
     assert_eq!(servers[0].count() + servers[1].count(), 2);
 }
 
+/// An attempt cut by its per-try timeout while it still waited for one of the client's own
+/// pooled connections never left the client: even an unkeyed POST is sent again (once, free),
+/// and the endpoint is not blamed.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_cut_in_our_own_queue_was_never_sent_and_is_sent_again() {
+    // The first request takes 200 ms; the rest are answered at once.
+    let servers = servers([FaultPlan::scripted([Fault::ok().latency(200 * MS)])]).await;
+    let client = Client::http(Target::addrs([servers[0].addr()]))
+        .deadline(2 * SEC)
+        .per_try_timeout(150 * MS)
+        .route(
+            Route::path_prefix("/slow"),
+            RoutePolicy::new().per_try_timeout(SEC),
+        )
+        .pool(PoolBuilder::new().max_size(1))
+        .breaker(CircuitBreaker::builder().consecutive_failures(1))
+        .backoff(fast_backoff())
+        .build(HttpConnector::<HttpBody>::http1())
+        .unwrap();
+    client.resolved().await;
+    // A slow GET holds the only connection for 200 ms…
+    let holder = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let slow = Request::get("/slow").body(Empty::new()).unwrap();
+            let res = client.oneshot(slow).await.unwrap();
+            res.into_body().collect().await.unwrap();
+        }
+    });
+    tokio::time::sleep(10 * MS).await;
+    // …so the POST's first attempt is cut at 150 ms, still queued; its second is sent.
+    let post = Request::post("/orders").body(Empty::new()).unwrap();
+    let res = client.clone().oneshot(post).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    holder.await.unwrap();
+    assert_eq!(servers[0].count(), 2, "the POST reached the server once");
+    for endpoint in client.balancer().endpoints() {
+        assert_eq!(endpoint.state, BreakerState::Closed, "{endpoint:?}");
+    }
+}
+
 /// 429 and RESOURCE_EXHAUSTED are shedding: an endpoint answering them is not ejected.
 #[tokio::test(start_paused = true)]
 async fn shedding_ejects_no_endpoint() {

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Per-thread stripes: two threads recording outcomes do not share a cache line.
 pub(crate) const STRIPES: usize = 4;
-/// Counts are packed three to a `u64`, 21 bits each (calls, failures, slow calls).
+/// A count window's counts are packed three to a `u64`, 21 bits each (calls, failures, slow
+/// calls): a stripe holds at most 100,000 outcomes (the largest count window), well below 2²¹.
 const FIELD: u32 = 21;
 const FIELD_MASK: u64 = (1 << FIELD) - 1;
 
@@ -115,7 +116,9 @@ pub(crate) struct CountWindow {
 #[derive(Debug)]
 #[repr(align(128))]
 struct CountStripe {
-    cursor: AtomicU32,
+    /// Outcomes recorded on this stripe: a `u64` never wraps (a `u32` did after 2³² calls, an
+    /// hour at a million calls a second, and the ring then skipped slots).
+    cursor: AtomicU64,
     counts: AtomicU64,
     slots: Box<[AtomicU8]>,
 }
@@ -137,7 +140,7 @@ impl CountWindow {
         CountWindow {
             stripes: (0..STRIPES)
                 .map(|_| CountStripe {
-                    cursor: AtomicU32::new(0),
+                    cursor: AtomicU64::new(0),
                     counts: AtomicU64::new(0),
                     slots: (0..calls).map(|_| AtomicU8::new(0)).collect(),
                 })
@@ -154,7 +157,7 @@ impl CountWindow {
         stripe
             .cursor
             .store(position.wrapping_add(1), Ordering::Relaxed);
-        let i = position as usize % stripe.slots.len();
+        let i = (position % stripe.slots.len() as u64) as usize;
         let new = PRESENT | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
         let slot = &stripe.slots[i];
         // In steady state a success replaces a success: nothing to write, nothing to count.
@@ -213,7 +216,36 @@ pub(crate) struct TimeWindow {
 #[repr(align(128))]
 struct TimeStripe {
     slices: Box<[AtomicU64]>,
-    counts: Box<[AtomicU64]>,
+    counts: Box<[BucketCounts]>,
+}
+
+/// One bucket's counts, each in its own `u64`: a bucket may see any number of calls (an hour at
+/// any rate), so they are not packed (21-bit packed counts overflowed into each other past
+/// 2 million calls a bucket — phantom failures). A success touches only `calls`.
+#[derive(Debug, Default)]
+struct BucketCounts {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    slow: AtomicU64,
+}
+
+impl BucketCounts {
+    fn clear(&self) {
+        self.calls.store(0, Ordering::Release);
+        self.failures.store(0, Ordering::Release);
+        self.slow.store(0, Ordering::Release);
+    }
+
+    /// Adds to `tally`. Failures and slow calls are read before calls, and recorded after
+    /// them, so every failure seen has its call seen too.
+    fn add_to(&self, tally: &mut Tally) {
+        let failures = self.failures.load(Ordering::Acquire);
+        let slow = self.slow.load(Ordering::Acquire);
+        let calls = self.calls.load(Ordering::Acquire);
+        tally.calls += calls;
+        tally.failures += failures.min(calls);
+        tally.slow += slow.min(calls);
+    }
 }
 
 impl TimeWindow {
@@ -226,7 +258,7 @@ impl TimeWindow {
                 .map(|_| TimeStripe {
                     // u64::MAX: a slice that never comes.
                     slices: (0..buckets).map(|_| AtomicU64::new(u64::MAX)).collect(),
-                    counts: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+                    counts: (0..buckets).map(|_| BucketCounts::default()).collect(),
                 })
                 .collect(),
         }
@@ -242,13 +274,17 @@ impl TimeWindow {
             && stripe.slices[i]
                 .compare_exchange(seen, slice, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
+        let counts = &stripe.counts[i];
         if rolled {
-            stripe.counts[i].store(0, Ordering::Release);
+            counts.clear();
         }
-        stripe.counts[i].fetch_add(
-            pack(1, i64::from(failure), i64::from(slow)),
-            Ordering::AcqRel,
-        );
+        counts.calls.fetch_add(1, Ordering::AcqRel);
+        if failure {
+            counts.failures.fetch_add(1, Ordering::AcqRel);
+        }
+        if slow {
+            counts.slow.fetch_add(1, Ordering::AcqRel);
+        }
         rolled
     }
 
@@ -259,7 +295,7 @@ impl TimeWindow {
             for (held, counts) in stripe.slices.iter().zip(stripe.counts.iter()) {
                 let held = held.load(Ordering::Acquire);
                 if held <= slice && slice - held < self.buckets as u64 {
-                    tally.add_packed(counts.load(Ordering::Acquire));
+                    counts.add_to(&mut tally);
                 }
             }
         }
@@ -270,7 +306,7 @@ impl TimeWindow {
         for stripe in self.stripes.iter() {
             for (held, counts) in stripe.slices.iter().zip(stripe.counts.iter()) {
                 held.store(u64::MAX, Ordering::Release);
-                counts.store(0, Ordering::Release);
+                counts.clear();
             }
         }
     }
@@ -298,6 +334,39 @@ mod tests {
         );
         w.reset();
         assert_eq!(w.tally(), Tally::default());
+    }
+
+    #[test]
+    fn a_bucket_counts_past_two_million_calls_without_phantom_failures() {
+        let w = TimeWindow::new(1_000_000_000, 1);
+        let calls = (1u64 << 21) + 5;
+        for _ in 0..calls {
+            w.record(0, false, false, 0);
+        }
+        w.record(0, true, true, 0);
+        let tally = w.tally(0);
+        assert_eq!(
+            (tally.calls, tally.failures, tally.slow),
+            (calls + 1, 1, 1),
+            "counts overflowed into each other"
+        );
+    }
+
+    #[test]
+    fn a_count_window_ring_holds_across_the_cursor_wrapping_past_u32() {
+        let w = CountWindow::new(7);
+        // As after 2³² − 11 calls on one stripe; a `u32` cursor wrapped 11 calls later and, 7
+        // not dividing 2³², the ring jumped back and overwrote calls still in the window.
+        w.stripes[0]
+            .cursor
+            .store(u64::from(u32::MAX) - 10, Ordering::Relaxed);
+        let calls = [[false; 7].as_slice(), &[true; 4], &[false; 3]].concat();
+        for failure in calls {
+            w.record(0, failure, false);
+        }
+        // The last 7 calls: 4 failures, then 3 successes.
+        let tally = w.tally();
+        assert_eq!((tally.calls, tally.failures), (7, 4));
     }
 
     #[test]

@@ -258,10 +258,7 @@ impl Partition {
 
     pub(crate) fn record_wait(&self, wait: Duration) {
         self.waited.fetch_add(1, Ordering::Relaxed);
-        self.wait_nanos.fetch_add(
-            wait.as_nanos().min(u128::from(u64::MAX)) as u64,
-            Ordering::Relaxed,
-        );
+        crate::clock::add_nanos(&self.wait_nanos, wait);
     }
 
     pub(crate) fn record_timeout(&self) {

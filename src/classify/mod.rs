@@ -446,7 +446,12 @@ pub(crate) fn chain_has_transport_timeout(err: &(dyn std::error::Error + 'static
 
 fn classify_own(err: &Error) -> Option<Class> {
     Some(match err {
-        Error::DeadlineExceeded { .. } | Error::AttemptTimedOut { .. } => Class::new(Kind::Timeout),
+        Error::DeadlineExceeded { .. } => Class::new(Kind::Timeout),
+        // Cut while it waited for one of the client's own connections, or while connecting:
+        // never sent.
+        Error::AttemptTimedOut { never_sent, .. } => {
+            Class::new(Kind::Timeout).with_never_sent(*never_sent)
+        }
         Error::CircuitOpen { .. }
         | Error::NoEndpoints { .. }
         | Error::PoolTimeout { .. }
@@ -500,6 +505,7 @@ mod tests {
                 Box::new(Error::AttemptTimedOut {
                     timeout: Duration::from_secs(1),
                     endpoint: None,
+                    never_sent: false,
                 }),
                 Class::new(Kind::Timeout),
             ),
@@ -530,6 +536,7 @@ mod tests {
                     last: Box::new(Error::AttemptTimedOut {
                         timeout: Duration::from_secs(1),
                         endpoint: None,
+                        never_sent: false,
                     }),
                 }),
                 Class::new(Kind::Timeout),

@@ -139,6 +139,7 @@ mod tests {
                 Box::new(Error::AttemptTimedOut {
                     timeout: Duration::from_secs(1),
                     endpoint: None,
+                    never_sent: false,
                 }),
                 GrpcCode::DeadlineExceeded,
             ),

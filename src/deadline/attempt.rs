@@ -43,11 +43,8 @@ pub(super) fn write_timeouts<B>(req: &mut Request<B>, timeout: Duration) {
     let name = req.extensions().get::<TimeoutHeader>().map(|h| h.0.clone());
     let grpc = is_grpc(req.headers());
     let headers = req.headers_mut();
-    if grpc && let Some(value) = headers.get(GRPC_TIMEOUT) {
-        let written = super::parse_grpc_timeout(value.as_bytes());
-        if written.is_none_or(|written| timeout < written) {
-            headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
-        }
+    if grpc && headers.contains_key(GRPC_TIMEOUT) {
+        lower_grpc_timeout(headers, timeout);
     }
     if let Some(name) = name {
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
@@ -57,6 +54,16 @@ pub(super) fn write_timeouts<B>(req: &mut Request<B>, timeout: Duration) {
         if written.is_none_or(|written| millis < written) {
             headers.insert(name, HeaderValue::from(millis));
         }
+    }
+}
+
+/// Writes `grpc-timeout: timeout` unless a shorter valid value is there already.
+fn lower_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
+    let written = headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| super::parse_grpc_timeout(v.as_bytes()));
+    if written.is_none_or(|written| timeout < written) {
+        headers.insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
     }
 }
 
@@ -183,8 +190,8 @@ where
         let attempt = Attempt::of(&req);
         let is_grpc = is_grpc(req.headers());
         if is_grpc {
-            req.headers_mut()
-                .insert(GRPC_TIMEOUT, grpc_timeout_header(timeout));
+            // Lowered, never raised: a shorter `grpc-timeout` the caller wrote stays.
+            lower_grpc_timeout(req.headers_mut(), timeout);
             if attempt > 1 {
                 req.headers_mut()
                     .insert(GRPC_PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));

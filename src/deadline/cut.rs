@@ -17,7 +17,18 @@ use std::net::SocketAddr;
 thread_local! {
     static CUTTING: Cell<bool> = const { Cell::new(false) };
     static QUEUED: Cell<bool> = const { Cell::new(false) };
+    static UNSENT: Cell<bool> = const { Cell::new(false) };
     static CUT_ENDPOINT: Cell<Option<SocketAddr>> = const { Cell::new(None) };
+}
+
+/// What a cut learned from the layers it dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Cut {
+    /// The endpoint the attempt was on, if a balancer below said.
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// The request had not been handed to a connection: it never left the client, so it is
+    /// safe to send again whatever its method (a pool said so).
+    pub(crate) unsent: bool,
 }
 
 /// Clears the flag when the drop ends, however it ends.
@@ -27,19 +38,25 @@ impl Drop for Reset {
     fn drop(&mut self) {
         CUTTING.set(false);
         QUEUED.set(false);
+        UNSENT.set(false);
     }
 }
 
-/// Runs `drop_attempt` (which drops a timed-out attempt's future) with the flag set; returns the
-/// endpoint the attempt was on, if a balancer below said.
-pub(crate) fn cutting(drop_attempt: impl FnOnce()) -> Option<SocketAddr> {
+/// Runs `drop_attempt` (which drops a timed-out attempt's future) with the flag set; returns
+/// what the layers below said while they were dropped.
+pub(crate) fn cutting(drop_attempt: impl FnOnce()) -> Cut {
     CUT_ENDPOINT.set(None);
     QUEUED.set(false);
+    UNSENT.set(false);
     CUTTING.set(true);
     let reset = Reset;
     drop_attempt();
+    let unsent = UNSENT.get();
     drop(reset);
-    CUT_ENDPOINT.take()
+    Cut {
+        endpoint: CUT_ENDPOINT.take(),
+        unsent,
+    }
 }
 
 /// Whether the attempt being dropped now was cut by a timer (its per-try timeout, the call's
@@ -49,10 +66,19 @@ pub(crate) fn blames_endpoint() -> bool {
 }
 
 /// Called by a pool while a cut attempt's wait for a connection is dropped: the attempt never
-/// reached the endpoint.
+/// reached the endpoint (not its fault) and never left the client.
 pub(crate) fn cut_while_queued() {
     if CUTTING.get() {
         QUEUED.set(true);
+        UNSENT.set(true);
+    }
+}
+
+/// Called by a pool while a cut attempt's connect is dropped: the request never left the client,
+/// though the endpoint did not accept a connection in time (which the breaker counts).
+pub(crate) fn cut_before_sending() {
+    if CUTTING.get() {
+        UNSENT.set(true);
     }
 }
 
@@ -76,19 +102,34 @@ mod tests {
             assert!(blames_endpoint());
             cut_at(addr);
         });
-        assert_eq!(seen, Some(addr));
+        assert_eq!(
+            seen,
+            Cut {
+                endpoint: Some(addr),
+                unsent: false
+            }
+        );
         assert!(!blames_endpoint());
-        // Cut while queued in the client's own pool: the endpoint is not to blame.
-        cutting(|| {
+        // Cut while queued in the client's own pool: the endpoint is not to blame, and the
+        // request never left.
+        let seen = cutting(|| {
             cut_while_queued();
             assert!(!blames_endpoint());
         });
+        assert!(seen.unsent);
+        // Cut while connecting: never sent, but the endpoint's connect was slow.
+        let seen = cutting(|| {
+            cut_before_sending();
+            assert!(blames_endpoint());
+        });
+        assert!(seen.unsent);
         cut_while_queued();
+        cut_before_sending();
         assert!(!blames_endpoint());
-        assert!(cutting(|| {}).is_none());
+        assert_eq!(cutting(|| {}), Cut::default());
         // Outside a cut, nothing is recorded.
         cut_at(addr);
-        assert_eq!(cutting(|| {}), None);
+        assert_eq!(cutting(|| {}), Cut::default());
     }
 
     #[test]

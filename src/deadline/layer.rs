@@ -112,13 +112,16 @@ where
                 body = body.earliest(call);
             }
         };
-        match req.deadline() {
-            Some(carried) => fold(carried),
-            None => {
-                if let Some(timeout) = req.caller_timeout() {
-                    fold(Deadline::starting_at(now, timeout));
-                }
-            }
+        let carried = req.deadline();
+        // A `grpc-timeout` the caller wrote counts too — unless the request carries an
+        // attempt's deadline: then an `AttemptLayer` above wrote it, from that deadline.
+        if !carried.is_some_and(|d| d.is_attempt())
+            && let Some(timeout) = req.caller_timeout()
+        {
+            fold(Deadline::starting_at(now, timeout));
+        }
+        if let Some(carried) = carried {
+            fold(carried);
         }
         if let Some(adopted) = current() {
             fold(adopted);
@@ -227,15 +230,19 @@ impl Expiry {
         }
     }
 
-    fn error(self, endpoint: Option<std::net::SocketAddr>) -> Error {
+    fn error(self, cut: super::cut::Cut) -> Error {
         match self {
             Expiry::Deadline(budget) => {
                 tracing::debug!(?budget, "deadline exceeded");
                 Error::DeadlineExceeded { budget }
             }
             Expiry::Attempt(timeout) => {
-                tracing::debug!(?timeout, "attempt timed out");
-                Error::AttemptTimedOut { timeout, endpoint }
+                tracing::debug!(?timeout, never_sent = cut.unsent, "attempt timed out");
+                Error::AttemptTimedOut {
+                    timeout,
+                    endpoint: cut.endpoint,
+                    never_sent: cut.unsent,
+                }
             }
         }
     }
@@ -285,7 +292,7 @@ where
                     return Poll::Ready(result.map_err(|err| {
                         let err: BoxError = err.into();
                         if *stamped && chain_has_transport_timeout(err.as_ref()) {
-                            expiry.error(None)
+                            expiry.error(super::cut::Cut::default())
                         } else {
                             Error::from_inner(err)
                         }
@@ -300,18 +307,20 @@ where
                 }
                 *expiry
             }
-            StateProj::Expired { expiry } => return Poll::Ready(Err(expiry.error(None))),
+            StateProj::Expired { expiry } => {
+                return Poll::Ready(Err(expiry.error(super::cut::Cut::default())));
+            }
         };
         // The timer fired — a per-try timeout or the call's deadline. Either drops the call
         // below it now, telling the layers below that it was cut (the endpoint's breaker of an
         // attempt in flight counts it as a timeout, whichever timer cut it) and learning which
         // endpoint it was on (a retry goes elsewhere).
-        let endpoint = super::cut::cutting(|| {
+        let cut = super::cut::cutting(|| {
             self.as_mut()
                 .project()
                 .state
                 .set(State::Expired { expiry: fired });
         });
-        Poll::Ready(Err(fired.error(endpoint)))
+        Poll::Ready(Err(fired.error(cut)))
     }
 }

@@ -13,7 +13,8 @@
 //!   budget runs out the call fails with [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
 //!   A deadline already on the request, or adopted from upstream, or a `grpc-timeout` the caller
 //!   wrote (tonic's `Request::set_timeout`, [`DeadlineCarrier::caller_timeout`]), wins when it is
-//!   earlier: nested budgets use the smaller. The budget also bounds reading the response body
+//!   earlier: nested budgets use the smaller. An `AttemptLayer` only ever lowers a
+//!   `grpc-timeout` already on the request. The budget also bounds reading the response body
 //!   ([`DeadlineBody`]): a body still coming at the deadline ends with the same error.
 //! - [`AdoptDeadlineLayer`] (server side) adopts an incoming `grpc-timeout` (or a configured HTTP
 //!   header) into the request's extensions and a task-local scope ([`current`]); a client stack
@@ -216,7 +217,8 @@ pub trait DeadlineCarrier {
     fn restamp(&mut self) {}
 
     /// A timeout the caller wrote on the request itself, which a [`DeadlineLayer`] folds into
-    /// the call's deadline (the earlier wins) when the request carries no [`Deadline`]. For
+    /// the call's deadline (the earlier wins) — unless the request carries an attempt's
+    /// [`Deadline`] (an `AttemptLayer` above wrote the value from it). For
     /// `http::Request`: a gRPC request's `grpc-timeout` header — what tonic's
     /// `Request::set_timeout` writes (a value that does not parse is ignored, and overwritten by
     /// an `AttemptLayer`). The default: none.

@@ -65,13 +65,18 @@ pub enum Error {
         timeout: Duration,
         /// The endpoint the attempt was on, when a balancer below said.
         endpoint: Option<std::net::SocketAddr>,
+        /// The attempt was cut before its request was handed to a connection (waiting for one
+        /// of the client's own pooled connections, connecting): it never left the client, so
+        /// it is safe to send again whatever its method.
+        never_sent: bool,
     },
 
     /// Every allowed attempt failed; `last` is the error of the final attempt.
     #[error("retries exhausted after {attempts} attempts")]
     #[non_exhaustive]
     RetriesExhausted {
-        /// How many attempts were made, the first included.
+        /// How many requests were sent, the first included (attempts, and polls of an
+        /// idempotency conflict; transparent resends of never-sent requests excluded).
         attempts: u32,
         /// The error of the final attempt.
         #[source]
@@ -85,7 +90,8 @@ pub enum Error {
     )]
     #[non_exhaustive]
     RetryBudgetExhausted {
-        /// How many attempts were made, the first included.
+        /// How many requests were sent, the first included (attempts, and polls of an
+        /// idempotency conflict; transparent resends of never-sent requests excluded).
         attempts: u32,
         /// The error of the final attempt.
         #[source]
@@ -100,7 +106,8 @@ pub enum Error {
     RetryRefused {
         /// Why retrying stopped.
         reason: crate::retry::RetryStop,
-        /// How many attempts were made, the first included.
+        /// How many requests were sent, the first included (attempts, and polls of an
+        /// idempotency conflict; transparent resends of never-sent requests excluded).
         attempts: u32,
         /// The error of the final attempt.
         #[source]
@@ -372,6 +379,7 @@ mod tests {
                 Error::AttemptTimedOut {
                     timeout: Duration::from_millis(250),
                     endpoint: None,
+                    never_sent: false,
                 },
                 "per-try timeout of 250ms",
             ),

@@ -58,6 +58,7 @@ mod tests {
                 Error::AttemptTimedOut {
                     timeout: Duration::from_secs(1),
                     endpoint: None,
+                    never_sent: false,
                 },
                 Code::DeadlineExceeded,
             ),
@@ -108,6 +109,7 @@ mod tests {
                     last: Box::new(Error::AttemptTimedOut {
                         timeout: Duration::from_secs(1),
                         endpoint: None,
+                        never_sent: false,
                     }),
                 },
                 Code::DeadlineExceeded,

@@ -1,10 +1,21 @@
-//! The default store: records in this process, bounded in number, evicted by expiry.
+//! The default store: records in this process, bounded in number and in bytes, shared fairly
+//! among tenants.
 //!
-//! Memory stays bounded under any load: at most `max_entries` records, each holding a response
-//! no larger than the layer's body limit. When the store is full, expired records go first, then
-//! finished records, earliest expiry first (so a very busy store keeps keys for less than the
-//! TTL — size it for your key rate × TTL). Records in flight are never evicted while their lease
-//! lives; a claim that finds the store full of them fails, and the layer answers 503.
+//! Memory stays bounded under any load: at most `max_entries` records and `max_bytes` of them
+//! (each record's body, headers and trailers plus a fixed overhead). When a bound is reached:
+//!
+//! 1. expired records go first;
+//! 2. then a finished record of the **scope (tenant) using the most** of the store — the larger
+//!    of its share of the entries and its share of the bytes, the claimant's new record counted
+//!    (ties go to the scope whose name sorts first) — and within that scope the **least recently
+//!    used** (stored or replayed). One tenant filling the store therefore evicts its own records,
+//!    not another tenant's: each scope keeps at least an equal share of the store. The choice is
+//!    deterministic, counted per scope and in all ([`MemoryStore::stats`]).
+//! 3. Records in flight are never evicted while their lease lives — they act as locks; a claim
+//!    that finds the store full of them fails, and the layer answers 503.
+//!
+//! A response too large to fit even after every finished record is evicted is not stored: its
+//! key is released (a retry runs again) and the layer logs the store's error.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -22,6 +33,13 @@ use crate::error::ConfigError;
 /// The default bound on records in a [`MemoryStore`]: 10 000.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 
+/// The default bound on the bytes of a [`MemoryStore`]'s records: 64 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a record costs beyond its bytes (the entry, its indexes, the key): counted per record,
+/// so a store of empty responses is bounded too.
+pub const RECORD_OVERHEAD: usize = 256;
+
 #[derive(Debug)]
 enum State {
     InFlight {
@@ -35,59 +53,207 @@ enum State {
 struct Entry {
     state: State,
     expires: Instant,
+    /// Order in the expiry index.
     seq: u64,
+    /// Last stored or replayed (for a finished record: its place in its scope's LRU order).
+    used: u64,
+    scope: Arc<str>,
+    bytes: usize,
+}
+
+/// One scope's (tenant's) share of the store.
+#[derive(Debug, Default)]
+struct Scope {
+    records: usize,
+    bytes: usize,
+    /// Finished records, least recently used first: the scope's eviction order.
+    finished: BTreeSet<(u64, Arc<str>)>,
+    evicted: u64,
 }
 
 #[derive(Debug, Default)]
 struct Records {
     map: HashMap<Arc<str>, Entry>,
-    /// Every record by (expiry, sequence): the eviction order.
+    /// Every record by (expiry, sequence): the expiry order.
     by_expiry: BTreeSet<(Instant, u64, Arc<str>)>,
+    scopes: HashMap<Arc<str>, Scope>,
+    bytes: usize,
     next_seq: u64,
 }
 
+/// Limits of one store.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    entries: usize,
+    bytes: usize,
+}
+
 impl Records {
+    fn tick(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
     fn remove(&mut self, id: &str) -> Option<Entry> {
-        let (key, entry) = self.map.remove_entry(id)?;
-        self.by_expiry.remove(&(entry.expires, entry.seq, key));
+        let entry = self.remove_keeping_scope(id)?;
+        // A scope with no record left goes (its count of evictions with it: the store's total
+        // keeps them), so the map of scopes is bounded by the records.
+        if self
+            .scopes
+            .get(&entry.scope)
+            .is_some_and(|s| s.records == 0)
+        {
+            self.scopes.remove(&entry.scope);
+        }
         Some(entry)
     }
 
-    fn insert(&mut self, id: Arc<str>, state: State, expires: Instant) {
-        self.remove(&id);
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    fn remove_keeping_scope(&mut self, id: &str) -> Option<Entry> {
+        let (key, entry) = self.map.remove_entry(id)?;
+        self.by_expiry
+            .remove(&(entry.expires, entry.seq, key.clone()));
+        self.bytes -= entry.bytes;
+        if let Some(scope) = self.scopes.get_mut(&entry.scope) {
+            scope.records -= 1;
+            scope.bytes -= entry.bytes;
+            scope.finished.remove(&(entry.used, key));
+        }
+        Some(entry)
+    }
+
+    fn insert(&mut self, id: Arc<str>, scope: Arc<str>, state: State, expires: Instant) {
+        // Replaced in place: its scope keeps its count of evictions.
+        let replaced = self.remove_keeping_scope(&id);
+        let bytes = record_bytes(&id, &state);
+        let seq = self.tick();
+        let done = matches!(state, State::Done(_));
         self.by_expiry.insert((expires, seq, id.clone()));
+        self.bytes += bytes;
+        let share = self.scopes.entry(scope.clone()).or_default();
+        share.records += 1;
+        share.bytes += bytes;
+        if done {
+            share.finished.insert((seq, id.clone()));
+        }
         self.map.insert(
             id,
             Entry {
                 state,
                 expires,
                 seq,
+                used: seq,
+                scope,
+                bytes,
             },
         );
+        // A record moving to another scope (an id of another shape) leaves none behind empty.
+        if let Some(old) = replaced
+            && self.scopes.get(&old.scope).is_some_and(|s| s.records == 0)
+        {
+            self.scopes.remove(&old.scope);
+        }
     }
 
-    /// Makes room for one record: drops expired ones, then the finished record that expires
-    /// first. `false` if every record is in flight with a live lease.
-    fn make_room(&mut self, max: usize, now: Instant, evicted: &AtomicU64) -> bool {
-        while self.map.len() >= max {
-            let victim = self
-                .by_expiry
-                .iter()
-                .find(|(expires, _, id)| {
-                    *expires <= now
-                        || matches!(self.map.get(id).map(|e| &e.state), Some(State::Done(_)))
-                })
-                .map(|(_, _, id)| id.clone());
-            let Some(id) = victim else { return false };
-            if let Some(entry) = self.remove(&id)
-                && entry.expires > now
-            {
-                evicted.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Marks a finished record as just used (replayed): it moves to the back of its scope's
+    /// eviction order.
+    fn touch(&mut self, id: &str) {
+        let used = self.tick();
+        let Some((key, entry)) = self.map.get_key_value(id) else {
+            return;
+        };
+        if !matches!(entry.state, State::Done(_)) {
+            return;
         }
-        true
+        let (key, scope, before) = (key.clone(), entry.scope.clone(), entry.used);
+        if let Some(share) = self.scopes.get_mut(&scope) {
+            share.finished.remove(&(before, key.clone()));
+            share.finished.insert((used, key.clone()));
+        }
+        if let Some(entry) = self.map.get_mut(id) {
+            entry.used = used;
+        }
+    }
+
+    /// Drops every expired record (not counted as evictions).
+    fn sweep(&mut self, now: Instant) {
+        while let Some((expires, _, id)) = self.by_expiry.first().cloned() {
+            if expires > now {
+                break;
+            }
+            self.remove(&id);
+        }
+    }
+
+    /// How much of the store `records` and `bytes` use: the larger of their share of the
+    /// entries and of the bytes, both scaled to one denominator so they compare exactly.
+    fn usage(bounds: Bounds, records: usize, bytes: usize) -> u128 {
+        (records as u128 * bounds.bytes as u128).max(bytes as u128 * bounds.entries as u128)
+    }
+
+    /// Makes room for `extra_entries` more records and `extra_bytes` more bytes, charged to
+    /// `claimant`: drops expired records, then finished records of the scope using the most of
+    /// the store — never of a scope using less than the claimant will — least recently used
+    /// first. `false` if no record may go.
+    fn make_room(
+        &mut self,
+        bounds: Bounds,
+        claimant: &str,
+        extra_entries: usize,
+        extra_bytes: usize,
+        now: Instant,
+        evicted: &AtomicU64,
+    ) -> bool {
+        self.sweep(now);
+        let mut room = true;
+        while self.map.len() + extra_entries > bounds.entries
+            || self.bytes + extra_bytes > bounds.bytes
+        {
+            let claimant_use = {
+                let share = self.scopes.get(claimant);
+                Self::usage(
+                    bounds,
+                    share.map_or(0, |s| s.records) + extra_entries,
+                    share.map_or(0, |s| s.bytes) + extra_bytes,
+                )
+            };
+            let victim = self
+                .scopes
+                .iter()
+                .filter(|(_, share)| !share.finished.is_empty())
+                .map(|(name, share)| {
+                    let usage = if **name == *claimant {
+                        claimant_use
+                    } else {
+                        Self::usage(bounds, share.records, share.bytes)
+                    };
+                    (usage, name)
+                })
+                .filter(|(usage, _)| *usage >= claimant_use)
+                // The largest use; on a tie, the name that sorts first.
+                .max_by(|(a, an), (b, bn)| a.cmp(b).then_with(|| bn.cmp(an)))
+                .map(|(_, name)| name.clone());
+            let Some(scope) = victim else {
+                room = false;
+                break;
+            };
+            let Some(share) = self.scopes.get_mut(&scope) else {
+                room = false;
+                break;
+            };
+            let Some((_, id)) = share.finished.first().cloned() else {
+                room = false;
+                break;
+            };
+            share.evicted += 1;
+            evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(scope = %scope, record = %id, "idempotency record evicted before its TTL");
+            self.remove_keeping_scope(&id);
+        }
+        // Scopes left with no record go — but the claimant's, about to hold one, keeps its
+        // count of evictions.
+        self.scopes
+            .retain(|name, share| share.records > 0 || (room && **name == *claimant));
+        room
     }
 
     fn live(&self, id: &str, now: Instant) -> Option<&Entry> {
@@ -95,14 +261,83 @@ impl Records {
     }
 }
 
+/// What a record is counted as: its response's body, headers and trailers, its id, and
+/// [`RECORD_OVERHEAD`].
+fn record_bytes(id: &str, state: &State) -> usize {
+    let headers = |map: &http::HeaderMap| {
+        map.iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 16)
+            .sum::<usize>()
+    };
+    let response = match state {
+        State::InFlight { .. } => 0,
+        State::Done(stored) => {
+            stored.body.len()
+                + headers(&stored.headers)
+                + stored.trailers.as_ref().map_or(0, headers)
+        }
+    };
+    RECORD_OVERHEAD + id.len() + response
+}
+
+/// The scope (tenant) of a record id the layer built (`{len}:{scope}:{key}`); the empty scope
+/// for an id of another shape.
+fn scope_of(id: &str) -> &str {
+    let Some((len, rest)) = id.split_once(':') else {
+        return "";
+    };
+    len.parse::<usize>()
+        .ok()
+        .and_then(|n| rest.get(..n))
+        .filter(|scope| rest.as_bytes().get(scope.len()) == Some(&b':'))
+        .unwrap_or("")
+}
+
 #[derive(Debug)]
 struct Shared {
     records: Mutex<Records>,
-    max_entries: usize,
+    bounds: Bounds,
     evicted: AtomicU64,
 }
 
-/// Idempotency records in this process (the default store): bounded, expiring.
+/// What a [`MemoryStore`] holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStoreStats {
+    /// Records held (in flight and finished, expired ones not yet swept included).
+    pub records: usize,
+    /// Records in flight (claimed, not finished).
+    pub in_flight: usize,
+    /// Bytes the records are counted as (see [`RECORD_OVERHEAD`]).
+    pub bytes: usize,
+    /// Scopes (tenants) with records.
+    pub scopes: usize,
+    /// Finished records evicted before their TTL to stay within the bounds, in all.
+    pub evicted_early: u64,
+}
+
+/// One scope's (tenant's) part of a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScopeStats {
+    /// Records of the scope held now.
+    pub records: usize,
+    /// Bytes they are counted as.
+    pub bytes: usize,
+    /// The scope's finished records evicted before their TTL.
+    pub evicted_early: u64,
+}
+
+/// Idempotency records in this process (the default store): bounded in entries and bytes,
+/// shared fairly among scopes, expiring.
+///
+/// When a bound is reached, expired records go first; then a finished record of the scope
+/// (tenant) using the most of the store — the larger of its share of the records and of the
+/// bytes, the claimant's new record counted; ties to the name that sorts first — and within it
+/// the least recently used (stored or replayed). A scope never loses a record to a claim of a
+/// scope using more of the store than it does. Records in flight are never evicted while their
+/// lease lives; a claim that finds nothing it may evict fails (the layer answers 503). A
+/// response too large to fit is not stored and its key is released.
 ///
 /// Clones share the records. For several server instances use
 /// [`RedisStore`](super::RedisStore).
@@ -110,8 +345,8 @@ struct Shared {
 /// ```
 /// use stanchion::idempotency::MemoryStore;
 ///
-/// let store = MemoryStore::with_max_entries(50_000)?;
-/// assert_eq!(store.max_entries(), 50_000);
+/// let store = MemoryStore::with_limits(50_000, 256 * 1024 * 1024)?;
+/// assert_eq!((store.max_entries(), store.max_bytes()), (50_000, 256 * 1024 * 1024));
 /// assert!(MemoryStore::with_max_entries(0).is_err());
 /// # Ok::<(), stanchion::ConfigError>(())
 /// ```
@@ -127,24 +362,36 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store of at most [`DEFAULT_MAX_ENTRIES`] records.
+    /// A store of at most [`DEFAULT_MAX_ENTRIES`] records and [`DEFAULT_MAX_BYTES`].
     pub fn new() -> MemoryStore {
-        MemoryStore::build(DEFAULT_MAX_ENTRIES)
+        MemoryStore::build(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)
     }
 
-    /// A store of at most `max_entries` records (at least 1).
+    /// A store of at most `max_entries` records (at least 1) and [`DEFAULT_MAX_BYTES`].
     pub fn with_max_entries(max_entries: usize) -> Result<MemoryStore, ConfigError> {
+        MemoryStore::with_limits(max_entries, DEFAULT_MAX_BYTES)
+    }
+
+    /// A store of at most `max_entries` records (at least 1) and `max_bytes` (at least
+    /// [`RECORD_OVERHEAD`] × 4: room for a few records).
+    pub fn with_limits(max_entries: usize, max_bytes: usize) -> Result<MemoryStore, ConfigError> {
         if max_entries == 0 {
             return Err(ConfigError::new("max_entries", "must be at least 1"));
         }
-        Ok(MemoryStore::build(max_entries))
+        if max_bytes < 4 * RECORD_OVERHEAD {
+            return Err(ConfigError::new(
+                "max_bytes",
+                format!("{max_bytes} bytes is less than {}", 4 * RECORD_OVERHEAD),
+            ));
+        }
+        Ok(MemoryStore::build(max_entries, max_bytes))
     }
 
-    fn build(max_entries: usize) -> MemoryStore {
+    fn build(entries: usize, bytes: usize) -> MemoryStore {
         MemoryStore {
             shared: Arc::new(Shared {
                 records: Mutex::new(Records::default()),
-                max_entries,
+                bounds: Bounds { entries, bytes },
                 evicted: AtomicU64::new(0),
             }),
         }
@@ -152,7 +399,12 @@ impl MemoryStore {
 
     /// The bound on records.
     pub fn max_entries(&self) -> usize {
-        self.shared.max_entries
+        self.shared.bounds.entries
+    }
+
+    /// The bound on bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.shared.bounds.bytes
     }
 
     /// Records held now (live or expired but not yet swept).
@@ -165,9 +417,37 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Finished records evicted before their TTL to stay within the bound.
+    /// Finished records evicted before their TTL to stay within the bounds.
     pub fn evicted_early(&self) -> u64 {
         self.shared.evicted.load(Ordering::Relaxed)
+    }
+
+    /// What the store holds now.
+    pub fn stats(&self) -> MemoryStoreStats {
+        let records = self.records();
+        MemoryStoreStats {
+            records: records.map.len(),
+            in_flight: records
+                .map
+                .values()
+                .filter(|e| matches!(e.state, State::InFlight { .. }))
+                .count(),
+            bytes: records.bytes,
+            scopes: records.scopes.values().filter(|s| s.records > 0).count(),
+            evicted_early: self.evicted_early(),
+        }
+    }
+
+    /// What one scope (tenant, as the layer's `scope` function names it; `""` without one)
+    /// holds now, and how many of its records were evicted early while it held any; `None` if
+    /// it holds none.
+    pub fn scope_stats(&self, scope: &str) -> Option<ScopeStats> {
+        let records = self.records();
+        records.scopes.get(scope).map(|s| ScopeStats {
+            records: s.records,
+            bytes: s.bytes,
+            evicted_early: s.evicted,
+        })
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, Records> {
@@ -189,41 +469,88 @@ impl MemoryStore {
         let now = Instant::now();
         let mut records = self.records();
         if let Some(entry) = records.live(id, now) {
-            return Ok(match &entry.state {
+            let claim = match &entry.state {
                 State::InFlight { fingerprint, .. } => Claim::InFlight(*fingerprint),
                 State::Done(response) => {
                     Claim::Completed(Box::new(StoredResponse::clone(response)))
                 }
-            });
+            };
+            records.touch(id);
+            return Ok(claim);
         }
         records.remove(id);
-        if !records.make_room(self.shared.max_entries, now, &self.shared.evicted) {
+        let scope = scope_of(id);
+        let extra = RECORD_OVERHEAD + id.len();
+        let bounds = self.shared.bounds;
+        if !records.make_room(bounds, scope, 1, extra, now, &self.shared.evicted) {
             return Err(format!(
-                "the in-memory idempotency store is full: {} requests are in flight",
-                self.shared.max_entries
+                "the in-memory idempotency store is full: its {} records are all in flight",
+                records.map.len()
             )
             .into());
         }
         records.insert(
             id.into(),
+            scope.into(),
             State::InFlight { token, fingerprint },
-            now + lease,
+            crate::clock::after(now, lease),
         );
         Ok(Claim::Acquired)
     }
 
     /// Applies `f` to `token`'s live in-flight record; `false` if `token` does not hold one.
-    fn with_held(&self, id: &str, token: LeaseToken, f: impl FnOnce(&mut Records)) -> bool {
+    fn with_held<T>(
+        &self,
+        id: &str,
+        token: LeaseToken,
+        f: impl FnOnce(&mut Records) -> T,
+    ) -> Option<T> {
         let now = Instant::now();
         let mut records = self.records();
         let held = matches!(
             records.live(id, now).map(|e| &e.state),
             Some(State::InFlight { token: t, .. }) if *t == token
         );
-        if held {
-            f(&mut records);
+        held.then(|| f(&mut records))
+    }
+
+    fn complete_now(
+        &self,
+        id: &str,
+        token: LeaseToken,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<bool, BoxError> {
+        let state = State::Done(Arc::new(response.clone()));
+        let bytes = record_bytes(id, &state);
+        let bounds = self.shared.bounds;
+        let evicted = &self.shared.evicted;
+        let stored = self.with_held(id, token, |records| {
+            let now = Instant::now();
+            let scope: Arc<str> = records
+                .map
+                .get(id)
+                .map_or_else(|| "".into(), |e| e.scope.clone());
+            let held = records.map.get(id).map_or(0, |e| e.bytes);
+            let extra = bytes.saturating_sub(held);
+            if !records.make_room(bounds, &scope, 0, extra, now, evicted) {
+                // It cannot fit: let the key go rather than hold it until the lease ends.
+                records.remove(id);
+                return false;
+            }
+            records.insert(id.into(), scope, state, crate::clock::after(now, ttl));
+            true
+        });
+        match stored {
+            None => Ok(false),
+            Some(true) => Ok(true),
+            Some(false) => Err(format!(
+                "a response counted as {bytes} bytes does not fit in the in-memory idempotency \
+                 store ({} bytes, the rest in flight): not stored",
+                bounds.bytes
+            )
+            .into()),
         }
-        held
     }
 }
 
@@ -245,11 +572,12 @@ impl IdempotencyStore for MemoryStore {
         lease: Duration,
     ) -> impl Future<Output = Result<bool, BoxError>> + Send {
         let held = self.with_held(id, token, |records| {
-            if let Some(entry) = records.remove(id) {
-                records.insert(id.into(), entry.state, Instant::now() + lease);
+            if let Some(entry) = records.remove_keeping_scope(id) {
+                let until = crate::clock::after(Instant::now(), lease);
+                records.insert(id.into(), entry.scope, entry.state, until);
             }
         });
-        std::future::ready(Ok(held))
+        std::future::ready(Ok(held.is_some()))
     }
 
     fn complete(
@@ -259,11 +587,7 @@ impl IdempotencyStore for MemoryStore {
         response: &StoredResponse,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, BoxError>> + Send {
-        let held = self.with_held(id, token, |records| {
-            let state = State::Done(Arc::new(response.clone()));
-            records.insert(id.into(), state, Instant::now() + ttl);
-        });
-        std::future::ready(Ok(held))
+        std::future::ready(self.complete_now(id, token, response, ttl))
     }
 
     fn release(
@@ -274,7 +598,7 @@ impl IdempotencyStore for MemoryStore {
         let held = self.with_held(id, token, |records| {
             records.remove(id);
         });
-        std::future::ready(Ok(held))
+        std::future::ready(Ok(held.is_some()))
     }
 }
 
@@ -380,5 +704,216 @@ mod tests {
         }
         assert_eq!(store.len(), 3);
         assert_eq!(store.evicted_early(), 1);
+    }
+
+    fn id(scope: &str, key: &str) -> String {
+        super::super::record::record_id("", scope, key)
+    }
+
+    fn sized(n: u8, body: usize) -> StoredResponse {
+        StoredResponse {
+            body: Bytes::from(vec![n; body]),
+            ..done(n)
+        }
+    }
+
+    async fn store_one(store: &MemoryStore, id: &str, body: usize) -> bool {
+        let t = LeaseToken(7);
+        match store.claim(id, fp(0), t, SEC).await.unwrap() {
+            Claim::Acquired => store
+                .complete(id, t, &sized(1, body), 1000 * SEC)
+                .await
+                .unwrap(),
+            _ => false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_lease_and_ttl_do_not_panic() {
+        let store = MemoryStore::new();
+        let t = LeaseToken(1);
+        assert_eq!(
+            store.claim("k", fp(0), t, Duration::MAX).await.unwrap(),
+            Claim::Acquired
+        );
+        assert!(store.renew("k", t, Duration::MAX).await.unwrap());
+        assert!(
+            store
+                .complete("k", t, &done(0), Duration::MAX)
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            store.claim("k", fp(0), t, SEC).await.unwrap(),
+            Claim::Completed(_)
+        ));
+    }
+
+    #[test]
+    fn scopes_are_read_back_from_the_layers_ids() {
+        for scope in ["", "acme", "a:b", "12:x", "ünï"] {
+            assert_eq!(scope_of(&id(scope, "k:1")), scope);
+        }
+        for odd in ["", "k", "x:y", "99:short", "3:abcd"] {
+            assert_eq!(scope_of(odd), "", "{odd:?}");
+        }
+    }
+
+    /// Fault 3 of the issue at the store: tenant B's finished record survives tenant A filling
+    /// the store; A's own least recently used record goes instead.
+    #[tokio::test(start_paused = true)]
+    async fn one_scope_filling_the_store_evicts_its_own_records() {
+        let store = MemoryStore::with_max_entries(2).unwrap();
+        assert!(store_one(&store, &id("b", "b-1"), 10).await);
+        assert!(store_one(&store, &id("a", "a-1"), 10).await);
+        assert!(store_one(&store, &id("a", "a-2"), 10).await);
+        assert_eq!(
+            store
+                .claim(&id("b", "b-1"), fp(0), LeaseToken(1), SEC)
+                .await
+                .unwrap(),
+            Claim::Completed(Box::new(sized(1, 10))),
+            "B's record is still there"
+        );
+        let a = store.scope_stats("a").unwrap();
+        assert_eq!((a.records, a.evicted_early), (1, 1));
+        assert_eq!(store.scope_stats("b").unwrap().evicted_early, 0);
+        assert_eq!(store.stats().evicted_early, 1);
+    }
+
+    /// Within its scope, the least recently *used* goes: a replay keeps a record.
+    #[tokio::test(start_paused = true)]
+    async fn within_a_scope_the_least_recently_used_goes() {
+        let store = MemoryStore::with_max_entries(3).unwrap();
+        for key in ["1", "2", "3"] {
+            assert!(store_one(&store, &id("a", key), 1).await);
+        }
+        // "1" is replayed: "2" is now the least recently used.
+        store
+            .claim(&id("a", "1"), fp(0), LeaseToken(1), SEC)
+            .await
+            .unwrap();
+        assert!(store_one(&store, &id("a", "4"), 1).await);
+        let kept = |key: &'static str| {
+            let store = store.clone();
+            async move {
+                matches!(
+                    store
+                        .claim(&id("a", key), fp(0), LeaseToken(2), SEC)
+                        .await
+                        .unwrap(),
+                    Claim::Completed(_)
+                )
+            }
+        };
+        assert!(kept("1").await && kept("3").await && kept("4").await);
+    }
+
+    /// 1 MiB responses in a 4 MiB store: never more than 4 MiB counted, whatever the number of
+    /// entries allowed; a response larger than the whole store is not stored and its key is let
+    /// go (a retry runs again), with an error for the layer to log.
+    #[tokio::test(start_paused = true)]
+    async fn the_byte_bound_holds_with_large_responses() {
+        const MIB: usize = 1024 * 1024;
+        let store = MemoryStore::with_limits(10_000, 4 * MIB).unwrap();
+        for i in 0..20 {
+            assert!(store_one(&store, &id("a", &i.to_string()), MIB).await);
+            let stats = store.stats();
+            assert!(stats.bytes <= 4 * MIB, "{stats:?}");
+        }
+        assert_eq!(
+            store.stats().records,
+            3,
+            "three 1 MiB records and their overhead fit"
+        );
+        let t = LeaseToken(3);
+        let big = id("a", "big");
+        store.claim(&big, fp(0), t, SEC).await.unwrap();
+        assert!(
+            store
+                .complete(&big, t, &sized(1, 5 * MIB), SEC)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            store.claim(&big, fp(0), t, SEC).await.unwrap(),
+            Claim::Acquired,
+            "the key was let go"
+        );
+        assert!(MemoryStore::with_limits(10, 100).is_err());
+    }
+
+    proptest::proptest! {
+        /// Against any sequence of stores by several scopes: the bounds always hold, in-flight
+        /// records are never evicted, and a scope holding no more than an equal share of the
+        /// entries never loses a record while another scope holds more.
+        #[test]
+        fn bounds_and_fair_shares_hold_for_any_sequence(
+            ops in proptest::collection::vec((0u8..4, 0usize..3000, proptest::bool::ANY), 1..200),
+            max_entries in 2usize..12,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let max_bytes = 16 * 1024;
+                let store = MemoryStore::with_limits(max_entries, max_bytes).unwrap();
+                let mut in_flight: Vec<String> = Vec::new();
+                for (n, (scope, body, finish)) in ops.into_iter().enumerate() {
+                    let scope = format!("s{scope}");
+                    let key = id(&scope, &n.to_string());
+                    let bounds = Bounds { entries: max_entries, bytes: max_bytes };
+                    let held = |s: &str| {
+                        store.scope_stats(s).map_or((0, 0), |st| (st.records, st.bytes))
+                    };
+                    let before: Vec<(String, (usize, usize))> = (0..4)
+                        .map(|s| format!("s{s}"))
+                        .map(|s| {
+                            let h = held(&s);
+                            (s, h)
+                        })
+                        .collect();
+                    let t = LeaseToken(n as u64);
+                    if store.claim(&key, fp(0), t, SEC * 1000).await.is_err() {
+                        continue;
+                    }
+                    if finish {
+                        let _ = store.complete(&key, t, &sized(1, body), SEC * 1000).await;
+                    } else {
+                        in_flight.push(key.clone());
+                    }
+                    let stats = store.stats();
+                    proptest::prop_assert!(stats.records <= max_entries, "{stats:?}");
+                    proptest::prop_assert!(stats.bytes <= max_bytes, "{stats:?}");
+                    // No in-flight record was evicted.
+                    for held in &in_flight {
+                        let found = store.claim(held, fp(0), LeaseToken(u64::MAX), SEC).await.unwrap();
+                        proptest::prop_assert_eq!(found, Claim::InFlight(fp(0)));
+                    }
+                    // Another scope lost a record only if it used at least as much of the
+                    // store as the claimant then did, its new record counted.
+                    let (records, bytes) = before.iter().find(|(s, _)| *s == scope).unwrap().1;
+                    let claimant_use = Records::usage(
+                        bounds,
+                        records + 1,
+                        bytes + RECORD_OVERHEAD + key.len(),
+                    );
+                    for (other, (records, bytes)) in &before {
+                        if *other == scope {
+                            continue;
+                        }
+                        if held(other).0 < *records {
+                            proptest::prop_assert!(
+                                Records::usage(bounds, *records, *bytes) >= claimant_use,
+                                "{other} ({records} records, {bytes} bytes) lost one to {scope}"
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
     }
 }

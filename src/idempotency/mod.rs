@@ -39,7 +39,10 @@ mod store;
 pub use self::body::IdempotencyBody;
 pub use self::client::{DEFAULT_KEY_HEADER, IdempotencyKeyLayer, IdempotencyKeyService, KeyFuture};
 pub use self::key::{IdempotencyKey, MAX_KEY_LEN};
-pub use self::memory::{DEFAULT_MAX_ENTRIES, MemoryStore};
+pub use self::memory::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryStore, MemoryStoreStats, RECORD_OVERHEAD,
+    ScopeStats,
+};
 pub use self::record::{Fingerprint, StoredResponse};
 #[cfg(feature = "redis")]
 pub use self::redis::{DEFAULT_REDIS_PREFIX, RedisStore};

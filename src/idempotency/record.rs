@@ -177,16 +177,40 @@ impl<'a> Reader<'a> {
 
     fn headers(&mut self) -> Result<HeaderMap, BoxError> {
         let count = self.len()?;
-        // Each header takes at least 8 bytes, so a damaged count cannot reserve much.
-        let mut headers = HeaderMap::with_capacity(count.min(self.0.len() / 8));
+        // Checked against the bytes present before anything is reserved: a header takes at
+        // least 9 (two 4-byte lengths and a name of at least one byte), so a lying count
+        // allocates nothing beyond the input.
+        if count > self.0.len() / MIN_HEADER_BYTES {
+            return Err(format!(
+                "a stored idempotency response claims {count} headers in {} bytes",
+                self.0.len()
+            )
+            .into());
+        }
+        // Reserved up to a modest size; past it the map grows, fallibly.
+        let mut headers = HeaderMap::try_with_capacity(count.min(RESERVE_HEADERS)).map_err(|_| {
+            format!(
+                "a stored idempotency response has {count} headers: more than a header map holds"
+            )
+        })?;
         for _ in 0..count {
             let name = HeaderName::from_bytes(self.bytes()?)?;
             let value = HeaderValue::from_bytes(self.bytes()?)?;
-            headers.append(name, value);
+            headers.try_append(name, value).map_err(|_| {
+                format!("a stored idempotency response has {count} headers: more than a header map holds")
+            })?;
         }
         Ok(headers)
     }
 }
+
+/// The most headers reserved up front when decoding (more grow the map as they are read).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+const RESERVE_HEADERS: usize = 1024;
+
+/// The fewest bytes one encoded header takes: two 4-byte lengths and a one-byte name.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+const MIN_HEADER_BYTES: usize = 9;
 
 #[cfg(test)]
 mod tests {
@@ -237,7 +261,84 @@ mod tests {
         assert_ne!(record_id("p:", "a:b", "c"), record_id("p:", "a", "b:c"));
     }
 
+    /// A value with `count` headers claimed and `present` of them there, then `tail`.
+    fn with_headers(count: u32, present: u32, tail: &[u8]) -> Vec<u8> {
+        let mut value = encode(&StoredResponse {
+            trailers: None,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            ..sample()
+        });
+        // Cut after the fixed head (37 bytes): the header count comes next.
+        value.truncate(37);
+        value.extend_from_slice(&count.to_be_bytes());
+        for i in 0..present {
+            put_bytes(&mut value, format!("h{i}").as_bytes());
+            put_bytes(&mut value, b"v");
+        }
+        value.extend_from_slice(tail);
+        value
+    }
+
+    const NO_BODY_NO_TRAILERS: [u8; 5] = [0, 0, 0, 0, 0];
+
+    #[test]
+    fn header_counts_at_the_header_maps_limit() {
+        // A header map holds 24,576 distinct names (its index table is capped at 32,768 slots,
+        // three quarters full): past that, an error — never the panic of `with_capacity` or
+        // `append`.
+        for (count, fits) in [
+            (24_575, true),
+            (24_576, true),
+            (24_577, false),
+            (32_769, false),
+        ] {
+            match decode(&with_headers(count, count, &NO_BODY_NO_TRAILERS)) {
+                Ok(response) => {
+                    assert!(fits, "{count}");
+                    assert_eq!(response.headers.len(), count as usize);
+                }
+                Err(err) => {
+                    assert!(!fits, "{count}: {err}");
+                    assert!(
+                        err.to_string().contains("more than a header map holds"),
+                        "{err}"
+                    );
+                }
+            }
+        }
+        // One name repeated holds any number of values (the bytes present bound it).
+        for count in [32_767u32, 32_768, 32_769] {
+            let mut value = with_headers(0, 0, &[]);
+            value.truncate(37);
+            value.extend_from_slice(&count.to_be_bytes());
+            for _ in 0..count {
+                put_bytes(&mut value, b"set-cookie");
+                put_bytes(&mut value, b"v");
+            }
+            value.extend_from_slice(&NO_BODY_NO_TRAILERS);
+            let response = decode(&value).unwrap();
+            assert_eq!(response.headers.len(), count as usize);
+        }
+    }
+
     proptest! {
+        /// A count or a length larger than the bytes behind it is an error, found before
+        /// anything is reserved for it.
+        #[test]
+        fn lying_counts_and_lengths_are_errors(
+            count in prop_oneof![Just(u32::MAX), Just(32_768u32), Just(32_769), 1u32..100_000],
+            present in 0u32..50,
+            body_len in prop_oneof![Just(u32::MAX), 1u32..1_000_000],
+        ) {
+            prop_assume!(present < count);
+            let mut tail = body_len.to_be_bytes().to_vec();
+            tail.push(0);
+            prop_assert!(decode(&with_headers(count, present, &tail)).is_err());
+            // A body length past the end, with every header present.
+            prop_assert!(decode(&with_headers(present, present, &tail)).is_err());
+        }
+
         #[test]
         fn damaged_values_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes);

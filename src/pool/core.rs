@@ -121,7 +121,7 @@ impl<Conn> Slots<Conn> {
         if let Some(waited) = waited {
             let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
             c.waited.fetch_add(1, Ordering::Relaxed);
-            c.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+            crate::clock::add_nanos(&c.wait_nanos, waited);
             c.wait_max_nanos.fetch_max(nanos, Ordering::Relaxed);
         }
     }
@@ -192,7 +192,9 @@ impl<Conn: Connection> Slots<Conn> {
                 slot.conn.take()
             };
             if let Some(conn) = conn {
-                let reused = slot.served > 0;
+                // It sat idle in the pool — after a request, or since the reaper opened it for
+                // `min_idle` — so the server may have closed it meanwhile.
+                let reused = true;
                 slot.in_flight += 1;
                 slot.served += 1;
                 if self
@@ -446,7 +448,7 @@ pub struct Checkout<Conn: Connection> {
     id: u64,
     conn: Option<Conn>,
     exclusive: bool,
-    /// The connection had carried a request before this one.
+    /// The connection sat idle in the pool before this checkout (it was not opened for it).
     reused: bool,
     broken: bool,
     /// A request went out and its response has not been read to its end: an exclusive

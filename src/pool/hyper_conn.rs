@@ -383,12 +383,20 @@ fn never_processed(error: &hyper::Error) -> bool {
 
 /// The connection closed before any of the response arrived (HTTP/1: "connection closed before
 /// message completed", or the write failing on a connection the server had closed).
+///
+/// Only the connection's own I/O counts: hyper's error's direct cause. An error of the request
+/// *body* (a user error to hyper — say an upload read from a client that reset) is not the
+/// connection closing, however deep an I/O reset sits in its chain, and is never resent.
 fn closed_before_response(error: &hyper::Error) -> bool {
+    if error.is_user() {
+        return false;
+    }
     if error.is_incomplete_message() {
         return true;
     }
-    crate::classify::chain(error).any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+    std::error::Error::source(error)
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
             matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionReset
@@ -396,7 +404,6 @@ fn closed_before_response(error: &hyper::Error) -> bool {
                     | std::io::ErrorKind::ConnectionAborted
             )
         })
-    })
 }
 
 /// HTTP/1: the request line carries the path; the authority goes in `Host`.

@@ -120,6 +120,13 @@ pub trait PoolRequest: DeadlineCarrier + Sized {
     fn resend_copy(&self) -> Option<Self> {
         None
     }
+
+    /// Whether a copy taken by [`resend_copy`](Self::resend_copy) can still be sent: its body
+    /// can still replay from the start (a replay buffer may have been outgrown, or its source
+    /// failed, while the first copy was sent). Default: yes.
+    fn can_resend(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(feature = "http")]
@@ -134,6 +141,10 @@ impl<B: crate::retry::RetryBody> PoolRequest for http::Request<B> {
             return None;
         }
         crate::retry::RetryRequest::try_clone(self)
+    }
+
+    fn can_resend(&self) -> bool {
+        crate::retry::RetryBody::is_replayable(self.body())
     }
 }
 

@@ -145,13 +145,24 @@ fn bound(
     }
 }
 
-/// Held while a request whose deadline has (all but) passed waits for the timer above to cut
-/// it: dropped in that cut, it says the attempt never left our pool.
+/// Held while a request waits in the pool — for one of its connections to come back or be
+/// ready, or, its deadline (all but) passed, for the timer above to cut it: dropped in that
+/// cut, it says the attempt never left our pool (not the endpoint's fault, never sent).
 struct Unsent;
 
 impl Drop for Unsent {
     fn drop(&mut self) {
         crate::deadline::cut::cut_while_queued();
+    }
+}
+
+/// Held while the pool connects for a request: dropped in a cut, it says the request was never
+/// sent (the endpoint, which did not accept a connection in time, is still to blame).
+struct Connecting;
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        crate::deadline::cut::cut_before_sending();
     }
 }
 
@@ -229,6 +240,7 @@ where
                 return Ok(checkout);
             }
             Take::Connect(reservation) => {
+                let _connecting = Connecting;
                 let connect = connector.clone().oneshot(target.clone());
                 return match tokio::time::timeout_at(until, connect).await {
                     Ok(Ok(conn)) => match reservation.fill(conn, true) {
@@ -355,7 +367,10 @@ where
                 checkout.mark_broken();
                 continue;
             };
-            let ready = tokio::time::timeout_at(start + bound, conn.ready()).await;
+            let ready = {
+                let _unsent = Unsent;
+                tokio::time::timeout_at(start + bound, conn.ready()).await
+            };
             let conn = match ready {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(error)) => {
@@ -404,7 +419,9 @@ where
                         // A refused stream (HTTP/2) is about that stream alone: the connection
                         // stays. A GOAWAY closes it to new streams: it is not handed out again.
                         match copy {
-                            Some(copy) if closed => {
+                            // The copy is sent only if it can still replay the whole body (it
+                            // may have outgrown its buffer as the first copy was sent).
+                            Some(copy) if closed && copy.can_resend() => {
                                 self.slots.record_resend_after_close();
                                 tracing::debug!(
                                     endpoint = %self.slots.endpoint,

@@ -179,7 +179,9 @@ where
                 return Poll::Ready(None);
             }
             let Some(body) = shared.body.as_mut() else {
-                return Poll::Ready(None);
+                // Not ended, and no body left to read: the original failed. A copy that reached
+                // this point must not end as if complete (a truncated body sent as whole).
+                return Poll::Ready(Some(Err(ReplayError::Lost)));
             };
             match ready!(Pin::new(body).poll_frame(cx)) {
                 None => {
@@ -187,7 +189,9 @@ where
                     shared.body = None;
                 }
                 Some(Err(err)) => {
+                    // Never polled again: every copy fails from here on.
                     shared.lost = true;
+                    shared.body = None;
                     return Poll::Ready(Some(Err(ReplayError::Body(err.into()))));
                 }
                 Some(Ok(frame)) => match frame.into_data() {
@@ -417,5 +421,39 @@ mod tests {
         assert_eq!(read_all(empty).await.0, "");
         assert!(again.is_replayable());
         assert_eq!(read_all(again).await.0, "");
+    }
+
+    /// A body that sends one chunk, fails, then — polled again — says it is over.
+    struct Flaky {
+        step: u8,
+    }
+
+    impl Body for Flaky {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.step += 1;
+            Poll::Ready(match self.step {
+                1 => Some(Ok(Frame::data(Bytes::from_static(b"part")))),
+                2 => Some(Err(std::io::ErrorKind::ConnectionReset.into())),
+                _ => None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_a_body_that_failed_fails_too_never_ends_short() {
+        let first = ReplayBody::new(Flaky { step: 0 }, 1024);
+        let copy = first.try_clone_body().unwrap();
+        let err = first.collect().await.unwrap_err();
+        assert!(matches!(err, ReplayError::Body(_)), "{err}");
+        assert!(!copy.is_replayable());
+        // The copy replays what was read, then fails: it is never a shorter body that ends.
+        let err = copy.collect().await.unwrap_err();
+        assert!(matches!(err, ReplayError::Lost), "{err}");
     }
 }

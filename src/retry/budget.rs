@@ -7,15 +7,26 @@
 //!
 //! How it stays lock-free and exact:
 //!
-//! - The window is ten time slices. Each counter cell packs the slice it belongs to (high 24 bits)
-//!   with its count (low 40 bits) in one `AtomicU64`, so a cell from an old slice is reset and
+//! - The window is ten time slices. Each counter cell packs the slice it belongs to (high 38 bits)
+//!   with its count (low 26 bits) in one `AtomicU64`, so a cell from an old slice is reset and
 //!   incremented in one compare-and-swap: no lock, and no count lost to a racing reset.
+//! - **Slice numbers never wrap**, by construction: a slice is at least 100 ms (a window of at
+//!   least 1 s, in ten slices) and the clock is `u64` nanoseconds since the budget was made
+//!   ([`Origin`], saturating at 584 years), so a slice number is at most 2⁶⁴ / 10⁸ < 1.85 × 10¹¹
+//!   < 2³⁸. Tags compare as plain numbers. (Before, 24-bit tags wrapped after 2²³ slices — 9.7
+//!   days with a 1 s window, 97 with the default 10 s — and a cell from slice 0 then looked newer
+//!   than now: withdrawals stopped counting and the budget stopped limiting.)
+//! - A cell counts up to 2²⁶ − 1 (67 million) per slice and stripe, and saturates there: a
+//!   saturated deposit is lost (fewer retries, never more), and a withdrawal that finds its cell
+//!   saturated is refused — a count never overflows into the tag.
 //! - Deposits happen on every call, so they are striped: each thread adds to its own cache-padded
 //!   stripe and threads never contend on one cache line. They do not read the clock either: a
 //!   stripe remembers the slice it last saw, and the clock is read again every 16th deposit on
 //!   the stripe and at every withdrawal. A deposit between two reads counts in the slice of the
-//!   last read — never a later one — so after an idle gap it may expire early: the error only
-//!   ever grants fewer retries, never more.
+//!   last read — never a later one — so right after an idle gap up to 15 deposits per stripe may
+//!   count in a slice that has left the window (the 16th reads the clock and moves itself to
+//!   now): the error only ever grants fewer retries, never more. (Reading the clock on every
+//!   deposit would make it exact, at about twice the cost of the whole deposit.)
 //! - A withdrawal *reserves first, then checks*: it increments the withdrawal count, then sums the
 //!   window; if the balance went negative it gives its reservation back and refuses. Two
 //!   concurrent withdrawals can therefore both refuse, but never both succeed on one token — the
@@ -32,9 +43,13 @@ use crate::error::{ConfigError, check_duration};
 
 const SLICES: u64 = 10;
 const STRIPES: usize = 8;
-const COUNT_BITS: u32 = 40;
+const COUNT_BITS: u32 = 26;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+/// The largest slice number a tag holds; slice numbers never reach it (see the module docs).
+const EPOCH_MAX: u64 = (1 << (64 - COUNT_BITS)) - 1;
+// The largest slice number the clock can reach (u64 nanoseconds, slices of at least 100 ms)
+// fits a tag: checked when the crate compiles.
+const _: () = assert!(u64::MAX / 100_000_000 < EPOCH_MAX);
 /// Token amounts are kept in thousandths.
 const SCALE: u64 = 1000;
 
@@ -99,45 +114,59 @@ struct Stripe {
 const CLOCK_EVERY: u64 = 16;
 
 impl Stripe {
-    /// Adds `delta` (±1) to the cell of `epoch`, resetting it first if it holds an older slice.
-    /// A cell already holding a newer slice is counted into (a tag never moves back). Returns
-    /// the cell's new count.
-    fn add(&self, epoch: u64, delta: i64) -> u64 {
+    /// Adds `delta` to the cell of `epoch`, resetting it first if it holds an older slice.
+    /// A cell already holding a newer slice (a deposit whose stripe had not yet seen the clock
+    /// move) is counted into: a tag never moves back. Returns the slice counted in and the
+    /// cell's new count, or `None` when the count is saturated and nothing was added.
+    fn add(&self, epoch: u64, delta: u64) -> Option<(u64, u64)> {
+        let epoch = epoch.min(EPOCH_MAX);
         let cell = &self.cells[(epoch % SLICES) as usize];
         let mut current = cell.load(Ordering::Acquire);
         loop {
             let held = current >> COUNT_BITS;
-            let (tag, count) = if held == epoch & EPOCH_MASK || is_newer(held, epoch) {
+            let (tag, count) = if held >= epoch {
                 (held, current & COUNT_MASK)
             } else {
-                (epoch & EPOCH_MASK, 0)
+                (epoch, 0)
             };
-            let count = count.saturating_add_signed(delta).min(COUNT_MASK);
+            let count = count.checked_add(delta).filter(|c| *c <= COUNT_MASK)?;
             let next = tag << COUNT_BITS | count;
             match cell.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return count,
+                Ok(_) => return Some((tag, count)),
                 Err(seen) => current = seen,
             }
         }
     }
 
+    /// Takes back one count added to the cell of `epoch` — only if the cell still holds that
+    /// slice (once the slice is gone, so is the count: nobody else's count is taken).
+    /// Whether it did.
+    fn undo(&self, epoch: u64) -> bool {
+        let epoch = epoch.min(EPOCH_MAX);
+        let cell = &self.cells[(epoch % SLICES) as usize];
+        cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+            let count = current & COUNT_MASK;
+            (current >> COUNT_BITS == epoch && count > 0).then(|| current - 1)
+        })
+        .is_ok()
+    }
+
     /// The sum of the cells that belong to the window ending at `epoch`.
     fn window_sum(&self, epoch: u64) -> u64 {
+        let epoch = epoch.min(EPOCH_MAX);
         self.cells
             .iter()
             .map(|cell| {
                 let value = cell.load(Ordering::Acquire);
-                let age = epoch.wrapping_sub(value >> COUNT_BITS) & EPOCH_MASK;
-                if age < SLICES { value & COUNT_MASK } else { 0 }
+                let held = value >> COUNT_BITS;
+                if held <= epoch && epoch - held < SLICES {
+                    value & COUNT_MASK
+                } else {
+                    0
+                }
             })
             .sum()
     }
-}
-
-/// Whether the cell tag `held` is a later slice than `epoch` (tags wrap after 2²⁴ slices).
-fn is_newer(held: u64, epoch: u64) -> bool {
-    let ahead = held.wrapping_sub(epoch) & EPOCH_MASK;
-    ahead != 0 && ahead < EPOCH_MASK / 2
 }
 
 /// What a [`RetryBudget`] holds now.
@@ -169,9 +198,17 @@ impl RetryBudget {
     #[inline]
     pub fn deposit(&self) {
         let stripe = &self.inner.deposits[crate::stripe::index(STRIPES)];
-        let count = stripe.add(stripe.epoch.load(Ordering::Relaxed), 1);
+        let cached = stripe.epoch.load(Ordering::Relaxed);
+        // A saturated cell loses the deposit: fewer retries, never more.
+        let Some((slice, count)) = stripe.add(cached, 1) else {
+            return;
+        };
         if count.is_multiple_of(CLOCK_EVERY) {
-            stripe.epoch.fetch_max(self.epoch(), Ordering::Relaxed);
+            let now = self.epoch();
+            if now > slice && stripe.undo(slice) {
+                // This deposit, at least, is known to be now's: move it there.
+                let _ = stripe.add(now, 1);
+            }
         }
     }
 
@@ -179,11 +216,13 @@ impl RetryBudget {
     pub fn try_withdraw(&self) -> bool {
         let epoch = self.epoch();
         let inner = &*self.inner;
-        inner.withdrawals.add(epoch, 1);
-        if self.balance_at(epoch) >= 0 {
-            return true;
+        // A withdrawal that cannot be counted (its cell saturated) is not granted.
+        if let Some((slice, _)) = inner.withdrawals.add(epoch, 1) {
+            if self.balance_at(epoch) >= 0 {
+                return true;
+            }
+            inner.withdrawals.undo(slice);
         }
-        inner.withdrawals.add(epoch, -1);
         inner.refused.fetch_add(1, Ordering::Relaxed);
         false
     }
@@ -222,7 +261,7 @@ impl RetryBudget {
 
     /// The current slice, read from the clock; every stripe learns it too.
     fn epoch(&self) -> u64 {
-        // Slices are at least 100 ms and u64 nanoseconds last 584 years.
+        // Slices are at least 100 ms and u64 nanoseconds last 584 years: below 2³⁸ slices.
         let epoch = self.inner.origin.nanos() / self.inner.slice_nanos;
         for stripe in &self.inner.deposits {
             if stripe.epoch.load(Ordering::Relaxed) < epoch {
@@ -390,6 +429,28 @@ mod tests {
         }
         assert_eq!(b.stats().deposits, 4);
         assert_eq!(grants(&b, 10), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saturated_cell_never_overflows_into_its_tag_and_never_grants() {
+        let stripe = Stripe::default();
+        assert_eq!(stripe.add(7, COUNT_MASK), Some((7, COUNT_MASK)));
+        assert_eq!(stripe.add(7, 1), None, "saturated: nothing added");
+        assert_eq!(stripe.window_sum(7), COUNT_MASK);
+        // A newer slice resets the cell.
+        assert_eq!(stripe.add(17, 1), Some((17, 1)));
+        assert_eq!(stripe.window_sum(17), 1);
+        // An undo only takes from the slice it names.
+        assert!(!stripe.undo(7));
+        assert!(stripe.undo(17));
+        assert!(!stripe.undo(17), "nothing left to take");
+
+        // A budget whose withdrawal cell is saturated refuses, whatever its balance.
+        let b = budget(10.0, 1_000_000, 3600);
+        let epoch = b.epoch();
+        b.inner.withdrawals.add(epoch, COUNT_MASK).unwrap();
+        assert!(!b.try_withdraw());
+        assert_eq!(b.stats().withdrawals, COUNT_MASK);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::policy::{Observed, Request, Retryable};
 use super::{Backoff, RetryBudget};
-use crate::classify::{Class, Kind};
+use crate::classify::{Class, Kind, ServerHint};
 
 /// Why the retry layer stopped retrying (or did not start).
 ///
@@ -45,6 +45,9 @@ pub enum RetryStop {
     },
     /// The retry budget refused another retry.
     BudgetExhausted,
+    /// A keyed request's first run was still going after the most polls a call makes
+    /// ([`MAX_CONFLICT_POLLS`]).
+    PollsExhausted,
 }
 
 impl fmt::Display for RetryStop {
@@ -78,6 +81,11 @@ impl fmt::Display for RetryStop {
             RetryStop::BudgetExhausted => f.write_str(
                 "the retry budget is exhausted: retries already added their share of load",
             ),
+            RetryStop::PollsExhausted => write!(
+                f,
+                "the first request with this idempotency key was still running after \
+                 {MAX_CONFLICT_POLLS} polls"
+            ),
         }
     }
 }
@@ -88,7 +96,8 @@ impl fmt::Display for RetryStop {
 pub struct RetryStopped {
     /// Why retrying stopped.
     pub reason: RetryStop,
-    /// Attempts made, the first included (transparent retries of never-sent requests excluded).
+    /// Requests sent, the first included: attempts and polls of a conflict (transparent
+    /// retries of never-sent requests excluded). With polls it may exceed `max_attempts`.
     pub attempts: u32,
 }
 
@@ -186,7 +195,7 @@ pub(crate) enum Decision {
 
 /// The most polls of a conflict one call makes, whatever its deadline: a safety net for calls
 /// with no deadline at all (a deadline or the budget ends them long before).
-pub(crate) const MAX_CONFLICT_POLLS: u32 = 100;
+pub const MAX_CONFLICT_POLLS: u32 = 100;
 
 impl Rules {
     /// The decision, in the documented order; the budget token is taken last, so a refusal for any
@@ -216,7 +225,14 @@ impl Rules {
             };
         }
         if outcome.observed == Observed::Conflict {
-            return self.poll(class, call);
+            match class.hint() {
+                ServerHint::DoNotRetry => return Decision::Stop(RetryStop::ServerAskedNotToRetry),
+                // The server says when the first run may be over: poll.
+                ServerHint::RetryAfter(_) => return self.poll(class, call),
+                // A conflict without a hint (a server other than this crate's): an ordinary
+                // retry, counted against the attempts.
+                ServerHint::None => {}
+            }
         }
         // 1–2. Worth retrying, by the route's statuses or codes, and safe to repeat?
         let request = Request {
@@ -289,13 +305,17 @@ impl Rules {
             return Decision::Stop(RetryStop::BodyNotReplayable);
         }
         if call.polls >= MAX_CONFLICT_POLLS {
-            return Decision::Stop(RetryStop::AttemptsExhausted);
+            return Decision::Stop(RetryStop::PollsExhausted);
         }
-        let backoff = self.backoff.delay(call.polls, None);
+        let backoff = self.backoff.delay(call.polls, call.previous_delay);
+        // At most the hint (an upper bound on when the first run ends), and at least the
+        // backoff's base: a zero hint (`Retry-After: 0`, a date already past) must not turn
+        // into back-to-back polls.
         let delay = class
             .hint()
             .delay()
-            .map_or(backoff, |hint| backoff.min(hint));
+            .map_or(backoff, |hint| backoff.min(hint))
+            .max(self.backoff.base());
         // The poll's answer must be able to arrive in time too: judged by the last one's round
         // trip, with room for it to be twice as slow. A poll that cannot would end the call in
         // the deadline error; stopping now returns the conflict, and why.

@@ -123,6 +123,7 @@ fn rows() -> Vec<Row> {
     let (http_cut, grpc_cut) = err_class(Error::AttemptTimedOut {
         timeout: Duration::from_secs(1),
         endpoint: None,
+        never_sent: false,
     });
     let (http_deadline, grpc_deadline) = err_class(Error::DeadlineExceeded {
         budget: Duration::from_secs(1),
@@ -676,6 +677,7 @@ fn every_reason_explains_itself() {
             remaining: Duration::from_secs(5),
         },
         RetryStop::BudgetExhausted,
+        RetryStop::PollsExhausted,
     ];
     let texts: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
     for (i, text) in texts.iter().enumerate() {
@@ -685,37 +687,63 @@ fn every_reason_explains_itself() {
     assert!(texts[8].contains("30s") && texts[8].contains("5s"));
 }
 
-/// A keyed request's conflict (409 / ABORTED) is polled: bounded by the deadline and the
-/// budget (one token for all of a call's polls), not by the attempts; each wait is the
-/// backoff, at most the server's hint.
+/// A keyed request's conflict (409 / ABORTED) with the server's hint is polled: bounded by the
+/// deadline and the budget (one token for all of a call's polls), not by the attempts; each
+/// wait is the backoff, at most the hint and at least the backoff's base. A conflict without a
+/// hint is an ordinary retry; one whose server asked not to retry is not retried.
 #[test]
 fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
-    let conflict = |hint: Option<Duration>| Outcome {
-        class: hint.map_or(http(409), |h| {
-            http(409).with_hint(ServerHint::RetryAfter(h))
-        }),
+    let conflict = |hint: ServerHint| Outcome {
+        class: http(409).with_hint(hint),
         observed: Observed::Conflict,
         served_by: None,
     };
+    let after = |d: Duration| conflict(ServerHint::RetryAfter(d));
     let r = rules();
-    // Out of attempts, still polled.
+    let base = r.backoff.base();
+    // Out of attempts, still polled; every wait between the base and the hint (or the base,
+    // when the hint is shorter: never back-to-back polls).
     let spent = CallState {
         attempts: 3,
         polls: 7,
         ..call()
     };
-    let Decision::Retry { delay, kind, .. } = r.decide(conflict(Some(MS)), spent) else {
-        panic!("a conflict is polled whatever the attempts");
+    for hint in [
+        Duration::ZERO,
+        MS,
+        15 * MS,
+        200 * MS,
+        Duration::from_secs(10),
+    ] {
+        let Decision::Retry { delay, kind, .. } = r.decide(after(hint), spent) else {
+            panic!("a conflict is polled whatever the attempts");
+        };
+        assert_eq!(kind, Resend::Poll);
+        assert!(
+            delay >= base && delay <= hint.max(base),
+            "hint {hint:?}: {delay:?}"
+        );
+    }
+    // Without a hint: an ordinary retry, counted against the attempts.
+    let Decision::Retry { kind, .. } = r.decide(conflict(ServerHint::None), call()) else {
+        panic!("a conflict without a hint is retried");
     };
-    assert_eq!(kind, Resend::Poll);
-    assert!(delay <= MS, "at most the hint: {delay:?}");
+    assert_eq!(kind, Resend::Attempt);
+    assert_eq!(
+        r.decide(conflict(ServerHint::None), spent),
+        stop(RetryStop::AttemptsExhausted)
+    );
+    assert_eq!(
+        r.decide(conflict(ServerHint::DoNotRetry), call()),
+        stop(RetryStop::ServerAskedNotToRetry)
+    );
     // The deadline bounds it.
     let late = CallState {
         remaining: Some(Duration::ZERO),
         ..call()
     };
     assert!(matches!(
-        r.decide(conflict(None), late),
+        r.decide(after(MS), late),
         Decision::Stop(RetryStop::DeadlineTooShort { .. })
     ));
     // One budget token for all of a call's polls.
@@ -726,13 +754,13 @@ fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
         .window(Duration::from_secs(1))
         .build()
         .unwrap();
-    assert!(is_retry(tight.decide(conflict(None), call())));
+    assert!(is_retry(tight.decide(after(MS), call())));
     let polled = CallState { polls: 1, ..call() };
     for _ in 0..5 {
-        assert!(is_retry(tight.decide(conflict(None), polled)));
+        assert!(is_retry(tight.decide(after(MS), polled)));
     }
     assert_eq!(
-        tight.decide(conflict(None), call()),
+        tight.decide(after(MS), call()),
         stop(RetryStop::BudgetExhausted),
         "a second call's first poll needs a token of its own"
     );
@@ -743,7 +771,7 @@ fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
         ..call()
     };
     assert_eq!(
-        r.decide(conflict(None), endless),
-        stop(RetryStop::AttemptsExhausted)
+        r.decide(after(MS), endless),
+        stop(RetryStop::PollsExhausted)
     );
 }

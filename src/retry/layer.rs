@@ -379,6 +379,7 @@ where
                         }
                         Resend::Poll => {
                             *this.polls += 1;
+                            *this.previous_delay = Some(delay);
                             // Timed from when it goes out (after its backoff).
                             *this.poll_sent = Some(Instant::now());
                         }

@@ -72,7 +72,9 @@ pub use self::budget::{
     BudgetStats, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_WINDOW, RetryBudget,
     RetryBudgetBuilder,
 };
-pub use self::decision::{AvoidEndpoint, RetryStop, RetryStopped, ServedBy, UnavailablePolicy};
+pub use self::decision::{
+    AvoidEndpoint, MAX_CONFLICT_POLLS, RetryStop, RetryStopped, ServedBy, UnavailablePolicy,
+};
 pub use self::layer::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, Retry, RetryFuture, RetryLayer, RetryLayerBuilder,
 };

@@ -184,7 +184,34 @@ mod http_impls {
         }
     }
 
-    /// A streamed body (a proxied request): it cannot be sent twice.
+    /// Type-erased bodies (what `axum::body::Body` wraps, what `BodyExt::boxed` makes): they
+    /// cannot be copied. Wrap the body in [`ReplayBody`](crate::retry::ReplayBody) — or box a
+    /// `ReplayBody` — to send it again.
+    impl<D, E> RetryBody for http_body_util::combinators::BoxBody<D, E> {
+        fn try_clone_body(&self) -> Option<Self> {
+            None
+        }
+
+        fn is_replayable(&self) -> bool {
+            false
+        }
+    }
+
+    /// See the `BoxBody` impl.
+    impl<D, E> RetryBody for http_body_util::combinators::UnsyncBoxBody<D, E> {
+        fn try_clone_body(&self) -> Option<Self> {
+            None
+        }
+
+        fn is_replayable(&self) -> bool {
+            false
+        }
+    }
+
+    /// A streamed body (a proxied request): it cannot be sent twice. A retry layer over
+    /// `Request<Incoming>` therefore makes no retries at all (not even of a never-sent request,
+    /// which needs a copy too); wrap the body in [`ReplayBody`](crate::retry::ReplayBody) to
+    /// retry it.
     #[cfg(feature = "hyper")]
     impl RetryBody for hyper::body::Incoming {
         fn try_clone_body(&self) -> Option<Self> {
@@ -220,12 +247,13 @@ mod http_impls {
 
         fn is_conflict(&self) -> bool {
             // HTTP 409, or gRPC ABORTED as a trailers-only answer (what the server half sends
-            // for a key still in flight).
-            self.status() == http::StatusCode::CONFLICT
-                || self
-                    .headers()
-                    .get("grpc-status")
-                    .is_some_and(|code| GrpcCode::from_header(code.as_bytes()) == GrpcCode::Aborted)
+            // for a key still in flight) — but not a stored answer replayed for the key (a
+            // handler's own 409 "already exists"): that is the request's outcome.
+            let conflict = self.status() == http::StatusCode::CONFLICT
+                || self.headers().get("grpc-status").is_some_and(|code| {
+                    GrpcCode::from_header(code.as_bytes()) == GrpcCode::Aborted
+                });
+            conflict && !self.headers().contains_key("idempotency-replayed")
         }
     }
 }

@@ -64,6 +64,11 @@ where
                 .get("idempotency-key")
                 .map(|v| v.to_str().unwrap_or("?").to_owned());
             ledger.keys.lock().unwrap().push(key);
+            // A handler's own answer other than 201 (e.g. 409 "already exists").
+            let answer = req
+                .headers()
+                .get("x-answer-status")
+                .and_then(|v| StatusCode::from_bytes(v.as_bytes()).ok());
             let work = req
                 .headers()
                 .get("x-work-ms")
@@ -86,6 +91,11 @@ where
             }
             if !work.is_zero() {
                 tokio::time::sleep(work).await;
+            }
+            if let Some(status) = answer {
+                let mut res = Response::new(Full::new(Bytes::from_static(b"already exists")));
+                *res.status_mut() = status;
+                return Ok(res);
             }
             let n = ledger.paid.fetch_add(1, Ordering::SeqCst) + 1;
             let text = format!("payment #{n}: {}", String::from_utf8_lossy(&body));
