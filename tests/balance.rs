@@ -128,6 +128,7 @@ fn instant_balancer(n: usize) -> Balancer<tower::util::ServiceFn<Instant_>, Http
         .collect();
     let make = |_addr| tower::service_fn(answer as Instant_);
     Balancer::builder(StaticResolver::new(addrs), make, HttpClassifier::new())
+        .max_ejection(1.0)
         .build()
         .unwrap()
 }
@@ -551,6 +552,65 @@ fn turns_stay_exact_across_threads() {
     });
     assert_eq!(counts.len(), 4);
     assert!(counts.values().all(|&n| n == 100), "{counts:?}");
+}
+
+/// Fault 2 of the races issue: one endpoint always usable, three flipped between forced-open
+/// and reset by another thread while three threads call: no call is told "no endpoints".
+#[test]
+fn a_usable_endpoint_is_found_while_others_flip() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let lb = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let lb = instant_balancer(4);
+        rt.block_on(lb.resolved());
+        lb
+    };
+    // Panic mode off (every endpoint may be ejected) so a pick must find the usable one.
+    let addrs: Vec<SocketAddr> = lb.endpoints().iter().map(|e| e.addr).collect();
+    let breakers: Vec<_> = addrs.iter().map(|a| lb.breaker(*a).unwrap()).collect();
+    let stop = AtomicBool::new(false);
+    let failures = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let b = &breakers[1 + i % 3];
+                if i.is_multiple_of(2) {
+                    b.force_open();
+                } else {
+                    b.reset();
+                }
+                i += 1;
+            }
+        });
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                let lb = lb.clone();
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        let mut failures = 0;
+                        for _ in 0..30_000 {
+                            if lb.clone().oneshot(Request::new(())).await.is_err() {
+                                failures += 1;
+                            }
+                        }
+                        failures
+                    })
+                })
+            })
+            .collect();
+        let failures: usize = callers.into_iter().map(|c| c.join().unwrap()).sum();
+        stop.store(true, Ordering::Relaxed);
+        failures
+    });
+    assert_eq!(failures, 0, "calls told there were no endpoints");
 }
 
 /// An attempt cut by its per-try timeout counts against its endpoint's breaker only if the

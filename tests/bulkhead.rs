@@ -325,6 +325,80 @@ fn threads_racing_for_permits_never_exceed_the_limit_or_strand_one() {
     assert!(stats.waited > 0, "the waiting path was exercised");
 }
 
+/// Fault 1 of the races issue: 8 OS threads × 8 tasks on one adaptive partition (ceiling 64,
+/// initial 32, ×0.9), one call in five answering 503. Afterwards nothing is in flight, the
+/// free permits are the limit (none leaked, none made up), and the partition still admits.
+#[test]
+fn concurrent_overload_signals_leak_no_permit() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    for round in 0..3 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(8)
+            .enable_time()
+            .build()
+            .unwrap();
+        let b = Bulkhead::builder()
+            .limits(limits(64, 10_000, 60 * SEC))
+            .adaptive(AdaptiveLimit {
+                initial: 32,
+                min: 1,
+                backoff: 0.9,
+                slow_call: None,
+            })
+            .build()
+            .unwrap();
+        let n = Arc::new(AtomicUsize::new(0));
+        let svc = {
+            let n = n.clone();
+            BulkheadLayer::new(b.clone(), NoKey).layer(service_fn(move |_: Request<()>| {
+                let overload = n.fetch_add(1, Ordering::Relaxed).is_multiple_of(5);
+                async move {
+                    tokio::task::yield_now().await;
+                    let status = if overload { 503 } else { 200 };
+                    Ok::<_, Infallible>(
+                        http::Response::builder()
+                            .status(status)
+                            .body(Empty::<Bytes>::new())
+                            .unwrap(),
+                    )
+                }
+            }))
+        };
+        rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..64 {
+                let svc = svc.clone();
+                tasks.spawn(async move {
+                    for _ in 0..300 {
+                        drop(svc.clone().oneshot(Request::new(())).await.unwrap());
+                    }
+                });
+            }
+            while let Some(task) = tasks.join_next().await {
+                task.unwrap();
+            }
+        });
+        let stats = b.stats("default").unwrap();
+        assert_eq!(
+            (stats.in_flight, stats.queued),
+            (0, 0),
+            "round {round}: {stats:?}"
+        );
+        assert!(stats.limit >= 1, "round {round}: {stats:?}");
+        // Still admits: as many calls at once as its limit.
+        rt.block_on(async {
+            let calls: Vec<_> = (0..stats.limit)
+                .map(|_| tokio::spawn(svc.clone().oneshot(Request::new(()))))
+                .collect();
+            for call in calls {
+                call.await.unwrap().unwrap();
+            }
+        });
+    }
+}
+
 /// An HTTP service that answers after `x-ms` milliseconds with status `x-status` (default 200).
 fn scripted()
 -> impl Service<Request<()>, Response = http::Response<Empty<Bytes>>, Error = Infallible, Future: Send>

@@ -79,10 +79,10 @@ async fn keyed_duplicates_wait_for_the_first_answer() {
     assert_eq!(ledger.started(), 1);
 }
 
-/// A handler's own 409 ("already exists") is stored for the key: a retry gets it replayed, and
-/// a replayed answer is the request's outcome — never polled as if the first were still
-/// running. The handler runs once; the server sees the request at most twice (the hintless
-/// 409 is retried once as an ordinary attempt, which meets the replay).
+/// A handler's own 409 ("already exists") is stored for the key: the client's retry of the
+/// hintless 409 (an ordinary attempt: to the Idempotency-Key draft a keyed 409 means "in
+/// progress") meets it replayed, and a replayed answer is the request's outcome — never polled
+/// as if the first were still running. The handler runs once.
 #[tokio::test]
 async fn a_stored_conflict_is_the_answer_not_a_reason_to_poll() {
     let ledger = Arc::new(Ledger::default());
@@ -100,12 +100,23 @@ async fn a_stored_conflict_is_the_answer_not_a_reason_to_poll() {
         .insert("x-answer-status", "409".parse().unwrap());
     req.headers_mut().insert("x-work-ms", "0".parse().unwrap());
     let start = std::time::Instant::now();
-    let res = client.oneshot(req).await.unwrap();
+    let res = client.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::CONFLICT);
-    assert!(res.headers().contains_key("idempotency-replayed"));
     let stopped = res.extensions().get::<RetryStopped>().copied().unwrap();
     assert_eq!(stopped.reason, RetryStop::NotRetryable, "{stopped:?}");
     assert_eq!(stopped.attempts, 2, "{stopped:?}");
+    assert!(res.headers().contains_key("idempotency-replayed"));
+    // Sent again by the caller: the stored 409, replayed — and not polled.
+    let mut again = keyed_post("taken-1");
+    again
+        .headers_mut()
+        .insert("x-answer-status", "409".parse().unwrap());
+    again
+        .headers_mut()
+        .insert("x-work-ms", "0".parse().unwrap());
+    let res = client.oneshot(again).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(res.headers().contains_key("idempotency-replayed"));
     assert_eq!(ledger.started(), 1, "the handler ran once");
     // Not polled until the deadline (30 s): one backoff (at most 500 ms) and two round trips.
     assert!(

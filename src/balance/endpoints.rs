@@ -115,9 +115,22 @@ impl Picker<'_> {
                 });
             }
         }
-        Err(Error::NoEndpoints {
-            reason: NoEndpointsReason::NoneUsable,
-        })
+        // Breakers changed between the count and the pick (another thread opened or reset
+        // them): the turns above may have missed an endpoint that is usable now. Before saying
+        // "none usable", try every endpoint once, from this call's turn on.
+        (0..n)
+            .map(|i| &endpoints[(first + i) % n])
+            .find_map(|endpoint| {
+                let permit = endpoint.breaker.try_acquire().ok()?;
+                Some(Picked {
+                    endpoint,
+                    permit,
+                    alternatives: usable.saturating_sub(1),
+                })
+            })
+            .ok_or(Error::NoEndpoints {
+                reason: NoEndpointsReason::NoneUsable,
+            })
     }
 
     /// The turn (an index among the usable endpoints) this call takes.

@@ -111,8 +111,11 @@ pub(crate) struct Inner {
     config: Config,
     window: Window,
     state: AtomicU64,
-    /// When the open period ends, in nanoseconds since `origin`.
+    /// When the open period ends, in nanoseconds since `origin` — for the open period of
+    /// generation `open_generation`. Published by the trip that won the state's
+    /// compare-and-swap, after it: a racer that lost never writes it.
     open_until: AtomicU64,
+    open_generation: AtomicU64,
     openings: AtomicU32,
     forced: AtomicU8,
     rejected: AtomicU64,
@@ -140,6 +143,7 @@ impl CircuitBreaker {
             window,
             state: AtomicU64::new(pack(CLOSED, 0, 0, 0)),
             open_until: AtomicU64::new(0),
+            open_generation: AtomicU64::new(u64::MAX),
             openings: AtomicU32::new(0),
             forced: AtomicU8::new(FORCED_NONE),
             rejected: AtomicU64::new(0),
@@ -182,7 +186,10 @@ impl CircuitBreaker {
                 CLOSED => return Ok(self.permit(generation(word), false)),
                 OPEN => {
                     let now = inner.now_nanos();
-                    let until = inner.open_until.load(Ordering::Acquire);
+                    let Some(until) = inner.open_until_of(word) else {
+                        // The trip that opened it has not published its end yet: still open.
+                        return Err(inner.reject(inner.config.open_duration));
+                    };
                     if now < until {
                         return Err(inner.reject(Duration::from_nanos(until - now)));
                     }
@@ -246,7 +253,9 @@ impl CircuitBreaker {
         let word = inner.state.load(Ordering::Acquire);
         match kind(word) {
             CLOSED => true,
-            OPEN => inner.now_nanos() >= inner.open_until.load(Ordering::Acquire),
+            OPEN => inner
+                .open_until_of(word)
+                .is_some_and(|until| inner.now_nanos() >= until),
             _ => in_flight(word) < u64::from(inner.config.half_open_probes),
         }
     }
@@ -259,13 +268,18 @@ impl CircuitBreaker {
     /// Time until the next probe may go, while open.
     pub fn retry_in(&self) -> Option<Duration> {
         let inner = self.inner();
-        if kind(inner.state.load(Ordering::Acquire)) != OPEN {
+        let word = inner.state.load(Ordering::Acquire);
+        if kind(word) != OPEN {
             return None;
         }
-        let until = inner.open_until.load(Ordering::Acquire);
-        Some(Duration::from_nanos(
-            until.saturating_sub(inner.now_nanos()),
-        ))
+        // Not yet published by the trip that opened it: at most the open duration.
+        Some(
+            inner
+                .open_until_of(word)
+                .map_or(inner.config.open_duration, |until| {
+                    Duration::from_nanos(until.saturating_sub(inner.now_nanos()))
+                }),
+        )
     }
 
     /// The counters.
@@ -351,6 +365,11 @@ impl Inner {
 
     /// Moves from `from` to `to` if nothing moved first; announces the change.
     fn transition(&self, from: u64, to: u64) -> bool {
+        self.transition_until(from, to, None)
+    }
+
+    /// [`transition`](Self::transition), publishing the end of the open period `to` starts.
+    fn transition_until(&self, from: u64, to: u64, open_until: Option<u64>) -> bool {
         if self
             .state
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
@@ -363,15 +382,23 @@ impl Inner {
             OPEN => BreakerState::Open,
             _ => BreakerState::HalfOpen,
         };
-        let open_for = (kind(to) == OPEN).then(|| {
-            Duration::from_nanos(
-                self.open_until
-                    .load(Ordering::Acquire)
-                    .saturating_sub(self.now_nanos()),
-            )
-        });
+        if let Some(until) = open_until {
+            // Published after the state, by the one trip whose compare-and-swap won.
+            self.open_until.store(until, Ordering::Release);
+            self.open_generation
+                .store(generation(to), Ordering::Release);
+        }
+        let open_for =
+            open_until.map(|until| Duration::from_nanos(until.saturating_sub(self.now_nanos())));
         self.announce(state, open_for);
         true
+    }
+
+    /// When the open period of state `word` ends, once the trip that opened it has published
+    /// it.
+    fn open_until_of(&self, word: u64) -> Option<u64> {
+        (self.open_generation.load(Ordering::Acquire) == generation(word))
+            .then(|| self.open_until.load(Ordering::Acquire))
     }
 
     fn announce(&self, state: BreakerState, open_for: Option<Duration>) {
@@ -409,9 +436,7 @@ impl Inner {
         let until = self
             .now_nanos()
             .saturating_add(duration.as_nanos().min(u128::from(u64::MAX)) as u64);
-        // Published before the state: whoever sees Open sees its end.
-        self.open_until.store(until, Ordering::Release);
-        if self.transition(word, pack(OPEN, generation(word) + 1, 0, 0)) {
+        if self.transition_until(word, pack(OPEN, generation(word) + 1, 0, 0), Some(until)) {
             self.openings.fetch_add(1, Ordering::Relaxed);
             self.window.reset();
         }

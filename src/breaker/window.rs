@@ -102,15 +102,27 @@ impl Tally {
     }
 }
 
-/// The last `n` calls: a ring of `n` outcome slots per stripe, with packed running counts.
+/// The last `n` calls of each stripe: a ring of `n` outcome slots per stripe, with packed running
+/// counts.
 ///
 /// Each slot holds one outcome; recording swaps the new outcome in and adjusts the stripe's counts
-/// by the difference from the outcome it replaced, so counts always agree with the slots. One
-/// thread sees exactly its last `n` calls; several threads write to up to four stripes (no shared
-/// cache line), and the rate is taken over all of them — up to the last `n` calls of each stripe.
+/// by the difference from the outcome it replaced, so counts always agree with the slots. A stripe
+/// is mostly one thread's (threads are spread over four), so one thread sees exactly its last `n`
+/// calls, and the window as a whole holds up to the last `n` calls of each of the four stripes —
+/// up to 4`n` calls, which is what the rate and the minimum number of calls are taken over.
+///
+/// **Stale stripes age out.** A thread that stopped calling would otherwise keep its old
+/// outcomes in the window for ever. The window counts turns: every time any stripe's ring comes
+/// round (`n` more calls on it), the turn count goes up by one. A stripe that has recorded nothing
+/// for more than four turns — while the breaker recorded at least 4`n` calls elsewhere, as many
+/// as the whole window holds — no longer counts, until it records again. A stripe reads the turn
+/// count on each call (a cache line written once per `n` calls) and writes its own mark only when
+/// the count moved: the success path stays free of shared writes.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     stripes: Box<[CountStripe]>,
+    /// Turns of any stripe's ring so far.
+    turns: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -121,7 +133,13 @@ struct CountStripe {
     cursor: AtomicU64,
     counts: AtomicU64,
     slots: Box<[AtomicU8]>,
+    /// The window's turn count at this stripe's last record.
+    seen_turn: AtomicU64,
 }
+
+/// Turns after which a stripe that recorded nothing no longer counts (one per stripe: the whole
+/// window's capacity of calls, recorded elsewhere).
+const STALE_AFTER_TURNS: u64 = STRIPES as u64;
 
 const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
@@ -143,8 +161,10 @@ impl CountWindow {
                     cursor: AtomicU64::new(0),
                     counts: AtomicU64::new(0),
                     slots: (0..calls).map(|_| AtomicU8::new(0)).collect(),
+                    seen_turn: AtomicU64::new(0),
                 })
                 .collect(),
+            turns: AtomicU64::new(0),
         }
     }
 
@@ -157,7 +177,15 @@ impl CountWindow {
         stripe
             .cursor
             .store(position.wrapping_add(1), Ordering::Relaxed);
-        let i = (position % stripe.slots.len() as u64) as usize;
+        let len = stripe.slots.len() as u64;
+        let i = (position % len) as usize;
+        let turn = self.turns.load(Ordering::Relaxed);
+        if stripe.seen_turn.load(Ordering::Relaxed) != turn {
+            stripe.seen_turn.store(turn, Ordering::Relaxed);
+        }
+        if (position + 1).is_multiple_of(len) {
+            self.turns.fetch_add(1, Ordering::Relaxed);
+        }
         let new = PRESENT | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
         let slot = &stripe.slots[i];
         // In steady state a success replaces a success: nothing to write, nothing to count.
@@ -170,9 +198,13 @@ impl CountWindow {
     }
 
     fn tally(&self) -> Tally {
+        let turn = self.turns.load(Ordering::Relaxed);
         let mut tally = Tally::default();
         for stripe in self.stripes.iter() {
-            tally.add_packed(stripe.counts.load(Ordering::Acquire));
+            let seen = stripe.seen_turn.load(Ordering::Relaxed);
+            if turn.saturating_sub(seen) <= STALE_AFTER_TURNS {
+                tally.add_packed(stripe.counts.load(Ordering::Acquire));
+            }
         }
         tally
     }
@@ -203,8 +235,9 @@ impl CountStripe {
 /// The last `size` of time, in `buckets` slices, per stripe.
 ///
 /// A bucket records its slice number next to its counts; a record for a newer slice resets the
-/// bucket first. A record racing with that reset may be lost — the window is statistical, and a
-/// lost record never makes the breaker trip where it should not have more than once in a bucket.
+/// bucket first (never an older one: a late record of a slice already replaced is dropped). A
+/// record racing with that reset may lose its call or its failure — the window is statistical —
+/// and a bucket never reports more failures or slow calls than calls.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
@@ -237,7 +270,8 @@ impl BucketCounts {
     }
 
     /// Adds to `tally`. Failures and slow calls are read before calls, and recorded after
-    /// them, so every failure seen has its call seen too.
+    /// them, so outside a roll every failure seen has its call seen; across a roll a failure
+    /// may outlive its call, so each is capped at the calls.
     fn add_to(&self, tally: &mut Tally) {
         let failures = self.failures.load(Ordering::Acquire);
         let slow = self.slow.load(Ordering::Acquire);
@@ -270,6 +304,11 @@ impl TimeWindow {
         let stripe = &self.stripes[stripe % STRIPES];
         let i = (slice % self.buckets as u64) as usize;
         let seen = stripe.slices[i].load(Ordering::Acquire);
+        if seen != u64::MAX && seen > slice {
+            // A record made before a preemption, whose bucket has moved on to a later slice:
+            // its slice has left the window; rolling the bucket back would wipe newer outcomes.
+            return false;
+        }
         let rolled = seen != slice
             && stripe.slices[i]
                 .compare_exchange(seen, slice, Ordering::AcqRel, Ordering::Acquire)
@@ -352,6 +391,40 @@ mod tests {
         );
     }
 
+    /// A stripe (a thread) that stopped calling ages out once the window has turned four times
+    /// elsewhere; until then it counts, and a stripe that calls now and then keeps counting.
+    #[test]
+    fn a_stale_stripe_ages_out_of_the_count_window() {
+        let n = 10u64;
+        let w = CountWindow::new(n as u32);
+        for _ in 0..5 {
+            w.record(0, true, false);
+        }
+        // Stripe 1 records four turns' worth: stripe 0 (no record since turn 0) still counts.
+        for _ in 0..STALE_AFTER_TURNS * n {
+            w.record(1, false, false);
+        }
+        assert_eq!(w.tally().failures, 5, "within four turns it counts");
+        // One more turn: stripe 0 has been silent for the whole window's capacity.
+        for _ in 0..n {
+            w.record(1, false, false);
+        }
+        let tally = w.tally();
+        assert_eq!((tally.calls, tally.failures), (n, 0), "{tally:?}");
+        // It records again: it counts again, its ring as it was (old outcomes included).
+        w.record(0, false, false);
+        assert_eq!(w.tally().failures, 5);
+        // A stripe that records once every few turns of another keeps counting.
+        let w = CountWindow::new(n as u32);
+        for round in 0..20 {
+            w.record(2, true, false);
+            for _ in 0..3 * n {
+                w.record(3, false, false);
+            }
+            assert!(w.tally().failures > 0, "round {round}");
+        }
+    }
+
     #[test]
     fn a_count_window_ring_holds_across_the_cursor_wrapping_past_u32() {
         let w = CountWindow::new(7);
@@ -398,6 +471,11 @@ mod tests {
                 });
             }
         });
+        // Threads that finished early have aged out; this checks the counts, so count them all.
+        let turn = w.turns.load(Ordering::Relaxed);
+        for stripe in w.stripes.iter() {
+            stripe.seen_turn.store(turn, Ordering::Relaxed);
+        }
         let tally = w.tally();
         assert_eq!(tally.calls, 4000, "four stripes, each full");
         // Every slot's outcome is counted exactly once.

@@ -218,26 +218,36 @@ impl Partition {
         let signal = if slow { Signal::Overload } else { signal };
         let max = self.limits.concurrency;
         let floor = adaptive.min.min(max);
+        // The new limit is computed inside the compare-and-swap and the permits moved by exactly
+        // the change that swap made. (Reading the limit again after the swap — as before — saw
+        // other threads' changes too, and moved permits by theirs: under concurrent signals the
+        // partition leaked permits until it admitted nothing.)
+        let mut after = 0;
         let update = self
             .limit
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |limit| match signal {
-                Signal::Success if at_full_use && limit < max => Some(limit + 1),
-                Signal::Overload => {
-                    let shrunk = ((limit as f64 * adaptive.backoff) as usize).max(floor);
-                    (shrunk < limit).then_some(shrunk)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |limit| {
+                let next = next_limit(limit, signal, at_full_use, max, floor, adaptive.backoff);
+                if let Some(next) = next {
+                    after = next;
                 }
-                _ => None,
+                next
             });
         if let Ok(before) = update {
-            let after = self.limit.load(Ordering::SeqCst);
-            if after > before {
-                // One more permit (growth is one at a time).
+            self.moved(before, after);
+        }
+    }
+
+    /// Moves the free permits by a change of the limit from `before` to `after`.
+    fn moved(&self, before: usize, after: usize) {
+        if after > before {
+            // More permits (growth is one at a time): to the free count, or a waiter.
+            for _ in before..after {
                 self.release();
-            } else {
-                self.free
-                    .fetch_sub((before - after) as isize, Ordering::SeqCst);
-                tracing::debug!(partition = %self.name, limit = after, "bulkhead limit lowered");
             }
+        } else if before > after {
+            self.free
+                .fetch_sub((before - after) as isize, Ordering::SeqCst);
+            tracing::debug!(partition = %self.name, limit = after, "bulkhead limit lowered");
         }
     }
 
@@ -280,6 +290,27 @@ impl Partition {
             waited: self.waited.load(Ordering::Relaxed),
             total_wait: Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed)),
         }
+    }
+}
+
+/// The adaptive limit after one call's signal (AIMD): +1 after a success that found the
+/// partition at its limit, ×`backoff` (at least `floor`) after an overload; `None` when it does
+/// not move.
+fn next_limit(
+    limit: usize,
+    signal: Signal,
+    at_full_use: bool,
+    max: usize,
+    floor: usize,
+    backoff: f64,
+) -> Option<usize> {
+    match signal {
+        Signal::Success if at_full_use && limit < max => Some(limit + 1),
+        Signal::Overload => {
+            let shrunk = ((limit as f64 * backoff) as usize).max(floor);
+            (shrunk < limit).then_some(shrunk)
+        }
+        _ => None,
     }
 }
 

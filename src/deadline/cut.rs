@@ -65,12 +65,15 @@ pub(crate) fn blames_endpoint() -> bool {
     CUTTING.get() && !QUEUED.get()
 }
 
-/// Called by a pool while a cut attempt's wait for a connection is dropped: the attempt never
-/// reached the endpoint (not its fault) and never left the client.
-pub(crate) fn cut_while_queued() {
+/// Called by a pool while a cut attempt's wait for a connection is dropped: the attempt is not
+/// at the endpoint now (not its fault); `unsent`: it never left the client (not a resend of a
+/// request that went out once already).
+pub(crate) fn cut_while_queued(unsent: bool) {
     if CUTTING.get() {
         QUEUED.set(true);
-        UNSENT.set(true);
+        if unsent {
+            UNSENT.set(true);
+        }
     }
 }
 
@@ -113,17 +116,20 @@ mod tests {
         // Cut while queued in the client's own pool: the endpoint is not to blame, and the
         // request never left.
         let seen = cutting(|| {
-            cut_while_queued();
+            cut_while_queued(true);
             assert!(!blames_endpoint());
         });
         assert!(seen.unsent);
+        // Queued again for a resend: not the endpoint's fault, but it went out once.
+        let seen = cutting(|| cut_while_queued(false));
+        assert!(!seen.unsent);
         // Cut while connecting: never sent, but the endpoint's connect was slow.
         let seen = cutting(|| {
             cut_before_sending();
             assert!(blames_endpoint());
         });
         assert!(seen.unsent);
-        cut_while_queued();
+        cut_while_queued(true);
         cut_before_sending();
         assert!(!blames_endpoint());
         assert_eq!(cutting(|| {}), Cut::default());

@@ -81,6 +81,14 @@ struct Records {
     next_seq: u64,
 }
 
+/// One scope's part in an eviction plan: its records and bytes as the plan goes, and its
+/// least-recently-used order.
+type Plan<'a> = (
+    usize,
+    usize,
+    std::collections::btree_set::Iter<'a, (u64, Arc<str>)>,
+);
+
 /// Limits of one store.
 #[derive(Debug, Clone, Copy)]
 struct Bounds {
@@ -192,8 +200,9 @@ impl Records {
 
     /// Makes room for `extra_entries` more records and `extra_bytes` more bytes, charged to
     /// `claimant`: drops expired records, then finished records of the scope using the most of
-    /// the store — never of a scope using less than the claimant will — least recently used
-    /// first. `false` if no record may go.
+    /// the store — never of a scope using less than the claimant will (its use fixed before
+    /// anything is evicted) — least recently used first. The evictions are planned first and made
+    /// only if they make enough room: `false`, with nothing evicted, if they would not.
     fn make_room(
         &mut self,
         bounds: Bounds,
@@ -204,56 +213,80 @@ impl Records {
         evicted: &AtomicU64,
     ) -> bool {
         self.sweep(now);
-        let mut room = true;
-        while self.map.len() + extra_entries > bounds.entries
-            || self.bytes + extra_bytes > bounds.bytes
-        {
-            let claimant_use = {
-                let share = self.scopes.get(claimant);
-                Self::usage(
-                    bounds,
-                    share.map_or(0, |s| s.records) + extra_entries,
-                    share.map_or(0, |s| s.bytes) + extra_bytes,
-                )
+        let fits = |records: usize, bytes: usize| {
+            records + extra_entries <= bounds.entries && bytes + extra_bytes <= bounds.bytes
+        };
+        if fits(self.map.len(), self.bytes) {
+            return true;
+        }
+        let claimant_use = {
+            let share = self.scopes.get(claimant);
+            Self::usage(
+                bounds,
+                share.map_or(0, |s| s.records) + extra_entries,
+                share.map_or(0, |s| s.bytes) + extra_bytes,
+            )
+        };
+        // The plan: a heap of the scopes that may lose records, by use (ties to the name that
+        // sorts first), each with its least-recently-used order. O((scopes + evictions) ·
+        // log scopes).
+        let mut heap = std::collections::BinaryHeap::new();
+        let mut plans: Vec<Plan<'_>> = Vec::new();
+        for (name, share) in &self.scopes {
+            if share.finished.is_empty() {
+                continue;
+            }
+            let usage = if **name == *claimant {
+                claimant_use
+            } else {
+                Self::usage(bounds, share.records, share.bytes)
             };
-            let victim = self
-                .scopes
-                .iter()
-                .filter(|(_, share)| !share.finished.is_empty())
-                .map(|(name, share)| {
-                    let usage = if **name == *claimant {
-                        claimant_use
-                    } else {
-                        Self::usage(bounds, share.records, share.bytes)
-                    };
-                    (usage, name)
-                })
-                .filter(|(usage, _)| *usage >= claimant_use)
-                // The largest use; on a tie, the name that sorts first.
-                .max_by(|(a, an), (b, bn)| a.cmp(b).then_with(|| bn.cmp(an)))
-                .map(|(_, name)| name.clone());
-            let Some(scope) = victim else {
-                room = false;
-                break;
+            if usage < claimant_use {
+                continue;
+            }
+            heap.push((usage, std::cmp::Reverse(name.clone()), plans.len()));
+            plans.push((share.records, share.bytes, share.finished.iter()));
+        }
+        let (mut records, mut bytes) = (self.map.len(), self.bytes);
+        let mut victims: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        while !fits(records, bytes) {
+            let Some((_, std::cmp::Reverse(scope), i)) = heap.pop() else {
+                return false;
             };
-            let Some(share) = self.scopes.get_mut(&scope) else {
-                room = false;
-                break;
+            let (scope_records, scope_bytes, order) = &mut plans[i];
+            let Some((_, id)) = order.next() else {
+                continue;
             };
-            let Some((_, id)) = share.finished.first().cloned() else {
-                room = false;
-                break;
+            let size = self.map.get(id).map_or(0, |e| e.bytes);
+            records -= 1;
+            bytes -= size;
+            *scope_records -= 1;
+            *scope_bytes -= size;
+            victims.push((scope.clone(), id.clone()));
+            let usage = if *scope == *claimant {
+                claimant_use
+            } else {
+                Self::usage(bounds, *scope_records, *scope_bytes)
             };
-            share.evicted += 1;
+            if usage >= claimant_use {
+                heap.push((usage, std::cmp::Reverse(scope), i));
+            }
+        }
+        drop(plans);
+        for (scope, id) in victims {
+            if let Some(share) = self.scopes.get_mut(&scope) {
+                share.evicted += 1;
+            }
             evicted.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(scope = %scope, record = %id, "idempotency record evicted before its TTL");
             self.remove_keeping_scope(&id);
+            // A scope left with no record goes — but the claimant's, about to hold one, keeps
+            // its count of evictions.
+            if *scope != *claimant && self.scopes.get(&scope).is_some_and(|s| s.records == 0) {
+                self.scopes.remove(&scope);
+            }
         }
-        // Scopes left with no record go — but the claimant's, about to hold one, keeps its
-        // count of evictions.
-        self.scopes
-            .retain(|name, share| share.records > 0 || (room && **name == *claimant));
-        room
+        true
     }
 
     fn live(&self, id: &str, now: Instant) -> Option<&Entry> {
@@ -484,7 +517,8 @@ impl MemoryStore {
         let bounds = self.shared.bounds;
         if !records.make_room(bounds, scope, 1, extra, now, &self.shared.evicted) {
             return Err(format!(
-                "the in-memory idempotency store is full: its {} records are all in flight",
+                "the in-memory idempotency store is full: of its {} records, none may make \
+                 room (in flight, or of scopes using less of the store than this one)",
                 records.map.len()
             )
             .into());
@@ -499,11 +533,12 @@ impl MemoryStore {
     }
 
     /// Applies `f` to `token`'s live in-flight record; `false` if `token` does not hold one.
+    /// `now` is the one instant the check and `f` both use.
     fn with_held<T>(
         &self,
         id: &str,
         token: LeaseToken,
-        f: impl FnOnce(&mut Records) -> T,
+        f: impl FnOnce(&mut Records, Instant) -> T,
     ) -> Option<T> {
         let now = Instant::now();
         let mut records = self.records();
@@ -511,7 +546,7 @@ impl MemoryStore {
             records.live(id, now).map(|e| &e.state),
             Some(State::InFlight { token: t, .. }) if *t == token
         );
-        held.then(|| f(&mut records))
+        held.then(|| f(&mut records, now))
     }
 
     fn complete_now(
@@ -525,8 +560,7 @@ impl MemoryStore {
         let bytes = record_bytes(id, &state);
         let bounds = self.shared.bounds;
         let evicted = &self.shared.evicted;
-        let stored = self.with_held(id, token, |records| {
-            let now = Instant::now();
+        let stored = self.with_held(id, token, |records, now| {
             let scope: Arc<str> = records
                 .map
                 .get(id)
@@ -571,9 +605,9 @@ impl IdempotencyStore for MemoryStore {
         token: LeaseToken,
         lease: Duration,
     ) -> impl Future<Output = Result<bool, BoxError>> + Send {
-        let held = self.with_held(id, token, |records| {
+        let held = self.with_held(id, token, |records, now| {
             if let Some(entry) = records.remove_keeping_scope(id) {
-                let until = crate::clock::after(Instant::now(), lease);
+                let until = crate::clock::after(now, lease);
                 records.insert(id.into(), entry.scope, entry.state, until);
             }
         });
@@ -595,7 +629,7 @@ impl IdempotencyStore for MemoryStore {
         id: &str,
         token: LeaseToken,
     ) -> impl Future<Output = Result<bool, BoxError>> + Send {
-        let held = self.with_held(id, token, |records| {
+        let held = self.with_held(id, token, |records, _| {
             records.remove(id);
         });
         std::future::ready(Ok(held.is_some()))
@@ -781,6 +815,25 @@ mod tests {
         assert_eq!(store.stats().evicted_early, 1);
     }
 
+    /// The claimant's use is fixed when its claim comes: evicting its own records first does not
+    /// make it light enough to take a lighter scope's.
+    #[tokio::test(start_paused = true)]
+    async fn a_heavier_claimant_never_takes_a_lighter_scopes_record() {
+        let store = MemoryStore::with_limits(11, 16 * 1024).unwrap();
+        for key in 0..4 {
+            assert!(store_one(&store, &id("s0", &key.to_string()), 0).await);
+        }
+        for scope in ["s1", "s2"] {
+            for key in 0..2 {
+                assert!(store_one(&store, &id(scope, &key.to_string()), 3000).await);
+            }
+        }
+        let before = store.scope_stats("s1").unwrap().records;
+        store_one(&store, &id("s0", "big"), 3000).await;
+        assert_eq!(store.scope_stats("s1").unwrap().records, before);
+        assert_eq!(store.scope_stats("s2").unwrap().records, 2);
+    }
+
     /// Within its scope, the least recently *used* goes: a replay keeps a record.
     #[tokio::test(start_paused = true)]
     async fn within_a_scope_the_least_recently_used_goes() {
@@ -843,10 +896,46 @@ mod tests {
         assert!(MemoryStore::with_limits(10, 100).is_err());
     }
 
+    /// Checks the fairness promise around one store operation: a scope other than
+    /// `claimant` lost a record only if it used at least as much of the store as the claimant
+    /// did, with what the operation adds (`records`, `bytes`) counted.
+    fn fair(
+        store: &MemoryStore,
+        bounds: Bounds,
+        claimant: &str,
+        records: usize,
+        bytes: usize,
+        op: impl FnOnce(),
+    ) -> Result<(), String> {
+        let held = |s: &str| {
+            store
+                .scope_stats(s)
+                .map_or((0, 0), |st| (st.records, st.bytes))
+        };
+        let before: Vec<(String, (usize, usize))> = (0..4)
+            .map(|s| format!("s{s}"))
+            .map(|s| (s.clone(), held(&s)))
+            .collect();
+        let mine = held(claimant);
+        let claimant_use = Records::usage(bounds, mine.0 + records, mine.1 + bytes);
+        op();
+        for (other, (r, b)) in &before {
+            if other != claimant
+                && held(other).0 < *r
+                && Records::usage(bounds, *r, *b) < claimant_use
+            {
+                return Err(format!(
+                    "{other} ({r} records, {b} bytes) lost one to {claimant}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     proptest::proptest! {
-        /// Against any sequence of stores by several scopes: the bounds always hold, in-flight
-        /// records are never evicted, and a scope holding no more than an equal share of the
-        /// entries never loses a record while another scope holds more.
+        /// Against any sequence of claims and completions by several scopes: the bounds always
+        /// hold, in-flight records are never evicted, and — at every claim and every completion
+        /// — a scope loses a record only to a claimant using no less of the store than it does.
         #[test]
         fn bounds_and_fair_shares_hold_for_any_sequence(
             ops in proptest::collection::vec((0u8..4, 0usize..3000, proptest::bool::ANY), 1..200),
@@ -859,28 +948,26 @@ mod tests {
                 .unwrap();
             runtime.block_on(async {
                 let max_bytes = 16 * 1024;
+                let bounds = Bounds { entries: max_entries, bytes: max_bytes };
                 let store = MemoryStore::with_limits(max_entries, max_bytes).unwrap();
                 let mut in_flight: Vec<String> = Vec::new();
                 for (n, (scope, body, finish)) in ops.into_iter().enumerate() {
                     let scope = format!("s{scope}");
                     let key = id(&scope, &n.to_string());
-                    let bounds = Bounds { entries: max_entries, bytes: max_bytes };
-                    let held = |s: &str| {
-                        store.scope_stats(s).map_or((0, 0), |st| (st.records, st.bytes))
-                    };
-                    let before: Vec<(String, (usize, usize))> = (0..4)
-                        .map(|s| format!("s{s}"))
-                        .map(|s| {
-                            let h = held(&s);
-                            (s, h)
-                        })
-                        .collect();
                     let t = LeaseToken(n as u64);
-                    if store.claim(&key, fp(0), t, SEC * 1000).await.is_err() {
+                    let mut claimed = false;
+                    fair(&store, bounds, &scope, 1, RECORD_OVERHEAD + key.len(), || {
+                        claimed = store.claim_now(&key, fp(0), t, SEC * 1000).is_ok();
+                    })
+                    .map_err(proptest::test_runner::TestCaseError::fail)?;
+                    if !claimed {
                         continue;
                     }
                     if finish {
-                        let _ = store.complete(&key, t, &sized(1, body), SEC * 1000).await;
+                        fair(&store, bounds, &scope, 0, body, || {
+                            let _ = store.complete_now(&key, t, &sized(1, body), SEC * 1000);
+                        })
+                        .map_err(proptest::test_runner::TestCaseError::fail)?;
                     } else {
                         in_flight.push(key.clone());
                     }
@@ -891,25 +978,6 @@ mod tests {
                     for held in &in_flight {
                         let found = store.claim(held, fp(0), LeaseToken(u64::MAX), SEC).await.unwrap();
                         proptest::prop_assert_eq!(found, Claim::InFlight(fp(0)));
-                    }
-                    // Another scope lost a record only if it used at least as much of the
-                    // store as the claimant then did, its new record counted.
-                    let (records, bytes) = before.iter().find(|(s, _)| *s == scope).unwrap().1;
-                    let claimant_use = Records::usage(
-                        bounds,
-                        records + 1,
-                        bytes + RECORD_OVERHEAD + key.len(),
-                    );
-                    for (other, (records, bytes)) in &before {
-                        if *other == scope {
-                            continue;
-                        }
-                        if held(other).0 < *records {
-                            proptest::prop_assert!(
-                                Records::usage(bounds, *records, *bytes) >= claimant_use,
-                                "{other} ({records} records, {bytes} bytes) lost one to {scope}"
-                            );
-                        }
                     }
                 }
                 Ok(())

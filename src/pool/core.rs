@@ -149,9 +149,11 @@ impl<Conn> Slots<Conn> {
     }
 
     /// Counts a caller waiting for a return until the guard drops.
-    pub(crate) fn waiting(&self) -> WaiterGuard<'_> {
+    /// Counts a waiting checkout until the guard drops; `unsent`: its request never went out
+    /// (not a resend).
+    pub(crate) fn waiting(&self, unsent: bool) -> WaiterGuard<'_> {
         self.counters.waiters.fetch_add(1, Ordering::Relaxed);
-        WaiterGuard(&self.counters.waiters)
+        WaiterGuard(&self.counters.waiters, unsent)
     }
 }
 
@@ -427,14 +429,14 @@ impl<Conn: Connection> Drop for Reservation<Conn> {
 }
 
 /// Decrements the waiter gauge when a waiting checkout ends.
-pub(crate) struct WaiterGuard<'a>(&'a AtomicUsize);
+pub(crate) struct WaiterGuard<'a>(&'a AtomicUsize, bool);
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
         // Dropped by a per-try timeout while still waiting for one of our connections: the
         // endpoint never saw the request, so its breaker must not count it.
-        crate::deadline::cut::cut_while_queued();
+        crate::deadline::cut::cut_while_queued(self.1);
     }
 }
 

@@ -147,22 +147,26 @@ fn bound(
 
 /// Held while a request waits in the pool — for one of its connections to come back or be
 /// ready, or, its deadline (all but) passed, for the timer above to cut it: dropped in that
-/// cut, it says the attempt never left our pool (not the endpoint's fault, never sent).
-struct Unsent;
+/// cut, it says the attempt is not at the endpoint (not its fault) and, unless it is a resend
+/// (`.0` false), that it never left the client.
+struct Unsent(bool);
 
 impl Drop for Unsent {
     fn drop(&mut self) {
-        crate::deadline::cut::cut_while_queued();
+        crate::deadline::cut::cut_while_queued(self.0);
     }
 }
 
-/// Held while the pool connects for a request: dropped in a cut, it says the request was never
-/// sent (the endpoint, which did not accept a connection in time, is still to blame).
-struct Connecting;
+/// Held while the pool connects for a request that never went out: dropped in a cut, it says
+/// the request was never sent (the endpoint, which did not accept a connection in time, is
+/// still to blame).
+struct Connecting(bool);
 
 impl Drop for Connecting {
     fn drop(&mut self) {
-        crate::deadline::cut::cut_before_sending();
+        if self.0 {
+            crate::deadline::cut::cut_before_sending();
+        }
     }
 }
 
@@ -240,7 +244,7 @@ where
                 return Ok(checkout);
             }
             Take::Connect(reservation) => {
-                let _connecting = Connecting;
+                let _connecting = Connecting(fresh_since.is_none());
                 let connect = connector.clone().oneshot(target.clone());
                 return match tokio::time::timeout_at(until, connect).await {
                     Ok(Ok(conn)) => match reservation.fill(conn, true) {
@@ -280,7 +284,7 @@ where
                     tracing::debug!(endpoint = %slots.endpoint, "pool exhausted: checkout waits");
                 }
                 waited = true;
-                let _waiting = slots.waiting();
+                let _waiting = slots.waiting(fresh_since.is_none());
                 if tokio::time::timeout_at(until, notified).await.is_err() {
                     return Err(timed_out(slots, start));
                 }
@@ -368,7 +372,7 @@ where
                 continue;
             };
             let ready = {
-                let _unsent = Unsent;
+                let _unsent = Unsent(fresh_since.is_none());
                 tokio::time::timeout_at(start + bound, conn.ready()).await
             };
             let conn = match ready {
@@ -394,7 +398,7 @@ where
             // it); it waits, unsent, for the timer above to cut it.
             if deadline.is_some_and(|d| d.remaining() < LEAST_ON_THE_WIRE) {
                 drop(checkout);
-                let _unsent = Unsent;
+                let _unsent = Unsent(fresh_since.is_none());
                 tokio::time::sleep_until(start + bound).await;
                 return Err(timed_out(&self.slots, start));
             }

@@ -17,7 +17,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request};
@@ -56,6 +56,11 @@ pub struct ReplayBody<B> {
 struct Shared<B> {
     /// The original body, until it ends.
     body: Option<B>,
+    /// Every handle waiting at the frontier for the original body, woken together: the body
+    /// keeps only the waker it was last polled with, and two attempts may read at once (a retry
+    /// starting while an earlier attempt still streams). Made the first time a handle has to
+    /// wait, so a body read at once pays nothing.
+    waiting: Option<Arc<Waiters>>,
     /// Copies of the chunks read so far (emptied on overflow).
     chunks: Vec<Bytes>,
     /// Chunks read from the original so far.
@@ -79,6 +84,7 @@ impl<B: Body> ReplayBody<B> {
         ReplayBody {
             shared: Arc::new(Mutex::new(Shared {
                 body: (!ended).then_some(body),
+                waiting: None,
                 chunks: Vec::new(),
                 read: 0,
                 copied: 0,
@@ -118,6 +124,50 @@ impl<B> RetryBody for ReplayBody<B> {
 
     fn is_replayable(&self) -> bool {
         !self.lock().lost
+    }
+}
+
+/// The handles waiting for the original body to produce more: a waker that wakes them all.
+#[derive(Default)]
+struct Waiters(Mutex<Vec<Waker>>);
+
+impl Waiters {
+    fn lock(&self) -> MutexGuard<'_, Vec<Waker>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self.lock();
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        let wakers = std::mem::take(&mut *self.lock());
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Wakes every waiting handle but the one polling now (`current`), which is running.
+    fn wake_others(&self, current: &Waker) {
+        let wakers = std::mem::take(&mut *self.lock());
+        for waker in wakers {
+            if !waker.will_wake(current) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_all();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all();
     }
 }
 
@@ -183,7 +233,17 @@ where
                 // this point must not end as if complete (a truncated body sent as whole).
                 return Poll::Ready(Some(Err(ReplayError::Lost)));
             };
-            match ready!(Pin::new(body).poll_frame(cx)) {
+            // Registered before the poll, so a wake between the poll and the registration is
+            // not lost; the body is polled with a waker that wakes every waiting handle.
+            let waiting = shared.waiting.get_or_insert_with(Arc::default).clone();
+            waiting.register(cx.waker());
+            let waker = Waker::from(waiting.clone());
+            let polled = Pin::new(body).poll_frame(&mut Context::from_waker(&waker));
+            if polled.is_ready() {
+                // The frontier moves (or the body ends): whoever else waited has something to do.
+                waiting.wake_others(cx.waker());
+            }
+            match ready!(polled) {
                 None => {
                     shared.ended = true;
                     shared.body = None;
@@ -455,5 +515,53 @@ mod tests {
         // The copy replays what was read, then fails: it is never a shorter body that ends.
         let err = copy.collect().await.unwrap_err();
         assert!(matches!(err, ReplayError::Lost), "{err}");
+    }
+
+    /// A body whose chunks come from a channel: pending until one is sent.
+    struct Channel(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl Body for Channel {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    /// Two attempts waiting at once for the original body (a retry that started while the first
+    /// attempt still streams): a chunk wakes both, not only the last to poll.
+    #[tokio::test]
+    async fn every_handle_waiting_for_the_body_is_woken() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let first = ReplayBody::new(Channel(rx), 1024);
+        let second = first.try_clone_body().unwrap();
+        let read = |mut body: ReplayBody<Channel>| {
+            tokio::spawn(async move { body.frame().await.unwrap().unwrap().into_data().unwrap() })
+        };
+        let a = read(first);
+        tokio::task::yield_now().await;
+        let b = read(second);
+        // Both are waiting now: the first polled, then the second.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        tx.send(Bytes::from_static(b"chunk")).unwrap();
+        let within = std::time::Duration::from_secs(5);
+        let a = tokio::time::timeout(within, a)
+            .await
+            .expect("the first was woken");
+        let b = tokio::time::timeout(within, b)
+            .await
+            .expect("the second was woken");
+        assert_eq!(
+            (a.unwrap(), b.unwrap()),
+            (Bytes::from("chunk"), Bytes::from("chunk"))
+        );
     }
 }

@@ -199,8 +199,11 @@ impl RetryBudget {
     pub fn deposit(&self) {
         let stripe = &self.inner.deposits[crate::stripe::index(STRIPES)];
         let cached = stripe.epoch.load(Ordering::Relaxed);
-        // A saturated cell loses the deposit: fewer retries, never more.
         let Some((slice, count)) = stripe.add(cached, 1) else {
+            // The cell is saturated — or it is an old slice's, the clock not read for a while:
+            // read it, and count the deposit now if that slice has room (else it is lost:
+            // fewer retries, never more).
+            let _ = stripe.add(self.epoch(), 1);
             return;
         };
         if count.is_multiple_of(CLOCK_EVERY) {
@@ -218,7 +221,9 @@ impl RetryBudget {
         let inner = &*self.inner;
         // A withdrawal that cannot be counted (its cell saturated) is not granted.
         if let Some((slice, _)) = inner.withdrawals.add(epoch, 1) {
-            if self.balance_at(epoch) >= 0 {
+            // Checked over the window that holds the reservation: the clock may have moved on
+            // (this thread stalled) and the cell taken a later slice.
+            if self.balance_at(slice.max(epoch)) >= 0 {
                 return true;
             }
             inner.withdrawals.undo(slice);

@@ -229,8 +229,10 @@ impl Rules {
                 ServerHint::DoNotRetry => return Decision::Stop(RetryStop::ServerAskedNotToRetry),
                 // The server says when the first run may be over: poll.
                 ServerHint::RetryAfter(_) => return self.poll(class, call),
-                // A conflict without a hint (a server other than this crate's): an ordinary
-                // retry, counted against the attempts.
+                // No hint: a keyed request's 409 still means "in progress" (the Idempotency-Key
+                // draft), from a server that does not say for how long — an ordinary retry,
+                // counted against the attempts. (A stored 409 replayed for the key is not a
+                // conflict at all: `RetryResponse::is_conflict`.)
                 ServerHint::None => {}
             }
         }

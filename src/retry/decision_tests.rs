@@ -724,9 +724,10 @@ fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
             "hint {hint:?}: {delay:?}"
         );
     }
-    // Without a hint: an ordinary retry, counted against the attempts.
+    // Without a hint (a server that does not say how long): an ordinary retry, counted against
+    // the attempts.
     let Decision::Retry { kind, .. } = r.decide(conflict(ServerHint::None), call()) else {
-        panic!("a conflict without a hint is retried");
+        panic!("a keyed request's conflict without a hint is retried");
     };
     assert_eq!(kind, Resend::Attempt);
     assert_eq!(
