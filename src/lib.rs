@@ -65,6 +65,7 @@ mod rejected;
 pub mod retry;
 mod rng;
 mod stripe;
+mod sync;
 #[cfg(feature = "http")]
 mod wire;
 

@@ -83,7 +83,7 @@ impl Picker<'_> {
                 reason: NoEndpointsReason::NoneResolved,
             });
         }
-        let usable = endpoints.iter().filter(|e| e.breaker.is_usable()).count();
+        let usable = endpoints.iter().filter(|e| e.is_usable()).count();
         let panic = n - usable > snapshot.max_ejected;
         if panic {
             return Ok(self.pick_in_panic(endpoints, avoid));
@@ -93,44 +93,15 @@ impl Picker<'_> {
                 reason: NoEndpointsReason::NoneUsable,
             });
         }
-        // A probe slot or the circuit may be taken between the look and the admission; the
-        // pick then moves on to the next usable endpoint.
         let first = self.first_turn(endpoints, usable, avoid);
-        for turn in first..first + usable {
-            // All usable (the common case): the turn is the index.
-            let index = if usable == n {
-                Some(turn % n)
-            } else {
-                nth_usable(endpoints, turn % usable)
-            };
-            let Some(index) = index else {
-                break;
-            };
-            let endpoint = &endpoints[index];
-            if let Ok(permit) = endpoint.breaker.try_acquire() {
-                return Ok(Picked {
-                    endpoint,
-                    permit,
-                    alternatives: usable - 1,
-                });
-            }
-        }
-        // Breakers changed between the count and the pick (another thread opened or reset
-        // them): the turns above may have missed an endpoint that is usable now. Before saying
-        // "none usable", try every endpoint once, from this call's turn on.
-        (0..n)
-            .map(|i| &endpoints[(first + i) % n])
-            .find_map(|endpoint| {
-                let permit = endpoint.breaker.try_acquire().ok()?;
-                Some(Picked {
-                    endpoint,
-                    permit,
-                    alternatives: usable.saturating_sub(1),
-                })
-            })
-            .ok_or(Error::NoEndpoints {
-                reason: NoEndpointsReason::NoneUsable,
-            })
+        let (index, permit) = choose(endpoints, usable, first).ok_or(Error::NoEndpoints {
+            reason: NoEndpointsReason::NoneUsable,
+        })?;
+        Ok(Picked {
+            endpoint: &endpoints[index],
+            permit,
+            alternatives: usable.saturating_sub(1),
+        })
     }
 
     /// The turn (an index among the usable endpoints) this call takes.
@@ -192,12 +163,122 @@ impl Picker<'_> {
     }
 }
 
-/// The index of the `k`-th usable endpoint.
-fn nth_usable<S>(endpoints: &[Arc<Endpoint<S>>], k: usize) -> Option<usize> {
-    endpoints
+/// What a pick needs of an endpoint: whether it would take a call now, and its admission.
+pub(crate) trait Candidate {
+    /// The admission a taken call holds.
+    type Permit;
+    /// Whether it would take a call now (its breaker closed, or a probe slot free).
+    fn is_usable(&self) -> bool;
+    /// Admits a call, if it still would.
+    fn admit(&self) -> Option<Self::Permit>;
+}
+
+impl<S> Candidate for Arc<Endpoint<S>> {
+    type Permit = Permit;
+
+    fn is_usable(&self) -> bool {
+        self.breaker.is_usable()
+    }
+
+    fn admit(&self) -> Option<Permit> {
+        self.breaker.try_acquire().ok()
+    }
+}
+
+/// The pick among `candidates`, `usable` of which were usable when counted: the `first`-th
+/// usable one (a turn among the usable), moving on to the next usable ones if admission fails
+/// (a probe slot or the circuit taken between the look and the admission). Breakers can change
+/// between the count and the pick (another thread opens or resets them), so the turns can miss
+/// an endpoint usable now: before saying none is usable, every candidate is tried once, from
+/// the turn on. `None`: none would take the call. Pure over [`Candidate`]s, so it is
+/// model-checked (loom) over candidates that flip.
+pub(crate) fn choose<C: Candidate>(
+    candidates: &[C],
+    usable: usize,
+    first: usize,
+) -> Option<(usize, C::Permit)> {
+    let n = candidates.len();
+    if n == 0 {
+        return None;
+    }
+    for turn in first..first + usable {
+        // All usable (the common case): the turn is the index.
+        let index = if usable == n {
+            Some(turn % n)
+        } else {
+            nth_usable(candidates, turn % usable.max(1))
+        };
+        let Some(index) = index else {
+            break;
+        };
+        if let Some(permit) = candidates[index].admit() {
+            return Some((index, permit));
+        }
+    }
+    (0..n)
+        .map(|i| (first + i) % n)
+        .find_map(|i| Some((i, candidates[i].admit()?)))
+}
+
+/// The index of the `k`-th usable candidate.
+fn nth_usable<C: Candidate>(candidates: &[C], k: usize) -> Option<usize> {
+    candidates
         .iter()
         .enumerate()
-        .filter(|(_, e)| e.breaker.is_usable())
+        .filter(|(_, c)| c.is_usable())
         .nth(k)
         .map(|(i, _)| i)
+}
+
+/// Model checks (`RUSTFLAGS="--cfg stanchion_loom" cargo test --release --lib loom`): the pick over
+/// candidates whose breakers another thread flips.
+#[cfg(all(test, stanchion_loom))]
+mod loom_models {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    struct Flipping(AtomicBool);
+
+    impl Candidate for Arc<Flipping> {
+        type Permit = ();
+
+        fn is_usable(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+
+        fn admit(&self) -> Option<()> {
+            self.is_usable().then_some(())
+        }
+    }
+
+    /// One candidate always usable, two flipped by another thread between the pick's count and
+    /// its choice: the pick always finds one (before, a count that no longer matched made it
+    /// say none was usable).
+    #[test]
+    fn loom_a_usable_candidate_is_found_while_others_flip() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let candidates: Vec<Arc<Flipping>> = [true, true, false]
+                .into_iter()
+                .map(|u| Arc::new(Flipping(AtomicBool::new(u))))
+                .collect();
+            let flipper = {
+                let (b, c) = (candidates[1].clone(), candidates[2].clone());
+                loom::thread::spawn(move || {
+                    b.0.store(false, Ordering::SeqCst);
+                    c.0.store(true, Ordering::SeqCst);
+                })
+            };
+            for first in 0..2 {
+                let usable = candidates.iter().filter(|c| c.is_usable()).count();
+                let picked = choose(&candidates, usable, first);
+                let (index, ()) = picked.expect("a usable candidate was there all along");
+                assert!(index < 3);
+            }
+            flipper.join().unwrap();
+        });
+    }
 }

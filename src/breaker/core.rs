@@ -8,7 +8,9 @@
 //! is one load.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use crate::sync::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -436,10 +438,19 @@ impl Inner {
         let until = self
             .now_nanos()
             .saturating_add(duration.as_nanos().min(u128::from(u64::MAX)) as u64);
-        if self.transition_until(word, pack(OPEN, generation(word) + 1, 0, 0), Some(until)) {
+        self.open_until_at(word, until);
+    }
+
+    /// Opens the circuit from state `word` until `until`; `true` if this call opened it (of
+    /// racing trips, one wins the state's compare-and-swap, and only its end is published).
+    fn open_until_at(&self, word: u64, until: u64) -> bool {
+        let opened =
+            self.transition_until(word, pack(OPEN, generation(word) + 1, 0, 0), Some(until));
+        if opened {
             self.openings.fetch_add(1, Ordering::Relaxed);
             self.window.reset();
         }
+        opened
     }
 
     fn should_trip(&self, tally: Tally) -> bool {
@@ -624,5 +635,58 @@ impl Drop for Permit {
 impl crate::classify::OnEnd for Permit {
     fn on_end(self, class: Option<Class>) {
         self.record(class);
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg stanchion_loom" cargo test --release --lib loom`): every interleaving
+/// of racing trips and a reader.
+#[cfg(all(test, stanchion_loom))]
+mod loom_models {
+    use super::*;
+
+    fn breaker() -> CircuitBreaker {
+        CircuitBreaker::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap()
+    }
+
+    /// Two trips race from the same closed state with different ends, a third thread reads:
+    /// exactly one opens the circuit, and the end anyone sees is the winner's — never the
+    /// loser's (which, stored before the compare-and-swap, could win before).
+    #[test]
+    fn loom_racing_trips_publish_the_winners_end() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let b = breaker();
+            let word = b.inner().state.load(Ordering::Acquire);
+            let trip = |until: u64| {
+                let b = b.clone();
+                loom::thread::spawn(move || b.inner().open_until_at(word, until).then_some(until))
+            };
+            let (one, two) = (trip(1_000_000_000_000), trip(2_000_000_000_000));
+            let reader = {
+                let b = b.clone();
+                loom::thread::spawn(move || {
+                    let inner = b.inner();
+                    let word = inner.state.load(Ordering::Acquire);
+                    (kind(word) == OPEN)
+                        .then(|| inner.open_until_of(word))
+                        .flatten()
+                })
+            };
+            let winners: Vec<u64> = [one.join().unwrap(), two.join().unwrap()]
+                .into_iter()
+                .flatten()
+                .collect();
+            assert_eq!(winners.len(), 1, "exactly one trip opens the circuit");
+            let inner = b.inner();
+            let word = inner.state.load(Ordering::Acquire);
+            assert_eq!(inner.open_until_of(word), Some(winners[0]));
+            if let Some(seen) = reader.join().unwrap() {
+                assert_eq!(seen, winners[0], "a reader saw the loser's end");
+            }
+        });
     }
 }

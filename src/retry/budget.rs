@@ -35,7 +35,9 @@
 //!   requests allow six retries, not ten (tower issue 857).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::AtomicU64;
 use std::time::Duration;
 
 use crate::clock::Origin;
@@ -527,5 +529,79 @@ mod tests {
             assert_eq!(stats.deposits as usize, THREADS * REQUESTS);
             assert!(stats.balance < 1.0);
         }
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg stanchion_loom" cargo test --release --lib loom`): every interleaving
+/// of racing withdrawals and deposits on the budget's cells.
+#[cfg(all(test, stanchion_loom))]
+mod loom_models {
+    use super::*;
+
+    fn budget(ratio: f64, floor: u32) -> RetryBudget {
+        RetryBudget::builder()
+            .ratio(ratio)
+            .min_per_second(floor)
+            .window(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    }
+
+    /// Two withdrawals race for the one token a budget holds (its reserve): at most one is
+    /// granted, and what is counted is what was granted — reserve, then check. (A withdrawal
+    /// reads every cell of the window, so two racers are what the model explores in full.)
+    #[test]
+    fn loom_racing_withdrawals_never_overdraw() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let b = budget(0.0, 1);
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let b = b.clone();
+                    loom::thread::spawn(move || b.try_withdraw())
+                })
+                .collect();
+            let granted = threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|g| *g)
+                .count();
+            assert!(granted <= 1, "{granted} granted from one token");
+            assert_eq!(b.stats().withdrawals as usize, granted);
+        });
+    }
+
+    /// Deposits racing withdrawals: a withdrawal is granted only against what was deposited
+    /// (five requests at 0.2 make one token; there is no reserve).
+    #[test]
+    fn loom_withdrawals_racing_deposits_take_only_what_was_deposited() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let b = budget(0.2, 0);
+            let depositor = {
+                let b = b.clone();
+                loom::thread::spawn(move || {
+                    for _ in 0..5 {
+                        b.deposit();
+                    }
+                })
+            };
+            let withdrawers: Vec<_> = (0..2)
+                .map(|_| {
+                    let b = b.clone();
+                    loom::thread::spawn(move || b.try_withdraw())
+                })
+                .collect();
+            depositor.join().unwrap();
+            let granted = withdrawers
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|g| *g)
+                .count();
+            assert!(granted <= 1, "{granted} granted from one token's deposits");
+            assert_eq!(b.stats().withdrawals as usize, granted);
+        });
     }
 }
