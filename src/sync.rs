@@ -7,6 +7,10 @@
 //! see docs/reliability.md). In a normal build these are the standard library's atomics.
 
 #[cfg(stanchion_loom)]
-pub(crate) use loom::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize};
+pub(crate) use loom::sync::Mutex;
+#[cfg(stanchion_loom)]
+pub(crate) use loom::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, fence};
 #[cfg(not(stanchion_loom))]
-pub(crate) use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize};
+pub(crate) use std::sync::Mutex;
+#[cfg(not(stanchion_loom))]
+pub(crate) use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, fence};

@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, Full};
 use stanchion::classify::{GrpcClassifier, HttpClassifier};
 use stanchion::deadline::AttemptLayer;
 use stanchion::idempotency::{
-    IdempotencyBody, IdempotencyKeyLayer, IdempotencyLayer, IdempotencyLayerBuilder,
-    IdempotencyStore, MemoryStore, RedisStore,
+    Claim, Fingerprint, IdempotencyBody, IdempotencyKeyLayer, IdempotencyLayer,
+    IdempotencyLayerBuilder, IdempotencyStore, LeaseToken, MemoryStore, RedisStore, StoredResponse,
 };
 use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
 use stanchion::retry::{Backoff, ReplayBodyLayer, RetryBudget, RetryLayer, UnavailablePolicy};
@@ -982,4 +982,133 @@ async fn one_tenant_cannot_evict_another_tenants_records() {
     assert_eq!(ledger.started(), 3, "B's handler ran once");
     assert_eq!(store.scope_stats("a").unwrap().evicted_early, 1);
     assert_eq!(store.scope_stats("b").unwrap().evicted_early, 0);
+}
+
+/// A store whose renewals take `renew_takes` (a store far away, or struggling).
+#[derive(Clone)]
+struct SlowRenewals {
+    inner: MemoryStore,
+    renew_takes: Duration,
+}
+
+impl IdempotencyStore for SlowRenewals {
+    fn claim(
+        &self,
+        id: &str,
+        fingerprint: Fingerprint,
+        token: LeaseToken,
+        lease: Duration,
+    ) -> impl std::future::Future<Output = Result<Claim, stanchion::BoxError>> + Send {
+        self.inner.claim(id, fingerprint, token, lease)
+    }
+
+    fn renew(
+        &self,
+        id: &str,
+        token: LeaseToken,
+        lease: Duration,
+    ) -> impl std::future::Future<Output = Result<bool, stanchion::BoxError>> + Send {
+        let (inner, id, wait) = (self.inner.clone(), id.to_owned(), self.renew_takes);
+        async move {
+            tokio::time::sleep(wait).await;
+            inner.renew(&id, token, lease).await
+        }
+    }
+
+    fn complete(
+        &self,
+        id: &str,
+        token: LeaseToken,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> impl std::future::Future<Output = Result<bool, stanchion::BoxError>> + Send {
+        self.inner.complete(id, token, response, ttl)
+    }
+
+    fn release(
+        &self,
+        id: &str,
+        token: LeaseToken,
+    ) -> impl std::future::Future<Output = Result<bool, stanchion::BoxError>> + Send {
+        self.inner.release(id, token)
+    }
+}
+
+/// Fault 1 of the I/O-paths issue: a store whose renewals take 1 s, a lease of 300 ms, a
+/// handler of steps of 30 ms (12 of them: it outlives the lease). The handler is polled while
+/// renewals are in flight: its steps stay 30 ms apart and it ends in ~360 ms (before, 1.01 s
+/// apart). The slow renewal and the lapsed lease are reported; a retry claims the key once the
+/// lease lapsed, and the first run's completion does not overwrite that newer claim.
+#[tokio::test(start_paused = true)]
+async fn lease_renewal_runs_beside_the_handler() {
+    let steps: Arc<std::sync::Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (steps, runs) = (steps.clone(), runs.clone());
+        tower::service_fn(move |_req: Request<_>| {
+            let (steps, runs) = (steps.clone(), runs.clone());
+            async move {
+                let run = runs.fetch_add(1, Ordering::SeqCst);
+                // The first run takes 12 steps; a later one, one (well within its own lease).
+                let steps_to_take = if run == 0 { 12 } else { 1 };
+                for _ in 0..steps_to_take {
+                    tokio::time::sleep(30 * MS).await;
+                    if run == 0 {
+                        steps.lock().unwrap().push(tokio::time::Instant::now());
+                    }
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                    format!("run {run}"),
+                ))))
+            }
+        })
+    };
+    let store = SlowRenewals {
+        inner: MemoryStore::new(),
+        renew_takes: SEC,
+    };
+    let layer = IdempotencyLayer::builder(store)
+        .lease(300 * MS)
+        .build()
+        .unwrap();
+    let svc = layer.layer(handler);
+    let start = tokio::time::Instant::now();
+    let first = tokio::spawn(svc.clone().oneshot(pay("/payments", Some("k"), "a", MS)));
+    // The lease (300 ms) lapses while the renewal (1 s) is in flight: a retry at 320 ms claims
+    // the key and runs.
+    tokio::time::sleep(320 * MS).await;
+    let retry = tokio::spawn(svc.clone().oneshot(pay("/payments", Some("k"), "a", MS)));
+    let first = first.await.unwrap().unwrap();
+    let took = start.elapsed();
+    assert!(took < 400 * MS, "the handler took {took:?}");
+    assert!(took >= 360 * MS);
+    let gaps: Vec<Duration> = steps
+        .lock()
+        .unwrap()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert_eq!(gaps.len(), 11);
+    assert!(gaps.iter().all(|g| *g <= 31 * MS), "steps {gaps:?}");
+    assert_eq!(first.status(), StatusCode::OK);
+    let retry = retry.await.unwrap().unwrap();
+    let retry_body = retry.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(retry_body, "run 1");
+    // Let the first run's slow renewal come back, then ask again: the stored answer is the
+    // retry's — the first run's completion did not overwrite the newer claim.
+    tokio::time::sleep(2 * SEC).await;
+    let again = svc
+        .clone()
+        .oneshot(pay("/payments", Some("k"), "a", MS))
+        .await
+        .unwrap();
+    assert!(again.headers().contains_key("idempotency-replayed"));
+    assert_eq!(
+        again.into_body().collect().await.unwrap().to_bytes(),
+        "run 1"
+    );
+    let stats = svc.stats();
+    assert!(stats.slow_renewals >= 1, "{stats:?}");
+    assert!(stats.lost_leases >= 1, "{stats:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }

@@ -217,6 +217,7 @@ pub(crate) fn choose<C: Candidate>(
     }
     (0..n)
         .map(|i| (first + i) % n)
+        .filter(|i| candidates[*i].is_usable())
         .find_map(|i| Some((i, candidates[i].admit()?)))
 }
 

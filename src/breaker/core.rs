@@ -118,6 +118,10 @@ pub(crate) struct Inner {
     /// compare-and-swap, after it: a racer that lost never writes it.
     open_until: AtomicU64,
     open_generation: AtomicU64,
+    /// A sequence lock over the two above: odd while a trip writes them. Readers take no lock;
+    /// writers (trips, rare) serialize on `publishing`.
+    open_sequence: AtomicU64,
+    publishing: crate::sync::Mutex<()>,
     openings: AtomicU32,
     forced: AtomicU8,
     rejected: AtomicU64,
@@ -146,6 +150,8 @@ impl CircuitBreaker {
             state: AtomicU64::new(pack(CLOSED, 0, 0, 0)),
             open_until: AtomicU64::new(0),
             open_generation: AtomicU64::new(u64::MAX),
+            open_sequence: AtomicU64::new(0),
+            publishing: crate::sync::Mutex::new(()),
             openings: AtomicU32::new(0),
             forced: AtomicU8::new(FORCED_NONE),
             rejected: AtomicU64::new(0),
@@ -190,7 +196,7 @@ impl CircuitBreaker {
                     let now = inner.now_nanos();
                     let Some(until) = inner.open_until_of(word) else {
                         // The trip that opened it has not published its end yet: still open.
-                        return Err(inner.reject(inner.config.open_duration));
+                        return Err(inner.reject(inner.longest_open()));
                     };
                     if now < until {
                         return Err(inner.reject(Duration::from_nanos(until - now)));
@@ -316,10 +322,13 @@ impl CircuitBreaker {
     pub fn reset(&self) {
         let inner = self.inner();
         inner.forced.store(FORCED_NONE, Ordering::Release);
-        let word = inner.state.load(Ordering::Acquire);
-        inner
+        // A compare-and-swap, so every generation is used once: a plain store of "read + 1"
+        // could reuse one a racing transition took, and a stale open period would be trusted.
+        let _ = inner
             .state
-            .store(pack(CLOSED, generation(word) + 1, 0, 0), Ordering::Release);
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                Some(pack(CLOSED, generation(word) + 1, 0, 0))
+            });
         inner.window.reset();
         inner.openings.store(0, Ordering::Relaxed);
         inner.announce(BreakerState::Closed, None);
@@ -385,10 +394,7 @@ impl Inner {
             _ => BreakerState::HalfOpen,
         };
         if let Some(until) = open_until {
-            // Published after the state, by the one trip whose compare-and-swap won.
-            self.open_until.store(until, Ordering::Release);
-            self.open_generation
-                .store(generation(to), Ordering::Release);
+            self.publish_open_until(generation(to), until);
         }
         let open_for =
             open_until.map(|until| Duration::from_nanos(until.saturating_sub(self.now_nanos())));
@@ -399,8 +405,37 @@ impl Inner {
     /// When the open period of state `word` ends, once the trip that opened it has published
     /// it.
     fn open_until_of(&self, word: u64) -> Option<u64> {
-        (self.open_generation.load(Ordering::Acquire) == generation(word))
-            .then(|| self.open_until.load(Ordering::Acquire))
+        // A sequence-lock read: both fields from one publication, or none.
+        let before = self.open_sequence.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            return None;
+        }
+        let published = self.open_generation.load(Ordering::Relaxed);
+        let until = self.open_until.load(Ordering::Relaxed);
+        crate::sync::fence(Ordering::Acquire);
+        let after = self.open_sequence.load(Ordering::Relaxed);
+        (before == after && published == generation(word)).then_some(until)
+    }
+
+    /// Publishes the end of the open period of generation `generation`, won by this trip's
+    /// compare-and-swap — unless the state has moved past it already (a trip descheduled
+    /// between its swap and this must not overwrite a newer period's end). Trips are rare:
+    /// they serialize on a lock; readers never take it.
+    fn publish_open_until(&self, generation_opened: u64, until: u64) {
+        let _writing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if generation(self.state.load(Ordering::Acquire)) != generation_opened {
+            return;
+        }
+        let sequence = self.open_sequence.load(Ordering::Relaxed);
+        self.open_sequence.store(sequence + 1, Ordering::Relaxed);
+        crate::sync::fence(Ordering::Release);
+        self.open_until.store(until, Ordering::Relaxed);
+        self.open_generation
+            .store(generation_opened, Ordering::Relaxed);
+        self.open_sequence.store(sequence + 2, Ordering::Release);
     }
 
     fn announce(&self, state: BreakerState, open_for: Option<Duration>) {
@@ -413,6 +448,13 @@ impl Inner {
             BreakerState::ForcedClosed => tracing::warn!(breaker = %name, "circuit forced closed"),
         }
         self.changes.send_replace(state);
+    }
+
+    /// The longest an opening can last (its growth's cap, or the open duration).
+    fn longest_open(&self) -> Duration {
+        self.config
+            .open_growth
+            .map_or(self.config.open_duration, |(_, max)| max)
     }
 
     /// How long the next opening lasts: grown by the openings since the last close, jittered.
@@ -649,6 +691,52 @@ mod loom_models {
             .consecutive_failures(1)
             .build()
             .unwrap()
+    }
+
+    /// A trip races a reset followed by another trip: whatever generation the circuit ends
+    /// open in, its published end is the one its own trip computed — a trip descheduled between
+    /// its swap and its publication never overwrites a newer period's end (which, left
+    /// unpublished or mismatched, could hold the circuit open for good or skip a period).
+    #[test]
+    fn loom_a_late_trip_never_publishes_over_a_newer_period() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let b = breaker();
+            let first = b.inner().state.load(Ordering::Acquire);
+            let t1 = {
+                let b = b.clone();
+                loom::thread::spawn(move || {
+                    let until = 1_000_000_000_000;
+                    b.inner()
+                        .open_until_at(first, until)
+                        .then(|| (generation(first) + 1, until))
+                })
+            };
+            let t2 = {
+                let b = b.clone();
+                loom::thread::spawn(move || {
+                    b.reset();
+                    let word = b.inner().state.load(Ordering::Acquire);
+                    let until = 2_000_000_000_000;
+                    (kind(word) == CLOSED && b.inner().open_until_at(word, until))
+                        .then(|| (generation(word) + 1, until))
+                })
+            };
+            let opened: Vec<(u64, u64)> = [t1.join().unwrap(), t2.join().unwrap()]
+                .into_iter()
+                .flatten()
+                .collect();
+            let inner = b.inner();
+            let word = inner.state.load(Ordering::Acquire);
+            if kind(word) == OPEN {
+                let (_, until) = opened
+                    .iter()
+                    .find(|(g, _)| *g == generation(word))
+                    .expect("an open state was opened by a trip");
+                assert_eq!(inner.open_until_of(word), Some(*until));
+            }
+        });
     }
 
     /// Two trips race from the same closed state with different ends, a third thread reads:

@@ -114,8 +114,8 @@ impl Tally {
 /// **Stale stripes age out.** A thread that stopped calling would otherwise keep its old
 /// outcomes in the window for ever. The window counts turns: every time any stripe's ring comes
 /// round (`n` more calls on it), the turn count goes up by one. A stripe that has recorded nothing
-/// for more than four turns — while the breaker recorded at least 4`n` calls elsewhere, as many
-/// as the whole window holds — no longer counts, until it records again. A stripe reads the turn
+/// for more than seven turns — by then the breaker has recorded at least 4`n` calls elsewhere,
+/// as many as the whole window holds — no longer counts, until it records again. A stripe reads the turn
 /// count on each call (a cache line written once per `n` calls) and writes its own mark only when
 /// the count moved: the success path stays free of shared writes.
 #[derive(Debug)]
@@ -137,9 +137,11 @@ struct CountStripe {
     seen_turn: AtomicU64,
 }
 
-/// Turns after which a stripe that recorded nothing no longer counts (one per stripe: the whole
-/// window's capacity of calls, recorded elsewhere).
-const STALE_AFTER_TURNS: u64 = STRIPES as u64;
+/// Turns after which a stripe that recorded nothing no longer counts. Seven: the other three
+/// stripes may each be one call short of a turn (three turns in three calls), and the stripe's
+/// own last call may complete one, so seven turns guarantee at least 4`n` calls elsewhere —
+/// the whole window's capacity — since its last record.
+const STALE_AFTER_TURNS: u64 = 7;
 
 const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
@@ -391,29 +393,43 @@ mod tests {
         );
     }
 
-    /// A stripe (a thread) that stopped calling ages out once the window has turned four times
-    /// elsewhere; until then it counts, and a stripe that calls now and then keeps counting.
+    /// A stripe (a thread) that stopped calling ages out once the window has turned seven times
+    /// elsewhere — never before 4`n` calls were recorded elsewhere, even when every other stripe
+    /// starts one call short of a turn — and a stripe that calls now and then keeps counting.
     #[test]
     fn a_stale_stripe_ages_out_of_the_count_window() {
         let n = 10u64;
-        let w = CountWindow::new(n as u32);
-        for _ in 0..5 {
-            w.record(0, true, false);
+        for mid_ring in [false, true] {
+            let w = CountWindow::new(n as u32);
+            if mid_ring {
+                // Stripes 1–3 one call short of a turn.
+                for stripe in 1..4 {
+                    for _ in 0..n - 1 {
+                        w.record(stripe, false, false);
+                    }
+                }
+            }
+            for _ in 0..5 {
+                w.record(0, true, false);
+            }
+            // 4n − 1 calls elsewhere: stripe 0 still counts, however the turns fall.
+            for i in 0..4 * n - 1 {
+                w.record(1 + (i as usize % 3), false, false);
+            }
+            assert_eq!(
+                w.tally().failures,
+                5,
+                "mid ring {mid_ring}: aged out too soon"
+            );
+            // Long after: aged out.
+            for _ in 0..8 * n {
+                w.record(1, false, false);
+            }
+            assert_eq!(w.tally().failures, 0, "mid ring {mid_ring}: never aged out");
+            // It records again: it counts again, its ring as it was (old outcomes included).
+            w.record(0, false, false);
+            assert_eq!(w.tally().failures, 5);
         }
-        // Stripe 1 records four turns' worth: stripe 0 (no record since turn 0) still counts.
-        for _ in 0..STALE_AFTER_TURNS * n {
-            w.record(1, false, false);
-        }
-        assert_eq!(w.tally().failures, 5, "within four turns it counts");
-        // One more turn: stripe 0 has been silent for the whole window's capacity.
-        for _ in 0..n {
-            w.record(1, false, false);
-        }
-        let tally = w.tally();
-        assert_eq!((tally.calls, tally.failures), (n, 0), "{tally:?}");
-        // It records again: it counts again, its ring as it was (old outcomes included).
-        w.record(0, false, false);
-        assert_eq!(w.tally().failures, 5);
         // A stripe that records once every few turns of another keeps counting.
         let w = CountWindow::new(n as u32);
         for round in 0..20 {

@@ -278,7 +278,11 @@ pub fn scope<F: Future>(
     deadline: Option<Deadline>,
     fut: F,
 ) -> TaskLocalFuture<Option<Deadline>, F> {
-    SCOPES_USED.store(true, Ordering::Relaxed);
+    // A scope without a deadline changes nothing `current` would say unless another scope
+    // with one exists, which sets the flag itself.
+    if deadline.is_some() {
+        SCOPES_USED.store(true, Ordering::Relaxed);
+    }
     ADOPTED.scope(deadline, fut)
 }
 

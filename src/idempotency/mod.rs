@@ -49,6 +49,6 @@ pub use self::redis::{DEFAULT_REDIS_PREFIX, RedisStore};
 pub use self::server::{
     BODY_OMITTED_HEADER, DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
     DEFAULT_RECORD_TTL, IdempotencyFuture, IdempotencyLayer, IdempotencyLayerBuilder,
-    IdempotencyService, REPLAYED_HEADER,
+    IdempotencyService, IdempotencyStats, REPLAYED_HEADER,
 };
 pub use self::store::{Claim, IdempotencyStore, LeaseToken};

@@ -149,16 +149,6 @@ impl Waiters {
             waker.wake();
         }
     }
-
-    /// Wakes every waiting handle but the one polling now (`current`), which is running.
-    fn wake_others(&self, current: &Waker) {
-        let wakers = std::mem::take(&mut *self.lock());
-        for waker in wakers {
-            if !waker.will_wake(current) {
-                waker.wake();
-            }
-        }
-    }
 }
 
 impl Wake for Waiters {
@@ -240,8 +230,9 @@ where
             let waker = Waker::from(waiting.clone());
             let polled = Pin::new(body).poll_frame(&mut Context::from_waker(&waker));
             if polled.is_ready() {
-                // The frontier moves (or the body ends): whoever else waited has something to do.
-                waiting.wake_others(cx.waker());
+                // The frontier moves (or the body ends): whoever waited has something to do —
+                // this task too, if it waits on another copy (one task may read two).
+                waiting.wake_all();
             }
             match ready!(polled) {
                 None => {
@@ -532,6 +523,29 @@ mod tests {
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
         }
+    }
+
+    /// One task reading two copies at once (`join!`): a chunk that one copy takes still wakes
+    /// the task for the other.
+    #[tokio::test]
+    async fn one_task_reading_two_copies_is_woken_for_both() {
+        use http_body_util::BodyExt as _;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let first = ReplayBody::new(Channel(rx), 1024);
+        let second = first.try_clone_body().unwrap();
+        let reading = async { tokio::join!(first.collect(), second.collect()) };
+        let sending = async {
+            tokio::task::yield_now().await;
+            tx.send(Bytes::from_static(b"a")).unwrap();
+            tokio::task::yield_now().await;
+            drop(tx);
+        };
+        let within = std::time::Duration::from_secs(5);
+        let ((a, b), ()) = tokio::time::timeout(within, async { tokio::join!(reading, sending) })
+            .await
+            .expect("a copy was never woken");
+        assert_eq!(a.unwrap().to_bytes(), "a");
+        assert_eq!(b.unwrap().to_bytes(), "a");
     }
 
     /// Two attempts waiting at once for the original body (a retry that started while the first

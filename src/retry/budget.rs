@@ -202,9 +202,8 @@ impl RetryBudget {
         let stripe = &self.inner.deposits[crate::stripe::index(STRIPES)];
         let cached = stripe.epoch.load(Ordering::Relaxed);
         let Some((slice, count)) = stripe.add(cached, 1) else {
-            // The cell is saturated — or it is an old slice's, the clock not read for a while:
-            // read it, and count the deposit now if that slice has room (else it is lost:
-            // fewer retries, never more).
+            // The cell is saturated: read the clock — a later slice's cell may have room — and
+            // count the deposit there (else it is lost: fewer retries, never more).
             let _ = stripe.add(self.epoch(), 1);
             return;
         };
@@ -223,9 +222,9 @@ impl RetryBudget {
         let inner = &*self.inner;
         // A withdrawal that cannot be counted (its cell saturated) is not granted.
         if let Some((slice, _)) = inner.withdrawals.add(epoch, 1) {
-            // Checked over the window that holds the reservation: the clock may have moved on
-            // (this thread stalled) and the cell taken a later slice.
-            if self.balance_at(slice.max(epoch)) >= 0 {
+            // Checked over the window that holds the reservation: the cell may hold a later
+            // slice than this thread's reading of the clock (it stalled).
+            if self.balance_at(slice) >= 0 {
                 return true;
             }
             inner.withdrawals.undo(slice);
@@ -538,24 +537,30 @@ mod tests {
 mod loom_models {
     use super::*;
 
+    /// An hour's window (6-minute slices): the models read the real clock, which must not cross
+    /// a slice between the interleavings loom explores.
     fn budget(ratio: f64, floor: u32) -> RetryBudget {
         RetryBudget::builder()
             .ratio(ratio)
             .min_per_second(floor)
-            .window(Duration::from_secs(1))
+            .window(Duration::from_secs(3600))
             .build()
             .unwrap()
     }
 
-    /// Two withdrawals race for the one token a budget holds (its reserve): at most one is
-    /// granted, and what is counted is what was granted — reserve, then check. (A withdrawal
-    /// reads every cell of the window, so two racers are what the model explores in full.)
+    /// Two withdrawals race for the one token a budget holds (five requests at 0.2): at most
+    /// one is granted, and what is counted is what was granted — reserve, then check. (A
+    /// withdrawal reads every cell of the window, so two racers are what the model explores in
+    /// full.)
     #[test]
     fn loom_racing_withdrawals_never_overdraw() {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(3);
         model.check(|| {
-            let b = budget(0.0, 1);
+            let b = budget(0.2, 0);
+            for _ in 0..5 {
+                b.deposit();
+            }
             let threads: Vec<_> = (0..2)
                 .map(|_| {
                     let b = b.clone();

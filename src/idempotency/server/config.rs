@@ -42,6 +42,33 @@ pub(super) struct ServerConfig {
     pub(super) detach: bool,
     pub(super) store_failures: bool,
     pub(super) classifier: HttpClassifier,
+    /// What happened to leases, for [`IdempotencyLayer::stats`].
+    pub(super) leases: LeaseCounters,
+}
+
+/// Counters of lease renewals, shared by a layer and its services.
+#[derive(Debug, Default)]
+pub(super) struct LeaseCounters {
+    pub(super) renewals: std::sync::atomic::AtomicU64,
+    pub(super) slow_renewals: std::sync::atomic::AtomicU64,
+    pub(super) failed_renewals: std::sync::atomic::AtomicU64,
+    pub(super) lost_leases: std::sync::atomic::AtomicU64,
+}
+
+/// What an idempotency layer's leases went through, since it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct IdempotencyStats {
+    /// Lease renewals made while handlers ran.
+    pub renewals: u64,
+    /// Renewals still in flight when the lease's end passed (slower than the lease's margin:
+    /// what was left of it when they began).
+    pub slow_renewals: u64,
+    /// Renewals the store failed (an error).
+    pub failed_renewals: u64,
+    /// Leases lost while the handler ran — their end passed with no renewal back, or the store
+    /// no longer held them: another request may have run the key. Each lapse counted once.
+    pub lost_leases: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -78,6 +105,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
                 detach: true,
                 store_failures: false,
                 classifier: HttpClassifier::new(),
+                leases: LeaseCounters::default(),
             },
         }
     }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -86,36 +87,91 @@ impl<St: IdempotencyStore> Execution<St> {
         Ok(Response::from_parts(parts, collected.into_body()))
     }
 
-    /// Runs `work`, renewing the lease every third of it until `work` ends. If this future is
-    /// dropped, renewal stops and the record stays until its lease runs out.
+    /// Runs `work`, renewing the lease every third of it until `work` ends — *beside* it: the
+    /// handler is polled while a renewal is in flight, so a slow store never stalls it. A
+    /// renewal still in flight when the lease's end passes (slower than the lease's margin), a
+    /// failed one, and a lease lost — its end passed with no renewal back, or the store no longer
+    /// holds it — are reported (a warning and [`IdempotencyStats`](super::IdempotencyStats),
+    /// each lapse once); the handler is not
+    /// cancelled (its side effects are unknowable), and its completion is fenced by the lease
+    /// token (it does not overwrite a newer claim). If this future is dropped, renewal stops and
+    /// the record stays until its lease runs out.
     async fn under_lease<T>(&self, work: impl Future<Output = T>) -> T {
+        let lease = self.config.lease;
+        let every = lease / 3;
+        let counters = &self.config.leases;
         let mut work = pin!(work);
-        let every = self.config.lease / 3;
-        loop {
-            let mut tick = pin!(tokio::time::sleep(every));
-            let done = std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
-                Poll::Ready(out) => Poll::Ready(Some(out)),
-                Poll::Pending => tick.as_mut().poll(cx).map(|()| None),
-            })
-            .await;
-            if let Some(out) = done {
-                return out;
+        let mut tick = pin!(tokio::time::sleep(every));
+        let mut renewal = pin!(none_of(|| self.store.renew(&self.id, self.token, lease)));
+        let mut started = tokio::time::Instant::now();
+        // The lease is held until here (from the claim, then from each renewal that kept it);
+        // past it, with no renewal back yet, it has lapsed.
+        let mut lapse = pin!(tokio::time::sleep(lease));
+        let mut lapsed = false;
+        let mut slow = false;
+        let lost = |why: &str| {
+            counters.lost_leases.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                record = %self.id,
+                why,
+                "idempotency lease lost while the handler ran: another request may run this key"
+            );
+        };
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                return Poll::Ready(out);
             }
-            match self
-                .store
-                .renew(&self.id, self.token, self.config.lease)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    record = %self.id,
-                    "idempotency lease lost while the handler ran: another request may run this key"
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, record = %self.id, "idempotency lease renewal failed")
+            if !lapsed && lapse.as_mut().poll(cx).is_ready() {
+                lapsed = true;
+                if renewal.is_some() && !slow {
+                    slow = true;
+                    counters.slow_renewals.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        record = %self.id,
+                        took = ?started.elapsed(),
+                        ?lease,
+                        "idempotency lease renewal is slower than the lease's margin"
+                    );
                 }
+                lost("its end passed with no renewal back");
             }
-        }
+            loop {
+                if let Some(in_flight) = renewal.as_mut().as_pin_mut() {
+                    let Poll::Ready(result) = in_flight.poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    renewal.set(None);
+                    counters.renewals.fetch_add(1, Ordering::Relaxed);
+                    match result {
+                        Ok(true) if !lapsed => {
+                            lapse.as_mut().reset(started + lease);
+                        }
+                        // Kept by the store, but after its end had passed: another request may
+                        // have claimed and run the key meanwhile (counted when it passed).
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if !lapsed {
+                                lapsed = true;
+                                lost("the store no longer holds it for this run");
+                            }
+                        }
+                        Err(error) => {
+                            counters.failed_renewals.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%error, record = %self.id, "idempotency lease renewal failed");
+                        }
+                    }
+                    slow = false;
+                    // The next renewal a third of the lease after this one began.
+                    tick.as_mut().reset(started + every);
+                }
+                if tick.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                started = tokio::time::Instant::now();
+                renewal.set(Some(self.store.renew(&self.id, self.token, lease)));
+            }
+        })
+        .await
     }
 
     /// Whether the response is a failure worth running again rather than storing: anything but
@@ -160,4 +216,10 @@ impl<St: IdempotencyStore> Execution<St> {
             tracing::warn!(%error, record = %self.id, "idempotency store: could not release the record");
         }
     }
+}
+
+/// `None`, typed as the option of what `make` would return (never called): a slot for a future
+/// of a type that cannot be named.
+fn none_of<F>(_make: impl FnOnce() -> F) -> Option<F> {
+    None
 }

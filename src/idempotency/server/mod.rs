@@ -28,7 +28,7 @@ use tower::{Layer, Service};
 use self::config::ServerConfig;
 pub use self::config::{
     BODY_OMITTED_HEADER, DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY,
-    DEFAULT_RECORD_TTL, IdempotencyLayerBuilder, REPLAYED_HEADER,
+    DEFAULT_RECORD_TTL, IdempotencyLayerBuilder, IdempotencyStats, REPLAYED_HEADER,
 };
 use self::execution::Execution;
 use self::headers::replay;
@@ -80,6 +80,33 @@ use crate::wire::is_grpc;
 pub struct IdempotencyLayer<St = MemoryStore> {
     store: St,
     config: Arc<ServerConfig>,
+}
+
+/// What the leases of a layer's handlers went through (shared by the layer and its services).
+fn stats_of(config: &ServerConfig) -> IdempotencyStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &config.leases;
+    IdempotencyStats {
+        renewals: c.renewals.load(Relaxed),
+        slow_renewals: c.slow_renewals.load(Relaxed),
+        failed_renewals: c.failed_renewals.load(Relaxed),
+        lost_leases: c.lost_leases.load(Relaxed),
+    }
+}
+
+impl<St> IdempotencyLayer<St> {
+    /// What the leases of this layer's handlers went through: renewals, slow and failed ones,
+    /// leases lost while a handler ran.
+    pub fn stats(&self) -> IdempotencyStats {
+        stats_of(&self.config)
+    }
+}
+
+impl<S, St> IdempotencyService<S, St> {
+    /// What the leases of this service's handlers went through (shared with its layer).
+    pub fn stats(&self) -> IdempotencyStats {
+        stats_of(&self.config)
+    }
 }
 
 impl<St: Clone> Clone for IdempotencyLayer<St> {
@@ -259,6 +286,10 @@ where
             if !config.detach {
                 return run.await;
             }
+            // Detached, the handler runs in a task of its own: take the adopted deadline and
+            // the tracing span along (task-locals and the current span stay behind otherwise).
+            let adopted = crate::deadline::current();
+            let run = tracing::Instrument::in_current_span(crate::deadline::scope(adopted, run));
             match tokio::spawn(run).await {
                 Ok(result) => result,
                 Err(error) => {
