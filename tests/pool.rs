@@ -638,6 +638,61 @@ async fn only_checkouts_that_waited_count_as_waits_in_real_time() {
     assert_eq!((stats.checkouts, stats.waited_checkouts), (5, 1));
 }
 
+/// A loopback listener that never completes a handshake: its accept backlog is full and nobody
+/// accepts, so new connects hang (their SYNs are dropped). The filling sockets are kept open.
+fn black_hole() -> (
+    SocketAddr,
+    tokio::net::TcpListener,
+    Vec<std::net::TcpStream>,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut filling = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(stream) => filling.push(stream),
+            Err(_) => break,
+        }
+    }
+    (addr, listener, filling)
+}
+
+/// Fault 2 of the I/O-paths issue: connects that hang (a full accept backlog), a 300 ms connect
+/// timeout, the pool's defaults, 20 callers at once. A failed connect reaches every caller
+/// waiting for it: all 20 get the connect error — never sent — within 300 ms × ⌈20 / 4⌉ (in
+/// fact at the first failure), and none waits for the 2 s checkout timeout (before, 14 did,
+/// and the rest failed one connect timeout apart).
+#[tokio::test(start_paused = true)]
+async fn hanging_connects_fail_every_waiter_with_the_connect_error() {
+    let (addr, _listener, _filling) = black_hole();
+    let pool: HttpPool = PoolBuilder::new()
+        .build(HttpConnector::http1().connect_timeout(300 * MS), addr)
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let err = fetch(&pool, get("/")).await.unwrap_err();
+                (err, tokio::time::Instant::now())
+            })
+        })
+        .collect();
+    for call in calls {
+        let (err, at) = call.await.unwrap();
+        let waited = at - start;
+        assert!(
+            !matches!(err, Error::PoolTimeout { .. }),
+            "waited {waited:?} for the checkout timeout: {err:?}"
+        );
+        assert!(classify_error(&err).is_never_sent(), "{err:?}");
+        assert!(waited <= 1500 * MS, "{waited:?}: {err:?}");
+    }
+    assert!(pool.stats().connect_failures >= 1);
+}
+
 /// Paused time runs on one thread; this runs the pool's bookkeeping on two at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_threads_never_push_the_pool_past_its_size() {

@@ -102,11 +102,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let partition = self
-            .bulkhead
-            .registry()
-            .find(self.key.partition_key(&req))
-            .clone();
+        let partition = self.bulkhead.registry().find(self.key.partition_key(&req));
         let until_end = self.bulkhead.holds_until_end();
         // The service that was made ready makes this call; a clone stays for the next one.
         let clone = self.inner.clone();

@@ -12,8 +12,9 @@
 //! **Partitions**: a [`PartitionKey`] picks each call's partition from the request (a route, a
 //! tenant, a priority class). Declared partitions have their own limits — health checks in a
 //! tiny partition of their own, so a saturated main path cannot starve them; with
-//! [`BulkheadBuilder::per_key`] every other key gets its own partition too, up to a bound, past
-//! which keys share the default partition, so a flood of distinct keys cannot grow memory.
+//! [`BulkheadBuilder::per_key`] every other key gets its own partition too, in a bounded table
+//! (idle partitions make room for new keys; a key that finds none shares the default
+//! partition), so a flood of distinct keys cannot grow memory nor slow lookups.
 //!
 //! The permit is held until the response stream ends (or, with
 //! [`BulkheadBuilder::release_at_head`], until the response head), and released if the call's
@@ -86,13 +87,25 @@ impl Bulkhead {
         self.inner
             .registry
             .all()
+            .iter()
             .find(|p| &*p.name == name)
             .map(|p| p.stats())
     }
 
     /// The counters of every partition that exists now.
     pub fn all_stats(&self) -> Vec<PartitionStats> {
-        self.inner.registry.all().map(|p| p.stats()).collect()
+        self.inner
+            .registry
+            .all()
+            .iter()
+            .map(|p| p.stats())
+            .collect()
+    }
+
+    /// Per-key partitions evicted (idle, and unused since the table last filled) to make room
+    /// for new keys, since the bulkhead was built.
+    pub fn evicted_partitions(&self) -> u64 {
+        self.inner.registry.evicted()
     }
 
     #[inline]
@@ -129,8 +142,11 @@ impl BulkheadBuilder {
         self
     }
 
-    /// Gives every other key a partition of its own with `limits`, for up to `max` keys (at most
-    /// 10,000); keys past the bound share the default partition.
+    /// Gives every other key a partition of its own with `limits`, in a table of `max` slots (at
+    /// most 10,000). A key lives in one of eight slots from its hash on (a lookup reads at most
+    /// eight); a new key takes an empty one there, or one whose partition is idle and has not
+    /// been used since the table last filled (counted: [`Bulkhead::evicted_partitions`]); a key
+    /// that finds no room shares the default partition.
     pub fn per_key(mut self, max: usize, limits: Limits) -> Self {
         self.per_key = Some((max, limits));
         self

@@ -116,6 +116,8 @@ pub(crate) struct Partition {
     timed_out: AtomicU64,
     waited: AtomicU64,
     wait_nanos: AtomicU64,
+    /// For a per-key partition: the registry's generation of misses at its last use.
+    used_at: AtomicU64,
 }
 
 impl Partition {
@@ -137,7 +139,27 @@ impl Partition {
             timed_out: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
+            used_at: AtomicU64::new(0),
         }
+    }
+
+    /// Notes a use at the registry's generation `now` (a write only when it moved).
+    #[inline]
+    pub(crate) fn mark_used(&self, now: u64) {
+        if self.used_at.load(Ordering::Relaxed) != now {
+            self.used_at.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether it is stale at generation `now`: last used two generations or more before.
+    pub(crate) fn stale_at(&self, now: u64) -> bool {
+        self.used_at.load(Ordering::Relaxed) + 2 <= now
+    }
+
+    /// Whether nothing is in flight or waiting (a moment's view).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) == 0
+            && self.free.load(Ordering::SeqCst) >= self.limit.load(Ordering::SeqCst) as isize
     }
 
     /// Takes a free permit without waiting: from the free count, or one left in the handoff

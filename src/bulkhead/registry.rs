@@ -1,12 +1,26 @@
 //! Which partition a call belongs to: declared partitions, bounded per-key partitions, a default.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
 
 use super::partition::{AdaptiveLimit, Limits, Partition};
 
+/// How many slots a key may live in, from its hash on: a lookup reads at most this many.
+const PROBE: usize = 8;
+
 /// The partitions of one bulkhead. Lookups take no lock: declared partitions are fixed at build
-/// time, and per-key partitions live in a fixed-size table whose slots are filled once
-/// (`OnceLock`), so a flood of distinct keys fills the table and then shares the default.
+/// time, and per-key partitions live in a fixed-size table of atomically swapped slots.
+///
+/// A key lives in one of the [`PROBE`] slots from its hash on, so a lookup reads at most eight
+/// slots whatever the table's size (O(1)). A new key takes the first empty slot there, or else
+/// one whose partition is idle (nothing in flight or queued) and *stale*: unused while at least
+/// as many new keys as the table has slots found no room. (The table counts those misses in
+/// generations of one table's worth; a partition remembers the generation of its last use and
+/// is stale two generations on.) So a partition in use keeps its slot, and keys that come and go
+/// do not evict each other on every call. A key that finds no room at all shares the default
+/// partition. Evictions are counted ([`Registry::evicted`]).
 #[derive(Debug)]
 pub(crate) struct Registry {
     pub(crate) default: Arc<Partition>,
@@ -18,7 +32,10 @@ pub(crate) struct Registry {
 struct PerKey {
     limits: Limits,
     adaptive: Option<AdaptiveLimit>,
-    slots: Box<[OnceLock<Arc<Partition>>]>,
+    slots: Box<[ArcSwapOption<Partition>]>,
+    /// New keys that found their slots full (no empty, no idle and stale one).
+    misses: AtomicU64,
+    evicted: AtomicU64,
 }
 
 impl Registry {
@@ -37,51 +54,117 @@ impl Registry {
             per_key: per_key.map(|(max, limits)| PerKey {
                 limits,
                 adaptive,
-                slots: (0..max).map(|_| OnceLock::new()).collect(),
+                slots: (0..max).map(|_| ArcSwapOption::empty()).collect(),
+                misses: AtomicU64::new(0),
+                evicted: AtomicU64::new(0),
             }),
         }
     }
 
     /// The partition for `key` (the default when there is no key, or no room for a new one).
     #[inline]
-    pub(crate) fn find(&self, key: Option<&str>) -> &Arc<Partition> {
+    pub(crate) fn find(&self, key: Option<&str>) -> Arc<Partition> {
         let Some(key) = key else {
-            return &self.default;
+            return self.default.clone();
         };
         if let Some(named) = self.named.iter().find(|p| &*p.name == key) {
-            return named;
+            return named.clone();
         }
-        let Some(per_key) = &self.per_key else {
-            return &self.default;
-        };
-        let len = per_key.slots.len();
-        if len == 0 {
-            return &self.default;
+        match &self.per_key {
+            Some(per_key) if !per_key.slots.is_empty() => per_key.find(key, &self.default),
+            _ => self.default.clone(),
         }
-        let start = fnv1a(key.as_bytes()) as usize % len;
-        for step in 0..len {
-            let slot = &per_key.slots[(start + step) % len];
-            // Slots fill in probe order and never change, so the first slot holding `key` (or
-            // the first empty one, where it is inserted) is the same for every thread.
-            let partition = slot.get_or_init(|| {
-                Arc::new(Partition::new(key.into(), per_key.limits, per_key.adaptive))
-            });
-            if &*partition.name == key {
-                return partition;
-            }
-        }
-        &self.default
+    }
+
+    /// Per-key partitions evicted to make room for new keys, since the bulkhead was built.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.per_key
+            .as_ref()
+            .map_or(0, |p| p.evicted.load(Ordering::Relaxed))
     }
 
     /// Every partition that exists now.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Partition>> {
-        std::iter::once(&self.default)
-            .chain(self.named.iter())
-            .chain(
-                self.per_key
-                    .iter()
-                    .flat_map(|p| p.slots.iter().filter_map(OnceLock::get)),
-            )
+    pub(crate) fn all(&self) -> Vec<Arc<Partition>> {
+        let mut all = vec![self.default.clone()];
+        all.extend(self.named.iter().cloned());
+        if let Some(per_key) = &self.per_key {
+            all.extend(per_key.slots.iter().filter_map(|slot| slot.load_full()));
+        }
+        all
+    }
+}
+
+impl PerKey {
+    /// The slots `key` may live in, from its hash on.
+    fn window(&self, key: &str) -> impl Iterator<Item = usize> + use<> {
+        let len = self.slots.len();
+        let start = fnv1a(key.as_bytes()) as usize % len;
+        (0..PROBE.min(len)).map(move |step| (start + step) % len)
+    }
+
+    /// The generation of misses now: one table's worth each.
+    fn generation(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed) / self.slots.len() as u64
+    }
+
+    fn find(&self, key: &str, default: &Arc<Partition>) -> Arc<Partition> {
+        let now = self.generation();
+        // A few rounds: an insert that lost a race looks again (it may find the winner's).
+        for _ in 0..4 {
+            let mut free = None;
+            for i in self.window(key) {
+                let current = self.slots[i].load();
+                match &*current {
+                    Some(partition) if &*partition.name == key => {
+                        partition.mark_used(now);
+                        return Arc::clone(partition);
+                    }
+                    None if free.is_none() => free = Some((i, None)),
+                    Some(partition)
+                        if free.is_none() && partition.stale_at(now) && partition.is_idle() =>
+                    {
+                        free = Some((i, Some(Arc::clone(partition))));
+                    }
+                    _ => {}
+                }
+            }
+            let Some((i, old)) = free else {
+                // No room: the default partition, and one more miss (partitions not used while
+                // the misses fill two generations become evictable).
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return default.clone();
+            };
+            let partition = Arc::new(Partition::new(key.into(), self.limits, self.adaptive));
+            partition.mark_used(now);
+            let previous = self.slots[i].compare_and_swap(&old, Some(partition.clone()));
+            let swapped = match (&*previous, &old) {
+                (None, None) => true,
+                (Some(p), Some(o)) => Arc::ptr_eq(p, o),
+                _ => false,
+            };
+            if !swapped {
+                continue;
+            }
+            if old.is_some() {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            // Another thread may have put the same key in an earlier slot of the window
+            // meanwhile: the earliest wins (every racer keeps the same one), the other goes.
+            for j in self.window(key) {
+                if j == i {
+                    break;
+                }
+                if let Some(earlier) = &*self.slots[j].load()
+                    && &*earlier.name == key
+                {
+                    let _ =
+                        self.slots[i].compare_and_swap(&Some(partition), None::<Arc<Partition>>);
+                    return Arc::clone(earlier);
+                }
+            }
+            return partition;
+        }
+        default.clone()
     }
 }
 
@@ -106,30 +189,61 @@ mod tests {
         )
     }
 
+    fn names(r: &Registry) -> Vec<String> {
+        r.all().iter().map(|p| p.name.to_string()).collect()
+    }
+
     #[test]
     fn keys_find_their_partition_and_the_table_is_bounded() {
         let r = registry(4);
         assert_eq!(&*r.find(None).name, "default");
         assert_eq!(&*r.find(Some("health")).name, "health");
-        let tenants: Vec<String> = (0..100).map(|i| format!("tenant-{i}")).collect();
-        let mut own = 0;
-        for tenant in &tenants {
-            let p = r.find(Some(tenant));
-            if &*p.name == tenant.as_str() {
-                own += 1;
-                // Found again, the same partition.
-                assert!(Arc::ptr_eq(p, r.find(Some(tenant))));
-            } else {
-                assert_eq!(&*p.name, "default");
+        for i in 0..4 {
+            let key = format!("tenant-{i}");
+            let p = r.find(Some(&key));
+            assert_eq!(&*p.name, key);
+            // Found again, the same partition.
+            assert!(Arc::ptr_eq(&p, &r.find(Some(&key))));
+        }
+        // Full: new keys share the default partition — until two tables' worth of them (8)
+        // found no room while the four sat unused: then a new key takes a stale one's slot.
+        for i in 0..8 {
+            assert_eq!(&*r.find(Some(&format!("miss-{i}"))).name, "default", "{i}");
+        }
+        assert_eq!(r.evicted(), 0);
+        assert_eq!(&*r.find(Some("tenant-5")).name, "tenant-5");
+        assert_eq!(r.evicted(), 1);
+        // Never more partitions than the table's slots (plus the default and the declared).
+        for i in 0..1000 {
+            r.find(Some(&format!("flood-{i}")));
+            assert!(r.all().len() <= 1 + 1 + 4);
+        }
+    }
+
+    /// A partition with a call in flight, or used since the table last filled, keeps its slot
+    /// through a flood of new keys; the rest make room.
+    #[test]
+    fn busy_and_recently_used_partitions_keep_their_slots() {
+        let r = registry(8);
+        let busy = r.find(Some("busy"));
+        assert!(busy.try_acquire().is_some());
+        let regular = r.find(Some("regular"));
+        // "regular" is used once every four new keys (half the table's size).
+        for i in 0..10_000 {
+            r.find(Some(&format!("flood-{i}")));
+            if i % 4 == 0 {
+                assert!(Arc::ptr_eq(&regular, &r.find(Some("regular"))), "round {i}");
             }
         }
-        assert_eq!(own, 4);
-        assert_eq!(r.all().count(), 1 + 1 + 4);
+        assert!(Arc::ptr_eq(&busy, &r.find(Some("busy"))));
+        assert!(Arc::ptr_eq(&regular, &r.find(Some("regular"))));
+        assert!(r.evicted() > 0);
+        busy.release();
     }
 
     #[test]
     fn concurrent_inserts_never_duplicate_a_key() {
-        let r = registry(64);
+        let r = registry(1024);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
@@ -139,7 +253,7 @@ mod tests {
                 });
             }
         });
-        let mut names: Vec<String> = r.all().map(|p| p.name.to_string()).collect();
+        let mut names = names(&r);
         let count = names.len();
         names.sort();
         names.dedup();

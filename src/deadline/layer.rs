@@ -248,6 +248,12 @@ impl Expiry {
     }
 }
 
+/// Whether `err` is a pool's checkout timing out at or after `due`: the pool bounds a checkout
+/// just past the deadline it was given, so the timer of the layer above is what ran out.
+fn own_wait_ran_out(err: &(dyn std::error::Error + 'static), due: Instant) -> bool {
+    matches!(err.downcast_ref::<Error>(), Some(Error::PoolTimeout { .. })) && Instant::now() >= due
+}
+
 impl<F> ResponseFuture<F> {
     /// Races `inner` against a timer that fires at `at`. `stamped`: the timeout was written on
     /// the request, so a transport timeout from below means this timer's expiry.
@@ -289,10 +295,22 @@ where
             } => {
                 // The response wins a tie with the timer.
                 if let Poll::Ready(result) = inner.poll(cx) {
+                    let due = match &*timer {
+                        Timer::Unarmed { at } => *at,
+                        Timer::Armed { sleep } => sleep.deadline(),
+                    };
                     return Poll::Ready(result.map_err(|err| {
                         let err: BoxError = err.into();
                         if *stamped && chain_has_transport_timeout(err.as_ref()) {
                             expiry.error(super::cut::Cut::default())
+                        } else if own_wait_ran_out(err.as_ref(), due) {
+                            // A wait of our own below (a pool's checkout, bounded just past
+                            // this timer) ended as this timer came due: what ran out is this
+                            // timer's time, and the request never left.
+                            expiry.error(super::cut::Cut {
+                                endpoint: None,
+                                unsent: true,
+                            })
                         } else {
                             Error::from_inner(err)
                         }

@@ -36,6 +36,10 @@ struct State<Conn> {
     next_id: u64,
     /// Whether this endpoint's connections are multiplexed, once one has been seen.
     multiplexed: Option<bool>,
+    /// Connects that failed so far, and the last one's error: a checkout waiting for a
+    /// connection when a connect fails and none is open gets that error.
+    connect_failures: u64,
+    last_connect_error: Option<Arc<crate::BoxError>>,
 }
 
 /// What a checkout attempt found.
@@ -44,8 +48,9 @@ pub(crate) enum Take<Conn: Connection> {
     Ready(Checkout<Conn>),
     /// Room for a new connection, reserved for the caller.
     Connect(Reservation<Conn>),
-    /// Nothing free and no room: wait for a return.
-    Wait,
+    /// Nothing free and no room: wait for a return. Carries the count of failed connects at the
+    /// look, to learn of one that fails during the wait.
+    Wait(u64),
 }
 
 #[derive(Default)]
@@ -93,6 +98,8 @@ impl<Conn> Slots<Conn> {
                 connecting: 0,
                 next_id: 0,
                 multiplexed: None,
+                connect_failures: 0,
+                last_connect_error: None,
             }),
             notify: Notify::new(),
             jitter,
@@ -220,11 +227,14 @@ impl<Conn: Connection> Slots<Conn> {
             slot.retired = true;
         }
         if state.connecting > 0 && state.multiplexed != Some(false) {
-            // A connection on its way may carry this call too (HTTP/2): wait for it rather
-            // than open one connection per caller, unless it is already spoken for.
+            // A connection on its way may carry this call too (HTTP/2, or not known yet): wait
+            // for it rather than open one connection per caller, unless it is already spoken
+            // for. If that connect fails, every waiter gets its error at once
+            // (`connect_failed`). On HTTP/1 each caller connects itself, up to
+            // `max_connecting`.
             let waiting = self.counters.waiters.load(Ordering::Relaxed);
             if waiting < state.connecting * max_streams {
-                return Take::Wait;
+                return Take::Wait(state.connect_failures);
             }
         }
         let open = state.slots.len() + state.connecting;
@@ -234,7 +244,37 @@ impl<Conn: Connection> Slots<Conn> {
                 slots: Some(self.clone()),
             });
         }
-        Take::Wait
+        Take::Wait(state.connect_failures)
+    }
+
+    /// Records a failed connect. With no connection open, every waiting checkout is woken to
+    /// take the error (they were waiting for a connect that cannot come); otherwise one, to
+    /// connect in its place.
+    pub(crate) fn connect_failed(&self, error: Arc<crate::BoxError>) {
+        self.counters
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        state.connect_failures += 1;
+        state.last_connect_error = Some(error);
+        let none_open = state.slots.is_empty();
+        drop(state);
+        if none_open {
+            self.notify.notify_waiters();
+        } else {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The error of a connect that failed since the count `seen`, if one did and still no
+    /// connection is open.
+    pub(crate) fn connect_failed_since(&self, seen: u64) -> Option<Arc<crate::BoxError>> {
+        let state = self.lock();
+        if state.connect_failures > seen && state.slots.is_empty() {
+            state.last_connect_error.clone()
+        } else {
+            None
+        }
     }
 
     /// Drops connections that are closed, idle too long or past their lifetime (once idle), and

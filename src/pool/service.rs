@@ -255,16 +255,14 @@ where
                         None => Err(timed_out(slots, start)),
                     },
                     Ok(Err(error)) => {
-                        slots.record_connect_failure();
                         let error: BoxError = error.into();
                         tracing::debug!(endpoint = %slots.endpoint, %error, "pool connect failed");
-                        Err(Error::Inner(Box::new(NeverSent::new(error))))
+                        Err(connect_failed(slots, error))
                     }
                     Err(_) => {
                         // The endpoint did not complete a connect in the time the checkout had:
                         // its failure (a timeout, weighed by the breakers' floor), never sent —
                         // not our own congestion.
-                        slots.record_connect_failure();
                         let waited = start.elapsed();
                         tracing::debug!(endpoint = %slots.endpoint, ?waited, "pool connect timed out");
                         let timed_out = std::io::Error::new(
@@ -274,11 +272,11 @@ where
                                 slots.endpoint
                             ),
                         );
-                        Err(Error::Inner(Box::new(NeverSent::new(timed_out))))
+                        Err(connect_failed(slots, timed_out.into()))
                     }
                 };
             }
-            Take::Wait => {
+            Take::Wait(failures) => {
                 if !announced {
                     announced = true;
                     tracing::debug!(endpoint = %slots.endpoint, "pool exhausted: checkout waits");
@@ -288,8 +286,39 @@ where
                 if tokio::time::timeout_at(until, notified).await.is_err() {
                     return Err(timed_out(slots, start));
                 }
+                // A connect failed while this checkout waited and no connection is open: the
+                // connect it waited for cannot come — its error now, not a timeout later.
+                if let Some(error) = slots.connect_failed_since(failures) {
+                    return Err(Error::Inner(Box::new(NeverSent::new(SharedConnectError(
+                        error,
+                    )))));
+                }
             }
         }
+    }
+}
+
+/// Records a failed connect (every checkout waiting on it learns of it) and makes the caller's
+/// never-sent error.
+fn connect_failed<Conn: Connection>(slots: &Slots<Conn>, error: BoxError) -> Error {
+    let error = Arc::new(error);
+    slots.connect_failed(error.clone());
+    Error::Inner(Box::new(NeverSent::new(SharedConnectError(error))))
+}
+
+/// A connect's error, shared by every checkout that waited for that connect.
+#[derive(Debug)]
+struct SharedConnectError(Arc<BoxError>);
+
+impl std::fmt::Display for SharedConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connect failed")
+    }
+}
+
+impl std::error::Error for SharedConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&**self.0)
     }
 }
 
