@@ -693,6 +693,79 @@ async fn hanging_connects_fail_every_waiter_with_the_connect_error() {
     assert!(pool.stats().connect_failures >= 1);
 }
 
+/// A connector whose connects take 50 ms, and whose `fail_at`-th connect (counting from 1)
+/// is refused after 10 ms.
+#[derive(Clone)]
+struct OneRefusal {
+    made: Arc<AtomicUsize>,
+    fail_at: usize,
+}
+
+impl Service<SocketAddr> for OneRefusal {
+    type Response = HttpConnection<Full<Bytes>>;
+    type Error = stanchion::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        let n = self.made.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail = n == self.fail_at;
+        let mut inner = HttpConnector::<Full<Bytes>>::http1();
+        Box::pin(async move {
+            if fail {
+                sleep(10 * MS).await;
+                return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into());
+            }
+            sleep(50 * MS).await;
+            inner.call(addr).await
+        })
+    }
+}
+
+/// One connect refused while others are in flight (HTTP/1, the pool emptied by its idle
+/// timeout): only its own caller fails — the waiters are not told a connect that cannot come,
+/// since others are still on their way.
+#[tokio::test(start_paused = true)]
+async fn one_refused_connect_fails_only_its_caller_while_others_are_in_flight() {
+    let server = HttpServer::start(FaultPlan::always(Fault::ok().latency(100 * MS))).await;
+    let pool = PoolBuilder::new()
+        .idle_timeout(SEC)
+        .build(
+            OneRefusal {
+                made: Arc::default(),
+                fail_at: 2,
+            },
+            server.addr(),
+        )
+        .unwrap();
+    let fetch = |pool: &Pool<OneRefusal, SocketAddr>| {
+        let pool = pool.clone();
+        async move {
+            let res = pool.oneshot(get("/")).await?;
+            res.into_body().collect().await.map_err(Error::from_inner)?;
+            Ok::<_, Error>(())
+        }
+    };
+    // Learn that the endpoint speaks HTTP/1, then let the connection idle out.
+    fetch(&pool).await.unwrap();
+    sleep(3 * SEC).await;
+    assert_eq!(pool.stats().open, 0);
+    let calls: Vec<_> = (0..8).map(|_| tokio::spawn(fetch(&pool))).collect();
+    let mut failed = 0;
+    for call in calls {
+        if call.await.unwrap().is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(
+        failed, 1,
+        "one refused connect failed more than its own caller"
+    );
+}
+
 /// Paused time runs on one thread; this runs the pool's bookkeeping on two at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_threads_never_push_the_pool_past_its_size() {

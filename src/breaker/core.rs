@@ -280,11 +280,11 @@ impl CircuitBreaker {
         if kind(word) != OPEN {
             return None;
         }
-        // Not yet published by the trip that opened it: at most the open duration.
+        // Not yet published by the trip that opened it: at most the longest opening.
         Some(
             inner
                 .open_until_of(word)
-                .map_or(inner.config.open_duration, |until| {
+                .map_or(inner.longest_open(), |until| {
                     Duration::from_nanos(until.saturating_sub(inner.now_nanos()))
                 }),
         )
@@ -393,8 +393,12 @@ impl Inner {
             OPEN => BreakerState::Open,
             _ => BreakerState::HalfOpen,
         };
-        if let Some(until) = open_until {
-            self.publish_open_until(generation(to), until);
+        if let Some(until) = open_until
+            && !self.publish_open_until(generation(to), until)
+        {
+            // The state has already left this open period (a reset, another trip): it was
+            // never seen open — nothing to announce, no opening to count.
+            return false;
         }
         let open_for =
             open_until.map(|until| Duration::from_nanos(until.saturating_sub(self.now_nanos())));
@@ -419,15 +423,15 @@ impl Inner {
 
     /// Publishes the end of the open period of generation `generation`, won by this trip's
     /// compare-and-swap — unless the state has moved past it already (a trip descheduled
-    /// between its swap and this must not overwrite a newer period's end). Trips are rare:
-    /// they serialize on a lock; readers never take it.
-    fn publish_open_until(&self, generation_opened: u64, until: u64) {
+    /// between its swap and this must not overwrite a newer period's end): `false` then. Trips
+    /// are rare: they serialize on a lock; readers never take it.
+    fn publish_open_until(&self, generation_opened: u64, until: u64) -> bool {
         let _writing = self
             .publishing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if generation(self.state.load(Ordering::Acquire)) != generation_opened {
-            return;
+            return false;
         }
         let sequence = self.open_sequence.load(Ordering::Relaxed);
         self.open_sequence.store(sequence + 1, Ordering::Relaxed);
@@ -436,6 +440,7 @@ impl Inner {
         self.open_generation
             .store(generation_opened, Ordering::Relaxed);
         self.open_sequence.store(sequence + 2, Ordering::Release);
+        true
     }
 
     fn announce(&self, state: BreakerState, open_for: Option<Duration>) {

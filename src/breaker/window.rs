@@ -139,8 +139,9 @@ struct CountStripe {
 
 /// Turns after which a stripe that recorded nothing no longer counts. Seven: the other three
 /// stripes may each be one call short of a turn (three turns in three calls), and the stripe's
-/// own last call may complete one, so seven turns guarantee at least 4`n` calls elsewhere —
-/// the whole window's capacity — since its last record.
+/// own last call may complete one, so seven turns mean at least 4`n` calls elsewhere — the whole
+/// window's capacity — since its last record (when threads do not share a stripe; two that do
+/// may both count one wrap, or lose a cursor step: the window is statistical there).
 const STALE_AFTER_TURNS: u64 = 7;
 
 const PRESENT: u8 = 1;

@@ -156,10 +156,12 @@ impl Partition {
         self.used_at.load(Ordering::Relaxed) + 2 <= now
     }
 
-    /// Whether nothing is in flight or waiting (a moment's view).
+    /// Whether nothing is in flight or waiting (a moment's view): every permit is free, or left
+    /// in the handoff by a waiter that gave up as it was handed one.
     pub(crate) fn is_idle(&self) -> bool {
+        let free = self.free.load(Ordering::SeqCst) + self.handoff.available_permits() as isize;
         self.queued.load(Ordering::SeqCst) == 0
-            && self.free.load(Ordering::SeqCst) >= self.limit.load(Ordering::SeqCst) as isize
+            && free >= self.limit.load(Ordering::SeqCst) as isize
     }
 
     /// Takes a free permit without waiting: from the free count, or one left in the handoff

@@ -1,7 +1,7 @@
 //! Which partition a call belongs to: declared partitions, bounded per-key partitions, a default.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
 
@@ -14,13 +14,15 @@ const PROBE: usize = 8;
 /// time, and per-key partitions live in a fixed-size table of atomically swapped slots.
 ///
 /// A key lives in one of the [`PROBE`] slots from its hash on, so a lookup reads at most eight
-/// slots whatever the table's size (O(1)). A new key takes the first empty slot there, or else
-/// one whose partition is idle (nothing in flight or queued) and *stale*: unused while at least
-/// as many new keys as the table has slots found no room. (The table counts those misses in
-/// generations of one table's worth; a partition remembers the generation of its last use and
-/// is stale two generations on.) So a partition in use keeps its slot, and keys that come and go
-/// do not evict each other on every call. A key that finds no room at all shares the default
-/// partition. Evictions are counted ([`Registry::evicted`]).
+/// slots whatever the table's size (O(1)), without a lock. A new key — under a lock only
+/// inserts take — gets the first empty slot there, or else one whose partition is idle (nothing
+/// in flight or queued) and *stale*: unused while calls of new keys missed at least as many
+/// times as the table has slots. (The table counts misses in generations of one table's worth;
+/// a partition remembers the generation of its last use and is stale two generations on.) So a
+/// partition in use keeps its slot, and keys that come and go do not evict each other on every
+/// call. A key that finds no room shares the default partition — also when free slots are
+/// elsewhere in the table, outside its eight: size the table above the keys you expect.
+/// Evictions are counted ([`Registry::evicted`]).
 #[derive(Debug)]
 pub(crate) struct Registry {
     pub(crate) default: Arc<Partition>,
@@ -33,9 +35,15 @@ struct PerKey {
     limits: Limits,
     adaptive: Option<AdaptiveLimit>,
     slots: Box<[ArcSwapOption<Partition>]>,
-    /// New keys that found their slots full (no empty, no idle and stale one).
+    /// Calls of new keys that found their slots full (no empty, no idle and stale one).
     misses: AtomicU64,
+    /// `misses` / the table's size, kept apart so a lookup reads a line written once per
+    /// table's worth of misses.
+    generation: AtomicU64,
     evicted: AtomicU64,
+    /// Inserts and evictions (rare: a key's first call, or a miss) take it, so two never race
+    /// for a key or a slot; lookups never do.
+    inserting: Mutex<()>,
 }
 
 impl Registry {
@@ -56,7 +64,9 @@ impl Registry {
                 adaptive,
                 slots: (0..max).map(|_| ArcSwapOption::empty()).collect(),
                 misses: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
                 evicted: AtomicU64::new(0),
+                inserting: Mutex::new(()),
             }),
         }
     }
@@ -102,69 +112,69 @@ impl PerKey {
         (0..PROBE.min(len)).map(move |step| (start + step) % len)
     }
 
-    /// The generation of misses now: one table's worth each.
-    fn generation(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed) / self.slots.len() as u64
+    fn find(&self, key: &str, default: &Arc<Partition>) -> Arc<Partition> {
+        let now = self.generation.load(Ordering::Relaxed);
+        // The lookup: lock-free, at most eight slots.
+        for i in self.window(key) {
+            if let Some(partition) = &*self.slots[i].load()
+                && &*partition.name == key
+            {
+                partition.mark_used(now);
+                return Arc::clone(partition);
+            }
+        }
+        self.insert(key, default)
     }
 
-    fn find(&self, key: &str, default: &Arc<Partition>) -> Arc<Partition> {
-        let now = self.generation();
-        // A few rounds: an insert that lost a race looks again (it may find the winner's).
-        for _ in 0..4 {
-            let mut free = None;
-            for i in self.window(key) {
-                let current = self.slots[i].load();
-                match &*current {
-                    Some(partition) if &*partition.name == key => {
-                        partition.mark_used(now);
-                        return Arc::clone(partition);
-                    }
-                    None if free.is_none() => free = Some((i, None)),
-                    Some(partition)
-                        if free.is_none() && partition.stale_at(now) && partition.is_idle() =>
-                    {
-                        free = Some((i, Some(Arc::clone(partition))));
-                    }
-                    _ => {}
+    /// A key's first call, or one that found no room: under the insert lock, look again (another
+    /// call may have just put the key in), then take an empty slot of the window, or evict an
+    /// idle, stale partition.
+    #[cold]
+    fn insert(&self, key: &str, default: &Arc<Partition>) -> Arc<Partition> {
+        let _inserting = self
+            .inserting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.generation.load(Ordering::Relaxed);
+        let mut room = None;
+        for i in self.window(key) {
+            match &*self.slots[i].load() {
+                Some(partition) if &*partition.name == key => {
+                    partition.mark_used(now);
+                    return Arc::clone(partition);
                 }
-            }
-            let Some((i, old)) = free else {
-                // No room: the default partition, and one more miss (partitions not used while
-                // the misses fill two generations become evictable).
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                return default.clone();
-            };
-            let partition = Arc::new(Partition::new(key.into(), self.limits, self.adaptive));
-            partition.mark_used(now);
-            let previous = self.slots[i].compare_and_swap(&old, Some(partition.clone()));
-            let swapped = match (&*previous, &old) {
-                (None, None) => true,
-                (Some(p), Some(o)) => Arc::ptr_eq(p, o),
-                _ => false,
-            };
-            if !swapped {
-                continue;
-            }
-            if old.is_some() {
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-            }
-            // Another thread may have put the same key in an earlier slot of the window
-            // meanwhile: the earliest wins (every racer keeps the same one), the other goes.
-            for j in self.window(key) {
-                if j == i {
-                    break;
-                }
-                if let Some(earlier) = &*self.slots[j].load()
-                    && &*earlier.name == key
+                None if room.is_none() => room = Some(i),
+                Some(partition)
+                    if room.is_none() && partition.stale_at(now) && partition.is_idle() =>
                 {
-                    let _ =
-                        self.slots[i].compare_and_swap(&Some(partition), None::<Arc<Partition>>);
-                    return Arc::clone(earlier);
+                    room = Some(i);
                 }
+                _ => {}
             }
-            return partition;
         }
-        default.clone()
+        let Some(i) = room else {
+            // No room: the default partition, and one more miss.
+            let misses = self.misses.fetch_add(1, Ordering::Relaxed) + 1;
+            let generation = misses / self.slots.len() as u64;
+            if generation != now {
+                self.generation.store(generation, Ordering::Relaxed);
+            }
+            return default.clone();
+        };
+        let partition = Arc::new(Partition::new(key.into(), self.limits, self.adaptive));
+        partition.mark_used(now);
+        let evicted = self.slots[i].swap(Some(partition.clone()));
+        if let Some(evicted) = evicted {
+            // A lookup may have taken the evicted partition just before the swap: put it back
+            // if it is in use now, and let this key share the default partition this time.
+            if !evicted.is_idle() || !evicted.stale_at(now) {
+                self.slots[i].store(Some(evicted));
+                return default.clone();
+            }
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(partition = %evicted.name, "idle bulkhead partition evicted for a new key");
+        }
+        partition
     }
 }
 
@@ -243,7 +253,7 @@ mod tests {
 
     #[test]
     fn concurrent_inserts_never_duplicate_a_key() {
-        let r = registry(1024);
+        let r = registry(64);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {

@@ -247,30 +247,33 @@ impl<Conn: Connection> Slots<Conn> {
         Take::Wait(state.connect_failures)
     }
 
-    /// Records a failed connect. With no connection open, every waiting checkout is woken to
-    /// take the error (they were waiting for a connect that cannot come); otherwise one, to
-    /// connect in its place.
-    pub(crate) fn connect_failed(&self, error: Arc<crate::BoxError>) {
+    /// Records a failed connect (its reservation already given back). With `tell_waiters` — the
+    /// endpoint's own failure, not one caller's time running out — and no other connect in
+    /// flight and no connection open, every waiting checkout is woken to take the error (they
+    /// were waiting for a connect that cannot come); otherwise one, to connect in its place.
+    pub(crate) fn connect_failed(&self, error: Arc<crate::BoxError>, tell_waiters: bool) {
         self.counters
             .connect_failures
             .fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
-        state.connect_failures += 1;
-        state.last_connect_error = Some(error);
-        let none_open = state.slots.is_empty();
+        let everyone = tell_waiters && state.connecting == 0 && state.slots.is_empty();
+        if everyone {
+            state.connect_failures += 1;
+            state.last_connect_error = Some(error);
+        }
         drop(state);
-        if none_open {
+        if everyone {
             self.notify.notify_waiters();
         } else {
             self.notify.notify_one();
         }
     }
 
-    /// The error of a connect that failed since the count `seen`, if one did and still no
-    /// connection is open.
+    /// The error of a connect that failed for every waiter since the count `seen`, if one did
+    /// and still no connect is in flight and no connection is open.
     pub(crate) fn connect_failed_since(&self, seen: u64) -> Option<Arc<crate::BoxError>> {
         let state = self.lock();
-        if state.connect_failures > seen && state.slots.is_empty() {
+        if state.connect_failures > seen && state.connecting == 0 && state.slots.is_empty() {
             state.last_connect_error.clone()
         } else {
             None

@@ -257,7 +257,10 @@ where
                     Ok(Err(error)) => {
                         let error: BoxError = error.into();
                         tracing::debug!(endpoint = %slots.endpoint, %error, "pool connect failed");
-                        Err(connect_failed(slots, error))
+                        // The room goes back before the others are told: the last connect in
+                        // flight failing, with none open, is news for every waiter.
+                        drop(reservation);
+                        Err(connect_failed(slots, error, true))
                     }
                     Err(_) => {
                         // The endpoint did not complete a connect in the time the checkout had:
@@ -272,7 +275,10 @@ where
                                 slots.endpoint
                             ),
                         );
-                        Err(connect_failed(slots, timed_out.into()))
+                        // Bounded by this caller's own time (its checkout timeout or deadline), so
+                        // not news for the others, who have their own.
+                        drop(reservation);
+                        Err(connect_failed(slots, timed_out.into(), false))
                     }
                 };
             }
@@ -298,11 +304,16 @@ where
     }
 }
 
-/// Records a failed connect (every checkout waiting on it learns of it) and makes the caller's
-/// never-sent error.
-fn connect_failed<Conn: Connection>(slots: &Slots<Conn>, error: BoxError) -> Error {
+/// Records a failed connect — with `tell_waiters`, the endpoint's own failure, which every
+/// checkout waiting for a connect learns of when no other connect is in flight and no
+/// connection is open — and makes the caller's never-sent error.
+fn connect_failed<Conn: Connection>(
+    slots: &Slots<Conn>,
+    error: BoxError,
+    tell_waiters: bool,
+) -> Error {
     let error = Arc::new(error);
-    slots.connect_failed(error.clone());
+    slots.connect_failed(error.clone(), tell_waiters);
     Error::Inner(Box::new(NeverSent::new(SharedConnectError(error))))
 }
 

@@ -47,6 +47,8 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// ```
 pub struct ReplayBody<B> {
     shared: Arc<Mutex<Shared<B>>>,
+    /// This handle's number among the copies (for the waiters' list).
+    id: u64,
     /// Data chunks this handle has produced.
     position: usize,
     trailers_sent: bool,
@@ -61,6 +63,8 @@ struct Shared<B> {
     /// starting while an earlier attempt still streams). Made the first time a handle has to
     /// wait, so a body read at once pays nothing.
     waiting: Option<Arc<Waiters>>,
+    /// Handles made so far (each copy gets the next number).
+    handles: u64,
     /// Copies of the chunks read so far (emptied on overflow).
     chunks: Vec<Bytes>,
     /// Chunks read from the original so far.
@@ -85,6 +89,7 @@ impl<B: Body> ReplayBody<B> {
             shared: Arc::new(Mutex::new(Shared {
                 body: (!ended).then_some(body),
                 waiting: None,
+                handles: 1,
                 chunks: Vec::new(),
                 read: 0,
                 copied: 0,
@@ -93,6 +98,7 @@ impl<B: Body> ReplayBody<B> {
                 trailers: None,
                 ended,
             })),
+            id: 0,
             position: 0,
             trailers_sent: false,
             size_hint,
@@ -111,11 +117,16 @@ impl<B> ReplayBody<B> {
 
 impl<B> RetryBody for ReplayBody<B> {
     fn try_clone_body(&self) -> Option<Self> {
-        if self.lock().lost {
+        let mut shared = self.lock();
+        if shared.lost {
             return None;
         }
+        let id = shared.handles;
+        shared.handles += 1;
+        drop(shared);
         Some(ReplayBody {
             shared: self.shared.clone(),
+            id,
             position: 0,
             trailers_sent: false,
             size_hint: self.size_hint,
@@ -127,26 +138,41 @@ impl<B> RetryBody for ReplayBody<B> {
     }
 }
 
-/// The handles waiting for the original body to produce more: a waker that wakes them all.
+/// The handles waiting for the original body to produce more, one entry each: a waker that wakes
+/// them all.
 #[derive(Default)]
-struct Waiters(Mutex<Vec<Waker>>);
+struct Waiters(Mutex<Vec<(u64, Waker)>>);
 
 impl Waiters {
-    fn lock(&self) -> MutexGuard<'_, Vec<Waker>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<(u64, Waker)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(&self, waker: &Waker) {
+    /// Handle `id` waits, to be woken by `waker`.
+    fn register(&self, id: u64, waker: &Waker) {
         let mut wakers = self.lock();
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+        match wakers.iter_mut().find(|(handle, _)| *handle == id) {
+            Some((_, known)) if known.will_wake(waker) => {}
+            Some((_, known)) => *known = waker.clone(),
+            None => wakers.push((id, waker.clone())),
         }
     }
 
     fn wake_all(&self) {
         let wakers = std::mem::take(&mut *self.lock());
-        for waker in wakers {
+        for (_, waker) in wakers {
             waker.wake();
+        }
+    }
+
+    /// Handle `id` got what it waited for: it no longer waits; every other handle is woken
+    /// (a task reading two copies is woken for the other).
+    fn progressed(&self, id: u64) {
+        let wakers = std::mem::take(&mut *self.lock());
+        for (handle, waker) in wakers {
+            if handle != id {
+                waker.wake();
+            }
         }
     }
 }
@@ -226,13 +252,13 @@ where
             // Registered before the poll, so a wake between the poll and the registration is
             // not lost; the body is polled with a waker that wakes every waiting handle.
             let waiting = shared.waiting.get_or_insert_with(Arc::default).clone();
-            waiting.register(cx.waker());
+            waiting.register(this.id, cx.waker());
             let waker = Waker::from(waiting.clone());
             let polled = Pin::new(body).poll_frame(&mut Context::from_waker(&waker));
             if polled.is_ready() {
-                // The frontier moves (or the body ends): whoever waited has something to do —
-                // this task too, if it waits on another copy (one task may read two).
-                waiting.wake_all();
+                // The frontier moves (or the body ends): every other handle that waited has
+                // something to do — this task's too, if it reads another copy.
+                waiting.progressed(this.id);
             }
             match ready!(polled) {
                 None => {

@@ -59,15 +59,16 @@ pub(super) struct LeaseCounters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct IdempotencyStats {
-    /// Lease renewals made while handlers ran.
+    /// Lease renewals that came back (kept, lost or failed) while handlers ran.
     pub renewals: u64,
     /// Renewals still in flight when the lease's end passed (slower than the lease's margin:
     /// what was left of it when they began).
     pub slow_renewals: u64,
     /// Renewals the store failed (an error).
     pub failed_renewals: u64,
-    /// Leases lost while the handler ran — their end passed with no renewal back, or the store
-    /// no longer held them: another request may have run the key. Each lapse counted once.
+    /// Leases lost while the handler ran — the store no longer held them when a renewal came
+    /// back or the response was to be stored, or their end passed with no renewal in flight
+    /// (the renewals failed): another request may have run the key.
     pub lost_leases: u64,
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Execution<St> {
     pub(super) id: String,
     pub(super) token: LeaseToken,
     pub(super) fingerprint: Fingerprint,
+    /// When the claim was sent: the lease runs from here.
+    pub(super) claimed_at: tokio::time::Instant,
 }
 
 impl<St: IdempotencyStore> Execution<St> {
@@ -101,14 +103,14 @@ impl<St: IdempotencyStore> Execution<St> {
         let every = lease / 3;
         let counters = &self.config.leases;
         let mut work = pin!(work);
-        let mut tick = pin!(tokio::time::sleep(every));
+        let mut tick = pin!(tokio::time::sleep_until(self.claimed_at + every));
         let mut renewal = pin!(none_of(|| self.store.renew(&self.id, self.token, lease)));
         let mut started = tokio::time::Instant::now();
         // The lease is held until here (from the claim, then from each renewal that kept it);
-        // past it, with no renewal back yet, it has lapsed.
-        let mut lapse = pin!(tokio::time::sleep(lease));
+        // past it with no renewal back, it has lapsed.
+        let mut lapse = pin!(tokio::time::sleep_until(self.claimed_at + lease));
+        // This lapse was reported (as lost, or the renewal in flight as slow).
         let mut lapsed = false;
-        let mut slow = false;
         let lost = |why: &str| {
             counters.lost_leases.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -121,48 +123,45 @@ impl<St: IdempotencyStore> Execution<St> {
             if let Poll::Ready(out) = work.as_mut().poll(cx) {
                 return Poll::Ready(out);
             }
-            if !lapsed && lapse.as_mut().poll(cx).is_ready() {
-                lapsed = true;
-                if renewal.is_some() && !slow {
-                    slow = true;
-                    counters.slow_renewals.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        record = %self.id,
-                        took = ?started.elapsed(),
-                        ?lease,
-                        "idempotency lease renewal is slower than the lease's margin"
-                    );
-                }
-                lost("its end passed with no renewal back");
-            }
             loop {
+                // A renewal that is back is taken before the lease's end is looked at.
                 if let Some(in_flight) = renewal.as_mut().as_pin_mut() {
                     let Poll::Ready(result) = in_flight.poll(cx) else {
+                        if !lapsed && lapse.as_mut().poll(cx).is_ready() {
+                            // Still in flight at the lease's end: slow; whether the lease is
+                            // lost, its answer says.
+                            lapsed = true;
+                            counters.slow_renewals.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                record = %self.id,
+                                took = ?started.elapsed(),
+                                ?lease,
+                                "idempotency lease renewal is slower than the lease's margin"
+                            );
+                        }
                         return Poll::Pending;
                     };
                     renewal.set(None);
                     counters.renewals.fetch_add(1, Ordering::Relaxed);
                     match result {
-                        Ok(true) if !lapsed => {
+                        Ok(true) => {
+                            // Kept: held for a lease from when this renewal began.
                             lapse.as_mut().reset(started + lease);
+                            lapsed = false;
                         }
-                        // Kept by the store, but after its end had passed: another request may
-                        // have claimed and run the key meanwhile (counted when it passed).
-                        Ok(true) => {}
-                        Ok(false) => {
-                            if !lapsed {
-                                lapsed = true;
-                                lost("the store no longer holds it for this run");
-                            }
-                        }
+                        Ok(false) => lost("the store no longer holds it for this run"),
                         Err(error) => {
                             counters.failed_renewals.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(%error, record = %self.id, "idempotency lease renewal failed");
                         }
                     }
-                    slow = false;
                     // The next renewal a third of the lease after this one began.
                     tick.as_mut().reset(started + every);
+                }
+                if !lapsed && lapse.as_mut().poll(cx).is_ready() {
+                    // Its end passed with no renewal in flight (they failed): lost.
+                    lapsed = true;
+                    lost("its end passed with no renewal back");
                 }
                 if tick.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
@@ -201,10 +200,16 @@ impl<St: IdempotencyStore> Execution<St> {
             .await
         {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                record = %self.id,
-                "idempotency lease ran out before the handler finished: its response was not stored"
-            ),
+            Ok(false) => {
+                self.config
+                    .leases
+                    .lost_leases
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    record = %self.id,
+                    "idempotency lease ran out before the handler finished: its response was not stored"
+                )
+            }
             Err(error) => {
                 tracing::warn!(%error, record = %self.id, "idempotency store: could not store the response")
             }

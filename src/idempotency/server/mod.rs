@@ -259,6 +259,7 @@ where
             return Ok(Refusal::StoreUnavailable.respond(grpc));
         }
     };
+    let claimed_at = tokio::time::Instant::now();
     match store.claim(&id, fingerprint, token, config.lease).await {
         Err(error) => {
             tracing::warn!(%error, key = key.as_str(), "idempotency store: claim failed");
@@ -281,6 +282,7 @@ where
                 id,
                 token,
                 fingerprint,
+                claimed_at,
             }
             .run(inner, request);
             if !config.detach {
