@@ -178,7 +178,8 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let now = Instant::now();
-        let (timeout, expiry) = match req.deadline() {
+        let carried = req.deadline();
+        let (timeout, expiry) = match carried {
             Some(deadline) if deadline.remaining_at(now) <= self.layer.per_try => {
                 (deadline.remaining_at(now), Expiry::of(deadline))
             }
@@ -210,7 +211,7 @@ where
         // does, and its budget is what the attempt was given (the pool bounds its checkout by
         // it; the balancer tells the endpoint's breaker, for the timeout floor). Written in
         // place: no allocation when the call already carries a deadline.
-        let attempt = Deadline::for_attempt(now, timeout, req.deadline());
+        let attempt = Deadline::for_attempt(now, timeout, carried);
         match req.extensions_mut().get_mut::<Deadline>() {
             Some(deadline) => *deadline = attempt,
             None => req.set_deadline(attempt),
