@@ -811,3 +811,91 @@ async fn two_threads_never_push_the_pool_past_its_size() {
     assert!(stats.open <= 4, "{stats:?}");
     assert_eq!(stats.created - stats.closed, stats.open as u64, "{stats:?}");
 }
+
+/// An `https` request through a pool of plaintext hyper connections is refused before anything
+/// is connected: the listener accepts no connection and receives no byte — on HTTP/1 and on
+/// HTTP/2 (whose preface would be written at the handshake) — and the full client does not
+/// retry it.
+#[tokio::test]
+async fn an_https_request_is_never_written_in_plaintext() {
+    use stanchion::client::{Client, Target};
+    use stanchion::pool::PlaintextRefused;
+    use stanchion::retry::ReplayBody;
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (received, accepted) = (received.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let received = received.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        received.fetch_add(n, Ordering::SeqCst);
+                    }
+                });
+            }
+        })
+    };
+    let secret = || {
+        Request::post("https://payments.example/v1/charges")
+            .header("authorization", "Bearer sk_live_secret")
+            .body(Full::new(Bytes::from_static(b"amount=100")))
+            .unwrap()
+    };
+    for connector in [
+        HttpConnector::<Full<Bytes>>::http1(),
+        HttpConnector::<Full<Bytes>>::http2(),
+    ] {
+        let pool = PoolBuilder::new().build(connector, addr).unwrap();
+        let err = pool.oneshot(secret()).await.unwrap_err();
+        let refused = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<PlaintextRefused>());
+        assert!(refused, "{err:?}");
+        assert_eq!(
+            classify_error(&err).kind(),
+            stanchion::classify::Kind::ClientError
+        );
+    }
+    // Through the whole client: refused once, not retried (the endpoint stack is called once).
+    let calls = Arc::new(AtomicUsize::new(0));
+    let settings = PoolBuilder::new().settings().unwrap();
+    let counted = calls.clone();
+    let client = Client::http(Target::addrs([addr]))
+        .build_with(move |addr| {
+            let pool = settings.build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1(), addr);
+            let counted = counted.clone();
+            tower::util::MapRequest::new(pool, move |req| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                req
+            })
+        })
+        .unwrap();
+    let err = client.oneshot(secret()).await.unwrap_err();
+    assert!(
+        err.report().to_string().contains("plaintext"),
+        "{}",
+        err.report()
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the refused request was retried"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a connection was made");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        0,
+        "bytes reached the socket"
+    );
+    server.abort();
+}

@@ -372,6 +372,10 @@ pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> Class {
     let never_sent =
         chain(err).any(|e| e.is::<NeverSent>() || is_connect_error(e) || never_processed(e));
     for e in chain(err) {
+        if e.is::<crate::pool::PlaintextRefused>() {
+            // The caller's mistake (an https request to a plaintext pool): never retried.
+            return Class::new(Kind::ClientError).with_never_sent(true);
+        }
         if is_transport_timeout(e) || is_io_timeout(e) {
             return Class::new(Kind::Timeout).with_never_sent(never_sent);
         }

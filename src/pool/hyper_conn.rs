@@ -249,6 +249,9 @@ impl<B> fmt::Debug for HttpConnection<B> {
 }
 
 impl<B: Send + 'static> Connection for HttpConnection<B> {
+    /// Plaintext TCP: an `https` request is refused before anything is connected.
+    const SECURE: bool = false;
+
     fn is_closed(&self) -> bool {
         match &self.send {
             Sender::Http1(send) => send.is_closed(),

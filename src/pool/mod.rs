@@ -83,6 +83,12 @@ use crate::Error;
 
 /// What a [`Pool`] must know about a connection it holds.
 pub trait Connection: Send + 'static {
+    /// Whether the connections of this type protect what they carry (TLS). A pool refuses an
+    /// `https` request on a connection type that does not, before connecting or writing a byte
+    /// ([`PlaintextRefused`]). Default: `true` — a connection of your own is trusted to know
+    /// what it does; the crate's plaintext hyper connections say `false`.
+    const SECURE: bool = true;
+
     /// Whether the connection can carry no more requests (closed by the peer, failed, told to
     /// go away). The pool drops such connections and opens new ones.
     fn is_closed(&self) -> bool;
@@ -121,6 +127,11 @@ pub trait PoolRequest: DeadlineCarrier + Sized {
         None
     }
 
+    /// Whether the request must not go in plaintext (an `https` URI). Default: no.
+    fn needs_tls(&self) -> bool {
+        false
+    }
+
     /// Whether a copy taken by [`resend_copy`](Self::resend_copy) can still be sent: its body
     /// can still replay from the start (a replay buffer may have been outgrown, or its source
     /// failed, while the first copy was sent). Default: yes.
@@ -145,6 +156,28 @@ impl<B: crate::retry::RetryBody> PoolRequest for http::Request<B> {
 
     fn can_resend(&self) -> bool {
         crate::retry::RetryBody::is_replayable(self.body())
+    }
+
+    fn needs_tls(&self) -> bool {
+        self.uri().scheme() == Some(&http::uri::Scheme::HTTPS)
+    }
+}
+
+/// An `https` request refused by a pool whose connections are plaintext
+/// ([`Connection::SECURE`] is `false`: the crate's [`HttpConnector`] has no TLS): nothing was
+/// connected or written. The caller's own mistake — a client error, never retried.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused to send an https request in plaintext to {endpoint}: this pool's connections have \
+     no TLS (use a TLS connector, or an http:// URI for a plaintext endpoint)"
+)]
+pub struct PlaintextRefused {
+    endpoint: std::sync::Arc<str>,
+}
+
+impl PlaintextRefused {
+    pub(crate) fn new(endpoint: std::sync::Arc<str>) -> Self {
+        PlaintextRefused { endpoint }
     }
 }
 

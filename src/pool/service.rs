@@ -389,6 +389,12 @@ where
         <C::Response as Service<Req>>::Response: PoolResponse<C::Response>,
         Req: PoolRequest,
     {
+        if !<C::Response as super::Connection>::SECURE && req.needs_tls() {
+            tracing::warn!(endpoint = %self.slots.endpoint, "https request refused: the pool's connections are plaintext");
+            return Err(Error::Inner(Box::new(super::PlaintextRefused::new(
+                self.slots.endpoint.clone(),
+            ))));
+        }
         let start = Instant::now();
         let (bound, deadline) = bound(&self.slots.config, req.deadline());
         // Each pass either sends or finds a connection closed; a pool never has more than
