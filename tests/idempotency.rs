@@ -76,9 +76,10 @@ async fn every_attempt_carries_the_same_minted_key() {
         Some(key.as_str()),
         "the same key on the retry"
     );
-    // A quoted sf-string holding a UUIDv4.
+    // A bare UUIDv4 (what deployed APIs take), by default.
     let parsed = IdempotencyKey::from_header(&key.parse().unwrap()).unwrap();
-    assert!(key.starts_with('"') && key.ends_with('"'));
+    assert!(!key.starts_with('"'), "{key}");
+    assert_eq!(parsed.as_str(), key);
     assert_eq!(&parsed.as_str()[14..15], "4");
     // Both attempts sent the whole body.
     assert!(
@@ -118,7 +119,25 @@ async fn the_callers_key_is_kept_and_a_bad_one_is_refused_before_sending() {
     req.headers_mut()
         .insert("idempotency-key", "order-7".parse().unwrap()); // bare, Stripe-style
     svc.clone().oneshot(req).await.unwrap();
-    assert_eq!(keys_sent(&server), [Some("\"order-7\"".to_owned())]);
+    // Sent as given, bare or quoted.
+    let mut req = post("/payments");
+    req.headers_mut()
+        .insert("idempotency-key", "\"order-8\"".parse().unwrap());
+    svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(
+        keys_sent(&server),
+        [Some("order-7".to_owned()), Some("\"order-8\"".to_owned())]
+    );
+    // Minted keys quoted (an sf-string, per the IETF draft) when asked.
+    let quoted = client(
+        &server,
+        IdempotencyKeyLayer::new()
+            .route("/")
+            .format(stanchion::idempotency::KeyFormat::Quoted),
+    );
+    quoted.oneshot(post("/payments")).await.unwrap();
+    let minted = keys_sent(&server)[2].clone().unwrap();
+    assert!(minted.starts_with('"') && minted.ends_with('"'), "{minted}");
 
     for bad in ["\"unterminated", "\"a\"tail"] {
         let mut req = post("/payments");
@@ -133,7 +152,7 @@ async fn the_callers_key_is_kept_and_a_bad_one_is_refused_before_sending() {
         .insert("idempotency-key", long.parse().unwrap());
     let err = svc.clone().oneshot(req).await.unwrap_err();
     assert!(err.to_string().contains("255"), "{err}");
-    assert_eq!(server.count(), 1, "nothing was sent for the bad keys");
+    assert_eq!(server.count(), 3, "nothing was sent for the bad keys");
 }
 
 #[tokio::test(start_paused = true)]

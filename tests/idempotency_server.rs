@@ -1112,3 +1112,18 @@ async fn lease_renewal_runs_beside_the_handler() {
     assert!(stats.lost_leases >= 1, "{stats:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+/// A key sent bare and the same key sent quoted (an sf-string) are one key to the server.
+#[tokio::test(start_paused = true)]
+async fn a_bare_and_a_quoted_key_are_the_same_key() {
+    let ledger = Arc::new(Ledger::default());
+    let server =
+        LedgerServer::start(layer(MemoryStore::new()).build().unwrap(), ledger.clone()).await;
+    let client = raw(&server);
+    let first = send(&client, pay("/payments", Some("order-9"), "a", MS)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = send(&client, pay("/payments", Some("\"order-9\""), "a", MS)).await;
+    assert!(again.replayed(), "{again:?}");
+    assert_eq!(again.body, first.body);
+    assert_eq!(ledger.started(), 1);
+}

@@ -61,6 +61,7 @@ pub struct ClientBuilder<C> {
     pub(super) drain_window: Option<Duration>,
     pub(super) keys: bool,
     pub(super) key_header: HeaderName,
+    pub(super) key_format: crate::idempotency::KeyFormat,
     pub(super) replay_limit: usize,
     pub(super) routes: Vec<(Route, RoutePolicy)>,
 }
@@ -115,6 +116,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             drain_window: None,
             keys: false,
             key_header: DEFAULT_KEY_HEADER,
+            key_format: crate::idempotency::KeyFormat::Bare,
             replay_limit: crate::retry::DEFAULT_REPLAY_LIMIT,
             routes: Vec::new(),
         }
@@ -280,6 +282,13 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self
     }
 
+    /// How minted keys are written (default bare, as deployed APIs take them; quoted per the
+    /// IETF draft as an option — [`KeyFormat`](crate::idempotency::KeyFormat)).
+    pub fn idempotency_key_format(mut self, format: crate::idempotency::KeyFormat) -> Self {
+        self.key_format = format;
+        self
+    }
+
     /// How much of a request body is kept so the request can be sent again (default 64 KiB;
     /// a longer body is sent once and not retried).
     pub fn replay_limit(mut self, bytes: usize) -> Self {
@@ -324,6 +333,7 @@ mod tests {
         assert_eq!(b.policy, Policy::RoundRobin);
         assert!(!b.keys);
         assert_eq!(b.key_header, DEFAULT_KEY_HEADER);
+        assert_eq!(b.key_format, crate::idempotency::KeyFormat::Bare);
         assert_eq!(b.replay_limit, 64 * 1024);
         assert!(b.routes.is_empty());
         // Left to the balancer, whose defaults are the documented ones.

@@ -175,7 +175,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         } else {
             IdempotencyKeyLayer::new()
         }
-        .header(self.key_header.clone());
+        .header(self.key_header.clone())
+        .format(self.key_format);
         Ok(RouteLayers {
             keys,
             deadline: DeadlineLayer::new(deadline)?,

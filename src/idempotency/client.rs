@@ -10,7 +10,7 @@ use http::{HeaderName, Request};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::IdempotencyKey;
+use super::{IdempotencyKey, KeyFormat};
 use crate::rejected::Rejectable;
 use crate::retry::{RetryOnConflict, RetrySafe};
 use crate::{BoxError, Error};
@@ -27,6 +27,7 @@ struct Route {
 #[derive(Debug, Clone)]
 struct Config {
     header: HeaderName,
+    format: KeyFormat,
     routes: Vec<Route>,
 }
 
@@ -67,6 +68,7 @@ impl IdempotencyKeyLayer {
         IdempotencyKeyLayer {
             config: Arc::new(Config {
                 header: DEFAULT_KEY_HEADER,
+                format: KeyFormat::Bare,
                 routes: Vec::new(),
             }),
         }
@@ -109,6 +111,12 @@ impl IdempotencyKeyLayer {
     /// Sends the key in `header` instead of `Idempotency-Key`.
     pub fn header(self, header: HeaderName) -> Self {
         self.with(|c| c.header = header)
+    }
+
+    /// Writes minted keys as `format` (default [`KeyFormat::Bare`]; a caller's own key is sent
+    /// as given).
+    pub fn format(self, format: KeyFormat) -> Self {
+        self.with(|c| c.format = format)
     }
 }
 
@@ -171,9 +179,14 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if self.config.opted_in(&req) {
             let header = &self.config.header;
+            // The caller's own key is validated and sent as given; a minted one is written in
+            // the configured format.
             let key = match req.headers().get(header) {
                 Some(value) => IdempotencyKey::from_header(value),
-                None => IdempotencyKey::mint(),
+                None => IdempotencyKey::mint().inspect(|key| {
+                    req.headers_mut()
+                        .insert(header.clone(), key.to_header_as(self.config.format));
+                }),
             };
             let key = match key {
                 Ok(key) => key,
@@ -183,7 +196,6 @@ where
                     };
                 }
             };
-            req.headers_mut().insert(header.clone(), key.to_header());
             let extensions = req.extensions_mut();
             extensions.insert(key);
             extensions.insert(RetrySafe);

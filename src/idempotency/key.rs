@@ -12,6 +12,23 @@ use crate::Error;
 /// The longest key accepted: 255 characters.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// How a minted key is written on the wire.
+///
+/// Deployed payment APIs (Stripe, Adyen, …) treat `Idempotency-Key` as an opaque string and
+/// would store the quotes of a structured-field string as part of the key: **bare** is the
+/// default. The IETF draft (draft-ietf-httpapi-idempotency-key-header) defines the value as an
+/// sf-string: **quoted**, as an option. A key the caller put in the header is sent as given,
+/// either way; the server layer reads both forms as the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyFormat {
+    /// `Idempotency-Key: 8e0f…` (the default).
+    #[default]
+    Bare,
+    /// `Idempotency-Key: "8e0f…"` (an sf-string, per the draft).
+    Quoted,
+}
+
 /// One idempotency key, the same on every attempt of a logical request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(Arc<str>);
@@ -102,6 +119,17 @@ impl IdempotencyKey {
         &self.0
     }
 
+    /// The key as a header value in `format`: bare (what deployed APIs take), or an
+    /// sf-string.
+    pub fn to_header_as(&self, format: KeyFormat) -> HeaderValue {
+        match format {
+            KeyFormat::Bare => {
+                HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static(""))
+            }
+            KeyFormat::Quoted => self.to_header(),
+        }
+    }
+
     /// The key as an sf-string header value: quoted, with `"` and `\` escaped.
     pub fn to_header(&self) -> HeaderValue {
         let mut quoted = String::with_capacity(self.0.len() + 2);
@@ -139,6 +167,19 @@ mod tests {
         assert_eq!(&s[14..15], "4", "version nibble: {s}");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "variant: {s}");
         assert_eq!(a.to_header(), format!("\"{s}\"").as_str());
+    }
+
+    #[test]
+    fn keys_are_written_bare_or_quoted_and_read_back_alike() {
+        let key = IdempotencyKey::new("order-7").unwrap();
+        assert_eq!(key.to_header_as(KeyFormat::Bare), "order-7");
+        assert_eq!(key.to_header_as(KeyFormat::Quoted), "\"order-7\"");
+        for format in [KeyFormat::Bare, KeyFormat::Quoted] {
+            assert_eq!(
+                IdempotencyKey::from_header(&key.to_header_as(format)).unwrap(),
+                key
+            );
+        }
     }
 
     #[test]

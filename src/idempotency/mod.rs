@@ -38,7 +38,7 @@ mod store;
 
 pub use self::body::IdempotencyBody;
 pub use self::client::{DEFAULT_KEY_HEADER, IdempotencyKeyLayer, IdempotencyKeyService, KeyFuture};
-pub use self::key::{IdempotencyKey, MAX_KEY_LEN};
+pub use self::key::{IdempotencyKey, KeyFormat, MAX_KEY_LEN};
 pub use self::memory::{
     DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryStore, MemoryStoreStats, RECORD_OVERHEAD,
     ScopeStats,
