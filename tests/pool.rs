@@ -860,11 +860,48 @@ async fn an_https_request_is_never_written_in_plaintext() {
         let refused = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
             .any(|e| e.is::<PlaintextRefused>());
         assert!(refused, "{err:?}");
+        // The client's own refusal: it says nothing about the endpoint (a breaker neither counts
+        // it as a failure nor as a success that closes a half-open circuit).
+        let class = classify_error(&err);
+        assert_eq!(class.kind(), stanchion::classify::Kind::Refused);
         assert_eq!(
-            classify_error(&err).kind(),
-            stanchion::classify::Kind::ClientError
+            class.endpoint_verdict(None, Duration::ZERO),
+            stanchion::classify::EndpointVerdict::Neutral
         );
     }
+    // A scheme spelt otherwise (`HTTPS`, or one the pool does not know) fails closed too.
+    let pool: HttpPool = PoolBuilder::new()
+        .build(HttpConnector::http1(), addr)
+        .unwrap();
+    for scheme in ["HTTPS", "wss"] {
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority("payments.example")
+            .path_and_query("/v1/charges")
+            .build()
+            .unwrap();
+        let req = Request::post(uri).body(Full::new(Bytes::new())).unwrap();
+        let err = pool.clone().oneshot(req).await.unwrap_err();
+        assert!(
+            err.report().to_string().contains("plaintext"),
+            "{scheme}: {}",
+            err.report()
+        );
+    }
+    // A tonic channel from `TonicConnector` is dialled `http://`: an https call is refused too.
+    let tonic_pool = PoolBuilder::new()
+        .build(stanchion::pool::TonicConnector::new(), addr)
+        .unwrap();
+    let mut req = support::grpc_server::raw_request("hi");
+    *req.uri_mut() = "https://payments.example/stanchion.test.Echo/Echo"
+        .parse()
+        .unwrap();
+    let err = tonic_pool.oneshot(req).await.unwrap_err();
+    assert!(
+        err.report().to_string().contains("plaintext"),
+        "{}",
+        err.report()
+    );
     // Through the whole client: refused once, not retried (the endpoint stack is called once).
     let calls = Arc::new(AtomicUsize::new(0));
     let settings = PoolBuilder::new().settings().unwrap();

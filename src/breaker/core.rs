@@ -18,7 +18,6 @@ use tokio::time::Instant;
 
 use super::config::{Config, WindowKind};
 use super::window::{CountWindow, STRIPES, Tally, TimeWindow, Window};
-use crate::classify::{Class, EndpointVerdict};
 use crate::clock::Origin;
 use crate::error::Error;
 use crate::rng::Jitter;
@@ -129,6 +128,14 @@ pub(crate) struct Inner {
     jitter: Jitter,
     changes: watch::Sender<BreakerState>,
 }
+
+#[path = "open.rs"]
+mod open;
+#[path = "permit.rs"]
+mod permit;
+
+use self::permit::Active;
+pub use self::permit::Permit;
 
 impl CircuitBreaker {
     /// A builder with the defaults (see [`BreakerBuilder`](super::BreakerBuilder)).
@@ -406,43 +413,6 @@ impl Inner {
         true
     }
 
-    /// When the open period of state `word` ends, once the trip that opened it has published
-    /// it.
-    fn open_until_of(&self, word: u64) -> Option<u64> {
-        // A sequence-lock read: both fields from one publication, or none.
-        let before = self.open_sequence.load(Ordering::Acquire);
-        if before % 2 == 1 {
-            return None;
-        }
-        let published = self.open_generation.load(Ordering::Relaxed);
-        let until = self.open_until.load(Ordering::Relaxed);
-        crate::sync::fence(Ordering::Acquire);
-        let after = self.open_sequence.load(Ordering::Relaxed);
-        (before == after && published == generation(word)).then_some(until)
-    }
-
-    /// Publishes the end of the open period of generation `generation`, won by this trip's
-    /// compare-and-swap — unless the state has moved past it already (a trip descheduled
-    /// between its swap and this must not overwrite a newer period's end): `false` then. Trips
-    /// are rare: they serialize on a lock; readers never take it.
-    fn publish_open_until(&self, generation_opened: u64, until: u64) -> bool {
-        let _writing = self
-            .publishing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if generation(self.state.load(Ordering::Acquire)) != generation_opened {
-            return false;
-        }
-        let sequence = self.open_sequence.load(Ordering::Relaxed);
-        self.open_sequence.store(sequence + 1, Ordering::Relaxed);
-        crate::sync::fence(Ordering::Release);
-        self.open_until.store(until, Ordering::Relaxed);
-        self.open_generation
-            .store(generation_opened, Ordering::Relaxed);
-        self.open_sequence.store(sequence + 2, Ordering::Release);
-        true
-    }
-
     fn announce(&self, state: BreakerState, open_for: Option<Duration>) {
         let name = &self.config.name;
         match state {
@@ -453,51 +423,6 @@ impl Inner {
             BreakerState::ForcedClosed => tracing::warn!(breaker = %name, "circuit forced closed"),
         }
         self.changes.send_replace(state);
-    }
-
-    /// The longest an opening can last (its growth's cap, or the open duration).
-    fn longest_open(&self) -> Duration {
-        self.config
-            .open_growth
-            .map_or(self.config.open_duration, |(_, max)| max)
-    }
-
-    /// How long the next opening lasts: grown by the openings since the last close, jittered.
-    fn next_open_duration(&self) -> Duration {
-        let base = self.config.open_duration;
-        let mut duration = match self.config.open_growth {
-            Some((multiplier, max)) => {
-                let openings = self.openings.load(Ordering::Relaxed).min(64) as i32;
-                base.mul_f64(multiplier.powi(openings).min(1e6)).min(max)
-            }
-            None => base,
-        };
-        if self.config.open_jitter > 0.0 {
-            let cut = duration.mul_f64(self.config.open_jitter);
-            duration -= self.jitter.between(Duration::ZERO, cut);
-        }
-        duration
-    }
-
-    /// Opens the circuit from state `word`.
-    fn trip(&self, word: u64) {
-        let duration = self.next_open_duration();
-        let until = self
-            .now_nanos()
-            .saturating_add(duration.as_nanos().min(u128::from(u64::MAX)) as u64);
-        self.open_until_at(word, until);
-    }
-
-    /// Opens the circuit from state `word` until `until`; `true` if this call opened it (of
-    /// racing trips, one wins the state's compare-and-swap, and only its end is published).
-    fn open_until_at(&self, word: u64, until: u64) -> bool {
-        let opened =
-            self.transition_until(word, pack(OPEN, generation(word) + 1, 0, 0), Some(until));
-        if opened {
-            self.openings.fetch_add(1, Ordering::Relaxed);
-            self.window.reset();
-        }
-        opened
     }
 
     fn should_trip(&self, tally: Tally) -> bool {
@@ -580,206 +505,8 @@ impl Inner {
     }
 }
 
-/// The right to make one call through a breaker; record its outcome with
-/// [`record`](Self::record). Dropping it unrecorded is a cancellation: it does not count, and a
-/// half-open probe slot is given back — unless the drop is an attempt being cut by its per-try
-/// timeout ([`AttemptLayer`](crate::deadline::AttemptLayer)), which counts as a timeout.
-#[derive(Debug)]
-pub struct Permit {
-    active: Option<Active>,
-}
-
-#[derive(Debug)]
-struct Active {
-    shard: Arc<Shard>,
-    stripe: usize,
-    generation: u64,
-    probe: bool,
-    started: Option<Instant>,
-    /// How long the attempt was given, when the caller knows (for the timeout floor).
-    given: Option<Duration>,
-}
-
-impl Permit {
-    /// A permit whose outcome was already recorded: recording again does nothing.
-    #[cfg(feature = "http")]
-    pub(crate) fn spent() -> Self {
-        Permit { active: None }
-    }
-
-    /// Says how long the attempt this permit admits was given (its per-try timeout or what was
-    /// left of its deadline): a timeout then counts only if that was at least the breaker's
-    /// [`timeout_floor`](super::BreakerBuilder::timeout_floor).
-    pub fn given(mut self, budget: Option<Duration>) -> Self {
-        if let Some(active) = &mut self.active {
-            active.given = budget;
-        }
-        self
-    }
-
-    /// Records the call's outcome (`None`: cancelled before the outcome was known). Whether it
-    /// counts as a failure, a success or neither is [`Class::endpoint_verdict`]: an outcome
-    /// that says nothing about the endpoint (shedding, the client's own refusal, a timeout
-    /// below the floor) is recorded like a cancellation — it neither breaks a run of failures
-    /// nor completes a half-open probe.
-    #[inline]
-    pub fn record(mut self, class: Option<Class>) {
-        let Some(active) = self.active.take() else {
-            return;
-        };
-        let inner = &*active.shard.inner;
-        let Some(class) = class else {
-            if active.probe {
-                inner.finish_probe(active.generation, None);
-            }
-            return;
-        };
-        let slow = match (inner.config.slow_call, active.started) {
-            (Some((threshold, _)), Some(started)) => started.elapsed() >= threshold,
-            _ => false,
-        };
-        let failure = match class.endpoint_verdict(active.given, inner.config.timeout_floor) {
-            EndpointVerdict::Failure => true,
-            EndpointVerdict::Success => false,
-            // Shedding, our own refusal, a timeout below the floor: neither a failure nor a
-            // success — recorded like a cancellation (a probe slot goes back).
-            EndpointVerdict::Neutral => {
-                if active.probe {
-                    inner.finish_probe(active.generation, None);
-                }
-                return;
-            }
-        };
-        if active.probe {
-            inner.finish_probe(active.generation, Some(failure || slow));
-        } else {
-            inner.record_closed(active.stripe, active.generation, failure, slow);
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        // Dropped because a timer — the attempt's per-try timeout or the call's deadline — cut
-        // it while the endpoint had it: the endpoint was too slow, which counts as a timeout
-        // (subject to the floor), not as a cancellation.
-        if self.active.is_some() && crate::deadline::cut::blames_endpoint() {
-            let permit = Permit {
-                active: self.active.take(),
-            };
-            permit.record(Some(Class::new(crate::classify::Kind::Timeout)));
-            return;
-        }
-        if let Some(active) = self.active.take()
-            && active.probe
-        {
-            active.shard.inner.finish_probe(active.generation, None);
-        }
-    }
-}
-
-#[cfg(feature = "http")]
-impl crate::classify::OnEnd for Permit {
-    fn on_end(self, class: Option<Class>) {
-        self.record(class);
-    }
-}
-
 /// Model checks (`RUSTFLAGS="--cfg stanchion_loom" cargo test --release --lib loom`): every interleaving
 /// of racing trips and a reader.
 #[cfg(all(test, stanchion_loom))]
-mod loom_models {
-    use super::*;
-
-    fn breaker() -> CircuitBreaker {
-        CircuitBreaker::builder()
-            .consecutive_failures(1)
-            .build()
-            .unwrap()
-    }
-
-    /// A trip races a reset followed by another trip: whatever generation the circuit ends
-    /// open in, its published end is the one its own trip computed — a trip descheduled between
-    /// its swap and its publication never overwrites a newer period's end (which, left
-    /// unpublished or mismatched, could hold the circuit open for good or skip a period).
-    #[test]
-    fn loom_a_late_trip_never_publishes_over_a_newer_period() {
-        let mut model = loom::model::Builder::new();
-        model.preemption_bound = Some(3);
-        model.check(|| {
-            let b = breaker();
-            let first = b.inner().state.load(Ordering::Acquire);
-            let t1 = {
-                let b = b.clone();
-                loom::thread::spawn(move || {
-                    let until = 1_000_000_000_000;
-                    b.inner()
-                        .open_until_at(first, until)
-                        .then(|| (generation(first) + 1, until))
-                })
-            };
-            let t2 = {
-                let b = b.clone();
-                loom::thread::spawn(move || {
-                    b.reset();
-                    let word = b.inner().state.load(Ordering::Acquire);
-                    let until = 2_000_000_000_000;
-                    (kind(word) == CLOSED && b.inner().open_until_at(word, until))
-                        .then(|| (generation(word) + 1, until))
-                })
-            };
-            let opened: Vec<(u64, u64)> = [t1.join().unwrap(), t2.join().unwrap()]
-                .into_iter()
-                .flatten()
-                .collect();
-            let inner = b.inner();
-            let word = inner.state.load(Ordering::Acquire);
-            if kind(word) == OPEN {
-                let (_, until) = opened
-                    .iter()
-                    .find(|(g, _)| *g == generation(word))
-                    .expect("an open state was opened by a trip");
-                assert_eq!(inner.open_until_of(word), Some(*until));
-            }
-        });
-    }
-
-    /// Two trips race from the same closed state with different ends, a third thread reads:
-    /// exactly one opens the circuit, and the end anyone sees is the winner's — never the
-    /// loser's (which, stored before the compare-and-swap, could win before).
-    #[test]
-    fn loom_racing_trips_publish_the_winners_end() {
-        let mut model = loom::model::Builder::new();
-        model.preemption_bound = Some(3);
-        model.check(|| {
-            let b = breaker();
-            let word = b.inner().state.load(Ordering::Acquire);
-            let trip = |until: u64| {
-                let b = b.clone();
-                loom::thread::spawn(move || b.inner().open_until_at(word, until).then_some(until))
-            };
-            let (one, two) = (trip(1_000_000_000_000), trip(2_000_000_000_000));
-            let reader = {
-                let b = b.clone();
-                loom::thread::spawn(move || {
-                    let inner = b.inner();
-                    let word = inner.state.load(Ordering::Acquire);
-                    (kind(word) == OPEN)
-                        .then(|| inner.open_until_of(word))
-                        .flatten()
-                })
-            };
-            let winners: Vec<u64> = [one.join().unwrap(), two.join().unwrap()]
-                .into_iter()
-                .flatten()
-                .collect();
-            assert_eq!(winners.len(), 1, "exactly one trip opens the circuit");
-            let inner = b.inner();
-            let word = inner.state.load(Ordering::Acquire);
-            assert_eq!(inner.open_until_of(word), Some(winners[0]));
-            if let Some(seen) = reader.join().unwrap() {
-                assert_eq!(seen, winners[0], "a reader saw the loser's end");
-            }
-        });
-    }
-}
+#[path = "core_loom.rs"]
+mod loom_models;

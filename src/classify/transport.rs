@@ -27,6 +27,7 @@ use crate::error::{Error, IdempotencyConflictReason};
 /// | an idempotency conflict | ABORTED (in flight) / FAILED_PRECONDITION (another request) |
 /// | an invalid idempotency key | INVALID_ARGUMENT |
 /// | invalid configuration | INTERNAL |
+/// | an `https` call refused by a plaintext pool | FAILED_PRECONDITION (*ours*) |
 /// | anything else | INTERNAL |
 ///
 /// ```
@@ -41,6 +42,10 @@ use crate::error::{Error, IdempotencyConflictReason};
 pub fn grpc_code_of_error(err: &(dyn std::error::Error + 'static)) -> GrpcCode {
     let mut lost = false;
     for e in chain(err) {
+        if e.is::<crate::pool::PlaintextRefused>() {
+            // Ours: the client was not set up to secure this call.
+            return GrpcCode::FailedPrecondition;
+        }
         if let Some(own) = e.downcast_ref::<Error>() {
             match own_code(own) {
                 Some(code) => return code,

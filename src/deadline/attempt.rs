@@ -16,7 +16,7 @@ use crate::wire::is_grpc;
 /// The default per-try timeout: 10 s (as .NET's standard resilience handler).
 pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+pub(super) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const GRPC_PREVIOUS_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");
 
 /// The 1-based number of the attempt a request is, in its extensions (set by the retry layer;

@@ -245,16 +245,13 @@ impl<B> DeadlineCarrier for http::Request<B> {
 
     fn caller_timeout(&self) -> Option<Duration> {
         // The header first: most requests have none, and one lookup says so.
-        let value = self.headers().get(GRPC_TIMEOUT)?;
+        let value = self.headers().get(attempt::GRPC_TIMEOUT)?;
         if !crate::wire::is_grpc(self.headers()) {
             return None;
         }
         parse_grpc_timeout(value.as_bytes())
     }
 }
-
-#[cfg(feature = "http")]
-const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 tokio::task_local! {
     static ADOPTED: Option<Deadline>;

@@ -181,8 +181,12 @@ where
             let header = &self.config.header;
             // The caller's own key is validated and sent as given; a minted one is written in
             // the configured format.
-            let key = match req.headers().get(header) {
-                Some(value) => IdempotencyKey::from_header(value),
+            let key = match req.headers().get(header).cloned() {
+                // Validated and sent as given — one value only (`insert` drops any other, which
+                // would have gone out unchecked).
+                Some(value) => IdempotencyKey::from_header(&value).inspect(|_| {
+                    req.headers_mut().insert(header.clone(), value);
+                }),
                 None => IdempotencyKey::mint().inspect(|key| {
                     req.headers_mut()
                         .insert(header.clone(), key.to_header_as(self.config.format));

@@ -121,12 +121,18 @@ impl IdempotencyKey {
 
     /// The key as a header value in `format`: bare (what deployed APIs take), or an
     /// sf-string.
+    /// A key that would not read back as itself when bare — it starts with `"` (it would be
+    /// read as an sf-string) or has leading or trailing spaces (servers trim them) — is written
+    /// quoted whatever the format.
     pub fn to_header_as(&self, format: KeyFormat) -> HeaderValue {
+        let ambiguous = self.0.starts_with('"') || self.0.trim() != &*self.0;
         match format {
-            KeyFormat::Bare => {
-                HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static(""))
-            }
-            KeyFormat::Quoted => self.to_header(),
+            KeyFormat::Bare if !ambiguous => match HeaderValue::from_str(&self.0) {
+                Ok(value) => value,
+                // Printable ASCII only, checked when the key was made: not reached.
+                Err(_) => self.to_header(),
+            },
+            _ => self.to_header(),
         }
     }
 
@@ -180,6 +186,16 @@ mod tests {
                 key
             );
         }
+        // Keys that would not read back as themselves bare are quoted.
+        for odd in ["\"k\"", " k", "k ", "\"", "a\"b"] {
+            let key = IdempotencyKey::new(odd).unwrap();
+            let written = key.to_header_as(KeyFormat::Bare);
+            assert_eq!(
+                IdempotencyKey::from_header(&written).unwrap(),
+                key,
+                "{odd:?}"
+            );
+        }
     }
 
     #[test]
@@ -210,7 +226,10 @@ mod tests {
         #[test]
         fn valid_keys_round_trip(key in "[ -~]{1,255}") {
             let key = IdempotencyKey::new(&key).unwrap();
-            prop_assert_eq!(IdempotencyKey::from_header(&key.to_header()).unwrap(), key);
+            prop_assert_eq!(IdempotencyKey::from_header(&key.to_header()).unwrap(), key.clone());
+            // Written bare (or quoted where bare would not read back), read back the same.
+            let bare = key.to_header_as(KeyFormat::Bare);
+            prop_assert_eq!(IdempotencyKey::from_header(&bare).unwrap(), key);
         }
     }
 }

@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Connection;
+use super::checkout::{Checkout, Reservation, WaiterGuard};
 use super::config::PoolConfig;
+use super::stats::PoolStats;
 use crate::rng::Jitter;
 
 /// One connection and its bookkeeping.
@@ -30,9 +32,9 @@ struct Slot<Conn> {
     retired: bool,
 }
 
-struct State<Conn> {
+pub(super) struct State<Conn> {
     slots: Vec<Slot<Conn>>,
-    connecting: usize,
+    pub(super) connecting: usize,
     next_id: u64,
     /// Whether this endpoint's connections are multiplexed, once one has been seen.
     multiplexed: Option<bool>,
@@ -108,7 +110,7 @@ impl<Conn> Slots<Conn> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<Conn>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State<Conn>> {
         // No critical section can panic half-way, so a poisoned lock still holds a sound state.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -303,7 +305,7 @@ impl<Conn: Connection> Slots<Conn> {
 
     /// Adds a new connection. With `take` the caller gets it (or a stream on it) checked out;
     /// otherwise it waits idle (the reaper's warm connections).
-    fn insert(self: &Arc<Self>, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
+    pub(super) fn insert(self: &Arc<Self>, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
         let now = Instant::now();
         let shared = conn.share();
         let multiplexed = shared.is_some();
@@ -358,7 +360,7 @@ impl<Conn: Connection> Slots<Conn> {
     }
 
     /// Gives a checkout's connection (or stream) back.
-    fn give_back(&self, id: u64, conn: Option<Conn>, broken: bool) {
+    pub(super) fn give_back(&self, id: u64, conn: Option<Conn>, broken: bool) {
         let now = Instant::now();
         let mut state = self.lock();
         let mut closed = false;
@@ -443,199 +445,6 @@ impl<Conn: Connection> Slots<Conn> {
             connect_failures: c.connect_failures.load(Ordering::Relaxed),
             resent: c.resent.load(Ordering::Relaxed),
             resent_after_close: c.resent_after_close.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Room reserved for one new connection; given back if the connect fails or is dropped.
-pub(crate) struct Reservation<Conn: Connection> {
-    slots: Option<Arc<Slots<Conn>>>,
-}
-
-impl<Conn: Connection> Reservation<Conn> {
-    /// Turns the reservation into a connection in the pool, checked out by the caller when
-    /// `take`.
-    pub(crate) fn fill(mut self, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
-        let slots = self.slots.take()?;
-        slots.insert(conn, take)
-    }
-}
-
-impl<Conn: Connection> Drop for Reservation<Conn> {
-    fn drop(&mut self) {
-        if let Some(slots) = self.slots.take() {
-            slots.lock().connecting -= 1;
-            // Someone waiting may connect in our place.
-            slots.notify.notify_one();
-        }
-    }
-}
-
-/// Decrements the waiter gauge when a waiting checkout ends.
-pub(crate) struct WaiterGuard<'a>(&'a AtomicUsize, bool);
-
-impl Drop for WaiterGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-        // Dropped by a per-try timeout while still waiting for one of our connections: the
-        // endpoint never saw the request, so its breaker must not count it.
-        crate::deadline::cut::cut_while_queued(self.1);
-    }
-}
-
-/// A connection, or a stream on a multiplexed one, checked out of a [`Pool`](super::Pool).
-///
-/// It goes back when dropped — held by the response body, that is when the body ends — so a
-/// cancelled call never leaks its connection. A connection whose send failed goes back marked
-/// broken and is closed.
-pub struct Checkout<Conn: Connection> {
-    slots: Arc<Slots<Conn>>,
-    id: u64,
-    conn: Option<Conn>,
-    exclusive: bool,
-    /// The connection sat idle in the pool before this checkout (it was not opened for it).
-    reused: bool,
-    broken: bool,
-    /// A request went out and its response has not been read to its end: an exclusive
-    /// connection given back now is mid-exchange and cannot carry another request — it is
-    /// closed, so the next caller never pays a failed readiness check on it.
-    sending: bool,
-}
-
-impl<Conn: Connection> Checkout<Conn> {
-    /// The endpoint the connection goes to.
-    pub fn endpoint(&self) -> &str {
-        &self.slots.endpoint
-    }
-
-    /// The connection (for a multiplexed one, a handle on it).
-    pub fn connection(&self) -> Option<&Conn> {
-        self.conn.as_ref()
-    }
-
-    pub(crate) fn conn_mut(&mut self) -> Option<&mut Conn> {
-        self.conn.as_mut()
-    }
-
-    /// Marks a request as sent and its response as pending, until the response body ends.
-    pub(crate) fn set_sending(&mut self, sending: bool) {
-        self.sending = sending;
-    }
-
-    /// Says the exchange is over — the response was read to its end — so the connection can
-    /// carry another request. A checkout of a one-request-at-a-time (HTTP/1) connection dropped
-    /// without it is mid-exchange: its connection is closed, never handed to the next caller.
-    /// The crate's `http::Response` bodies call it at their end; a [`PoolResponse`](super::PoolResponse)
-    /// of your own calls it when its response is complete.
-    pub fn complete(&mut self) {
-        self.sending = false;
-    }
-
-    /// Whether this is a reused one-request-at-a-time connection (HTTP/1), which the server
-    /// may have closed while it sat idle.
-    pub(crate) fn is_reused_exclusive(&self) -> bool {
-        self.exclusive && self.reused
-    }
-
-    /// Marks the connection unusable: it takes no new requests and closes when idle.
-    pub(crate) fn mark_broken(&mut self) {
-        self.broken = true;
-    }
-}
-
-impl<Conn: Connection> fmt::Debug for Checkout<Conn> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Checkout")
-            .field("endpoint", &self.slots.endpoint)
-            .field("id", &self.id)
-            .field("exclusive", &self.exclusive)
-            .finish()
-    }
-}
-
-#[cfg(feature = "http")]
-impl<Conn: Connection> crate::guarded::BodyGuard for Checkout<Conn> {
-    fn body_ended(&mut self) {
-        self.complete();
-    }
-}
-
-impl<Conn: Connection> Drop for Checkout<Conn> {
-    fn drop(&mut self) {
-        if self.exclusive && self.sending {
-            // Dropped mid-exchange (the response, or its body, not read to the end).
-            self.broken = true;
-        }
-        let conn = self.conn.take();
-        let conn = if self.exclusive {
-            conn
-        } else {
-            drop(conn);
-            None
-        };
-        self.slots.give_back(self.id, conn, self.broken);
-    }
-}
-
-/// A snapshot of one pool's numbers: the four a pool must expose — utilisation, checkout wait,
-/// connection churn, errors — and the gauges behind them.
-///
-/// Alert on [`utilisation`](Self::utilisation) above 0.8 for a minute, and on any
-/// [`checkout_timeouts`](Self::checkout_timeouts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// The endpoint the pool connects to.
-    pub endpoint: Arc<str>,
-    /// The configured maximum number of connections.
-    pub max_size: usize,
-    /// Connections open now.
-    pub open: usize,
-    /// Connections carrying at least one request now.
-    pub in_use: usize,
-    /// Open connections carrying no request.
-    pub idle: usize,
-    /// Requests in flight (several per HTTP/2 connection).
-    pub in_flight: usize,
-    /// Connection attempts in flight.
-    pub connecting: usize,
-    /// Callers waiting for a connection now.
-    pub waiters: usize,
-    /// Successful checkouts so far.
-    pub checkouts: u64,
-    /// Checkouts that had to wait (for a return or a new connection).
-    pub waited_checkouts: u64,
-    /// Total time checkouts waited.
-    pub total_wait: Duration,
-    /// The longest a checkout waited.
-    pub max_wait: Duration,
-    /// Connections opened so far (the creation rate is its derivative).
-    pub created: u64,
-    /// Connections closed so far (idle, expired, rotated, broken).
-    pub closed: u64,
-    /// Checkouts that failed with [`Error::PoolTimeout`](crate::Error::PoolTimeout).
-    pub checkout_timeouts: u64,
-    /// Connection attempts that failed or timed out.
-    pub connect_failures: u64,
-    /// Requests a connection handed back unsent and the pool sent on another connection.
-    pub resent: u64,
-    /// Requests whose reused connection closed before the response began, sent once more on a
-    /// fresh connection (idempotent or keyed requests with a copyable body only).
-    pub resent_after_close: u64,
-}
-
-impl PoolStats {
-    /// Connections in use over the maximum size, in `[0, 1]`.
-    pub fn utilisation(&self) -> f64 {
-        self.in_use as f64 / self.max_size as f64
-    }
-
-    /// The mean wait of the checkouts that waited.
-    pub fn mean_wait(&self) -> Duration {
-        match u32::try_from(self.waited_checkouts) {
-            Ok(0) => Duration::ZERO,
-            Ok(n) => self.total_wait / n,
-            Err(_) => self.total_wait.div_f64(self.waited_checkouts as f64),
         }
     }
 }

@@ -46,6 +46,7 @@
 //!
 //! [deadline]: crate::deadline::Deadline
 
+mod checkout;
 mod config;
 mod core;
 #[cfg(feature = "hyper")]
@@ -53,6 +54,7 @@ mod hyper_conn;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
 mod service;
+mod stats;
 #[cfg(feature = "tonic")]
 mod tonic_channel;
 
@@ -60,12 +62,13 @@ use crate::BoxError;
 use crate::deadline::DeadlineCarrier;
 use tower::Service;
 
+pub use self::checkout::Checkout;
 pub use self::config::{
     DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
     DEFAULT_MAX_CONNECTING, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, DEFAULT_MAX_STREAMS,
     PoolBuilder,
 };
-pub use self::core::{Checkout, PoolStats};
+pub use self::stats::PoolStats;
 
 #[cfg(feature = "hyper")]
 pub use self::hyper_conn::{
@@ -83,11 +86,13 @@ use crate::Error;
 
 /// What a [`Pool`] must know about a connection it holds.
 pub trait Connection: Send + 'static {
-    /// Whether the connections of this type protect what they carry (TLS). A pool refuses an
-    /// `https` request on a connection type that does not, before connecting or writing a byte
-    /// ([`PlaintextRefused`]). Default: `true` — a connection of your own is trusted to know
-    /// what it does; the crate's plaintext hyper connections say `false`.
-    const SECURE: bool = true;
+    /// Whether the connections of this type protect what they carry (TLS). A pool refuses a
+    /// request that needs it (an `https` URI, or any scheme other than `http`) on a connection
+    /// type that does not, before connecting or writing a byte ([`PlaintextRefused`]).
+    /// Default: `false` — fail closed; a connection type that secures its traffic, or refuses
+    /// an https request itself, says `true` (reqwest clients do; the crate's hyper connections
+    /// and tonic channels, dialled `http://`, do not).
+    const SECURE: bool = false;
 
     /// Whether the connection can carry no more requests (closed by the peer, failed, told to
     /// go away). The pool drops such connections and opens new ones.
@@ -127,7 +132,8 @@ pub trait PoolRequest: DeadlineCarrier + Sized {
         None
     }
 
-    /// Whether the request must not go in plaintext (an `https` URI). Default: no.
+    /// Whether the request must not go in plaintext. Default: no (a request type of your own
+    /// that can be sent over TLS says so).
     fn needs_tls(&self) -> bool {
         false
     }
@@ -158,8 +164,12 @@ impl<B: crate::retry::RetryBody> PoolRequest for http::Request<B> {
         crate::retry::RetryBody::is_replayable(self.body())
     }
 
+    /// Any scheme but `http` (in any case): `https`, `HTTPS`, a scheme the pool does not know —
+    /// fail closed. A URI without a scheme (origin-form) is `http`.
     fn needs_tls(&self) -> bool {
-        self.uri().scheme() == Some(&http::uri::Scheme::HTTPS)
+        self.uri()
+            .scheme_str()
+            .is_some_and(|scheme| !scheme.eq_ignore_ascii_case("http"))
     }
 }
 

@@ -105,6 +105,9 @@ impl ReqwestConnection {
 }
 
 impl Connection for ReqwestConnection {
+    /// reqwest secures an https request itself (or refuses it, built without TLS).
+    const SECURE: bool = true;
+
     fn is_closed(&self) -> bool {
         false
     }

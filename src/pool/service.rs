@@ -11,8 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use super::checkout::Checkout;
 use super::config::PoolConfig;
-use super::core::{Checkout, PoolStats, Slots, Take};
+use super::core::{Slots, Take};
+use super::stats::PoolStats;
 use super::{Connection, ConnectionService, PoolRequest, PoolResponse};
 use crate::background::Started;
 use crate::classify::NeverSent;

@@ -82,6 +82,10 @@ impl Service<SocketAddr> for TonicConnector {
 
 /// A channel is multiplexed and reconnects by itself, so it never counts as closed.
 impl Connection for Channel {
+    /// Dialled `http://ADDR`: plaintext HTTP/2, whatever the request's URI says (tonic rewrites
+    /// it to the channel's origin), so an `https` call is refused before it is sent.
+    const SECURE: bool = false;
+
     fn is_closed(&self) -> bool {
         false
     }

@@ -211,13 +211,7 @@ impl Rules {
             _ => {}
         }
         // A request that never reached the server: once, at once, for free (gRPC A6).
-        // (Not the caller's own mistake refused before sending — an https request to a plaintext
-        // pool: sending it again would be refused again.)
-        if class.is_never_sent()
-            && class.kind() != Kind::ClientError
-            && !call.transparent_used
-            && call.replayable
-        {
+        if class.is_never_sent() && !call.transparent_used && call.replayable {
             if call.remaining.is_some_and(|r| r.is_zero()) {
                 return Decision::Stop(RetryStop::DeadlineTooShort {
                     delay: Duration::ZERO,

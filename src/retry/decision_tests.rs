@@ -776,23 +776,3 @@ fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
         stop(RetryStop::PollsExhausted)
     );
 }
-
-/// A request refused before sending for the caller's own mistake (never sent, but a client
-/// error: an https request to a plaintext pool) is not sent again — not even transparently.
-#[test]
-fn a_never_sent_client_error_is_not_resent() {
-    let r = rules();
-    let refused = Outcome {
-        class: Class::new(Kind::ClientError).with_never_sent(true),
-        observed: Observed::Error,
-        served_by: None,
-    };
-    assert_eq!(r.decide(refused, call()), stop(RetryStop::NotRetryable));
-    // Any other never-sent outcome is resent once, free.
-    let refused_stream = Outcome {
-        class: Class::new(Kind::Transport).with_never_sent(true),
-        observed: Observed::Error,
-        served_by: None,
-    };
-    assert!(is_retry(r.decide(refused_stream, call())));
-}

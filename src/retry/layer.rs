@@ -457,6 +457,10 @@ fn stop<Res: RetryResponse>(
 /// Whether an error from below ends the call whatever the policy: the deadline ran out, no
 /// endpoint can take the call, the bulkhead refused it, the request itself is invalid.
 fn ends_the_call(err: &(dyn std::error::Error + 'static)) -> bool {
+    // An https request refused by a plaintext pool: it would be refused again, anywhere.
+    if crate::classify::chain(err).any(|e| e.is::<crate::pool::PlaintextRefused>()) {
+        return true;
+    }
     crate::classify::chain(err)
         .filter_map(|e| e.downcast_ref::<Error>())
         .any(|own| {
