@@ -38,7 +38,8 @@ fn post(
     body: &'static str,
     key: Option<&str>,
 ) -> Result<http::Request<Full<Bytes>>, reqwest::Error> {
-    let mut builder = reqwest::Client::new()
+    let mut builder = reqwest_client()
+        .build()?
         .post(format!("http://payments.local{path}"))
         .body(body);
     if let Some(key) = key {
@@ -46,6 +47,20 @@ fn post(
     }
     let req = http::Request::<reqwest::Body>::try_from(builder.build()?)?;
     Ok(req.map(|_| Full::new(Bytes::from_static(body.as_bytes()))))
+}
+
+/// Every reqwest client starts here: TLS from a rustls config built with an explicit provider
+/// (ring), so nothing depends on a process-wide default — with reqwest's `rustls-no-provider`
+/// feature, `reqwest::Client::new()` panics when none is installed. Real code would trust
+/// `webpki_roots` or the platform's store; these local servers speak plain HTTP.
+fn reqwest_client() -> reqwest::ClientBuilder {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(config)
 }
 
 #[tokio::main]
@@ -71,7 +86,7 @@ async fn main() -> Result<(), stanchion::BoxError> {
             Route::path_prefix("/payments"),
             RoutePolicy::new().idempotency_keys(true),
         )
-        .build(ReqwestConnector::new("payments.local"))?;
+        .build(ReqwestConnector::new("payments.local").configure(reqwest_client))?;
     client.resolved().await;
 
     // 1. The first attempt meets a 503; the retry carries the same key to the other instance.

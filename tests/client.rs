@@ -234,12 +234,14 @@ async fn reqwest_at_the_edge_retries_a_post_under_one_key_on_an_opted_in_route()
             Route::path_prefix("/payments"),
             RoutePolicy::new().idempotency_keys(true),
         )
-        .build(ReqwestConnector::new("127.0.0.1"))
+        .build(ReqwestConnector::new("127.0.0.1").configure(support::reqwest_builder))
         .unwrap();
     client.resolved().await;
     let post = |path: &str| {
         // Built as a reqwest request, turned into an `http::Request` for the stack.
-        let req = reqwest::Client::new()
+        let req = support::reqwest_builder()
+            .build()
+            .unwrap()
             .post(format!("http://127.0.0.1{path}"))
             .body("amount=5")
             .build()

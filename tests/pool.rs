@@ -323,7 +323,7 @@ impl ConnectionService<Request<Full<Bytes>>> for HandsBackFirst {
     fn into_unsent(error: HandBackError) -> Result<Request<Full<Bytes>>, stanchion::BoxError> {
         match error {
             HandBackError::Unsent(req) => Ok(req),
-            HandBackError::Send(e) => HttpConnection::into_unsent(e),
+            HandBackError::Send(e) => HttpConnection::<Full<Bytes>>::into_unsent(e),
         }
     }
 }
@@ -545,7 +545,7 @@ async fn a_pool_of_tonic_channels_carries_grpc_calls() {
 #[tokio::test]
 async fn a_pool_of_reqwest_clients_keeps_the_logical_host_name() {
     let server = HttpServer::start(FaultPlan::healthy()).await;
-    let connector = ReqwestConnector::new("api.example.test");
+    let connector = ReqwestConnector::new("api.example.test").configure(support::reqwest_builder);
     let pool = PoolBuilder::new()
         .max_size(1)
         .build(connector, server.addr())
@@ -567,7 +567,10 @@ async fn a_pool_of_reqwest_clients_keeps_the_logical_host_name() {
     let dead = listener.local_addr().unwrap();
     drop(listener);
     let pool = PoolBuilder::new()
-        .build(ReqwestConnector::new("api.example.test"), dead)
+        .build(
+            ReqwestConnector::new("api.example.test").configure(support::reqwest_builder),
+            dead,
+        )
         .unwrap();
     let uri = format!("http://api.example.test:{}/r", dead.port());
     let err = pool

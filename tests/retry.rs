@@ -421,7 +421,7 @@ async fn grpc_codes_outside_the_policy_are_not_retried() {
 async fn a_replayed_body_reaches_a_reqwest_transport_intact() {
     // Requests stay `http::Request` through the stack and become reqwest requests at the edge.
     let server = HttpServer::start(FaultPlan::scripted([Fault::reset()])).await;
-    let client = reqwest::Client::builder()
+    let client = support::reqwest_builder()
         .retry(reqwest::retry::never()) // attempt counts stay the retry layer's
         .build()
         .unwrap();

@@ -163,14 +163,31 @@ impl<F, R, E> Future for Served<F>
 where
     F: Future<Output = Result<R, E>>,
     R: BalanceResponse,
+    E: Into<BoxError>,
 {
-    type Output = Result<R, E>;
+    type Output = Result<R, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         this.cut.endpoint = None;
-        let mut res = result?;
+        let mut res = match result {
+            Ok(res) => res,
+            Err(error) => {
+                let error: BoxError = error.into();
+                // An endpoint unfit for the request (a failed TLS handshake): say which one
+                // and how many others were usable, so that a retry goes only elsewhere.
+                return Poll::Ready(Err(match *this.served_by {
+                    Some(served_by) if crate::classify::rejects_endpoint(error.as_ref()) => {
+                        Box::new(crate::classify::RejectedAt {
+                            served_by,
+                            source: error,
+                        })
+                    }
+                    _ => error,
+                }));
+            }
+        };
         if let Some(served_by) = *this.served_by {
             res.record_served_by(served_by);
         }

@@ -48,6 +48,7 @@ mod code;
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
+mod rejected;
 #[cfg(feature = "http")]
 mod retry_after;
 mod transport;
@@ -61,6 +62,8 @@ pub use self::code::{GrpcCode, GrpcCodes};
 pub use self::grpc::{GrpcClassifier, GrpcEos, parse_pushback};
 #[cfg(feature = "http")]
 pub use self::http::HttpClassifier;
+pub use self::rejected::EndpointRejected;
+pub(crate) use self::rejected::{RejectedAt, rejected_at, rejects_endpoint};
 #[cfg(feature = "http")]
 pub use self::retry_after::{FixedClock, SystemClock, WallClock, parse_retry_after};
 pub use self::transport::grpc_code_of_error;
@@ -158,6 +161,7 @@ pub struct Class {
     kind: Kind,
     hint: ServerHint,
     never_sent: bool,
+    other_endpoint: bool,
     grpc_code: Option<GrpcCode>,
     status: Option<u16>,
 }
@@ -174,6 +178,7 @@ impl Class {
             kind,
             hint: ServerHint::None,
             never_sent: false,
+            other_endpoint: false,
             grpc_code: None,
             status: None,
         }
@@ -188,6 +193,13 @@ impl Class {
     /// Marks the request as provably never sent (see [`NeverSent`]).
     pub const fn with_never_sent(mut self, never_sent: bool) -> Self {
         self.never_sent = never_sent;
+        self
+    }
+
+    /// Marks the outcome as one the endpoint gave because it is unfit for the request (see
+    /// [`EndpointRejected`]): retried only on another endpoint.
+    pub const fn with_other_endpoint(mut self, other_endpoint: bool) -> Self {
+        self.other_endpoint = other_endpoint;
         self
     }
 
@@ -253,6 +265,12 @@ impl Class {
     /// Whether the request provably never reached the server (always safe to retry).
     pub const fn is_never_sent(&self) -> bool {
         self.never_sent
+    }
+
+    /// Whether the endpoint proved unfit for the request ([`EndpointRejected`]: its TLS
+    /// identity, its protocols): the request may go only to another endpoint.
+    pub const fn needs_other_endpoint(&self) -> bool {
+        self.other_endpoint
     }
 }
 
@@ -372,11 +390,18 @@ pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> Class {
     let never_sent =
         chain(err).any(|e| e.is::<NeverSent>() || is_connect_error(e) || never_processed(e));
     for e in chain(err) {
-        if e.is::<crate::pool::PlaintextRefused>() {
+        if crate::pool::is_own_refusal(e) {
             // The client's own refusal (an https request to a plaintext pool): nothing about
             // the endpoint — neither its failure nor its success — and the retry layer ends
             // the call (it would be refused again anywhere).
             return Class::new(Kind::Refused).with_never_sent(true);
+        }
+        if e.is::<EndpointRejected>() {
+            // The endpoint is unfit (its certificate, an alert, no common protocol): never
+            // sent, its failure, and only another endpoint may be tried.
+            return Class::new(Kind::Transport)
+                .with_never_sent(true)
+                .with_other_endpoint(true);
         }
         if is_transport_timeout(e) || is_io_timeout(e) {
             return Class::new(Kind::Timeout).with_never_sent(never_sent);

@@ -16,6 +16,7 @@ use crate::error::{Error, IdempotencyConflictReason};
 /// |---|---|
 /// | a `tonic::Status` | its code |
 /// | never sent: a failed connect, `REFUSED_STREAM`, GOAWAY for an unprocessed stream | UNAVAILABLE |
+/// | an endpoint unfit for the request ([`EndpointRejected`](super::EndpointRejected): a failed TLS handshake) | UNAVAILABLE |
 /// | `RST_STREAM` `CANCEL` | CANCELLED |
 /// | `RST_STREAM` `ENHANCE_YOUR_CALM` | RESOURCE_EXHAUSTED |
 /// | `RST_STREAM` `INADEQUATE_SECURITY` | PERMISSION_DENIED |
@@ -27,7 +28,7 @@ use crate::error::{Error, IdempotencyConflictReason};
 /// | an idempotency conflict | ABORTED (in flight) / FAILED_PRECONDITION (another request) |
 /// | an invalid idempotency key | INVALID_ARGUMENT |
 /// | invalid configuration | INTERNAL |
-/// | an `https` call refused by a plaintext pool | FAILED_PRECONDITION (*ours*) |
+/// | an `https` call refused by a plaintext pool, or for a host a TLS connection was not verified for | FAILED_PRECONDITION (*ours*) |
 /// | anything else | INTERNAL |
 ///
 /// ```
@@ -42,9 +43,14 @@ use crate::error::{Error, IdempotencyConflictReason};
 pub fn grpc_code_of_error(err: &(dyn std::error::Error + 'static)) -> GrpcCode {
     let mut lost = false;
     for e in chain(err) {
-        if e.is::<crate::pool::PlaintextRefused>() {
+        if crate::pool::is_own_refusal(e) {
             // Ours: the client was not set up to secure this call.
             return GrpcCode::FailedPrecondition;
+        }
+        if e.is::<super::EndpointRejected>() {
+            // A failed TLS handshake (certificate, alert, no common protocol): UNAVAILABLE,
+            // as gRPC's own clients report it.
+            return GrpcCode::Unavailable;
         }
         if let Some(own) = e.downcast_ref::<Error>() {
             match own_code(own) {

@@ -1,4 +1,5 @@
-//! HTTP/1 and HTTP/2 connections on hyper's client connection API over tokio TCP.
+//! [`HttpConnector`]: HTTP/1 and HTTP/2 connections on hyper's client connection API over
+//! tokio TCP, with TLS (rustls, feature `tls`) when given a [`TlsConfig`](super::TlsConfig).
 //!
 //! hyper's `SendRequest` does not expose the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`, so the
 //! pool counts streams itself against its configured limit and opens another connection rather
@@ -12,15 +13,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, header};
-use hyper::body::Incoming;
-use hyper::client::conn::{TrySendError, http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http::uri::Authority;
 use tokio::net::TcpStream;
 use tower::Service;
 
-use super::{ClosedBeforeResponse, Connection, ConnectionService};
+#[cfg(feature = "tls")]
+use super::http_conn::Secured;
+use super::http_conn::{Handshake, HttpConnection, Plaintext, Security};
 use crate::BoxError;
 use crate::classify::NeverSent;
 
@@ -33,45 +32,70 @@ pub const DEFAULT_H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Which protocol an [`HttpConnector`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HttpVersion {
-    /// HTTP/1.1: one request at a time per connection.
+    /// HTTP/1.1: one request at a time per connection. Over TLS, ALPN offers `http/1.1`.
     Http1,
-    /// HTTP/2 with prior knowledge (h2c): many streams per connection.
+    /// HTTP/2: many streams per connection. In plaintext, with prior knowledge (h2c); over TLS,
+    /// ALPN offers only `h2`, and a server that does not pick it fails the connect
+    /// ([`TlsErrorKind::NoCommonProtocol`](super::TlsErrorKind::NoCommonProtocol)) — what a
+    /// gRPC client needs.
     Http2,
+    /// Over TLS, ALPN offers `h2` and `http/1.1` and each connection speaks what the server
+    /// picked (HTTP/1.1 if it picked none). In plaintext, HTTP/1.1.
+    Auto,
 }
 
-/// A connector that opens plaintext HTTP/1 or HTTP/2 connections to a `SocketAddr`, for a
-/// [`Pool`](super::Pool). For TLS, write a connector of your own over any TLS stack: the pool
-/// only needs a `Service` from a target to a [`Connection`].
+/// A connector that opens HTTP/1 or HTTP/2 connections to a `SocketAddr`, for a
+/// [`Pool`](super::Pool): plaintext by default, TLS with [`tls`](Self::tls) (feature `tls`),
+/// which makes it an `HttpConnector<B, Secured>`.
+/// For another TLS stack or another transport, connect a stream yourself and start the
+/// connection with [`Handshake`](super::Handshake).
 ///
 /// Request bodies must be `Unpin` (hyper's HTTP/2 connection requires it; box a body that is
 /// not). Its connect errors (refused, timed out, failed handshake) are all
-/// [never sent](crate::classify::NeverSent).
-pub struct HttpConnector<B> {
+/// [never sent](crate::classify::NeverSent); a TLS handshake that shows the endpoint unfit (its
+/// certificate, an alert, no common protocol) is
+/// [`EndpointRejected`](crate::classify::EndpointRejected).
+pub struct HttpConnector<B, S = Plaintext> {
     version: HttpVersion,
     connect_timeout: Duration,
     keep_alive: Option<Duration>,
-    _body: PhantomData<fn(B)>,
+    #[cfg(feature = "tls")]
+    tls: Option<Tls>,
+    _body: PhantomData<fn(B, S)>,
 }
 
-impl<B> Clone for HttpConnector<B> {
+/// A connector's TLS: the settings, and the rustls config with its ALPN offer.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+struct Tls {
+    settings: super::TlsConfig,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl<B, S> Clone for HttpConnector<B, S> {
     fn clone(&self) -> Self {
         HttpConnector {
             version: self.version,
             connect_timeout: self.connect_timeout,
             keep_alive: self.keep_alive,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
             _body: PhantomData,
         }
     }
 }
 
-impl<B> fmt::Debug for HttpConnector<B> {
+impl<B, S> fmt::Debug for HttpConnector<B, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpConnector")
-            .field("version", &self.version)
+        let mut d = f.debug_struct("HttpConnector");
+        d.field("version", &self.version)
             .field("connect_timeout", &self.connect_timeout)
-            .field("keep_alive", &self.keep_alive)
-            .finish()
+            .field("keep_alive", &self.keep_alive);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls.as_ref().map(|t| &t.settings));
+        d.finish()
     }
 }
 
@@ -81,10 +105,16 @@ impl<B> HttpConnector<B> {
         HttpConnector::new(HttpVersion::Http1)
     }
 
-    /// An HTTP/2 (prior knowledge) connector, with keep-alive pings every
-    /// [`DEFAULT_H2_KEEP_ALIVE`].
+    /// An HTTP/2 connector (prior knowledge in plaintext, `h2` by ALPN over TLS), with
+    /// keep-alive pings every [`DEFAULT_H2_KEEP_ALIVE`].
     pub fn http2() -> Self {
         HttpConnector::new(HttpVersion::Http2)
+    }
+
+    /// A connector that speaks what the server picks by ALPN over TLS (`h2` or `http/1.1`);
+    /// HTTP/1.1 in plaintext.
+    pub fn auto() -> Self {
+        HttpConnector::new(HttpVersion::Auto)
     }
 
     fn new(version: HttpVersion) -> Self {
@@ -92,10 +122,30 @@ impl<B> HttpConnector<B> {
             version,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keep_alive: Some(DEFAULT_H2_KEEP_ALIVE),
+            #[cfg(feature = "tls")]
+            tls: None,
             _body: PhantomData,
         }
     }
 
+    /// Connects over TLS with `config` (feature `tls`): the certificate is verified for the
+    /// config's [server name](super::TlsConfig::server_name) (or the endpoint's IP), ALPN
+    /// offers what [the version](HttpVersion) speaks, and the handshake is bounded by the
+    /// config's handshake timeout, the checkout timeout and the call's deadline. Connections
+    /// are then secure: `https` requests go on them, and only for the verified name.
+    #[cfg(feature = "tls")]
+    pub fn tls(self, config: super::TlsConfig) -> HttpConnector<B, Secured> {
+        HttpConnector {
+            version: self.version,
+            connect_timeout: self.connect_timeout,
+            keep_alive: self.keep_alive,
+            tls: Some(Tls::new(config, self.version)),
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<B, S> HttpConnector<B, S> {
     /// The TCP connect timeout (zero is treated as "no connect timeout of its own").
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -111,6 +161,22 @@ impl<B> HttpConnector<B> {
     /// The protocol this connector speaks.
     pub fn version(&self) -> HttpVersion {
         self.version
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Tls {
+    fn new(settings: super::TlsConfig, version: HttpVersion) -> Tls {
+        let alpn: &[&[u8]] = match version {
+            HttpVersion::Http1 => &[b"http/1.1"],
+            HttpVersion::Http2 => &[b"h2"],
+            HttpVersion::Auto => &[b"h2", b"http/1.1"],
+        };
+        let connector = tokio_rustls::TlsConnector::from(settings.with_alpn(alpn));
+        Tls {
+            settings,
+            connector,
+        }
     }
 }
 
@@ -134,17 +200,37 @@ enum ConnectError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(super::TlsError),
 }
 
-impl<B> Service<SocketAddr> for HttpConnector<B>
+impl ConnectError {
+    /// The error the pool sees: never sent, and for an endpoint unfit for the request (its
+    /// certificate, an alert, no common protocol), rejected.
+    fn into_boxed(self) -> BoxError {
+        #[cfg(feature = "tls")]
+        if let ConnectError::Tls(tls) = self {
+            if tls.kind().rejects_endpoint() {
+                return Box::new(crate::classify::EndpointRejected::new(tls));
+            }
+            // A connect failure (a handshake timeout's cause is an I/O timeout, so
+            // classification sees a timeout, like a TCP connect timeout).
+            return Box::new(NeverSent::new(tls));
+        }
+        Box::new(NeverSent::new(self))
+    }
+}
+
+impl<B, S: Security> Service<SocketAddr> for HttpConnector<B, S>
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Response = HttpConnection<B>;
+    type Response = HttpConnection<B, S>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpConnection<B>, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpConnection<B, S>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -156,18 +242,18 @@ where
             connector
                 .connect(addr)
                 .await
-                .map_err(|e| Box::new(NeverSent::new(e)) as BoxError)
+                .map_err(ConnectError::into_boxed)
         })
     }
 }
 
-impl<B> HttpConnector<B>
+impl<B, S: Security> HttpConnector<B, S>
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn connect(self, addr: SocketAddr) -> Result<HttpConnection<B>, ConnectError> {
+    async fn connect(self, addr: SocketAddr) -> Result<HttpConnection<B, S>, ConnectError> {
         let connecting = TcpStream::connect(addr);
         let stream = if self.connect_timeout.is_zero() {
             connecting.await
@@ -184,265 +270,93 @@ where
         stream
             .set_nodelay(true)
             .map_err(|source| ConnectError::Io { addr, source })?;
-        let io = TokioIo::new(stream);
+        let h2 = self.version == HttpVersion::Http2;
         let handshake = |source| ConnectError::Handshake { addr, source };
-        let authority = Authority::try_from(addr.to_string()).ok();
-        let send = match self.version {
-            HttpVersion::Http1 => {
-                let (send, conn) = http1::handshake(io).await.map_err(handshake)?;
-                tokio::spawn(async move {
-                    if let Err(error) = conn.await {
-                        tracing::debug!(%addr, %error, "HTTP/1 connection ended with an error");
-                    }
-                });
-                Sender::Http1(send)
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let (stream, h2, name) = tls.handshake(stream, addr, self.version).await?;
+            let mut start = self.start(h2).secure(Some(&name));
+            if let Ok(authority) = Authority::try_from(authority_text(&name, addr)) {
+                start = start.authority(authority);
             }
-            HttpVersion::Http2 => {
-                let mut builder = http2::Builder::new(TokioExecutor::new());
-                builder.timer(TokioTimer::new());
-                if let Some(interval) = self.keep_alive {
-                    builder
-                        .keep_alive_interval(interval)
-                        .keep_alive_timeout(interval)
-                        .keep_alive_while_idle(true);
-                }
-                let (send, conn) = builder.handshake(io).await.map_err(handshake)?;
-                tokio::spawn(async move {
-                    // Ends after a GOAWAY once the streams the server accepted have finished
-                    // (graceful drain), or when every handle is dropped.
-                    if let Err(error) = conn.await {
-                        tracing::debug!(%addr, %error, "HTTP/2 connection ended with an error");
-                    }
-                });
-                Sender::Http2(send)
-            }
-        };
-        Ok(HttpConnection { send, authority })
-    }
-}
-
-enum Sender<B> {
-    Http1(http1::SendRequest<B>),
-    Http2(http2::SendRequest<B>),
-}
-
-/// An HTTP/1 or HTTP/2 connection made by an [`HttpConnector`].
-///
-/// Requests may carry an absolute URI or just a path: HTTP/1 sends the origin form with a
-/// `Host` header, HTTP/2 fills `:scheme` and `:authority` from the address when missing.
-pub struct HttpConnection<B> {
-    send: Sender<B>,
-    authority: Option<Authority>,
-}
-
-impl<B> fmt::Debug for HttpConnection<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let version = match self.send {
-            Sender::Http1(_) => HttpVersion::Http1,
-            Sender::Http2(_) => HttpVersion::Http2,
-        };
-        f.debug_struct("HttpConnection")
-            .field("version", &version)
-            .field("authority", &self.authority)
-            .finish()
-    }
-}
-
-impl<B: Send + 'static> Connection for HttpConnection<B> {
-    fn is_closed(&self) -> bool {
-        match &self.send {
-            Sender::Http1(send) => send.is_closed(),
-            Sender::Http2(send) => send.is_closed(),
+            let conn = start.handshake(stream).await.map_err(handshake)?;
+            return Ok(conn.into_security());
         }
-    }
-
-    fn share(&self) -> Option<Self> {
-        match &self.send {
-            Sender::Http1(_) => None,
-            Sender::Http2(send) => Some(HttpConnection {
-                send: Sender::Http2(send.clone()),
-                authority: self.authority.clone(),
-            }),
+        let mut start = self.start(h2);
+        if let Ok(authority) = Authority::try_from(addr.to_string()) {
+            start = start.authority(authority);
         }
-    }
-}
-
-/// A failed send on an [`HttpConnection`]: hyper's error, and the request when hyper handed it
-/// back unsent.
-pub struct HttpSendError<B> {
-    error: hyper::Error,
-    unsent: Option<Request<B>>,
-}
-
-impl<B> HttpSendError<B> {
-    /// hyper's error.
-    pub fn error(&self) -> &hyper::Error {
-        &self.error
+        let conn = start.handshake(stream).await.map_err(handshake)?;
+        Ok(conn.into_security())
     }
 
-    /// Whether hyper handed the request back unsent.
-    pub fn is_unsent(&self) -> bool {
-        self.unsent.is_some()
-    }
-}
-
-impl<B> fmt::Debug for HttpSendError<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpSendError")
-            .field("error", &self.error)
-            .field("unsent", &self.unsent.is_some())
-            .finish()
-    }
-}
-
-impl<B> fmt::Display for HttpSendError<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.error, f)
-    }
-}
-
-impl<B> From<TrySendError<Request<B>>> for HttpSendError<B> {
-    fn from(mut e: TrySendError<Request<B>>) -> Self {
-        let unsent = e.take_message();
-        HttpSendError {
-            error: e.into_error(),
-            unsent,
-        }
-    }
-}
-
-impl<B> From<hyper::Error> for HttpSendError<B> {
-    fn from(error: hyper::Error) -> Self {
-        HttpSendError {
-            error,
-            unsent: None,
-        }
-    }
-}
-
-impl<B> Service<Request<B>> for HttpConnection<B>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<Incoming>;
-    type Error = HttpSendError<B>;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<Response<Incoming>, HttpSendError<B>>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HttpSendError<B>>> {
-        match &mut self.send {
-            Sender::Http1(send) => send.poll_ready(cx),
-            Sender::Http2(send) => send.poll_ready(cx),
-        }
-        .map_err(HttpSendError::from)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        match &mut self.send {
-            Sender::Http1(send) => {
-                let req = origin_form(req, self.authority.as_ref());
-                let sent = send.try_send_request(req);
-                Box::pin(async move { sent.await.map_err(HttpSendError::from) })
-            }
-            Sender::Http2(send) => {
-                let req = absolute_form(req, self.authority.as_ref());
-                let sent = send.try_send_request(req);
-                Box::pin(async move { sent.await.map_err(HttpSendError::from) })
-            }
-        }
-    }
-}
-
-impl<B> ConnectionService<Request<B>> for HttpConnection<B>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    fn into_unsent(error: HttpSendError<B>) -> Result<Request<B>, BoxError> {
-        if let Some(req) = error.unsent {
-            return Ok(req);
-        }
-        if never_processed(&error.error) {
-            Err(Box::new(NeverSent::new(error.error)))
-        } else if closed_before_response(&error.error) {
-            Err(Box::new(ClosedBeforeResponse::new(error.error)))
+    fn start(&self, h2: bool) -> Handshake {
+        let start = if h2 {
+            Handshake::http2()
         } else {
-            Err(Box::new(error.error))
+            Handshake::http1()
+        };
+        start.keep_alive(self.keep_alive)
+    }
+}
+
+/// The authority a path-only request gets on a TLS connection: the verified name, with the
+/// port unless it is 443.
+#[cfg(feature = "tls")]
+fn authority_text(name: &str, addr: SocketAddr) -> String {
+    let host = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name.to_owned()
+    };
+    if addr.port() == 443 {
+        host
+    } else {
+        format!("{host}:{}", addr.port())
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Tls {
+    /// The TLS handshake over `stream`: the stream, whether the server picked `h2`, and the
+    /// name the certificate was verified for.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        version: HttpVersion,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, bool, String), ConnectError> {
+        use super::{TlsError, TlsErrorKind};
+        let name = self.settings.name_for(addr);
+        let text = super::tls::name_text(&name);
+        let connecting = self.connector.connect(name, stream);
+        let timeout = self.settings.handshake_timeout;
+        let done = if timeout.is_zero() {
+            connecting.await
+        } else {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(done) => done,
+                Err(_) => {
+                    return Err(ConnectError::Tls(TlsError::new(
+                        TlsErrorKind::TimedOut,
+                        addr,
+                        text,
+                        Some(Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut))),
+                    )));
+                }
+            }
+        };
+        let stream =
+            done.map_err(|e| ConnectError::Tls(TlsError::from_io(e, addr, text.clone())))?;
+        let picked_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        if version == HttpVersion::Http2 && !picked_h2 {
+            return Err(ConnectError::Tls(TlsError::new(
+                TlsErrorKind::NoCommonProtocol,
+                addr,
+                text,
+                Some("the server did not pick h2 by ALPN (HTTP/2 is required)".into()),
+            )));
         }
+        Ok((stream, picked_h2, text))
     }
 }
-
-/// HTTP/2 says which streams the server never processed (see
-/// [`crate::classify::never_processed`]), anywhere in hyper's error chain.
-fn never_processed(error: &hyper::Error) -> bool {
-    crate::classify::chain(error).any(crate::classify::never_processed)
-}
-
-/// The connection closed before any of the response arrived (HTTP/1: "connection closed before
-/// message completed", or the write failing on a connection the server had closed).
-///
-/// Only the connection's own I/O counts: hyper's error's direct cause. An error of the request
-/// *body* (a user error to hyper — say an upload read from a client that reset) is not the
-/// connection closing, however deep an I/O reset sits in its chain, and is never resent.
-fn closed_before_response(error: &hyper::Error) -> bool {
-    if error.is_user() {
-        return false;
-    }
-    if error.is_incomplete_message() {
-        return true;
-    }
-    std::error::Error::source(error)
-        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            )
-        })
-}
-
-/// HTTP/1: the request line carries the path; the authority goes in `Host`.
-fn origin_form<B>(mut req: Request<B>, fallback: Option<&Authority>) -> Request<B> {
-    let authority = req.uri().authority().cloned().or_else(|| fallback.cloned());
-    if !req.headers().contains_key(header::HOST)
-        && let Some(value) = authority.and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-    {
-        req.headers_mut().insert(header::HOST, value);
-    }
-    if req.uri().authority().is_some() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
-    }
-    req
-}
-
-/// HTTP/2: `:scheme` and `:authority` come from the URI; fill them from the address if absent.
-fn absolute_form<B>(mut req: Request<B>, fallback: Option<&Authority>) -> Request<B> {
-    if req.uri().authority().is_none()
-        && let Some(authority) = fallback
-    {
-        let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
-    }
-    req
-}
-
-#[cfg(test)]
-#[path = "hyper_conn_tests.rs"]
-mod tests;

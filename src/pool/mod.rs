@@ -50,11 +50,15 @@ mod checkout;
 mod config;
 mod core;
 #[cfg(feature = "hyper")]
+mod http_conn;
+#[cfg(feature = "hyper")]
 mod hyper_conn;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
 mod service;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
 #[cfg(feature = "tonic")]
 mod tonic_channel;
 
@@ -71,13 +75,16 @@ pub use self::config::{
 pub use self::stats::PoolStats;
 
 #[cfg(feature = "hyper")]
+pub use self::http_conn::{Handshake, HttpConnection, HttpSendError, Plaintext, Secured, Security};
+#[cfg(feature = "hyper")]
 pub use self::hyper_conn::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_H2_KEEP_ALIVE, HttpConnection, HttpConnector, HttpSendError,
-    HttpVersion,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_H2_KEEP_ALIVE, HttpConnector, HttpVersion,
 };
 #[cfg(feature = "reqwest")]
 pub use self::reqwest_client::{ReqwestConnection, ReqwestConnector};
 pub use self::service::{Pool, PoolFuture};
+#[cfg(feature = "tls")]
+pub use self::tls::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, TlsConfig, TlsError, TlsErrorKind};
 #[cfg(feature = "tonic")]
 pub use self::tonic_channel::TonicConnector;
 
@@ -90,9 +97,17 @@ pub trait Connection: Send + 'static {
     /// request that needs it (an `https` URI, or any scheme other than `http`) on a connection
     /// type that does not, before connecting or writing a byte ([`PlaintextRefused`]).
     /// Default: `false` — fail closed; a connection type that secures its traffic, or refuses
-    /// an https request itself, says `true` (reqwest clients do; the crate's hyper connections
-    /// and tonic channels, dialled `http://`, do not).
+    /// an https request itself, says `true` (reqwest clients do, and the crate's hyper
+    /// connections made over TLS, `HttpConnection<B, Secured>`; plaintext hyper connections and
+    /// tonic channels dialled `http://` do not).
     const SECURE: bool = false;
+
+    /// The server name the peer's TLS certificate was verified for, if this connection knows
+    /// it. A pool never sends a request for another host on it ([`ServerNameMismatch`]).
+    /// Default: `None` (no TLS, or a connection that picks the name per request itself).
+    fn verified_name(&self) -> Option<&str> {
+        None
+    }
 
     /// Whether the connection can carry no more requests (closed by the peer, failed, told to
     /// go away). The pool drops such connections and opens new ones.
@@ -138,6 +153,20 @@ pub trait PoolRequest: DeadlineCarrier + Sized {
         false
     }
 
+    /// The host the request is for (its URI's host, else its `Host` header's), for messages.
+    /// Default: `None`.
+    fn host(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether every host the request names (its URI's host, every `Host` header) is `name`, a
+    /// TLS connection's [verified name](Connection::verified_name); a request that names none
+    /// is (the connection fills in its name). Default: `true`.
+    fn is_for_host(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
+
     /// Whether a copy taken by [`resend_copy`](Self::resend_copy) can still be sent: its body
     /// can still replay from the start (a replay buffer may have been outgrown, or its source
     /// failed, while the first copy was sent). Default: yes.
@@ -171,15 +200,107 @@ impl<B: crate::retry::RetryBody> PoolRequest for http::Request<B> {
             .scheme_str()
             .is_some_and(|scheme| !scheme.eq_ignore_ascii_case("http"))
     }
+
+    fn host(&self) -> Option<&str> {
+        if let Some(host) = self.uri().host() {
+            return Some(host);
+        }
+        let host = self.headers().get(http::header::HOST)?.to_str().ok()?;
+        Some(host_of(host))
+    }
+
+    /// The URI's host and every `Host` header must name `name`; an unreadable `Host` does not.
+    fn is_for_host(&self, name: &str) -> bool {
+        if let Some(host) = self.uri().host()
+            && !same_host(name, host)
+        {
+            return false;
+        }
+        self.headers()
+            .get_all(http::header::HOST)
+            .iter()
+            .all(|value| value.to_str().is_ok_and(|h| same_host(name, host_of(h))))
+    }
+}
+
+/// The host of a `Host` header's value: `name[:port]`, `[v6]:port`.
+#[cfg(feature = "http")]
+fn host_of(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .map_or(host, |(v6, _)| &host[..v6.len() + 2]),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    }
+}
+
+/// Whether `requested` (a URI host: a DNS name, an IPv4 address or a bracketed IPv6 one) names
+/// the host a connection was verified for: DNS names compared without case and without a
+/// trailing dot, IP addresses compared as addresses.
+#[cfg(feature = "http")]
+pub(crate) fn same_host(verified: &str, requested: &str) -> bool {
+    let unbracket = |h: &str| {
+        h.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .map(str::to_owned)
+            .unwrap_or_else(|| h.to_owned())
+    };
+    let (v, r) = (unbracket(verified), unbracket(requested));
+    if let (Ok(a), Ok(b)) = (v.parse::<std::net::IpAddr>(), r.parse::<std::net::IpAddr>()) {
+        return a == b;
+    }
+    let one_dot = |h: &str| {
+        h.strip_suffix('.')
+            .map(str::to_owned)
+            .unwrap_or_else(|| h.to_owned())
+    };
+    one_dot(&v).eq_ignore_ascii_case(&one_dot(&r))
+}
+
+/// A request for one host refused on a TLS connection verified for another: nothing was
+/// written. A connector's TLS name ([`TlsConfig::server_name`]) must be the host of the URLs it
+/// serves. The caller's own mistake — never retried, neither a failure nor a success of the
+/// endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused to send a request for host {requested:?} on a TLS connection to {endpoint} verified \
+     for {verified:?}: set the connector's server name to the host of the URLs it serves"
+)]
+pub struct ServerNameMismatch {
+    endpoint: std::sync::Arc<str>,
+    verified: String,
+    requested: String,
+}
+
+/// Whether `err` is the pool's own refusal to send (plaintext, or a TLS name mismatch).
+pub(crate) fn is_own_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.is::<PlaintextRefused>() || err.is::<ServerNameMismatch>()
+}
+
+/// Why a pool would not write `req` on `conn`, if it would not.
+pub(crate) fn refusal<Conn: Connection, Req: PoolRequest>(
+    conn: &Conn,
+    req: &Req,
+    endpoint: &std::sync::Arc<str>,
+) -> Option<BoxError> {
+    let verified = conn.verified_name()?;
+    if req.is_for_host(verified) {
+        return None;
+    }
+    Some(Box::new(ServerNameMismatch {
+        endpoint: endpoint.clone(),
+        verified: verified.to_owned(),
+        requested: req.host().unwrap_or("an unreadable Host header").to_owned(),
+    }))
 }
 
 /// An `https` request refused by a pool whose connections are plaintext
-/// ([`Connection::SECURE`] is `false`: the crate's [`HttpConnector`] has no TLS): nothing was
-/// connected or written. The caller's own mistake — a client error, never retried.
+/// ([`Connection::SECURE`] is `false`: an [`HttpConnector`] without TLS): nothing was connected
+/// or written. The caller's own mistake — a client error, never retried.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "refused to send an https request in plaintext to {endpoint}: this pool's connections have \
-     no TLS (use a TLS connector, or an http:// URI for a plaintext endpoint)"
+     no TLS (give the connector a TlsConfig, or use an http:// URI for a plaintext endpoint)"
 )]
 pub struct PlaintextRefused {
     endpoint: std::sync::Arc<str>,

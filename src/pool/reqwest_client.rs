@@ -46,7 +46,11 @@ impl ReqwestConnector {
     }
 
     /// Starts every client from the builder `configure` returns (timeouts, TLS, proxies off…);
-    /// the address pinning and `retry(never)` are applied on top.
+    /// the address pinning and `retry(never)` are applied on top. For TLS, hand reqwest a
+    /// rustls config built with an explicit provider (`tls_backend_preconfigured`): with
+    /// reqwest's `rustls-no-provider` feature and no process-wide provider, reqwest panics in
+    /// `build()` — the connector reports that as a configuration error (`Error::Config`,
+    /// never retried) instead.
     pub fn configure(
         mut self,
         configure: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static,
@@ -67,18 +71,39 @@ impl Service<SocketAddr> for ReqwestConnector {
 
     fn call(&mut self, addr: SocketAddr) -> Self::Future {
         let host = self.host.clone();
-        let built = (self.configure)()
-            .resolve(&self.host, addr)
-            .retry(reqwest::retry::never())
-            .build();
+        // reqwest panics in `build()` on some configurations (with its `rustls-no-provider`
+        // feature, when no process-wide rustls provider is installed): a clear error instead.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.configure)()
+                .resolve(&self.host, addr)
+                .retry(reqwest::retry::never())
+                .build()
+        }));
         Box::pin(async move {
-            built
-                .map(|client| ReqwestConnection {
-                    client,
-                    host,
-                    port: addr.port(),
-                })
-                .map_err(|e| Box::new(NeverSent::new(e)) as BoxError)
+            match built {
+                Ok(built) => built
+                    .map(|client| ReqwestConnection {
+                        client,
+                        host,
+                        port: addr.port(),
+                    })
+                    .map_err(|e| Box::new(NeverSent::new(e)) as BoxError),
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned());
+                    Err(Box::new(crate::Error::Config(crate::ConfigError::new(
+                        "reqwest",
+                        format!(
+                            "building the reqwest client failed ({why}); for TLS, give \
+                             `configure` a builder with `tls_backend_preconfigured(config)` \
+                             built with an explicit rustls provider (docs/pool.md § TLS)"
+                        ),
+                    ))) as BoxError)
+                }
+            }
         })
     }
 }

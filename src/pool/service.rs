@@ -419,6 +419,12 @@ where
                 checkout.mark_broken();
                 continue;
             };
+            // A request for a host this TLS connection was not verified for: refused before a
+            // byte of it is written.
+            if let Some(refusal) = super::refusal(&*conn, &req, &self.slots.endpoint) {
+                tracing::warn!(endpoint = %self.slots.endpoint, error = %refusal, "request refused");
+                return Err(Error::Inner(refusal));
+            }
             let ready = {
                 let _unsent = Unsent(fresh_since.is_none());
                 tokio::time::timeout_at(start + bound, conn.ready()).await

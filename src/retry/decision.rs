@@ -36,6 +36,10 @@ pub enum RetryStop {
     OverloadWithoutHint,
     /// The endpoint is unavailable, gave no delay hint, and no other endpoint can take the retry.
     NoOtherEndpoint,
+    /// The endpoint proved unfit for the request before it was sent (its TLS certificate, a
+    /// fatal alert, no common protocol: [`EndpointRejected`](crate::classify::EndpointRejected))
+    /// and no other endpoint is usable; the same endpoint would reject it again.
+    EndpointRejected,
     /// The backoff (or the server's delay hint) does not fit in the time left before the deadline.
     DeadlineTooShort {
         /// The delay the retry would have needed.
@@ -73,6 +77,10 @@ impl fmt::Display for RetryStop {
             RetryStop::NoOtherEndpoint => f.write_str(
                 "the endpoint is unavailable, sent no delay hint, and no other endpoint can take \
                  the retry",
+            ),
+            RetryStop::EndpointRejected => f.write_str(
+                "the endpoint rejected the connection before the request was sent (a failed TLS \
+                 handshake; see the cause) and no other endpoint is usable",
             ),
             RetryStop::DeadlineTooShort { delay, remaining } => write!(
                 f,
@@ -210,6 +218,16 @@ impl Rules {
             }
             _ => {}
         }
+        // An endpoint unfit for the request (its TLS identity, its protocols): only another
+        // endpoint, never this one again.
+        let elsewhere = if class.needs_other_endpoint() {
+            match outcome.served_by {
+                Some(served) if served.alternatives > 0 => Some(served.endpoint),
+                _ => return Decision::Stop(RetryStop::EndpointRejected),
+            }
+        } else {
+            None
+        };
         // A request that never reached the server: once, at once, for free (gRPC A6).
         if class.is_never_sent() && !call.transparent_used && call.replayable {
             if call.remaining.is_some_and(|r| r.is_zero()) {
@@ -221,7 +239,7 @@ impl Rules {
             return Decision::Retry {
                 delay: Duration::ZERO,
                 kind: Resend::Transparent,
-                avoid: None,
+                avoid: elsewhere,
             };
         }
         if outcome.observed == Observed::Conflict {
@@ -253,7 +271,7 @@ impl Rules {
         }
         // 4. Overload and unavailability without a hint.
         let hint = class.hint().delay();
-        let mut avoid = None;
+        let mut avoid = elsewhere;
         if hint.is_none() {
             match class.kind() {
                 Kind::Overload if !self.retry_overload_without_hint => {

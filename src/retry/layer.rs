@@ -335,7 +335,22 @@ where
                     } else {
                         Observed::Error
                     };
-                    (classifier.classify_error(err.as_ref()), observed, None)
+                    // An endpoint unfit for the request (its TLS identity): only another
+                    // endpoint may be tried, whatever a classifier of the user's own says; the
+                    // balancer said which one it was and how many others were usable.
+                    let rejected = crate::classify::rejects_endpoint(err.as_ref());
+                    let class = classifier.classify_error(err.as_ref());
+                    let class = if rejected {
+                        class.with_never_sent(true).with_other_endpoint(true)
+                    } else {
+                        class
+                    };
+                    let served_by = if rejected {
+                        crate::classify::rejected_at(err.as_ref())
+                    } else {
+                        None
+                    };
+                    (class, observed, served_by)
                 }
             };
             if class.kind() == Kind::Success && observed == Observed::Response {
@@ -457,8 +472,9 @@ fn stop<Res: RetryResponse>(
 /// Whether an error from below ends the call whatever the policy: the deadline ran out, no
 /// endpoint can take the call, the bulkhead refused it, the request itself is invalid.
 fn ends_the_call(err: &(dyn std::error::Error + 'static)) -> bool {
-    // An https request refused by a plaintext pool: it would be refused again, anywhere.
-    if crate::classify::chain(err).any(|e| e.is::<crate::pool::PlaintextRefused>()) {
+    // An https request refused by a plaintext pool, or for a host its TLS connections were not
+    // verified for: it would be refused again, anywhere.
+    if crate::classify::chain(err).any(crate::pool::is_own_refusal) {
         return true;
     }
     crate::classify::chain(err)

@@ -33,3 +33,22 @@ pub mod ledger_server;
 pub mod redis_server;
 pub mod server;
 pub mod warnings;
+
+/// A reqwest client builder with TLS set up the way docs/pool.md says: a rustls config built
+/// with an explicit provider (reqwest's `rustls-no-provider` panics at `build()` otherwise, as
+/// no process-wide provider is installed), trusting nothing (plain-HTTP tests) or `roots`.
+pub fn reqwest_builder() -> reqwest::ClientBuilder {
+    reqwest_builder_trusting(rustls::RootCertStore::empty())
+}
+
+/// [`reqwest_builder`] trusting `roots`.
+pub fn reqwest_builder_trusting(roots: rustls::RootCertStore) -> reqwest::ClientBuilder {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(config)
+}

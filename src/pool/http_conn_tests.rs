@@ -27,11 +27,22 @@ fn http1_sends_the_origin_form_with_a_host() {
 #[test]
 fn http2_fills_scheme_and_authority() {
     let fallback = Authority::from_static("127.0.0.1:9");
-    let req = absolute_form(Request::get("/x?y").body(()).unwrap(), Some(&fallback));
+    let req = absolute_form(
+        Request::get("/x?y").body(()).unwrap(),
+        Some(&fallback),
+        false,
+    );
     assert_eq!(req.uri(), "http://127.0.0.1:9/x?y");
     let req = Request::get("https://name.test/x").body(()).unwrap();
     assert_eq!(
-        absolute_form(req, Some(&fallback)).uri(),
+        absolute_form(req, Some(&fallback), false).uri(),
         "https://name.test/x"
     );
+}
+
+#[test]
+fn a_secure_http2_connection_fills_the_https_scheme() {
+    let fallback = Authority::from_static("api.example.test");
+    let req = absolute_form(Request::get("/v1").body(()).unwrap(), Some(&fallback), true);
+    assert_eq!(req.uri(), "https://api.example.test/v1");
 }

@@ -1,0 +1,506 @@
+//! [`HttpConnection`]: one HTTP/1 or HTTP/2 connection on hyper's client connection API, over
+//! any stream — made by [`HttpConnector`](super::HttpConnector) over TCP (and TLS), or by
+//! [`Handshake`] over a stream of your own (another TLS stack, a Unix socket).
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, header};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::Service;
+
+use super::{ClosedBeforeResponse, Connection, ConnectionService, HttpVersion};
+use crate::BoxError;
+use crate::classify::NeverSent;
+
+/// Whether an [`HttpConnection`] (and the [`HttpConnector`](super::HttpConnector) making it)
+/// is secured by TLS, in its type: a pool refuses an `https` request to plaintext connections
+/// before it connects at all ([`Connection::SECURE`]). Implemented by [`Plaintext`] and
+/// [`Secured`] only.
+pub trait Security: sealed::Sealed + Send + Sync + 'static {
+    /// Whether connections of this kind are secured.
+    const SECURE: bool;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Plaintext {}
+    impl Sealed for super::Secured {}
+}
+
+/// Plaintext connections (the default).
+#[derive(Debug, Clone, Copy)]
+pub enum Plaintext {}
+
+/// Connections secured by TLS.
+#[derive(Debug, Clone, Copy)]
+pub enum Secured {}
+
+impl Security for Plaintext {
+    const SECURE: bool = false;
+}
+
+impl Security for Secured {
+    const SECURE: bool = true;
+}
+
+/// Starts an [`HttpConnection`] over a stream you connected (and secured) yourself: any tokio
+/// `AsyncRead + AsyncWrite` — a TLS stream of another stack, a Unix socket, an in-memory pipe.
+/// The connection's driver is spawned on the current tokio runtime.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), stanchion::BoxError> {
+/// use stanchion::pool::{Handshake, HttpConnection};
+/// use http_body_util::Full;
+/// use bytes::Bytes;
+///
+/// let stream = tokio::net::TcpStream::connect("127.0.0.1:8080").await?;
+/// let conn: HttpConnection<Full<Bytes>> = Handshake::http1()
+///     .authority("127.0.0.1:8080".parse()?)
+///     .handshake(stream)
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Handshake<S = Plaintext> {
+    h2: bool,
+    keep_alive: Option<Duration>,
+    authority: Option<Authority>,
+    verified_name: Option<Arc<str>>,
+    _security: PhantomData<S>,
+}
+
+impl<S> Clone for Handshake<S> {
+    fn clone(&self) -> Self {
+        Handshake {
+            h2: self.h2,
+            keep_alive: self.keep_alive,
+            authority: self.authority.clone(),
+            verified_name: self.verified_name.clone(),
+            _security: PhantomData,
+        }
+    }
+}
+
+impl<S> fmt::Debug for Handshake<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("h2", &self.h2)
+            .field("keep_alive", &self.keep_alive)
+            .field("authority", &self.authority)
+            .field("verified_name", &self.verified_name)
+            .finish()
+    }
+}
+
+impl Handshake {
+    /// HTTP/1.1: one request at a time.
+    pub fn http1() -> Handshake {
+        Handshake::new(false)
+    }
+
+    /// HTTP/2 (prior knowledge, or `h2` agreed by ALPN), with keep-alive pings every
+    /// [`DEFAULT_H2_KEEP_ALIVE`](super::DEFAULT_H2_KEEP_ALIVE).
+    pub fn http2() -> Handshake {
+        Handshake::new(true)
+    }
+
+    fn new(h2: bool) -> Handshake {
+        Handshake {
+            h2,
+            keep_alive: Some(super::DEFAULT_H2_KEEP_ALIVE),
+            authority: None,
+            verified_name: None,
+            _security: PhantomData,
+        }
+    }
+
+    /// The stream is secured (TLS you did yourself): the connection is an
+    /// `HttpConnection<B, Secured>`, on which `https` requests may go and a path-only request
+    /// gets the `https` scheme. `verified_name`: the name the peer's certificate was verified
+    /// for, if any — the pool then sends no request for another host on this connection.
+    pub fn secure(self, verified_name: Option<&str>) -> Handshake<Secured> {
+        Handshake {
+            h2: self.h2,
+            keep_alive: self.keep_alive,
+            authority: self.authority,
+            verified_name: verified_name.map(Arc::from),
+            _security: PhantomData,
+        }
+    }
+}
+
+impl<S: Security> Handshake<S> {
+    /// HTTP/2 keep-alive: the ping interval and answer timeout, or `None` for no pings.
+    pub fn keep_alive(mut self, interval: Option<Duration>) -> Self {
+        self.keep_alive = interval.filter(|i| !i.is_zero());
+        self
+    }
+
+    /// The authority for requests that carry only a path (HTTP/1 `Host`, HTTP/2
+    /// `:authority`). Default: none.
+    pub fn authority(mut self, authority: Authority) -> Self {
+        self.authority = Some(authority);
+        self
+    }
+
+    /// Runs the HTTP handshake over `io` (for HTTP/2, the connection preface and settings) and
+    /// spawns the connection's driver.
+    ///
+    /// # Errors
+    /// hyper's error when the handshake fails.
+    pub async fn handshake<B, IO>(self, io: IO) -> Result<HttpConnection<B, S>, hyper::Error>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let io = TokioIo::new(io);
+        let peer = self.authority.clone();
+        let send = if self.h2 {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new());
+            if let Some(interval) = self.keep_alive {
+                builder
+                    .keep_alive_interval(interval)
+                    .keep_alive_timeout(interval)
+                    .keep_alive_while_idle(true);
+            }
+            let (send, conn) = builder.handshake(io).await?;
+            tokio::spawn(async move {
+                // Ends after a GOAWAY once the streams the server accepted have finished
+                // (graceful drain), or when every handle is dropped.
+                if let Err(error) = conn.await {
+                    tracing::debug!(peer = ?peer, %error, "HTTP/2 connection ended with an error");
+                }
+            });
+            Sender::Http2(send)
+        } else {
+            let (send, conn) = http1::handshake(io).await?;
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    tracing::debug!(peer = ?peer, %error, "HTTP/1 connection ended with an error");
+                }
+            });
+            Sender::Http1(send)
+        };
+        Ok(HttpConnection {
+            send,
+            authority: self.authority,
+            verified_name: self.verified_name,
+            answered: Arc::new(AtomicBool::new(false)),
+            _security: PhantomData,
+        })
+    }
+}
+
+pub(super) enum Sender<B> {
+    Http1(http1::SendRequest<B>),
+    Http2(http2::SendRequest<B>),
+}
+
+/// An HTTP/1 or HTTP/2 connection, made by an [`HttpConnector`](super::HttpConnector) or by a
+/// [`Handshake`] over a stream of your own.
+///
+/// Requests may carry an absolute URI or just a path: HTTP/1 sends the origin form with a
+/// `Host` header, HTTP/2 fills `:scheme` (`https` on a secure connection) and `:authority`
+/// from the connection's authority when missing.
+///
+/// `S` says in the type whether it is secured ([`Plaintext`], the default, or [`Secured`]).
+pub struct HttpConnection<B, S = Plaintext> {
+    send: Sender<B>,
+    authority: Option<Authority>,
+    verified_name: Option<Arc<str>>,
+    /// Whether the connection has answered a request (shared by an HTTP/2 connection's handles).
+    answered: Arc<AtomicBool>,
+    _security: PhantomData<S>,
+}
+
+impl<B, S: Security> HttpConnection<B, S> {
+    /// The same connection typed as `T` — only for the crate's connector, which made a
+    /// `Secured` connection exactly when `T` is `Secured`.
+    pub(super) fn into_security<T: Security>(self) -> HttpConnection<B, T> {
+        debug_assert_eq!(S::SECURE, T::SECURE);
+        HttpConnection {
+            send: self.send,
+            authority: self.authority,
+            verified_name: self.verified_name,
+            answered: self.answered,
+            _security: PhantomData,
+        }
+    }
+}
+
+impl<B, S: Security> fmt::Debug for HttpConnection<B, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let version = match self.send {
+            Sender::Http1(_) => HttpVersion::Http1,
+            Sender::Http2(_) => HttpVersion::Http2,
+        };
+        f.debug_struct("HttpConnection")
+            .field("version", &version)
+            .field("authority", &self.authority)
+            .field("secure", &S::SECURE)
+            .field("verified_name", &self.verified_name)
+            .finish()
+    }
+}
+
+impl<B: Send + 'static, S: Security> Connection for HttpConnection<B, S> {
+    const SECURE: bool = S::SECURE;
+
+    fn verified_name(&self) -> Option<&str> {
+        self.verified_name.as_deref()
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.send {
+            Sender::Http1(send) => send.is_closed(),
+            Sender::Http2(send) => send.is_closed(),
+        }
+    }
+
+    fn share(&self) -> Option<Self> {
+        match &self.send {
+            Sender::Http1(_) => None,
+            Sender::Http2(send) => Some(HttpConnection {
+                send: Sender::Http2(send.clone()),
+                authority: self.authority.clone(),
+                verified_name: self.verified_name.clone(),
+                answered: self.answered.clone(),
+                _security: PhantomData,
+            }),
+        }
+    }
+}
+
+/// A failed send on an [`HttpConnection`]: hyper's error, and the request when hyper handed it
+/// back unsent.
+pub struct HttpSendError<B> {
+    error: hyper::Error,
+    unsent: Option<Request<B>>,
+    /// The connection had answered a request before this one: an error on it is no handshake's.
+    answered_before: bool,
+}
+
+impl<B> HttpSendError<B> {
+    /// hyper's error.
+    pub fn error(&self) -> &hyper::Error {
+        &self.error
+    }
+
+    /// Whether hyper handed the request back unsent.
+    pub fn is_unsent(&self) -> bool {
+        self.unsent.is_some()
+    }
+}
+
+impl<B> fmt::Debug for HttpSendError<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSendError")
+            .field("error", &self.error)
+            .field("unsent", &self.unsent.is_some())
+            .finish()
+    }
+}
+
+impl<B> fmt::Display for HttpSendError<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<B> From<TrySendError<Request<B>>> for HttpSendError<B> {
+    fn from(mut e: TrySendError<Request<B>>) -> Self {
+        let unsent = e.take_message();
+        HttpSendError {
+            error: e.into_error(),
+            unsent,
+            answered_before: true,
+        }
+    }
+}
+
+impl<B> From<hyper::Error> for HttpSendError<B> {
+    fn from(error: hyper::Error) -> Self {
+        HttpSendError {
+            error,
+            unsent: None,
+            answered_before: true,
+        }
+    }
+}
+
+impl<B, S: Security> Service<Request<B>> for HttpConnection<B, S>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Incoming>;
+    type Error = HttpSendError<B>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Response<Incoming>, HttpSendError<B>>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HttpSendError<B>>> {
+        match &mut self.send {
+            Sender::Http1(send) => send.poll_ready(cx),
+            Sender::Http2(send) => send.poll_ready(cx),
+        }
+        .map_err(HttpSendError::from)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let answered = self.answered.clone();
+        match &mut self.send {
+            Sender::Http1(send) => {
+                let req = origin_form(req, self.authority.as_ref());
+                Box::pin(finish(send.try_send_request(req), answered))
+            }
+            Sender::Http2(send) => {
+                let req = absolute_form(req, self.authority.as_ref(), S::SECURE);
+                Box::pin(finish(send.try_send_request(req), answered))
+            }
+        }
+    }
+}
+
+/// Awaits a send, and records whether the connection had answered before it (a TLS alert on a
+/// connection that has answered is no handshake's refusal).
+async fn finish<B>(
+    sent: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<B>>>>,
+    answered: Arc<AtomicBool>,
+) -> Result<Response<Incoming>, HttpSendError<B>> {
+    let answered_before = answered.load(Ordering::Relaxed);
+    match sent.await {
+        Ok(res) => {
+            if !answered_before {
+                answered.store(true, Ordering::Relaxed);
+            }
+            Ok(res)
+        }
+        Err(e) => {
+            let mut error = HttpSendError::from(e);
+            error.answered_before = answered_before;
+            Err(error)
+        }
+    }
+}
+
+impl<B, S: Security> ConnectionService<Request<B>> for HttpConnection<B, S>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn into_unsent(error: HttpSendError<B>) -> Result<Request<B>, BoxError> {
+        if let Some(req) = error.unsent {
+            return Ok(req);
+        }
+        // TLS 1.3: a server that refuses our client certificate says so after our side of the
+        // handshake is done, so the refusal arrives as the first send's error. Its alert is one
+        // only a handshake sends: the server accepted none of the request.
+        #[cfg(feature = "tls")]
+        if !error.answered_before
+            && let Some(kind) = super::tls::handshake_alert(&error.error)
+        {
+            return Err(Box::new(crate::classify::EndpointRejected::new(
+                super::TlsError::after_handshake(kind, error.error),
+            )));
+        }
+        if never_processed(&error.error) {
+            Err(Box::new(NeverSent::new(error.error)))
+        } else if closed_before_response(&error.error) {
+            Err(Box::new(ClosedBeforeResponse::new(error.error)))
+        } else {
+            Err(Box::new(error.error))
+        }
+    }
+}
+
+/// HTTP/2 says which streams the server never processed (see
+/// [`crate::classify::never_processed`]), anywhere in hyper's error chain.
+fn never_processed(error: &hyper::Error) -> bool {
+    crate::classify::chain(error).any(crate::classify::never_processed)
+}
+
+/// The connection closed before any of the response arrived (HTTP/1: "connection closed before
+/// message completed", or the write failing on a connection the server had closed).
+///
+/// Only the connection's own I/O counts: hyper's error's direct cause. An error of the request
+/// *body* (a user error to hyper — say an upload read from a client that reset) is not the
+/// connection closing, however deep an I/O reset sits in its chain, and is never resent.
+fn closed_before_response(error: &hyper::Error) -> bool {
+    if error.is_user() {
+        return false;
+    }
+    if error.is_incomplete_message() {
+        return true;
+    }
+    std::error::Error::source(error)
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            )
+        })
+}
+
+/// HTTP/1: the request line carries the path; the authority goes in `Host`.
+pub(super) fn origin_form<B>(mut req: Request<B>, fallback: Option<&Authority>) -> Request<B> {
+    let authority = req.uri().authority().cloned().or_else(|| fallback.cloned());
+    if !req.headers().contains_key(header::HOST)
+        && let Some(value) = authority.and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, value);
+    }
+    if req.uri().authority().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+    }
+    req
+}
+
+/// HTTP/2: `:scheme` and `:authority` come from the URI; fill them from the connection if
+/// absent (`https` on a secure connection).
+pub(super) fn absolute_form<B>(
+    mut req: Request<B>,
+    fallback: Option<&Authority>,
+    secure: bool,
+) -> Request<B> {
+    if req.uri().authority().is_none()
+        && let Some(authority) = fallback
+    {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(if secure { Scheme::HTTPS } else { Scheme::HTTP });
+        parts.authority = Some(authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+#[cfg(test)]
+#[path = "http_conn_tests.rs"]
+mod tests;

@@ -1,0 +1,737 @@
+//! TLS on the hyper path, against real TLS servers on 127.0.0.1 whose certificates are made
+//! here with rcgen (a CA, leaves for names and IPs, an expired one, another CA's, client
+//! certificates): ALPN, verification failures and what the client does with them, mTLS, the
+//! name a connection is verified for, tonic and reqwest over TLS, and a connection over a
+//! stream of the caller's own.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{RootCertStore, ServerConfig};
+use stanchion::client::{Client, Target};
+use stanchion::pool::{
+    Handshake, HttpConnection, HttpConnector, PoolBuilder, Secured, ServerNameMismatch, TlsConfig,
+    TlsError, TlsErrorKind,
+};
+use stanchion::retry::{Backoff, ReplayBody};
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+
+type Body = ReplayBody<Full<Bytes>>;
+
+/// A certificate authority made for one test.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca { issuer }
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.der()).unwrap();
+        roots
+    }
+
+    /// A leaf for DNS `names` and `ips`, valid now, or expired (2000–2001) if `expired`.
+    fn leaf(&self, names: &[&str], ips: &[&str], expired: bool) -> Leaf {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        for ip in ips {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(ip.parse().unwrap()));
+        }
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            chain: vec![cert.der().clone()],
+            key: key.serialize_der(),
+        }
+    }
+}
+
+/// A certificate chain and its private key (PKCS#8).
+#[derive(Clone)]
+struct Leaf {
+    chain: Vec<CertificateDer<'static>>,
+    key: Vec<u8>,
+}
+
+impl Leaf {
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What a TLS test server offers.
+struct ServerSetup {
+    leaf: Leaf,
+    alpn: Vec<&'static [u8]>,
+    /// Client certificates required, signed by this CA.
+    client_ca: Option<RootCertStore>,
+}
+
+impl ServerSetup {
+    fn new(leaf: Leaf) -> ServerSetup {
+        ServerSetup {
+            leaf,
+            alpn: vec![b"h2", b"http/1.1"],
+            client_ca: None,
+        }
+    }
+}
+
+/// A TLS server on 127.0.0.1 (HTTP/1.1 and HTTP/2 on one port, the protocol by ALPN or the
+/// preface): counts TCP connections accepted and requests served; answers `ok <version>`, or
+/// echoes a gRPC call.
+struct TlsServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    hosts: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsServer {
+    async fn start(setup: ServerSetup) -> TlsServer {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match setup.client_ca {
+            Some(roots) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .unwrap(),
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(setup.leaf.chain.clone(), setup.leaf.key())
+            .unwrap();
+        config.alpn_protocols = setup.alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let hosts = Arc::new(Mutex::new(Vec::new()));
+        let task = {
+            let (accepted, requests, hosts) = (accepted.clone(), requests.clone(), hosts.clone());
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let acceptor = acceptor.clone();
+                    let (requests, hosts) = (requests.clone(), hosts.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(move |req| {
+                            let (requests, hosts) = (requests.clone(), hosts.clone());
+                            async move { answer(req, &requests, &hosts).await }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        TlsServer {
+            addr,
+            accepted,
+            requests,
+            hosts,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    requests: &AtomicUsize,
+    hosts: &Mutex<Vec<String>>,
+) -> Result<Response<support::grpc_server::FramesBody>, std::convert::Infallible> {
+    requests.fetch_add(1, Ordering::SeqCst);
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    // `Host` carries the port (HTTP/1); `:authority`'s host does not (HTTP/2).
+    let host = host.split(':').next().unwrap_or_default().to_owned();
+    hosts.lock().unwrap().push(host);
+    let version = req.version();
+    let grpc = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    if grpc {
+        // Echo the request's frame back: EchoRequest and EchoReply are the same message.
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let body = support::grpc_server::FramesBody::new([
+            http_body::Frame::data(body),
+            http_body::Frame::trailers(trailers),
+        ]);
+        return Ok(Response::builder()
+            .header("content-type", "application/grpc")
+            .body(body)
+            .unwrap());
+    }
+    let text = format!("ok {version:?}");
+    Ok(Response::new(support::grpc_server::FramesBody::new([
+        http_body::Frame::data(Bytes::from(text)),
+    ])))
+}
+
+fn fast() -> Backoff {
+    Backoff::new(Duration::from_millis(1), Duration::from_millis(5)).unwrap()
+}
+
+fn get(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri).body(Full::new(Bytes::new())).unwrap()
+}
+
+async fn text(res: Response<impl http_body::Body<Error: std::fmt::Debug>>) -> String {
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// HTTP/1.1 and HTTP/2 by ALPN through the whole client (retries, deadline, pool): `auto()`
+/// speaks what the server picks; `http1()` offers only HTTP/1.1; `http2()` only h2. Path-only
+/// requests get the verified name as their authority, and `https` as their scheme.
+#[tokio::test]
+async fn https_through_the_client_speaks_the_protocol_alpn_picked() {
+    let ca = Ca::new("test CA");
+    let leaf = ca.leaf(&["localhost"], &[], false);
+    let both = TlsServer::start(ServerSetup::new(leaf.clone())).await;
+    let h1_only = TlsServer::start(ServerSetup {
+        alpn: vec![b"http/1.1"],
+        ..ServerSetup::new(leaf.clone())
+    })
+    .await;
+    let tls = TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap();
+    let cases = [
+        (HttpConnector::<Body>::auto(), &both, "HTTP/2.0"),
+        (HttpConnector::<Body>::auto(), &h1_only, "HTTP/1.1"),
+        (HttpConnector::<Body>::http1(), &both, "HTTP/1.1"),
+        (HttpConnector::<Body>::http2(), &both, "HTTP/2.0"),
+    ];
+    for (connector, server, expected) in cases {
+        let version = connector.version();
+        let client = Client::http(Target::addrs([server.addr]))
+            .deadline(Duration::from_secs(5))
+            .backoff(fast())
+            .build(connector.tls(tls.clone()))
+            .unwrap();
+        client.resolved().await;
+        let uri = format!("https://localhost:{}/v1/charges", server.addr.port());
+        for _ in 0..3 {
+            let res = client.clone().oneshot(get(&uri)).await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert_eq!(text(res).await, format!("ok {expected}"), "{version:?}");
+        }
+        // A path-only request: the verified name is its authority.
+        let res = client.clone().oneshot(get("/health")).await.unwrap();
+        assert_eq!(text(res).await, format!("ok {expected}"));
+        assert_eq!(
+            server.hosts.lock().unwrap().last().map(String::as_str),
+            Some("localhost")
+        );
+    }
+    // The pool kept its connections: one per client (four clients, two servers).
+    assert_eq!(both.accepted() + h1_only.accepted(), 4);
+}
+
+/// Every way a server's certificate can fail: one handshake per endpoint (never retried on the
+/// same endpoint, nothing sent), the kind in the error's message, rustls' error in its source.
+#[tokio::test]
+async fn a_certificate_failure_is_one_attempt_with_its_cause() {
+    let ca = Ca::new("trusted CA");
+    let other_ca = Ca::new("someone else's CA");
+    let cases = [
+        (
+            "another CA",
+            other_ca.leaf(&["localhost"], &[], false),
+            TlsErrorKind::CertificateNotTrusted,
+            "certificate not trusted",
+        ),
+        (
+            "expired",
+            ca.leaf(&["localhost"], &[], true),
+            TlsErrorKind::CertificateExpired,
+            "certificate expired",
+        ),
+        (
+            "another name",
+            ca.leaf(&["other.example"], &[], false),
+            TlsErrorKind::CertificateWrongName,
+            "certificate not valid for the server name",
+        ),
+    ];
+    for (what, leaf, kind, message) in cases {
+        let server = TlsServer::start(ServerSetup::new(leaf)).await;
+        let tls = TlsConfig::with_roots(ca.roots())
+            .server_name("localhost")
+            .unwrap();
+        let client = Client::http(Target::addrs([server.addr]))
+            .backoff(fast())
+            .build(HttpConnector::<Body>::auto().tls(tls))
+            .unwrap();
+        client.resolved().await;
+        let uri = format!("https://localhost:{}/", server.addr.port());
+        let err = client.oneshot(get(&uri)).await.unwrap_err();
+        let report = err.report().to_string();
+        assert!(
+            report.contains(&format!("TLS: {message}")),
+            "{what}: {report}"
+        );
+        let tls_error = support_chain(&err)
+            .find_map(|e| e.downcast_ref::<TlsError>())
+            .unwrap_or_else(|| panic!("{what}: no TlsError in {report}"));
+        assert_eq!(tls_error.kind(), kind, "{what}");
+        assert!(
+            std::error::Error::source(tls_error)
+                .is_some_and(|s| s.downcast_ref::<rustls::Error>().is_some()),
+            "{what}: rustls' error is the source"
+        );
+        assert_eq!(server.accepted(), 1, "{what}: retried on the same endpoint");
+        assert_eq!(server.requests(), 0, "{what}");
+    }
+}
+
+fn support_chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
+/// A certificate IP SAN verifies a connection made without a server name (no SNI); a server
+/// name verifies the name, and a request for another host on that connection is refused before
+/// it is written, once, not retried.
+#[tokio::test]
+async fn a_connection_is_used_only_for_the_name_it_was_verified_for() {
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(ServerSetup::new(ca.leaf(
+        &["localhost"],
+        &["127.0.0.1"],
+        false,
+    )))
+    .await;
+    let port = server.addr.port();
+    // No server name: verified for the endpoint's IP.
+    let pool = PoolBuilder::new()
+        .build(
+            HttpConnector::<Full<Bytes>>::http1().tls(TlsConfig::with_roots(ca.roots())),
+            server.addr,
+        )
+        .unwrap();
+    let res = pool
+        .clone()
+        .oneshot(get(&format!("https://127.0.0.1:{port}/")))
+        .await
+        .unwrap();
+    assert_eq!(text(res).await, "ok HTTP/1.1");
+    let err = pool
+        .oneshot(get(&format!("https://localhost:{port}/")))
+        .await
+        .unwrap_err();
+    assert!(
+        support_chain(&err).any(|e| e.is::<ServerNameMismatch>()),
+        "{}",
+        err.report()
+    );
+    assert_eq!(server.requests(), 1, "the mismatched request was written");
+
+    // Through the client: refused once, not retried, neither a failure nor a success.
+    let tls = TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap();
+    let client = Client::http(Target::addrs([server.addr]))
+        .backoff(fast())
+        .build(HttpConnector::<Body>::auto().tls(tls))
+        .unwrap();
+    client.resolved().await;
+    client
+        .clone()
+        .oneshot(get(&format!("https://LOCALHOST.:{port}/")))
+        .await
+        .expect("names compare without case or a trailing dot");
+    let before = server.requests();
+    let err = client
+        .oneshot(get(&format!("https://api.example:{port}/")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.report().to_string().contains("verified for"),
+        "{}",
+        err.report()
+    );
+    assert_eq!(server.requests(), before);
+}
+
+/// Mutual TLS: a client certificate from the CA the server trusts is accepted; without one, the
+/// server's fatal alert fails the call once, naming the refusal.
+#[tokio::test]
+async fn mutual_tls_accepted_and_refused() {
+    let ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let server = TlsServer::start(ServerSetup {
+        client_ca: Some(client_ca.roots()),
+        ..ServerSetup::new(ca.leaf(&["localhost"], &[], false))
+    })
+    .await;
+    let uri = format!("https://localhost:{}/", server.addr.port());
+    let client_cert = client_ca.leaf(&["client.example"], &[], false);
+    let with_cert =
+        TlsConfig::with_client_auth(ca.roots(), client_cert.chain.clone(), client_cert.key())
+            .unwrap()
+            .server_name("localhost")
+            .unwrap();
+    let client = Client::http(Target::addrs([server.addr]))
+        .backoff(fast())
+        .build(HttpConnector::<Body>::auto().tls(with_cert))
+        .unwrap();
+    client.resolved().await;
+    let res = client.oneshot(get(&uri)).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let accepted = server.accepted();
+    let without = TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap();
+    let client = Client::http(Target::addrs([server.addr]))
+        .backoff(fast())
+        .build(HttpConnector::<Body>::auto().tls(without))
+        .unwrap();
+    client.resolved().await;
+    let err = client.oneshot(get(&uri)).await.unwrap_err();
+    let report = err.report().to_string();
+    // TLS 1.3: the client learns of the refusal from the first send after its side of the
+    // handshake; the alert is one only a handshake sends, so nothing was accepted: one
+    // connection, not retried on the same endpoint, the refusal named.
+    assert!(
+        report.contains("TLS: the server refused the handshake"),
+        "{report}"
+    );
+    assert_eq!(
+        server.requests(),
+        1,
+        "only the call with a certificate was served"
+    );
+    assert_eq!(server.accepted() - accepted, 1, "{report}");
+}
+
+/// A certificate left wrong on one of three endpoints after a rotation: every call succeeds on
+/// the others (each rejection is retried elsewhere at once), and the bad endpoint is ejected —
+/// it sees a few handshakes, not a third of the calls.
+#[tokio::test]
+async fn a_bad_certificate_on_one_endpoint_is_retried_elsewhere_and_ejected() {
+    let ca = Ca::new("trusted CA");
+    let stale = Ca::new("the old CA");
+    let good = ca.leaf(&["localhost"], &[], false);
+    let servers = [
+        TlsServer::start(ServerSetup::new(good.clone())).await,
+        TlsServer::start(ServerSetup::new(stale.leaf(&["localhost"], &[], false))).await,
+        TlsServer::start(ServerSetup::new(good)).await,
+    ];
+    let tls = TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap();
+    let client = Client::http(Target::addrs(servers.iter().map(|s| s.addr)))
+        .backoff(fast())
+        .build(HttpConnector::<Body>::http1().tls(tls))
+        .unwrap();
+    client.resolved().await;
+    for i in 0..60 {
+        let uri = "/v1/charges";
+        let res = client
+            .clone()
+            .oneshot(get(uri))
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {}", e.report()));
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(servers[1].requests(), 0);
+    assert!(
+        servers[1].accepted() <= 5,
+        "the endpoint with the bad certificate was not ejected: {} handshakes",
+        servers[1].accepted()
+    );
+    assert_eq!(servers[0].requests() + servers[2].requests(), 60);
+}
+
+/// A server that accepts TCP but never answers the handshake: the handshake timeout ends the
+/// connect, as a connect failure (never sent, a timeout), well before the checkout timeout.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_handshake_times_out_as_a_connect_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let ca = Ca::new("test CA");
+    let tls = TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap()
+        .handshake_timeout(Duration::from_millis(300));
+    let pool = PoolBuilder::new()
+        .checkout_timeout(Duration::from_secs(5))
+        .build(HttpConnector::<Full<Bytes>>::http1().tls(tls), addr)
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = pool
+        .oneshot(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    let class = stanchion::classify::classify_error(&err);
+    assert!(class.is_never_sent(), "{}", err.report());
+    assert_eq!(class.kind(), stanchion::classify::Kind::Timeout);
+    assert!(
+        err.report()
+            .to_string()
+            .contains("TLS: handshake timed out"),
+        "{}",
+        err.report()
+    );
+    hold.abort();
+}
+
+/// gRPC over TLS through `Client::grpc`: h2 by ALPN; a server that does not pick h2 fails the
+/// call clearly, once.
+#[tokio::test]
+async fn grpc_over_tls_needs_h2_by_alpn() {
+    use stanchion_echo_proto::EchoRequest;
+    use stanchion_echo_proto::echo_client::EchoClient;
+    type TonicBody = ReplayBody<tonic::body::Body>;
+
+    let ca = Ca::new("test CA");
+    let leaf = ca.leaf(&["localhost"], &[], false);
+    let server = TlsServer::start(ServerSetup::new(leaf.clone())).await;
+    let tls = TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap();
+    let client = Client::grpc(Target::addrs([server.addr]))
+        .build(HttpConnector::<TonicBody>::http2().tls(tls.clone()))
+        .unwrap();
+    client.resolved().await;
+    let reply = EchoClient::new(client.into_tonic())
+        .call(EchoRequest {
+            message: "over tls".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().message, "over tls");
+
+    let h1_only = TlsServer::start(ServerSetup {
+        alpn: vec![b"http/1.1"],
+        ..ServerSetup::new(leaf)
+    })
+    .await;
+    let client = Client::grpc(Target::addrs([h1_only.addr]))
+        .build(HttpConnector::<TonicBody>::http2().tls(tls))
+        .unwrap();
+    client.resolved().await;
+    let status = EchoClient::new(client.into_tonic())
+        .call(EchoRequest {
+            message: "over tls".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(h1_only.accepted(), 1, "retried on the same endpoint");
+    assert_eq!(h1_only.requests(), 0);
+}
+
+/// reqwest over TLS through `ReqwestConnector`, its rustls config built with an explicit
+/// provider (no process-wide default is installed anywhere in this test binary).
+#[tokio::test]
+async fn reqwest_over_tls_through_the_connector() {
+    use stanchion::pool::ReqwestConnector;
+
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(ServerSetup::new(ca.leaf(&["localhost"], &[], false))).await;
+    let roots = ca.roots();
+    let connector = ReqwestConnector::new("localhost")
+        .configure(move || support::reqwest_builder_trusting(roots.clone()));
+    let pool = PoolBuilder::new().build(connector, server.addr).unwrap();
+    let uri = format!("https://localhost:{}/", server.addr.port());
+    let req = Request::get(&uri).body(String::new()).unwrap();
+    let res = pool.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(server.requests(), 1);
+}
+
+/// A connection over a stream of the caller's own (here an in-memory pipe to a hyper server),
+/// declared secured: it carries https requests through a pool's connection type.
+#[tokio::test]
+async fn a_connection_over_any_stream() {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let requests = Arc::new(AtomicUsize::new(0));
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let served = {
+        let (requests, hosts) = (requests.clone(), hosts.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (requests, hosts) = (requests.clone(), hosts.clone());
+                async move { answer(req, &requests, &hosts).await }
+            });
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server_io), service)
+                .await
+        })
+    };
+    let mut conn: HttpConnection<Full<Bytes>, Secured> = Handshake::http2()
+        .authority("pipe.example".parse().unwrap())
+        .secure(Some("pipe.example"))
+        .handshake(client_io)
+        .await
+        .unwrap();
+    let res = conn
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/over-a-pipe"))
+        .await
+        .unwrap();
+    assert_eq!(text(res).await, "ok HTTP/2.0");
+    assert_eq!(hosts.lock().unwrap().as_slice(), ["pipe.example"]);
+    drop(conn);
+    let _ = served.await;
+}
+
+/// reqwest with `rustls-no-provider` and no process-wide provider panics in `build()`; the
+/// connector turns that into a configuration error that ends the call, and says what to do.
+#[tokio::test]
+async fn a_reqwest_client_without_a_provider_is_a_configuration_error_not_a_panic() {
+    use stanchion::pool::ReqwestConnector;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pool = PoolBuilder::new()
+        .build(ReqwestConnector::new("localhost"), addr)
+        .unwrap();
+    let req = Request::get(format!("http://localhost:{}/", addr.port()))
+        .body(String::new())
+        .unwrap();
+    let err = pool.oneshot(req).await.unwrap_err();
+    let report = err.report().to_string();
+    assert!(
+        support_chain(&err).any(|e| matches!(
+            e.downcast_ref::<stanchion::Error>(),
+            Some(stanchion::Error::Config(_))
+        )),
+        "{report}"
+    );
+    assert!(report.contains("tls_backend_preconfigured"), "{report}");
+}
+
+/// Every host a request names must be the verified one: a `Host` header that disagrees with
+/// the URI, or one that cannot be read, is refused before it is written (HTTP/1 sends `Host`).
+#[tokio::test]
+async fn a_host_header_naming_another_host_is_refused() {
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(ServerSetup::new(ca.leaf(&["localhost"], &[], false))).await;
+    let tls = TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap();
+    let pool = PoolBuilder::new()
+        .build(HttpConnector::<Full<Bytes>>::http1().tls(tls), server.addr)
+        .unwrap();
+    let uri = format!("https://localhost:{}/", server.addr.port());
+    let with_host = |host: http::HeaderValue| {
+        let mut req = get(&uri);
+        req.headers_mut().insert("host", host);
+        req
+    };
+    let ok = pool
+        .clone()
+        .oneshot(with_host("localhost:1".parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    for host in [
+        http::HeaderValue::from_static("other.example"),
+        http::HeaderValue::from_bytes(b"\xfflocalhost").unwrap(),
+        http::HeaderValue::from_static("[::1]:443"),
+    ] {
+        let err = pool
+            .clone()
+            .oneshot(with_host(host.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            support_chain(&err).any(|e| e.is::<ServerNameMismatch>()),
+            "{host:?}: {}",
+            err.report()
+        );
+    }
+    assert_eq!(server.requests(), 1);
+}
