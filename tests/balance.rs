@@ -18,7 +18,7 @@ use stanchion::breaker::{BreakerState, CircuitBreaker};
 use stanchion::classify::HttpClassifier;
 use stanchion::error::NoEndpointsReason;
 use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
-use stanchion::retry::{AvoidEndpoint, ServedBy};
+use stanchion::retry::{AvoidEndpoint, RejectedEndpoints, ServedBy};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 use tower::ServiceExt;
@@ -315,6 +315,53 @@ async fn a_retry_avoids_the_endpoint_that_just_failed() {
     req.extensions_mut()
         .insert(AvoidEndpoint(servers[0].addr()));
     assert_eq!(call(&lb, req).await.unwrap().0, servers[0].addr());
+}
+
+/// Endpoints that rejected a call (`RejectedEndpoints`, put there by the retry layer after a
+/// failed TLS handshake) are never picked for it — over every subset of four endpoints, with
+/// another endpoint's breaker open, and in panic mode (through open breakers, still never a
+/// rejected one). When every endpoint rejected it: `NoEndpoints` (`AllRejected`).
+#[tokio::test]
+async fn rejected_endpoints_are_never_picked_again() {
+    let servers = servers((0..4).map(|_| FaultPlan::healthy())).await;
+    let all = addrs(&servers);
+    for open in [vec![], vec![3], vec![0, 1, 2]] {
+        let lb = balancer(StaticResolver::new(all.clone())).await;
+        for &i in &open {
+            lb.breaker(all[i]).unwrap().force_open();
+        }
+        for mask in 0u32..16 {
+            let rejected: Vec<SocketAddr> = (0..4)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| all[i])
+                .collect();
+            for _ in 0..6 {
+                let mut req = get();
+                req.extensions_mut()
+                    .insert(RejectedEndpoints(rejected.clone()));
+                match call(&lb, req).await {
+                    Ok((addr, _)) => {
+                        assert!(
+                            !rejected.contains(&addr),
+                            "open {open:?}, mask {mask}: {addr}"
+                        )
+                    }
+                    Err(Error::NoEndpoints { reason, .. }) => {
+                        let allowed: Vec<usize> = (0..4).filter(|i| mask & (1 << i) == 0).collect();
+                        if allowed.is_empty() {
+                            assert_eq!(reason, NoEndpointsReason::AllRejected);
+                        } else {
+                            // Outside panic mode, every endpoint not rejected is open.
+                            assert!(open.len() < 3, "panic mode refused: {mask}");
+                            assert!(allowed.iter().all(|i| open.contains(i)), "mask {mask}");
+                            assert_eq!(reason, NoEndpointsReason::NoneUsable);
+                        }
+                    }
+                    Err(e) => panic!("open {open:?}, mask {mask}: {}", e.report()),
+                }
+            }
+        }
+    }
 }
 
 /// One address of a static list is no mistake (an external API's one address): it works, and

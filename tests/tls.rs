@@ -241,6 +241,29 @@ async fn answer(
     ])))
 }
 
+/// Trusts `ca` and verifies connections for `localhost`.
+fn localhost(ca: &Ca) -> TlsConfig {
+    TlsConfig::with_roots(ca.roots())
+        .server_name("localhost")
+        .unwrap()
+}
+
+/// A client over `addrs` with a fast backoff, resolved.
+async fn https_client(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    connector: HttpConnector<Body, Secured>,
+) -> Client<
+    stanchion::pool::Pool<HttpConnector<Body, Secured>, SocketAddr>,
+    stanchion::classify::HttpClassifier,
+> {
+    let client = Client::http(Target::addrs(addrs))
+        .backoff(fast())
+        .build(connector)
+        .unwrap();
+    client.resolved().await;
+    client
+}
+
 fn fast() -> Backoff {
     Backoff::new(Duration::from_millis(1), Duration::from_millis(5)).unwrap()
 }
@@ -267,9 +290,7 @@ async fn https_through_the_client_speaks_the_protocol_alpn_picked() {
         ..ServerSetup::new(leaf.clone())
     })
     .await;
-    let tls = TlsConfig::with_roots(ca.roots())
-        .server_name("localhost")
-        .unwrap();
+    let tls = localhost(&ca);
     let cases = [
         (HttpConnector::<Body>::auto(), &both, "HTTP/2.0"),
         (HttpConnector::<Body>::auto(), &h1_only, "HTTP/1.1"),
@@ -330,14 +351,11 @@ async fn a_certificate_failure_is_one_attempt_with_its_cause() {
     ];
     for (what, leaf, kind, message) in cases {
         let server = TlsServer::start(ServerSetup::new(leaf)).await;
-        let tls = TlsConfig::with_roots(ca.roots())
-            .server_name("localhost")
-            .unwrap();
-        let client = Client::http(Target::addrs([server.addr]))
-            .backoff(fast())
-            .build(HttpConnector::<Body>::auto().tls(tls))
-            .unwrap();
-        client.resolved().await;
+        let client = https_client(
+            [server.addr],
+            HttpConnector::<Body>::auto().tls(localhost(&ca)),
+        )
+        .await;
         let uri = format!("https://localhost:{}/", server.addr.port());
         let err = client.oneshot(get(&uri)).await.unwrap_err();
         let report = err.report().to_string();
@@ -403,14 +421,11 @@ async fn a_connection_is_used_only_for_the_name_it_was_verified_for() {
     assert_eq!(server.requests(), 1, "the mismatched request was written");
 
     // Through the client: refused once, not retried, neither a failure nor a success.
-    let tls = TlsConfig::with_roots(ca.roots())
-        .server_name("localhost")
-        .unwrap();
-    let client = Client::http(Target::addrs([server.addr]))
-        .backoff(fast())
-        .build(HttpConnector::<Body>::auto().tls(tls))
-        .unwrap();
-    client.resolved().await;
+    let client = https_client(
+        [server.addr],
+        HttpConnector::<Body>::auto().tls(localhost(&ca)),
+    )
+    .await;
     client
         .clone()
         .oneshot(get(&format!("https://LOCALHOST.:{port}/")))
@@ -447,23 +462,16 @@ async fn mutual_tls_accepted_and_refused() {
             .unwrap()
             .server_name("localhost")
             .unwrap();
-    let client = Client::http(Target::addrs([server.addr]))
-        .backoff(fast())
-        .build(HttpConnector::<Body>::auto().tls(with_cert))
-        .unwrap();
-    client.resolved().await;
+    let client = https_client([server.addr], HttpConnector::<Body>::auto().tls(with_cert)).await;
     let res = client.oneshot(get(&uri)).await.unwrap();
     assert_eq!(res.status(), 200);
 
     let accepted = server.accepted();
-    let without = TlsConfig::with_roots(ca.roots())
-        .server_name("localhost")
-        .unwrap();
-    let client = Client::http(Target::addrs([server.addr]))
-        .backoff(fast())
-        .build(HttpConnector::<Body>::auto().tls(without))
-        .unwrap();
-    client.resolved().await;
+    let client = https_client(
+        [server.addr],
+        HttpConnector::<Body>::auto().tls(localhost(&ca)),
+    )
+    .await;
     let err = client.oneshot(get(&uri)).await.unwrap_err();
     let report = err.report().to_string();
     // TLS 1.3: the client learns of the refusal from the first send after its side of the
@@ -494,14 +502,11 @@ async fn a_bad_certificate_on_one_endpoint_is_retried_elsewhere_and_ejected() {
         TlsServer::start(ServerSetup::new(stale.leaf(&["localhost"], &[], false))).await,
         TlsServer::start(ServerSetup::new(good)).await,
     ];
-    let tls = TlsConfig::with_roots(ca.roots())
-        .server_name("localhost")
-        .unwrap();
-    let client = Client::http(Target::addrs(servers.iter().map(|s| s.addr)))
-        .backoff(fast())
-        .build(HttpConnector::<Body>::http1().tls(tls))
-        .unwrap();
-    client.resolved().await;
+    let client = https_client(
+        servers.iter().map(|s| s.addr),
+        HttpConnector::<Body>::http1().tls(localhost(&ca)),
+    )
+    .await;
     for i in 0..60 {
         let uri = "/v1/charges";
         let res = client
@@ -533,10 +538,7 @@ async fn a_stalled_handshake_times_out_as_a_connect_failure() {
         }
     });
     let ca = Ca::new("test CA");
-    let tls = TlsConfig::with_roots(ca.roots())
-        .server_name("localhost")
-        .unwrap()
-        .handshake_timeout(Duration::from_millis(300));
+    let tls = localhost(&ca).handshake_timeout(Duration::from_millis(300));
     let pool = PoolBuilder::new()
         .checkout_timeout(Duration::from_secs(5))
         .build(HttpConnector::<Full<Bytes>>::http1().tls(tls), addr)
@@ -575,9 +577,7 @@ async fn grpc_over_tls_needs_h2_by_alpn() {
     let ca = Ca::new("test CA");
     let leaf = ca.leaf(&["localhost"], &[], false);
     let server = TlsServer::start(ServerSetup::new(leaf.clone())).await;
-    let tls = TlsConfig::with_roots(ca.roots())
-        .server_name("localhost")
-        .unwrap();
+    let tls = localhost(&ca);
     let client = Client::grpc(Target::addrs([server.addr]))
         .build(HttpConnector::<TonicBody>::http2().tls(tls.clone()))
         .unwrap();
@@ -699,9 +699,7 @@ async fn a_reqwest_client_without_a_provider_is_a_configuration_error_not_a_pani
 async fn a_host_header_naming_another_host_is_refused() {
     let ca = Ca::new("test CA");
     let server = TlsServer::start(ServerSetup::new(ca.leaf(&["localhost"], &[], false))).await;
-    let tls = TlsConfig::with_roots(ca.roots())
-        .server_name("localhost")
-        .unwrap();
+    let tls = localhost(&ca);
     let pool = PoolBuilder::new()
         .build(HttpConnector::<Full<Bytes>>::http1().tls(tls), server.addr)
         .unwrap();
@@ -734,4 +732,39 @@ async fn a_host_header_naming_another_host_is_refused() {
         );
     }
     assert_eq!(server.requests(), 1);
+}
+
+/// Two of three endpoints left with an old certificate: a call never goes back to an endpoint
+/// that rejected it (not A → B → A), so every call reaches the good one, and each bad endpoint
+/// sees at most one handshake per call until the breakers eject them.
+#[tokio::test]
+async fn a_call_never_returns_to_an_endpoint_that_rejected_it() {
+    let ca = Ca::new("trusted CA");
+    let stale = Ca::new("the old CA");
+    let servers = [
+        TlsServer::start(ServerSetup::new(stale.leaf(&["localhost"], &[], false))).await,
+        TlsServer::start(ServerSetup::new(stale.leaf(&["localhost"], &[], false))).await,
+        TlsServer::start(ServerSetup::new(ca.leaf(&["localhost"], &[], false))).await,
+    ];
+    let client = https_client(
+        servers.iter().map(|s| s.addr),
+        HttpConnector::<Body>::http1().tls(localhost(&ca)),
+    )
+    .await;
+    for i in 0..30 {
+        let before = [servers[0].accepted(), servers[1].accepted()];
+        let res = client
+            .clone()
+            .oneshot(get("/v1/charges"))
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {}", e.report()));
+        assert_eq!(res.status(), 200);
+        for (bad, before) in before.into_iter().enumerate() {
+            assert!(
+                servers[bad].accepted() - before <= 1,
+                "call {i} went back to bad endpoint {bad}"
+            );
+        }
+    }
+    assert_eq!(servers[2].requests(), 30);
 }

@@ -104,6 +104,55 @@ impl Picker<'_> {
         })
     }
 
+    /// Picks an endpoint for a retry that must not go to `rejected` (they rejected the call
+    /// before it was sent): the next one in turn among the others that admits the call, through
+    /// an open breaker if the balancer is in panic mode; never one in `rejected`. Only retries
+    /// after a rejection take this path, so it scans the list.
+    pub(crate) fn pick_excluding<'s, S>(
+        &self,
+        snapshot: &'s Snapshot<S>,
+        rejected: &[SocketAddr],
+    ) -> Result<Picked<'s, S>, Error> {
+        let endpoints = &snapshot.endpoints;
+        let n = endpoints.len();
+        if n == 0 {
+            return Err(Error::NoEndpoints {
+                reason: NoEndpointsReason::NoneResolved,
+            });
+        }
+        let allowed = |e: &Arc<Endpoint<S>>| !rejected.contains(&e.addr);
+        let usable = endpoints.iter().filter(|e| e.is_usable()).count();
+        let panic = n - usable > snapshot.max_ejected;
+        let candidates = |e: &Arc<Endpoint<S>>| allowed(e) && (panic || e.is_usable());
+        let others = endpoints.iter().filter(|e| candidates(e)).count();
+        let first = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let found = (0..n)
+            .map(|i| (first + i) % n)
+            .filter(|&i| candidates(&endpoints[i]))
+            .find_map(|i| {
+                let endpoint = &endpoints[i];
+                let permit = match endpoint.breaker.try_acquire() {
+                    Ok(permit) => permit,
+                    Err(_) if panic => endpoint.breaker.acquire_bypassing(),
+                    Err(_) => return None,
+                };
+                Some((endpoint, permit))
+            });
+        let Some((endpoint, permit)) = found else {
+            let reason = if endpoints.iter().any(allowed) {
+                NoEndpointsReason::NoneUsable
+            } else {
+                NoEndpointsReason::AllRejected
+            };
+            return Err(Error::NoEndpoints { reason });
+        };
+        Ok(Picked {
+            endpoint,
+            permit,
+            alternatives: others.saturating_sub(1),
+        })
+    }
+
     /// The turn (an index among the usable endpoints) this call takes.
     fn first_turn<S>(
         &self,

@@ -86,7 +86,11 @@ impl<S, C> Balancer<S, C> {
         };
         let avoid = req.avoid_endpoint();
         let given = req.attempt_budget();
-        match picker.pick(&snapshot, avoid) {
+        let picked = match req.rejected_endpoints() {
+            [] => picker.pick(&snapshot, avoid),
+            rejected => picker.pick_excluding(&snapshot, rejected),
+        };
+        match picked {
             Ok(picked) => {
                 let endpoint = picked.endpoint;
                 let at_head = endpoint.breaker.record_at() == crate::breaker::RecordAt::Head;
@@ -255,6 +259,13 @@ pub trait BalanceRequest {
     /// The endpoint this attempt should not go to, when another is usable.
     fn avoid_endpoint(&self) -> Option<SocketAddr>;
 
+    /// Endpoints this call must never go to: they rejected it before it was sent
+    /// ([`RejectedEndpoints`](crate::retry::RejectedEndpoints), put there by the retry layer).
+    /// Default: none.
+    fn rejected_endpoints(&self) -> &[SocketAddr] {
+        &[]
+    }
+
     /// How long this attempt has (its per-try timeout, or what is left of its deadline), if
     /// known: the endpoint's breaker then counts a timeout only if that was at least its
     /// timeout floor. `None` (the default): every timeout counts.
@@ -273,6 +284,12 @@ pub trait BalanceResponse {
 impl<B> BalanceRequest for http::Request<B> {
     fn avoid_endpoint(&self) -> Option<SocketAddr> {
         self.extensions().get::<AvoidEndpoint>().map(|a| a.0)
+    }
+
+    fn rejected_endpoints(&self) -> &[SocketAddr] {
+        self.extensions()
+            .get::<crate::retry::RejectedEndpoints>()
+            .map_or(&[], |r| r.0.as_slice())
     }
 
     /// What the attempt was given, below an [`AttemptLayer`](crate::deadline::AttemptLayer)

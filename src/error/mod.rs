@@ -260,6 +260,9 @@ pub enum NoEndpointsReason {
     NoneResolved,
     /// Addresses exist, but every one is ejected or draining and panic mode does not apply.
     NoneUsable,
+    /// Every endpoint that could take the call rejected it before it was sent (a failed TLS
+    /// handshake), earlier in the same call.
+    AllRejected,
 }
 
 impl fmt::Display for NoEndpointsReason {
@@ -268,6 +271,10 @@ impl fmt::Display for NoEndpointsReason {
             NoEndpointsReason::NoneResolved => "the resolver has returned no addresses",
             NoEndpointsReason::NoneUsable => {
                 "every resolved endpoint is ejected or draining and none may take the call"
+            }
+            NoEndpointsReason::AllRejected => {
+                "every endpoint that could take the call rejected it before it was sent (a failed \
+                 TLS handshake)"
             }
         })
     }

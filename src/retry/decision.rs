@@ -124,6 +124,14 @@ pub struct ServedBy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AvoidEndpoint(pub SocketAddr);
 
+/// Put in a retry's extensions by the retry layer: the endpoints that rejected this call before
+/// it was sent ([`EndpointRejected`](crate::classify::EndpointRejected): a failed TLS
+/// handshake). The balancer never picks them again for this call — not even in panic mode, nor
+/// when they are all that is left (the call then fails with
+/// [`NoEndpointsReason::AllRejected`](crate::error::NoEndpointsReason::AllRejected)).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RejectedEndpoints(pub Vec<SocketAddr>);
+
 /// What to do with a retryable 503 / UNAVAILABLE that came without a delay hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -238,6 +238,7 @@ where
             grpc,
             retries_conflicts,
             previous_delay: None,
+            rejected: Vec::new(),
         }
     }
 }
@@ -266,6 +267,9 @@ pin_project! {
         // A 409 means "the first attempt with this idempotency key is still running".
         retries_conflicts: bool,
         previous_delay: Option<Duration>,
+        // Endpoints that rejected this call before it was sent (a failed TLS handshake): the
+        // retries never go to them. Empty (no allocation) unless one did.
+        rejected: Vec<std::net::SocketAddr>,
     }
 }
 
@@ -406,6 +410,14 @@ where
                     *this.backup = next.try_clone();
                     let sends = *this.attempts + *this.polls;
                     next.prepare_retry(sends, avoid);
+                    if class.needs_other_endpoint()
+                        && let Some(served) = served_by
+                    {
+                        this.rejected.push(served.endpoint);
+                    }
+                    if !this.rejected.is_empty() {
+                        next.exclude_endpoints(this.rejected);
+                    }
                     tracing::debug!(
                         attempt = sends,
                         ?delay,

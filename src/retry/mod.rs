@@ -73,7 +73,8 @@ pub use self::budget::{
     RetryBudgetBuilder,
 };
 pub use self::decision::{
-    AvoidEndpoint, MAX_CONFLICT_POLLS, RetryStop, RetryStopped, ServedBy, UnavailablePolicy,
+    AvoidEndpoint, MAX_CONFLICT_POLLS, RejectedEndpoints, RetryStop, RetryStopped, ServedBy,
+    UnavailablePolicy,
 };
 pub use self::layer::{
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, Retry, RetryFuture, RetryLayer, RetryLayerBuilder,

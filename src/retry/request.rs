@@ -36,6 +36,15 @@ pub trait RetryRequest: DeadlineCarrier + Sized {
 
     /// Marks the copy as attempt number `attempt` (1-based), to be sent elsewhere than `avoid`.
     fn prepare_retry(&mut self, attempt: u32, avoid: Option<SocketAddr>);
+
+    /// Marks the copy as never to be sent to `rejected` (endpoints that rejected the call before
+    /// it was sent: [`RejectedEndpoints`](crate::retry::RejectedEndpoints)). Called only when
+    /// there are some. Default: nothing (a request type that cannot carry it is then never
+    /// retried after a rejection by a balancer that cannot read it — see
+    /// [`BalanceRequest::rejected_endpoints`](crate::balance::BalanceRequest::rejected_endpoints)).
+    fn exclude_endpoints(&mut self, rejected: &[SocketAddr]) {
+        let _ = rejected;
+    }
 }
 
 /// What the retry layer reads from, and writes to, a response.
@@ -86,7 +95,7 @@ mod http_impls {
     use super::{RetryBody, RetryOnConflict, RetryRequest, RetryResponse, RetrySafe};
     use crate::classify::GrpcCode;
     use crate::deadline::Attempt;
-    use crate::retry::{AvoidEndpoint, RetryStopped, ServedBy};
+    use crate::retry::{AvoidEndpoint, RejectedEndpoints, RetryStopped, ServedBy};
 
     /// Safe to repeat when the method is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE:
     /// RFC 9110 §9.2.2) or the request is marked [`RetrySafe`] (an idempotency key). A gRPC
@@ -130,6 +139,11 @@ mod http_impls {
                     extensions.remove::<AvoidEndpoint>();
                 }
             }
+        }
+
+        fn exclude_endpoints(&mut self, rejected: &[SocketAddr]) {
+            self.extensions_mut()
+                .insert(RejectedEndpoints(rejected.to_vec()));
         }
     }
 
