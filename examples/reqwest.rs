@@ -2,8 +2,9 @@
 //!
 //! Starts two local instances of a "payments" server behind stanchion's idempotency server
 //! layer, sharing one in-memory store (with Redis, `RedisStore` shares it across machines). The
-//! client sends reqwest requests (built with reqwest's builder, turned into `http::Request`s for
-//! the stack, sent by a reqwest client pinned to each endpoint):
+//! client builds `reqwest::Request`s with reqwest's builder and sends them through the whole
+//! stack with `Client::send_reqwest`, which answers `reqwest::Response`s (sent by a reqwest
+//! client pinned to each endpoint):
 //!
 //! 1. a POST on `/payments` (opted in to idempotency keys): the first instance answers 503, the
 //!    retry goes to the other instance with the same key, and the payment is made once;
@@ -22,31 +23,27 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use stanchion::client::{Client, Route, RoutePolicy, Target};
 use stanchion::idempotency::{IdempotencyLayer, MemoryStore};
 use stanchion::pool::ReqwestConnector;
-use tower::ServiceExt;
 
 use support::ledger_server::{Ledger, LedgerServer};
 
 /// A reqwest request, turned into an `http::Request` for the stack (the body is kept so the
 /// request can be sent again).
 fn post(
+    requests: &reqwest::Client,
     path: &str,
     body: &'static str,
     key: Option<&str>,
-) -> Result<http::Request<Full<Bytes>>, reqwest::Error> {
-    let mut builder = reqwest_client()
-        .build()?
+) -> Result<reqwest::Request, reqwest::Error> {
+    let mut builder = requests
         .post(format!("http://payments.local{path}"))
         .body(body);
     if let Some(key) = key {
         builder = builder.header("idempotency-key", key);
     }
-    let req = http::Request::<reqwest::Body>::try_from(builder.build()?)?;
-    Ok(req.map(|_| Full::new(Bytes::from_static(body.as_bytes()))))
+    builder.build()
 }
 
 /// Every reqwest client starts here: TLS from a rustls config built with an explicit provider
@@ -88,15 +85,16 @@ async fn main() -> Result<(), stanchion::BoxError> {
         )
         .build(ReqwestConnector::new("payments.local").configure(reqwest_client))?;
     client.resolved().await;
+    // Builds requests only: the stack's pinned clients send them (`Client::send_reqwest`).
+    let requests = reqwest_client().build()?;
 
     // 1. The first attempt meets a 503; the retry carries the same key to the other instance.
     ledger.fail_next.store(1, Ordering::SeqCst);
     let res = client
-        .clone()
-        .oneshot(post("/payments", "amount=5", None)?)
+        .send_reqwest(post(&requests, "/payments", "amount=5", None)?)
         .await?;
     let status = res.status();
-    let body = res.into_body().collect().await?.to_bytes();
+    let body = res.text().await?;
     let keys = ledger
         .keys
         .lock()
@@ -112,12 +110,11 @@ async fn main() -> Result<(), stanchion::BoxError> {
 
     // 2. The same logical request again, with its key: answered from the store.
     let res = client
-        .clone()
-        .oneshot(post("/payments", "amount=5", Some(&key))?)
+        .send_reqwest(post(&requests, "/payments", "amount=5", Some(&key))?)
         .await?;
     let replayed = res.headers().get("idempotency-replayed").is_some();
     let status = res.status();
-    let body = res.into_body().collect().await?.to_bytes();
+    let body = res.text().await?;
     println!("\n2. POST /payments again with key {key}: {status} {body:?} (replayed: {replayed})");
     println!("   payments made: {}", ledger.paid.load(Ordering::SeqCst));
 
@@ -125,8 +122,7 @@ async fn main() -> Result<(), stanchion::BoxError> {
     ledger.fail_next.store(1, Ordering::SeqCst);
     let seen_before = ledger.started.load(Ordering::SeqCst);
     let res = client
-        .clone()
-        .oneshot(post("/orders", "item=7", None)?)
+        .send_reqwest(post(&requests, "/orders", "item=7", None)?)
         .await?;
     println!(
         "\n3. POST /orders: {} after {} attempt(s) — not retried: it carries no key",

@@ -235,7 +235,11 @@ async fn answer(
             .body(body)
             .unwrap());
     }
-    let text = format!("ok {version:?}");
+    let text = if body.is_empty() {
+        format!("ok {version:?}")
+    } else {
+        format!("ok {version:?}: {}", String::from_utf8_lossy(&body))
+    };
     Ok(Response::new(support::grpc_server::FramesBody::new([
         http_body::Frame::data(Bytes::from(text)),
     ])))
@@ -767,4 +771,40 @@ async fn a_call_never_returns_to_an_endpoint_that_rejected_it() {
         }
     }
     assert_eq!(servers[2].requests(), 30);
+}
+
+/// A `reqwest::Request` built with reqwest's builder (`.json()`) goes through the whole client
+/// and comes back as a `reqwest::Response` (`.error_for_status()`, `.text()`), over TLS.
+#[tokio::test]
+async fn a_reqwest_request_round_trips_through_the_client() {
+    use stanchion::pool::ReqwestConnector;
+
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(ServerSetup::new(ca.leaf(&["localhost"], &[], false))).await;
+    let roots = ca.roots();
+    let client = Client::http(Target::addrs([server.addr]))
+        .backoff(fast())
+        .build(
+            ReqwestConnector::new("localhost")
+                .configure(move || support::reqwest_builder_trusting(roots.clone())),
+        )
+        .unwrap();
+    client.resolved().await;
+    let builder = support::reqwest_builder().build().unwrap();
+    let req = builder
+        .post(format!(
+            "https://localhost:{}/v1/charges",
+            server.addr.port()
+        ))
+        .json(&serde_json::json!({ "amount": 5 }))
+        .build()
+        .unwrap();
+    let res = client
+        .send_reqwest(req)
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), r#"ok HTTP/1.1: {"amount":5}"#);
+    assert_eq!(server.requests(), 1);
 }

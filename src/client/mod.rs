@@ -61,6 +61,8 @@
 mod builder;
 mod classifier;
 mod compose;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod route;
 mod target;
 #[cfg(feature = "tonic")]
