@@ -121,6 +121,8 @@ struct TlsServer {
     accepted: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     hosts: Arc<Mutex<Vec<String>>>,
+    /// The SNI of each handshake that completed (`None`: none sent).
+    snis: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -156,17 +158,22 @@ impl TlsServer {
         let accepted = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let hosts = Arc::new(Mutex::new(Vec::new()));
+        let snis = Arc::new(Mutex::new(Vec::new()));
         let task = {
             let (accepted, requests, hosts) = (accepted.clone(), requests.clone(), hosts.clone());
+            let snis = snis.clone();
             tokio::spawn(async move {
                 while let Ok((tcp, _)) = listener.accept().await {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let acceptor = acceptor.clone();
                     let (requests, hosts) = (requests.clone(), hosts.clone());
+                    let snis = snis.clone();
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
+                        let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                        snis.lock().unwrap().push(sni);
                         let service = hyper::service::service_fn(move |req| {
                             let (requests, hosts) = (requests.clone(), hosts.clone());
                             async move { answer(req, &requests, &hosts).await }
@@ -183,6 +190,7 @@ impl TlsServer {
             accepted,
             requests,
             hosts,
+            snis,
             task,
         }
     }
@@ -423,6 +431,8 @@ async fn a_connection_is_used_only_for_the_name_it_was_verified_for() {
         err.report()
     );
     assert_eq!(server.requests(), 1, "the mismatched request was written");
+    // Verified as an IP: no SNI sent (RFC 6066 §3: literal IP addresses are not permitted).
+    assert_eq!(server.snis.lock().unwrap().as_slice(), [None]);
 
     // Through the client: refused once, not retried, neither a failure nor a success.
     let client = https_client(
@@ -446,12 +456,29 @@ async fn a_connection_is_used_only_for_the_name_it_was_verified_for() {
         err.report()
     );
     assert_eq!(server.requests(), before);
+    // Verified for the name: the name is the SNI.
+    assert_eq!(
+        server.snis.lock().unwrap().last(),
+        Some(&Some("localhost".to_owned()))
+    );
+    // Nothing in this test binary installed a process-wide crypto provider.
+    assert!(rustls::crypto::CryptoProvider::get_default().is_none());
 }
 
 /// Mutual TLS: a client certificate from the CA the server trusts is accepted; without one, the
 /// server's fatal alert fails the call once, naming the refusal.
 #[tokio::test]
 async fn mutual_tls_accepted_and_refused() {
+    for connector in [
+        HttpConnector::<Body>::auto(),
+        HttpConnector::<Body>::http1(),
+    ] {
+        mutual_tls(connector).await;
+    }
+}
+
+async fn mutual_tls(connector: HttpConnector<Body>) {
+    let version = connector.version();
     let ca = Ca::new("server CA");
     let client_ca = Ca::new("client CA");
     let server = TlsServer::start(ServerSetup {
@@ -466,16 +493,12 @@ async fn mutual_tls_accepted_and_refused() {
             .unwrap()
             .server_name("localhost")
             .unwrap();
-    let client = https_client([server.addr], HttpConnector::<Body>::auto().tls(with_cert)).await;
+    let client = https_client([server.addr], connector.clone().tls(with_cert)).await;
     let res = client.oneshot(get(&uri)).await.unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status(), 200, "{version:?}");
 
     let accepted = server.accepted();
-    let client = https_client(
-        [server.addr],
-        HttpConnector::<Body>::auto().tls(localhost(&ca)),
-    )
-    .await;
+    let client = https_client([server.addr], connector.tls(localhost(&ca))).await;
     let err = client.oneshot(get(&uri)).await.unwrap_err();
     let report = err.report().to_string();
     // TLS 1.3: the client learns of the refusal from the first send after its side of the
@@ -483,14 +506,14 @@ async fn mutual_tls_accepted_and_refused() {
     // connection, not retried on the same endpoint, the refusal named.
     assert!(
         report.contains("TLS: the server refused the handshake"),
-        "{report}"
+        "{version:?}: {report}"
     );
     assert_eq!(
         server.requests(),
         1,
-        "only the call with a certificate was served"
+        "{version:?}: only the call with a certificate was served"
     );
-    assert_eq!(server.accepted() - accepted, 1, "{report}");
+    assert_eq!(server.accepted() - accepted, 1, "{version:?}: {report}");
 }
 
 /// A certificate left wrong on one of three endpoints after a rotation: every call succeeds on
@@ -566,6 +589,29 @@ async fn a_stalled_handshake_times_out_as_a_connect_failure() {
             .contains("TLS: handshake timed out"),
         "{}",
         err.report()
+    );
+
+    // A call whose deadline is shorter than the handshake timeout: the deadline cuts the
+    // handshake (it is part of the checkout), and the call ends at its deadline.
+    let client = Client::http(Target::addrs([addr]))
+        .deadline(Duration::from_millis(120))
+        .build(HttpConnector::<Body>::http1().tls(localhost(&ca)))
+        .unwrap();
+    client.resolved().await;
+    let start = tokio::time::Instant::now();
+    let err = client
+        .oneshot(get(&format!("https://localhost:{}/", addr.port())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, stanchion::Error::DeadlineExceeded { .. }),
+        "{}",
+        err.report()
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
     );
     hold.abort();
 }
