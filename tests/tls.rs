@@ -854,3 +854,51 @@ async fn a_reqwest_request_round_trips_through_the_client() {
     assert_eq!(res.text().await.unwrap(), r#"ok HTTP/1.1: {"amount":5}"#);
     assert_eq!(server.requests(), 1);
 }
+
+/// A TLS 1.3 refusal of our client certificate that reaches the connection before the request
+/// is written (here: the connector hands the connection over 100 ms after its handshake): the
+/// pool does not hand the request to new connections to the same endpoint, and the refusal is
+/// named — not a plain "connection closed" after a loop of refused reconnects.
+#[tokio::test]
+async fn a_refusal_seen_before_the_request_is_written_ends_at_once() {
+    let ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let server = TlsServer::start(ServerSetup {
+        client_ca: Some(client_ca.roots()),
+        ..ServerSetup::new(ca.leaf(&["localhost"], &[], false))
+    })
+    .await;
+    for connector in [
+        HttpConnector::<Full<Bytes>>::http1(),
+        HttpConnector::<Full<Bytes>>::auto(),
+    ] {
+        let accepted = server.accepted();
+        let connector = connector.tls(localhost(&ca));
+        let slow_handover = tower::service_fn(move |addr: SocketAddr| {
+            let connector = connector.clone();
+            async move {
+                let conn = connector.oneshot(addr).await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, stanchion::BoxError>(conn)
+            }
+        });
+        let pool = PoolBuilder::new()
+            .build(slow_handover, server.addr)
+            .unwrap();
+        let err = pool
+            .oneshot(get(&format!("https://localhost:{}/", server.addr.port())))
+            .await
+            .unwrap_err();
+        let report = err.report().to_string();
+        assert!(
+            report.contains("TLS: the server refused the handshake"),
+            "{report}"
+        );
+        assert!(
+            support_chain(&err).any(|e| e.is::<stanchion::classify::EndpointRejected>()),
+            "{report}"
+        );
+        assert_eq!(server.accepted() - accepted, 1, "reconnected: {report}");
+    }
+    assert_eq!(server.requests(), 0);
+}

@@ -54,6 +54,44 @@ impl Security for Secured {
     const SECURE: bool = true;
 }
 
+/// What a TLS refusal is, where TLS is built in.
+#[cfg(feature = "tls")]
+type Refusal = super::TlsErrorKind;
+#[cfg(not(feature = "tls"))]
+type Refusal = std::convert::Infallible;
+
+/// What a connection's handles and its driver task share.
+#[derive(Default)]
+struct ConnState {
+    /// Whether the connection has answered a request.
+    answered: AtomicBool,
+    /// The server refused the TLS handshake after our side of it was done (TLS 1.3: our client
+    /// certificate), seen by the driver before any request was answered.
+    refused: std::sync::OnceLock<Refusal>,
+}
+
+impl ConnState {
+    /// The driver ended with `error`: a handshake refusal on a connection that answered nothing
+    /// is kept for the sends that find the connection gone.
+    fn driver_failed(&self, error: &hyper::Error) {
+        #[cfg(feature = "tls")]
+        if !self.answered.load(Ordering::Relaxed)
+            && let Some(kind) = super::tls::handshake_alert(error)
+        {
+            let _ = self.refused.set(kind);
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = error;
+    }
+
+    /// Marks an error of this connection with what the connection knows.
+    fn mark<B>(&self, mut error: HttpSendError<B>, answered_before: bool) -> HttpSendError<B> {
+        error.answered_before = answered_before;
+        error.refused = self.refused.get().copied();
+        error
+    }
+}
+
 /// Starts an [`HttpConnection`] over a stream you connected (and secured) yourself: any tokio
 /// `AsyncRead + AsyncWrite` — a TLS stream of another stack, a Unix socket, an in-memory pipe.
 /// The connection's driver is spawned on the current tokio runtime.
@@ -167,6 +205,8 @@ impl<S: Security> Handshake<S> {
     {
         let io = TokioIo::new(io);
         let peer = self.authority.clone();
+        let state = Arc::new(ConnState::default());
+        let driver = state.clone();
         let send = if self.h2 {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder.timer(TokioTimer::new());
@@ -181,6 +221,7 @@ impl<S: Security> Handshake<S> {
                 // Ends after a GOAWAY once the streams the server accepted have finished
                 // (graceful drain), or when every handle is dropped.
                 if let Err(error) = conn.await {
+                    driver.driver_failed(&error);
                     tracing::debug!(peer = ?peer, %error, "HTTP/2 connection ended with an error");
                 }
             });
@@ -189,6 +230,7 @@ impl<S: Security> Handshake<S> {
             let (send, conn) = http1::handshake(io).await?;
             tokio::spawn(async move {
                 if let Err(error) = conn.await {
+                    driver.driver_failed(&error);
                     tracing::debug!(peer = ?peer, %error, "HTTP/1 connection ended with an error");
                 }
             });
@@ -198,7 +240,7 @@ impl<S: Security> Handshake<S> {
             send,
             authority: self.authority,
             verified_name: self.verified_name,
-            answered: Arc::new(AtomicBool::new(false)),
+            state,
             _security: PhantomData,
         })
     }
@@ -221,8 +263,8 @@ pub struct HttpConnection<B, S = Plaintext> {
     send: Sender<B>,
     authority: Option<Authority>,
     verified_name: Option<Arc<str>>,
-    /// Whether the connection has answered a request (shared by an HTTP/2 connection's handles).
-    answered: Arc<AtomicBool>,
+    /// Shared by an HTTP/2 connection's handles and the driver task.
+    state: Arc<ConnState>,
     _security: PhantomData<S>,
 }
 
@@ -235,7 +277,7 @@ impl<B, S: Security> HttpConnection<B, S> {
             send: self.send,
             authority: self.authority,
             verified_name: self.verified_name,
-            answered: self.answered,
+            state: self.state,
             _security: PhantomData,
         }
     }
@@ -277,7 +319,7 @@ impl<B: Send + 'static, S: Security> Connection for HttpConnection<B, S> {
                 send: Sender::Http2(send.clone()),
                 authority: self.authority.clone(),
                 verified_name: self.verified_name.clone(),
-                answered: self.answered.clone(),
+                state: self.state.clone(),
                 _security: PhantomData,
             }),
         }
@@ -291,6 +333,8 @@ pub struct HttpSendError<B> {
     unsent: Option<Request<B>>,
     /// The connection had answered a request before this one: an error on it is no handshake's.
     answered_before: bool,
+    /// The connection's driver saw the server refuse the handshake.
+    refused: Option<Refusal>,
 }
 
 impl<B> HttpSendError<B> {
@@ -327,6 +371,7 @@ impl<B> From<TrySendError<Request<B>>> for HttpSendError<B> {
             error: e.into_error(),
             unsent,
             answered_before: true,
+            refused: None,
         }
     }
 }
@@ -337,6 +382,7 @@ impl<B> From<hyper::Error> for HttpSendError<B> {
             error,
             unsent: None,
             answered_before: true,
+            refused: None,
         }
     }
 }
@@ -353,23 +399,24 @@ where
         Pin<Box<dyn Future<Output = Result<Response<Incoming>, HttpSendError<B>>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HttpSendError<B>>> {
+        let state = &self.state;
         match &mut self.send {
             Sender::Http1(send) => send.poll_ready(cx),
             Sender::Http2(send) => send.poll_ready(cx),
         }
-        .map_err(HttpSendError::from)
+        .map_err(|e| state.mark(e.into(), state.answered.load(Ordering::Relaxed)))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let answered = self.answered.clone();
+        let state = self.state.clone();
         match &mut self.send {
             Sender::Http1(send) => {
                 let req = origin_form(req, self.authority.as_ref());
-                Box::pin(finish(send.try_send_request(req), answered))
+                Box::pin(finish(send.try_send_request(req), state))
             }
             Sender::Http2(send) => {
                 let req = absolute_form(req, self.authority.as_ref(), S::SECURE);
-                Box::pin(finish(send.try_send_request(req), answered))
+                Box::pin(finish(send.try_send_request(req), state))
             }
         }
     }
@@ -379,21 +426,17 @@ where
 /// connection that has answered is no handshake's refusal).
 async fn finish<B>(
     sent: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<B>>>>,
-    answered: Arc<AtomicBool>,
+    state: Arc<ConnState>,
 ) -> Result<Response<Incoming>, HttpSendError<B>> {
-    let answered_before = answered.load(Ordering::Relaxed);
+    let answered_before = state.answered.load(Ordering::Relaxed);
     match sent.await {
         Ok(res) => {
             if !answered_before {
-                answered.store(true, Ordering::Relaxed);
+                state.answered.store(true, Ordering::Relaxed);
             }
             Ok(res)
         }
-        Err(e) => {
-            let mut error = HttpSendError::from(e);
-            error.answered_before = answered_before;
-            Err(error)
-        }
+        Err(e) => Err(state.mark(e.into(), answered_before)),
     }
 }
 
@@ -404,19 +447,23 @@ where
     B::Error: Into<BoxError>,
 {
     fn into_unsent(error: HttpSendError<B>) -> Result<Request<B>, BoxError> {
-        if let Some(req) = error.unsent {
-            return Ok(req);
-        }
         // TLS 1.3: a server that refuses our client certificate says so after our side of the
-        // handshake is done, so the refusal arrives as the first send's error. Its alert is one
-        // only a handshake sends: the server accepted none of the request.
+        // handshake is done, so the refusal arrives as the first send's error — or, if it came
+        // first, as the connection's driver's, which the send then finds gone. Its alert is one
+        // only a handshake sends: the server accepted none of the request. Such a request is
+        // not handed back to be resent: the endpoint would refuse it again.
         #[cfg(feature = "tls")]
         if !error.answered_before
-            && let Some(kind) = super::tls::handshake_alert(&error.error)
+            && let Some(kind) = error
+                .refused
+                .or_else(|| super::tls::handshake_alert(&error.error))
         {
             return Err(Box::new(crate::classify::EndpointRejected::new(
                 super::TlsError::after_handshake(kind, error.error),
             )));
+        }
+        if let Some(req) = error.unsent {
+            return Ok(req);
         }
         if never_processed(&error.error) {
             Err(Box::new(NeverSent::new(error.error)))

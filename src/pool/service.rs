@@ -433,8 +433,15 @@ where
                 Ok(Ok(conn)) => conn,
                 Ok(Err(error)) => {
                     // Failed readiness: the connection is gone; the request was never sent.
-                    last_unsent = C::Response::into_unsent(error).err();
                     checkout.mark_broken();
+                    match C::Response::into_unsent(error) {
+                        // The endpoint refused the connection itself (a TLS handshake): another
+                        // connection to it would be refused too.
+                        Err(error) if crate::classify::rejects_endpoint(error.as_ref()) => {
+                            return Err(Error::from_inner(error));
+                        }
+                        unsent => last_unsent = unsent.err(),
+                    }
                     continue;
                 }
                 Err(_) => return Err(timed_out(&self.slots, start)),
