@@ -1,8 +1,8 @@
 //! HTTP/1.1 over TLS on loopback: stanchion's pool with its rustls connector against hyper-util's
 //! legacy `Client` with hyper-rustls, same rustls config (ring), same server, same run.
 //!
-//! - `handshake_and_first_request`: a fresh client per iteration — TCP connect, TLS 1.3
-//!   handshake, one request, its body read.
+//! - `handshake_and_first_request`: a fresh client per iteration — TCP connect, a full TLS 1.3
+//!   handshake (resumption off), one request, its body read.
 //! - `pooled_request`: one request on a warm, pooled TLS connection.
 //!
 //! Each on a two-worker and on a current-thread tokio runtime. The server is hyper HTTP/1 over
@@ -56,11 +56,14 @@ fn certificate() -> (
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider())
+    let mut client = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Every fresh connection does a full handshake: no session resumption (a cloned config
+    // shares its session cache, so one client's tickets would speed up the other's).
+    client.resumption = rustls::client::Resumption::disabled();
     (cert, key, client)
 }
 

@@ -106,12 +106,13 @@ impl Picker<'_> {
 
     /// Picks an endpoint for a retry that must not go to `rejected` (they rejected the call
     /// before it was sent): the next one in turn among the others that admits the call, through
-    /// an open breaker if the balancer is in panic mode; never one in `rejected`. Only retries
-    /// after a rejection take this path, so it scans the list.
+    /// an open breaker if the balancer is in panic mode — `avoid` only if no other will; never
+    /// one in `rejected`. Only retries after a rejection take this path, so it scans the list.
     pub(crate) fn pick_excluding<'s, S>(
         &self,
         snapshot: &'s Snapshot<S>,
         rejected: &[SocketAddr],
+        avoid: Option<SocketAddr>,
     ) -> Result<Picked<'s, S>, Error> {
         let endpoints = &snapshot.endpoints;
         let n = endpoints.len();
@@ -126,18 +127,20 @@ impl Picker<'_> {
         let candidates = |e: &Arc<Endpoint<S>>| allowed(e) && (panic || e.is_usable());
         let others = endpoints.iter().filter(|e| candidates(e)).count();
         let first = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let found = (0..n)
+        // `avoid` (the endpoint the last attempt failed on) goes last, if another will do.
+        let order = (0..n)
             .map(|i| (first + i) % n)
-            .filter(|&i| candidates(&endpoints[i]))
-            .find_map(|i| {
-                let endpoint = &endpoints[i];
-                let permit = match endpoint.breaker.try_acquire() {
-                    Ok(permit) => permit,
-                    Err(_) if panic => endpoint.breaker.acquire_bypassing(),
-                    Err(_) => return None,
-                };
-                Some((endpoint, permit))
-            });
+            .filter(|&i| Some(endpoints[i].addr) != avoid)
+            .chain((0..n).filter(|&i| Some(endpoints[i].addr) == avoid));
+        let found = order.filter(|&i| candidates(&endpoints[i])).find_map(|i| {
+            let endpoint = &endpoints[i];
+            let permit = match endpoint.breaker.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) if panic => endpoint.breaker.acquire_bypassing(),
+                Err(_) => return None,
+            };
+            Some((endpoint, permit))
+        });
         let Some((endpoint, permit)) = found else {
             let reason = if endpoints.iter().any(allowed) {
                 NoEndpointsReason::NoneUsable

@@ -88,7 +88,7 @@ impl<S, C> Balancer<S, C> {
         let given = req.attempt_budget();
         let picked = match req.rejected_endpoints() {
             [] => picker.pick(&snapshot, avoid),
-            rejected => picker.pick_excluding(&snapshot, rejected),
+            rejected => picker.pick_excluding(&snapshot, rejected, avoid),
         };
         match picked {
             Ok(picked) => {

@@ -5,7 +5,6 @@
 use tower::{Service, ServiceExt};
 
 use super::Client;
-use crate::classify::NeverSent;
 use crate::{BoxError, Error};
 
 impl<E, C> Client<E, C> {
@@ -21,12 +20,18 @@ impl<E, C> Client<E, C> {
     /// # Ok(()) }
     /// ```
     ///
-    /// A buffered body (bytes, text, `.json()`, `.form()`) can be sent again by the retry layer;
-    /// a streamed one is sent at most once.
+    /// What goes through is the request itself — method, URL, headers, body. Settings of the
+    /// `reqwest::Client` that built it apply only when reqwest sends it, so they do not here:
+    /// its default headers, user agent and a per-request `.timeout()` (the stack's deadline is
+    /// the timeout); put them on the request, or on the connector's clients
+    /// ([`ReqwestConnector::configure`](crate::pool::ReqwestConnector::configure)). The body is
+    /// sent again on a retry like any other: from the stack's replay buffer, while it fits
+    /// (`docs/retry.md`). The response's `url()` is reqwest's placeholder for a response it did
+    /// not fetch itself.
     ///
     /// # Errors
-    /// The stack's [`Error`]; a request reqwest cannot turn into an `http::Request` is
-    /// [never sent](NeverSent).
+    /// The stack's [`Error`]; a request reqwest cannot turn into an `http::Request`:
+    /// [`Error::Inner`], with reqwest's error as its source.
     pub async fn send_reqwest<RB>(&self, req: reqwest::Request) -> Result<reqwest::Response, Error>
     where
         Self: Service<http::Request<reqwest::Body>, Response = http::Response<RB>, Error = Error>,
@@ -34,8 +39,8 @@ impl<E, C> Client<E, C> {
         RB::Data: Into<bytes::Bytes>,
         RB::Error: Into<BoxError>,
     {
-        let req = http::Request::<reqwest::Body>::try_from(req)
-            .map_err(|e| Error::Inner(Box::new(NeverSent::new(e))))?;
+        let req =
+            http::Request::<reqwest::Body>::try_from(req).map_err(|e| Error::Inner(Box::new(e)))?;
         let res = self.clone().oneshot(req).await?;
         Ok(reqwest::Response::from(res.map(reqwest::Body::wrap)))
     }

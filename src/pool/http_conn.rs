@@ -60,35 +60,93 @@ type Refusal = super::TlsErrorKind;
 #[cfg(not(feature = "tls"))]
 type Refusal = std::convert::Infallible;
 
-/// What a connection's handles and its driver task share.
+/// What a connection's handles and its stream share.
 #[derive(Default)]
 struct ConnState {
-    /// Whether the connection has answered a request.
-    answered: AtomicBool,
+    /// Whether the peer has sent any application data (a response, HTTP/2 SETTINGS).
+    read_data: AtomicBool,
     /// The server refused the TLS handshake after our side of it was done (TLS 1.3: our client
-    /// certificate), seen by the driver before any request was answered.
+    /// certificate), read before it sent any application data.
     refused: std::sync::OnceLock<Refusal>,
 }
 
 impl ConnState {
-    /// The driver ended with `error`: a handshake refusal on a connection that answered nothing
-    /// is kept for the sends that find the connection gone.
-    fn driver_failed(&self, error: &hyper::Error) {
-        #[cfg(feature = "tls")]
-        if !self.answered.load(Ordering::Relaxed)
-            && let Some(kind) = super::tls::handshake_alert(error)
-        {
-            let _ = self.refused.set(kind);
-        }
-        #[cfg(not(feature = "tls"))]
-        let _ = error;
-    }
-
     /// Marks an error of this connection with what the connection knows.
-    fn mark<B>(&self, mut error: HttpSendError<B>, answered_before: bool) -> HttpSendError<B> {
-        error.answered_before = answered_before;
+    fn mark<B>(&self, mut error: HttpSendError<B>) -> HttpSendError<B> {
         error.refused = self.refused.get().copied();
         error
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The connection's stream, watched as hyper reads it: whether the peer has sent
+    /// application data, and a TLS refusal read before it did — recorded before hyper sees
+    /// the error and closes the connection, so no send can find it closed without the reason.
+    struct Watched<IO> {
+        #[pin]
+        io: IO,
+        state: Arc<ConnState>,
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for Watched<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let read = std::task::ready!(this.io.poll_read(cx, buf));
+        match &read {
+            Ok(()) if buf.filled().len() > before => {
+                if !this.state.read_data.load(Ordering::Relaxed) {
+                    this.state.read_data.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(()) => {}
+            #[cfg(feature = "tls")]
+            Err(error) => {
+                if !this.state.read_data.load(Ordering::Relaxed)
+                    && let Some(kind) = super::tls::refusal_in(error)
+                {
+                    let _ = this.state.refused.set(kind);
+                }
+            }
+            #[cfg(not(feature = "tls"))]
+            Err(_) => {}
+        }
+        Poll::Ready(read)
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
@@ -203,10 +261,12 @@ impl<S: Security> Handshake<S> {
         B::Error: Into<BoxError>,
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let io = TokioIo::new(io);
-        let peer = self.authority.clone();
         let state = Arc::new(ConnState::default());
-        let driver = state.clone();
+        let io = TokioIo::new(Watched {
+            io,
+            state: state.clone(),
+        });
+        let peer = self.authority.clone();
         let send = if self.h2 {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder.timer(TokioTimer::new());
@@ -221,7 +281,6 @@ impl<S: Security> Handshake<S> {
                 // Ends after a GOAWAY once the streams the server accepted have finished
                 // (graceful drain), or when every handle is dropped.
                 if let Err(error) = conn.await {
-                    driver.driver_failed(&error);
                     tracing::debug!(peer = ?peer, %error, "HTTP/2 connection ended with an error");
                 }
             });
@@ -230,7 +289,6 @@ impl<S: Security> Handshake<S> {
             let (send, conn) = http1::handshake(io).await?;
             tokio::spawn(async move {
                 if let Err(error) = conn.await {
-                    driver.driver_failed(&error);
                     tracing::debug!(peer = ?peer, %error, "HTTP/1 connection ended with an error");
                 }
             });
@@ -331,9 +389,7 @@ impl<B: Send + 'static, S: Security> Connection for HttpConnection<B, S> {
 pub struct HttpSendError<B> {
     error: hyper::Error,
     unsent: Option<Request<B>>,
-    /// The connection had answered a request before this one: an error on it is no handshake's.
-    answered_before: bool,
-    /// The connection's driver saw the server refuse the handshake.
+    /// The connection's stream read the server's refusal of the handshake.
     refused: Option<Refusal>,
 }
 
@@ -370,7 +426,6 @@ impl<B> From<TrySendError<Request<B>>> for HttpSendError<B> {
         HttpSendError {
             error: e.into_error(),
             unsent,
-            answered_before: true,
             refused: None,
         }
     }
@@ -381,7 +436,6 @@ impl<B> From<hyper::Error> for HttpSendError<B> {
         HttpSendError {
             error,
             unsent: None,
-            answered_before: true,
             refused: None,
         }
     }
@@ -404,7 +458,7 @@ where
             Sender::Http1(send) => send.poll_ready(cx),
             Sender::Http2(send) => send.poll_ready(cx),
         }
-        .map_err(|e| state.mark(e.into(), state.answered.load(Ordering::Relaxed)))
+        .map_err(|e| state.mark(e.into()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
@@ -422,22 +476,12 @@ where
     }
 }
 
-/// Awaits a send, and records whether the connection had answered before it (a TLS alert on a
-/// connection that has answered is no handshake's refusal).
+/// Awaits a send; its error carries what the connection knows.
 async fn finish<B>(
     sent: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<B>>>>,
     state: Arc<ConnState>,
 ) -> Result<Response<Incoming>, HttpSendError<B>> {
-    let answered_before = state.answered.load(Ordering::Relaxed);
-    match sent.await {
-        Ok(res) => {
-            if !answered_before {
-                state.answered.store(true, Ordering::Relaxed);
-            }
-            Ok(res)
-        }
-        Err(e) => Err(state.mark(e.into(), answered_before)),
-    }
+    sent.await.map_err(|e| state.mark(e.into()))
 }
 
 impl<B, S: Security> ConnectionService<Request<B>> for HttpConnection<B, S>
@@ -448,18 +492,13 @@ where
 {
     fn into_unsent(error: HttpSendError<B>) -> Result<Request<B>, BoxError> {
         // TLS 1.3: a server that refuses our client certificate says so after our side of the
-        // handshake is done, so the refusal arrives as the first send's error — or, if it came
-        // first, as the connection's driver's, which the send then finds gone. Its alert is one
-        // only a handshake sends: the server accepted none of the request. Such a request is
-        // not handed back to be resent: the endpoint would refuse it again.
+        // handshake is done, before it sends any application data; the connection's stream
+        // recorded it as hyper read it. The server accepted none of what was sent. Such a
+        // request is not handed back to be resent: the endpoint would refuse it again.
         #[cfg(feature = "tls")]
-        if !error.answered_before
-            && let Some(kind) = error
-                .refused
-                .or_else(|| super::tls::handshake_alert(&error.error))
-        {
+        if let Some(kind) = error.refused {
             return Err(Box::new(crate::classify::EndpointRejected::new(
-                super::TlsError::after_handshake(kind, error.error),
+                super::TlsError::after_handshake(kind, Box::new(error.error)),
             )));
         }
         if let Some(req) = error.unsent {

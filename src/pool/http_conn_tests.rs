@@ -46,3 +46,86 @@ fn a_secure_http2_connection_fills_the_https_scheme() {
     let req = absolute_form(Request::get("/v1").body(()).unwrap(), Some(&fallback), true);
     assert_eq!(req.uri(), "https://api.example.test/v1");
 }
+
+/// A stream that yields scripted reads.
+#[cfg(feature = "tls")]
+struct Script(std::collections::VecDeque<std::io::Result<&'static [u8]>>);
+
+#[cfg(feature = "tls")]
+impl AsyncRead for Script {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(match self.0.pop_front() {
+            Some(Ok(bytes)) => {
+                buf.put_slice(bytes);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        })
+    }
+}
+
+/// A handshake alert read before any application data is the server's refusal; the same alert
+/// after the peer has sent data (a response, HTTP/2 SETTINGS) is not — what was sent may have
+/// been processed.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn a_tls_refusal_counts_only_before_the_peer_sent_data() {
+    use tokio::io::AsyncReadExt;
+    let alert = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        )
+    };
+    let as_text = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: AccessDenied",
+        )
+    };
+    let other = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify),
+        )
+    };
+    type Reads = Vec<std::io::Result<&'static [u8]>>;
+    let cases: [(&str, Reads, bool); 5] = [
+        ("alert first", vec![Err(alert())], true),
+        ("alert as rustls' text", vec![Err(as_text())], true),
+        (
+            "data, then the alert",
+            vec![Ok(b"HTTP/1.1 200 OK\r\n"), Err(alert())],
+            false,
+        ),
+        (
+            "an alert no handshake refusal sends",
+            vec![Err(other())],
+            false,
+        ),
+        (
+            "a reset",
+            vec![Err(std::io::ErrorKind::ConnectionReset.into())],
+            false,
+        ),
+    ];
+    for (what, reads, refused) in cases {
+        let state = Arc::new(ConnState::default());
+        let mut watched = Watched {
+            io: Script(reads.into()),
+            state: state.clone(),
+        };
+        let mut buf = [0u8; 64];
+        while let Ok(n) = watched.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(state.refused.get().is_some(), refused, "{what}");
+    }
+}

@@ -291,12 +291,12 @@ impl TlsError {
 
     /// A refusal that arrived after the client's side of the handshake (TLS 1.3 client
     /// certificates), as the error of the first send.
-    pub(super) fn after_handshake(kind: TlsErrorKind, source: hyper::Error) -> TlsError {
+    pub(super) fn after_handshake(kind: TlsErrorKind, source: crate::BoxError) -> TlsError {
         TlsError {
             kind,
             endpoint: None,
             name: None,
-            source: Some(Box::new(source)),
+            source: Some(source),
         }
     }
 
@@ -343,24 +343,19 @@ fn peer(endpoint: &Option<SocketAddr>, name: &Option<String>) -> String {
     }
 }
 
-/// The alert in the error of a connection's first send, if it is one a server sends when it
-/// refuses the handshake (our certificate, its signature, the parameters): under TLS 1.3 such a
-/// refusal arrives after our side of the handshake, and the server accepted none of the request.
-/// Only asked for a connection that has answered nothing yet.
-pub(super) fn handshake_alert(error: &hyper::Error) -> Option<TlsErrorKind> {
-    let alert = crate::classify::chain(error).find_map(|e| {
-        let io = e
-            .downcast_ref::<std::io::Error>()
-            .or_else(|| e.downcast_ref::<h2::Error>().and_then(h2::Error::get_io))?;
-        let inner = io.get_ref()?;
-        match inner.downcast_ref::<rustls::Error>() {
-            Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
-            Some(_) => None,
-            // rustls' reader hands a received alert over as text (its `Display`: "received
-            // fatal alert: CertificateRequired"); only the names below are looked for.
-            None => alert_named(&inner.to_string()),
-        }
-    })?;
+/// The alert in an error read from a TLS stream, if it is one a server sends when it refuses the
+/// handshake (our certificate, its signature, the parameters): under TLS 1.3 such a refusal
+/// arrives after our side of the handshake is done. Asked only while the peer has sent no
+/// application data, when it means the server accepted none of what we sent.
+pub(super) fn refusal_in(io: &std::io::Error) -> Option<TlsErrorKind> {
+    let inner = io.get_ref()?;
+    let alert = match inner.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::AlertReceived(alert)) => *alert,
+        Some(_) => return None,
+        // rustls' reader hands a received alert over as text (its `Display`: "received fatal
+        // alert: CertificateRequired"); only the names below are looked for.
+        None => alert_named(&inner.to_string())?,
+    };
     use AlertDescription as A;
     match alert {
         A::CertificateRequired

@@ -141,9 +141,21 @@ mod http_impls {
             }
         }
 
+        /// Adds to the endpoints already excluded (by an outer retry layer, or the caller).
         fn exclude_endpoints(&mut self, rejected: &[SocketAddr]) {
-            self.extensions_mut()
-                .insert(RejectedEndpoints(rejected.to_vec()));
+            let extensions = self.extensions_mut();
+            match extensions.get_mut::<RejectedEndpoints>() {
+                Some(RejectedEndpoints(known)) => {
+                    for endpoint in rejected {
+                        if !known.contains(endpoint) {
+                            known.push(*endpoint);
+                        }
+                    }
+                }
+                None => {
+                    extensions.insert(RejectedEndpoints(rejected.to_vec()));
+                }
+            }
         }
     }
 
