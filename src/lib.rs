@@ -23,6 +23,7 @@
 //! | [`retry`] | retries: [`RetryLayer`](retry::RetryLayer), [`RetryBudget`](retry::RetryBudget), [`Backoff`](retry::Backoff), [`ReplayBody`](retry::ReplayBody) |
 //! | [`client`] | the client builder: [`Client::http`](client::Client::http) / [`Client::grpc`](client::Client::grpc) over a [`Target`](client::Target) compose the whole stack, with per-route policies ([`Route`](client::Route), [`RoutePolicy`](client::RoutePolicy)) |
 //! | [`classify`] | what an outcome means: success or failure, retryable, overload or unavailable, server delay hints, never-sent requests; for HTTP and gRPC |
+//! | `metrics` | (feature `metrics`) the instruments recorded through the `metrics` facade: names, kinds, units, labels; `describe()` |
 //! | `fault` | (feature `fault`) `FaultLayer`: seeded latency, errors and outcomes at a rate, for chaos tests of your own stack |
 //! | [`error`] | [`Error`], one variant per decision; [`ConfigError`] for builders; `tonic::Status` codes with feature `tonic` |
 //!
@@ -37,6 +38,8 @@
 //! | `dns` | no | [`DnsResolver`](balance::DnsResolver): hickory-resolver, every A/AAAA record |
 //! | `redis` | no | `RedisStore`: idempotency records on Redis, shared by server instances |
 //! | `fault` | no | `FaultLayer`: seeded fault injection for chaos tests |
+//! | `tls` | no | TLS for `HttpConnector` (rustls, ring); `tls-webpki-roots`, `tls-native-roots` add root stores |
+//! | `metrics` | no | instruments through the `metrics` facade (pools today; see docs/observability.md) |
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
@@ -58,6 +61,11 @@ pub mod fault;
 mod guarded;
 #[cfg(feature = "http")]
 pub mod idempotency;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics/off.rs"]
+mod metrics;
 #[cfg(feature = "http")]
 mod path;
 pub mod pool;

@@ -177,6 +177,21 @@ where
             .collect()
     }
 
+    /// Every endpoint's service now (for the client's pools: their stats), in resolution order;
+    /// endpoints that left the resolution leave the list.
+    pub fn services(&self) -> Vec<(SocketAddr, S)>
+    where
+        S: Clone,
+    {
+        self.shared
+            .snapshot
+            .load()
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, e.service.clone()))
+            .collect()
+    }
+
     /// What the resolver has done: answers, errors, stale episodes.
     pub fn resolver_stats(&self) -> ResolverStats {
         self.shared.resolver_stats()

@@ -175,6 +175,27 @@ where
     }
 }
 
+impl<K, C> Client<crate::pool::Pool<K, std::net::SocketAddr>, C>
+where
+    K: Service<std::net::SocketAddr> + Clone + Send + Sync + 'static,
+    K::Response: crate::pool::Connection,
+    K::Future: Send + 'static,
+    K::Error: Into<crate::BoxError>,
+    C: Send + Sync + 'static,
+{
+    /// Every endpoint's pool numbers now — utilisation, checkout wait, connections created
+    /// and closed, checkout timeouts, connect failures — in resolution order. Endpoints that
+    /// resolution adds appear, and those it removes leave the list (their pools close after
+    /// the drain window). Each breaker's state: [`Balancer::endpoints`].
+    pub fn pool_stats(&self) -> Vec<crate::pool::PoolStats> {
+        self.balancer()
+            .services()
+            .into_iter()
+            .map(|(_, pool)| pool.stats())
+            .collect()
+    }
+}
+
 impl<E, C> Client<E, C> {
     /// The retry budget every route draws from (read its stats).
     pub fn retry_budget(&self) -> &RetryBudget {

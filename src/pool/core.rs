@@ -16,6 +16,7 @@ use super::Connection;
 use super::checkout::{Checkout, Reservation, WaiterGuard};
 use super::config::PoolConfig;
 use super::stats::PoolStats;
+use crate::metrics::{Closed, PoolMetrics};
 use crate::rng::Jitter;
 
 /// One connection and its bookkeeping.
@@ -78,6 +79,8 @@ pub(crate) struct Slots<Conn> {
     pub(crate) notify: Notify,
     jitter: Jitter,
     counters: Counters,
+    /// The pool's instruments (feature `metrics`; nothing without it).
+    metrics: PoolMetrics,
     pub(crate) reaper_started: AtomicBool,
 }
 
@@ -92,6 +95,7 @@ impl<Conn> fmt::Debug for Slots<Conn> {
 impl<Conn> Slots<Conn> {
     pub(crate) fn new(config: PoolConfig, endpoint: Arc<str>) -> Self {
         let jitter = config.seed.map_or_else(Jitter::new, Jitter::seeded);
+        let metrics = PoolMetrics::new(&endpoint, config.max_size);
         Slots {
             config,
             endpoint,
@@ -106,6 +110,7 @@ impl<Conn> Slots<Conn> {
             notify: Notify::new(),
             jitter,
             counters: Counters::default(),
+            metrics,
             reaper_started: AtomicBool::new(false),
         }
     }
@@ -127,6 +132,7 @@ impl<Conn> Slots<Conn> {
     pub(crate) fn record_checkout(&self, waited: Option<Duration>) {
         let c = &self.counters;
         c.checkouts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.checkout(waited.unwrap_or_default());
         if let Some(waited) = waited {
             let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
             c.waited.fetch_add(1, Ordering::Relaxed);
@@ -136,22 +142,26 @@ impl<Conn> Slots<Conn> {
     }
 
     pub(crate) fn record_checkout_timeout(&self) {
+        self.metrics.checkout_timeout();
         self.counters
             .checkout_timeouts
             .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_connect_failure(&self) {
+        self.metrics.connect_failure();
         self.counters
             .connect_failures
             .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_resend(&self) {
+        self.metrics.resent(false);
         self.counters.resent.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_resend_after_close(&self) {
+        self.metrics.resent(true);
         self.counters
             .resent_after_close
             .fetch_add(1, Ordering::Relaxed);
@@ -254,9 +264,7 @@ impl<Conn: Connection> Slots<Conn> {
     /// flight and no connection open, every waiting checkout is woken to take the error (they
     /// were waiting for a connect that cannot come); otherwise one, to connect in its place.
     pub(crate) fn connect_failed(&self, error: Arc<crate::BoxError>, tell_waiters: bool) {
-        self.counters
-            .connect_failures
-            .fetch_add(1, Ordering::Relaxed);
+        self.record_connect_failure();
         let mut state = self.lock();
         let everyone = tell_waiters && state.connecting == 0 && state.slots.is_empty();
         if everyone {
@@ -287,12 +295,27 @@ impl<Conn: Connection> Slots<Conn> {
     fn prune(&self, state: &mut State<Conn>, now: Instant) {
         let idle_timeout = self.config.idle_timeout;
         let before = state.slots.len();
+        let metrics = &self.metrics;
         state.slots.retain_mut(|slot| {
-            if slot.conn.as_ref().is_some_and(|c| c.is_closed()) || now >= slot.expires {
+            let peer_closed = slot.conn.as_ref().is_some_and(|c| c.is_closed());
+            let expired = now >= slot.expires;
+            if peer_closed || expired {
                 slot.retired = true;
             }
             let idle_too_long = now.saturating_duration_since(slot.idle_since) >= idle_timeout;
-            !(slot.in_flight == 0 && (slot.retired || idle_too_long))
+            let drop = slot.in_flight == 0 && (slot.retired || idle_too_long);
+            if drop {
+                metrics.closed(if peer_closed {
+                    Closed::Broken
+                } else if expired {
+                    Closed::Expired
+                } else if slot.retired {
+                    Closed::Retired
+                } else {
+                    Closed::Idle
+                });
+            }
+            !drop
         });
         let dropped = before - state.slots.len();
         if dropped > 0 {
@@ -348,6 +371,7 @@ impl<Conn: Connection> Slots<Conn> {
         state.slots.push(slot);
         drop(state);
         self.counters.created.fetch_add(1, Ordering::Relaxed);
+        self.metrics.created();
         tracing::debug!(endpoint = %self.endpoint, id, multiplexed, "pool opened a connection");
         if multiplexed || !take || learned {
             // Room for others, or news about what connections are: every waiter looks again.
@@ -363,16 +387,19 @@ impl<Conn: Connection> Slots<Conn> {
     pub(super) fn give_back(&self, id: u64, conn: Option<Conn>, broken: bool) {
         let now = Instant::now();
         let mut state = self.lock();
-        let mut closed = false;
+        let mut closed = None;
         if let Some(index) = state.slots.iter().position(|s| s.id == id) {
             let slot = &mut state.slots[index];
             slot.in_flight -= 1;
+            let mut why = Closed::Retired;
             if broken {
                 slot.retired = true;
+                why = Closed::Broken;
             }
             if let Some(conn) = conn {
                 if conn.is_closed() {
                     slot.retired = true;
+                    why = Closed::Broken;
                 } else if !slot.multiplexed {
                     slot.conn = Some(conn);
                 }
@@ -380,14 +407,18 @@ impl<Conn: Connection> Slots<Conn> {
             if slot.in_flight == 0 {
                 slot.idle_since = now;
                 if slot.retired || now >= slot.expires {
+                    if !slot.retired {
+                        why = Closed::Expired;
+                    }
                     state.slots.swap_remove(index);
-                    closed = true;
+                    closed = Some(why);
                 }
             }
         }
         drop(state);
-        if closed {
+        if let Some(why) = closed {
             self.counters.closed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.closed(why);
         }
         self.notify.notify_one();
     }
@@ -402,6 +433,13 @@ impl<Conn: Connection> Slots<Conn> {
             .iter()
             .filter(|s| s.in_flight == 0 && !s.retired)
             .count();
+        let active = state.slots.iter().filter(|s| s.in_flight > 0).count();
+        self.metrics.gauges(
+            active,
+            state.slots.len() - active,
+            self.config.max_size,
+            self.counters.waiters.load(Ordering::Relaxed),
+        );
         let mut wanted = self.config.min_idle.saturating_sub(idle + state.connecting);
         let mut reserved = Vec::new();
         while wanted > 0

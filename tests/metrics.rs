@@ -1,0 +1,302 @@
+//! The instruments recorded through the `metrics` facade, read back with metrics-util's
+//! debugging recorder installed for the test's thread while the pools are built: a scripted
+//! scenario against real servers on 127.0.0.1, exact values and label sets.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use std::collections::HashMap;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use stanchion::client::{Client, Target};
+use stanchion::metrics;
+use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
+use stanchion::retry::ReplayBody;
+use tower::ServiceExt;
+
+use support::faults::{Fault, FaultPlan};
+use support::http_server::HttpServer;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// What a debugging recorder has seen so far. Its snapshots drain what they read (counters,
+/// histograms, and gauges too, to zero), so a test takes one per checkpoint ([`Seen::refresh`]):
+/// counters are added up and histograms appended across them; a gauge is what the last
+/// snapshot read.
+struct Seen {
+    snapshotter: Snapshotter,
+    values: std::sync::Mutex<HashMap<Slot, Value>>,
+}
+
+/// An instrument's name and its sorted labels.
+type Slot = (String, Vec<(String, String)>);
+
+/// A recorded value, added up across snapshots.
+#[derive(Debug, Clone)]
+enum Value {
+    Counter(u64),
+    Gauge(f64),
+    Histogram(Vec<f64>),
+}
+
+impl Seen {
+    fn new(recorder: &DebuggingRecorder) -> Seen {
+        Seen {
+            snapshotter: recorder.snapshotter(),
+            values: Default::default(),
+        }
+    }
+
+    /// Takes a snapshot into what has been seen.
+    fn refresh(&self) {
+        let mut values = self.values.lock().unwrap();
+        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut have: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            have.sort();
+            let slot = (key.name().to_owned(), have);
+            let value = match value {
+                DebugValue::Counter(n) => Value::Counter(n),
+                DebugValue::Gauge(g) => Value::Gauge(g.into_inner()),
+                DebugValue::Histogram(h) => {
+                    Value::Histogram(h.into_iter().map(|v| v.into_inner()).collect())
+                }
+            };
+            let merged = match (values.remove(&slot), value) {
+                (Some(Value::Counter(a)), Value::Counter(b)) => Value::Counter(a + b),
+                (Some(Value::Histogram(mut a)), Value::Histogram(b)) => {
+                    a.extend(b);
+                    Value::Histogram(a)
+                }
+                (_, value) => value,
+            };
+            values.insert(slot, merged);
+        }
+    }
+
+    /// The value of instrument `name` with exactly `labels` as of the last refresh.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<Value> {
+        let values = self.values.lock().unwrap();
+        let mut wanted: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        wanted.sort();
+        values.get(&(name.to_owned(), wanted)).cloned()
+    }
+
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        match self.value(name, labels) {
+            Some(Value::Counter(n)) => n,
+            None => 0,
+            Some(other) => panic!("{name} is not a counter: {other:?}"),
+        }
+    }
+
+    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        match self.value(name, labels) {
+            Some(Value::Gauge(g)) => Some(g),
+            None => None,
+            Some(other) => panic!("{name} is not a gauge: {other:?}"),
+        }
+    }
+
+    fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        match self.value(name, labels) {
+            Some(Value::Histogram(h)) => h,
+            None => Vec::new(),
+            Some(other) => panic!("{name} is not a histogram: {other:?}"),
+        }
+    }
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("/").body(Full::new(Bytes::new())).unwrap()
+}
+
+type HttpPool = Pool<HttpConnector<Full<Bytes>>, SocketAddr>;
+
+fn endpoint(addr: SocketAddr) -> [(&'static str, String); 2] {
+    [
+        ("server.address", addr.ip().to_string()),
+        ("server.port", addr.port().to_string()),
+    ]
+}
+
+fn labels<'a>(
+    endpoint: &'a [(&'static str, String); 2],
+    more: &[(&'static str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    endpoint
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(more.iter().copied())
+        .collect()
+}
+
+/// The pool family: connections created and closed by reason, checkout wait, checkout
+/// timeouts, connect failures, and the gauges the reaper publishes — exact values.
+#[tokio::test(start_paused = true)]
+async fn the_pool_records_its_connections_waits_and_failures() {
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::scripted([
+        Fault::ok(),
+        Fault::ok().latency(500 * MS),
+    ]))
+    .await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let (pool, dead_pool): (HttpPool, HttpPool) = ::metrics::with_local_recorder(&recorder, || {
+        let build = |addr| {
+            PoolBuilder::new()
+                .max_size(1)
+                .checkout_timeout(100 * MS)
+                .idle_timeout(Duration::from_secs(2))
+                .build(HttpConnector::http1(), addr)
+                .unwrap()
+        };
+        (build(server.addr()), build(dead))
+    });
+    let ep = endpoint(server.addr());
+    let plain = labels(&ep, &[]);
+
+    // One call: a connection created, one checkout that did not wait.
+    let res = pool.clone().oneshot(get()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    seen.refresh();
+    assert_eq!(seen.gauge(metrics::POOL_MAX, &plain), Some(1.0));
+    assert_eq!(seen.counter(metrics::POOL_CREATED, &plain), 1);
+    assert_eq!(seen.histogram(metrics::POOL_WAIT_TIME, &plain), [0.0]);
+
+    // A slow call holds the only connection; a second checkout times out after 100 ms.
+    let slow = tokio::spawn(pool.clone().oneshot(get()));
+    tokio::time::sleep(10 * MS).await;
+    let err = pool.clone().oneshot(get()).await.unwrap_err();
+    assert!(
+        matches!(err, stanchion::Error::PoolTimeout { .. }),
+        "{err:?}"
+    );
+    seen.refresh();
+    assert_eq!(seen.counter(metrics::POOL_TIMEOUTS, &plain), 1);
+    let res = slow.await.unwrap().unwrap();
+    res.into_body().collect().await.unwrap();
+    seen.refresh();
+    assert_eq!(seen.histogram(metrics::POOL_WAIT_TIME, &plain).len(), 2);
+
+    // After a reaper tick: one connection, idle; nothing waiting; max 1.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    seen.refresh();
+    let state = |s| labels(&ep, &[("http.connection.state", s)]);
+    assert_eq!(
+        seen.gauge(metrics::OPEN_CONNECTIONS, &state("idle")),
+        Some(1.0)
+    );
+    assert_eq!(
+        seen.gauge(metrics::OPEN_CONNECTIONS, &state("active")),
+        Some(0.0)
+    );
+    assert_eq!(seen.gauge(metrics::POOL_UTILIZATION, &plain), Some(0.0));
+    assert_eq!(seen.gauge(metrics::POOL_PENDING, &plain), Some(0.0));
+    assert_eq!(seen.gauge(metrics::POOL_MAX, &plain), Some(1.0));
+
+    // Idle past the idle timeout: closed as idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    seen.refresh();
+    let closed = |reason| seen.counter(metrics::POOL_CLOSED, &labels(&ep, &[("reason", reason)]));
+    assert_eq!(closed("idle"), 1);
+    assert_eq!(closed("broken") + closed("expired") + closed("retired"), 0);
+    assert_eq!(
+        seen.gauge(metrics::OPEN_CONNECTIONS, &state("idle")),
+        Some(0.0)
+    );
+
+    // A refused port: one connect failure, on that endpoint's labels only.
+    dead_pool.oneshot(get()).await.unwrap_err();
+    seen.refresh();
+    let dead_ep = endpoint(dead);
+    assert_eq!(
+        seen.counter(metrics::POOL_CONNECT_FAILURES, &labels(&dead_ep, &[])),
+        1
+    );
+    assert_eq!(seen.counter(metrics::POOL_CONNECT_FAILURES, &plain), 0);
+}
+
+/// A connection the server closes is counted closed as broken when the pool next looks.
+#[tokio::test]
+async fn a_connection_the_server_closed_is_counted_broken() {
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::scripted([Fault::reset(), Fault::ok()])).await;
+    let pool: HttpPool = ::metrics::with_local_recorder(&recorder, || {
+        PoolBuilder::new()
+            .build(HttpConnector::http1(), server.addr())
+            .unwrap()
+    });
+    let ep = endpoint(server.addr());
+    pool.clone().oneshot(get()).await.unwrap_err();
+    let res = pool.clone().oneshot(get()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    seen.refresh();
+    let broken = seen.counter(metrics::POOL_CLOSED, &labels(&ep, &[("reason", "broken")]));
+    assert_eq!(broken, 1);
+    assert_eq!(seen.counter(metrics::POOL_CREATED, &labels(&ep, &[])), 2);
+}
+
+/// Handles are registered when a pool is built: a pool built before the recorder is installed
+/// records nothing, even when it is used while one is.
+#[tokio::test]
+async fn a_pool_built_before_the_recorder_records_nothing() {
+    let server = HttpServer::start(FaultPlan::healthy()).await;
+    let pool: HttpPool = PoolBuilder::new()
+        .build(HttpConnector::http1(), server.addr())
+        .unwrap();
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let fut = ::metrics::with_local_recorder(&recorder, || pool.clone().oneshot(get()));
+    let res = fut.await.unwrap();
+    res.into_body().collect().await.unwrap();
+    assert!(seen.snapshotter.snapshot().into_vec().is_empty());
+}
+
+/// Every endpoint's pool is reachable from a client made with `build()`, and endpoints that
+/// leave the resolution leave the list at the next refresh.
+#[tokio::test(start_paused = true)]
+async fn a_client_reaches_every_endpoints_pool() {
+    let servers = [
+        HttpServer::start(FaultPlan::healthy()).await,
+        HttpServer::start(FaultPlan::healthy()).await,
+    ];
+    let resolver = stanchion::balance::StaticResolver::new(servers.iter().map(|s| s.addr()));
+    let client = Client::http(Target::resolver(resolver.clone()))
+        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .unwrap();
+    client.resolved().await;
+    for _ in 0..4 {
+        let res = client.clone().oneshot(get()).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let stats = client.pool_stats();
+    assert_eq!(stats.len(), 2);
+    assert_eq!(stats.iter().map(|s| s.checkouts).sum::<u64>(), 4);
+    for (s, server) in stats.iter().zip(&servers) {
+        assert_eq!(&*s.endpoint, server.addr().to_string());
+        assert_eq!(s.created, 1);
+    }
+    resolver.set([servers[1].addr()]);
+    // The next refresh (every 30 s by default) sees it.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let stats = client.pool_stats();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(&*stats[0].endpoint, servers[1].addr().to_string());
+}
