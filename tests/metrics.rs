@@ -300,3 +300,95 @@ async fn a_client_reaches_every_endpoints_pool() {
     assert_eq!(stats.len(), 1);
     assert_eq!(&*stats[0].endpoint, servers[1].addr().to_string());
 }
+
+fn post() -> Request<Full<Bytes>> {
+    Request::post("/pay/charges")
+        .body(Full::new(Bytes::from_static(b"amount=5")))
+        .unwrap()
+}
+
+/// The retry family: retries scheduled by kind and calls stopped by reason, per route pattern
+/// — attempts used up, a POST not safe to repeat, the budget's refusal, a transparent resend of
+/// a never-sent request.
+#[tokio::test]
+async fn retries_are_counted_by_kind_and_stops_by_reason_per_route() {
+    use stanchion::client::{Route, RoutePolicy};
+    use stanchion::retry::{Backoff, RetryBudget};
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::always(Fault::status(500))).await;
+    let fast = Backoff::new(MS, 2 * MS).unwrap();
+    let client = ::metrics::with_local_recorder(&recorder, || {
+        Client::http(Target::addrs([server.addr()]))
+            .backoff(fast.clone())
+            .route(Route::path_prefix("/pay"), RoutePolicy::new())
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .unwrap()
+    });
+    client.resolved().await;
+    let scheduled = |route, kind| {
+        seen.counter(
+            metrics::RETRY_SCHEDULED,
+            &[("route", route), ("kind", kind)],
+        )
+    };
+    let stopped = |route, reason| {
+        seen.counter(
+            metrics::RETRY_STOPPED,
+            &[("route", route), ("reason", reason)],
+        )
+    };
+
+    // A GET failing with 500 three times: two retries, then every attempt is used.
+    let res = client.clone().oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 500);
+    seen.refresh();
+    assert_eq!(scheduled("default", "attempt"), 2);
+    assert_eq!(stopped("default", "attempts_exhausted"), 1);
+
+    // A POST on the /pay route: not safe to repeat, stopped at once, counted on its route.
+    let res = client.clone().oneshot(post()).await.unwrap();
+    assert_eq!(res.status(), 500);
+    seen.refresh();
+    assert_eq!(stopped("/pay", "not_safe_to_repeat"), 1);
+    assert_eq!(scheduled("/pay", "attempt"), 0);
+    assert_eq!(scheduled("default", "attempt"), 2);
+
+    // A budget with no room: the retry is refused by the budget.
+    let empty = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap();
+    let client = ::metrics::with_local_recorder(&recorder, || {
+        Client::http(Target::addrs([server.addr()]))
+            .backoff(fast.clone())
+            .retry_budget(empty)
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .unwrap()
+    });
+    client.resolved().await;
+    client.clone().oneshot(get()).await.unwrap();
+    seen.refresh();
+    assert_eq!(stopped("default", "budget_exhausted"), 1);
+    assert_eq!(scheduled("default", "attempt"), 2);
+
+    // A refused port: the first refusal is resent once, for free, before attempts are used.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = ::metrics::with_local_recorder(&recorder, || {
+        Client::http(Target::addrs([dead]))
+            .backoff(fast)
+            .max_attempts(1)
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .unwrap()
+    });
+    client.resolved().await;
+    client.oneshot(get()).await.unwrap_err();
+    seen.refresh();
+    assert_eq!(scheduled("default", "transparent"), 1);
+    assert_eq!(stopped("default", "attempts_exhausted"), 2);
+}

@@ -78,9 +78,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         let default = RoutePolicy::default();
         let mut stacks = Vec::with_capacity(self.routes.len());
         // Check every layer before starting the balancer (its resolution runs in the background).
-        let layers = std::iter::once(&default)
-            .chain(self.routes.iter().map(|(_, p)| p))
-            .map(|policy| self.layers(policy, bulkhead.as_ref(), &budget))
+        let layers = std::iter::once(("default", &default))
+            .chain(self.routes.iter().map(|(r, p)| (r.pattern(), p)))
+            .map(|(route, policy)| self.layers(route, policy, bulkhead.as_ref(), &budget))
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut balancer = Balancer::builder(self.target.resolver, make, self.classifier.clone())
@@ -124,6 +124,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     /// The layers of one route, from the client's settings and the route's overrides.
     fn layers(
         &self,
+        route: &str,
         policy: &RoutePolicy,
         bulkhead: Option<&Bulkhead>,
         budget: &RetryBudget,
@@ -147,6 +148,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             .backoff(self.backoff.clone())
             .budget(budget.clone())
             .unavailable(self.unavailable)
+            .route(route)
             .build()?;
         let partition = match (&policy.partition, bulkhead) {
             (Some(name), Some(b)) if b.stats(name).is_some() => {

@@ -28,13 +28,21 @@
 //! | `stanchion.pool.connect_failures` | counter | `{failure}` | `server.address`, `server.port` | connects that failed or timed out — normally zero |
 //! | `stanchion.pool.resends` | counter | `{request}` | `server.address`, `server.port`, `reason` (`unsent`, `closed_before_response`) | requests the pool sent again on another connection |
 //!
+//! | `stanchion.retry.scheduled` | counter | `{retry}` | `route`, `kind` (`attempt`, `transparent`, `poll`) | retries a retry layer sent: attempts (each took a budget token), free resends of never-sent requests, polls of a keyed request still running |
+//! | `stanchion.retry.stopped` | counter | `{call}` | `route`, `reason` ([`RetryStop::label`](crate::retry::RetryStop::label): `attempts_exhausted`, `budget_exhausted`, `not_safe_to_repeat`, `deadline_too_short`…) | calls that ended without success, by why retrying stopped — `budget_exhausted` is the retry budget's refusals |
+//!
+//! `route` is the client route's configured pattern (`/v1/payments`, `pkg.Service/Method`), or
+//! `default` — never a raw path.
+//!
 //! `reason` for closed connections: `idle` — unused past the idle timeout; `expired` — past
 //! its (jittered) lifetime; `broken` — closed by the peer, failed, or given back broken;
 //! `retired` — told to take no more requests (GOAWAY, `max_requests_per_connection`).
 
 mod pool;
+mod retry;
 
 pub(crate) use self::pool::{Closed, PoolMetrics};
+pub(crate) use self::retry::RetryMetrics;
 
 /// `http.client.open_connections`.
 pub const OPEN_CONNECTIONS: &str = "http.client.open_connections";
@@ -56,6 +64,11 @@ pub const POOL_CLOSED: &str = "stanchion.pool.connection.closed";
 pub const POOL_CONNECT_FAILURES: &str = "stanchion.pool.connect_failures";
 /// `stanchion.pool.resends`.
 pub const POOL_RESENDS: &str = "stanchion.pool.resends";
+
+/// `stanchion.retry.scheduled`.
+pub const RETRY_SCHEDULED: &str = "stanchion.retry.scheduled";
+/// `stanchion.retry.stopped`.
+pub const RETRY_STOPPED: &str = "stanchion.retry.stopped";
 
 /// Registers every instrument's unit and description with the installed recorder (call it
 /// once, after installing the recorder; exporters that print units or help text use them).
@@ -96,6 +109,16 @@ pub fn describe() {
         POOL_CONNECT_FAILURES,
         Unit::Count,
         "Connects that failed or timed out."
+    );
+    describe_counter!(
+        RETRY_SCHEDULED,
+        Unit::Count,
+        "Retries sent, by kind (attempt, transparent resend, conflict poll)."
+    );
+    describe_counter!(
+        RETRY_STOPPED,
+        Unit::Count,
+        "Calls that ended without success, by why retrying stopped."
     );
     describe_counter!(
         POOL_RESENDS,

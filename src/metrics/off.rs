@@ -33,3 +33,17 @@ impl PoolMetrics {
 
     pub(crate) fn gauges(&self, _active: usize, _idle: usize, _max_size: usize, _pending: usize) {}
 }
+
+/// A retry layer's instruments: none.
+#[derive(Debug)]
+pub(crate) struct RetryMetrics;
+
+impl RetryMetrics {
+    pub(crate) fn new(_route: &str) -> RetryMetrics {
+        RetryMetrics
+    }
+
+    pub(crate) fn scheduled(&self, _kind: usize) {}
+
+    pub(crate) fn stopped(&self, _reason: &crate::retry::RetryStop) {}
+}

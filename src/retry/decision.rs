@@ -109,6 +109,48 @@ pub struct RetryStopped {
     pub attempts: u32,
 }
 
+/// Every [`RetryStop`]'s metric label, in `RetryStop::index` order.
+pub(crate) const STOP_LABELS: [&str; 12] = [
+    "not_retryable",
+    "committed",
+    "server_asked_not_to_retry",
+    "not_safe_to_repeat",
+    "body_not_replayable",
+    "attempts_exhausted",
+    "overload_without_hint",
+    "no_other_endpoint",
+    "endpoint_rejected",
+    "deadline_too_short",
+    "budget_exhausted",
+    "polls_exhausted",
+];
+
+impl RetryStop {
+    /// The reason as a metric label (`snake_case`, a fixed list: the `reason` of
+    /// `stanchion.retry.stopped`).
+    pub fn label(&self) -> &'static str {
+        STOP_LABELS[self.index()]
+    }
+
+    /// The reason's position in [`STOP_LABELS`].
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            RetryStop::NotRetryable => 0,
+            RetryStop::Committed => 1,
+            RetryStop::ServerAskedNotToRetry => 2,
+            RetryStop::NotSafeToRepeat => 3,
+            RetryStop::BodyNotReplayable => 4,
+            RetryStop::AttemptsExhausted => 5,
+            RetryStop::OverloadWithoutHint => 6,
+            RetryStop::NoOtherEndpoint => 7,
+            RetryStop::EndpointRejected => 8,
+            RetryStop::DeadlineTooShort { .. } => 9,
+            RetryStop::BudgetExhausted => 10,
+            RetryStop::PollsExhausted => 11,
+        }
+    }
+}
+
 /// Which endpoint served an attempt. A balancer puts it in response extensions, so that the
 /// retry layer can send a retry of an unavailable endpoint's answer elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,6 +43,8 @@ impl<C> Clone for RetryLayer<C> {
 struct Policy<C> {
     rules: Rules,
     classifier: C,
+    /// Feature `metrics`: retries scheduled and stopped (nothing without it).
+    metrics: crate::metrics::RetryMetrics,
 }
 
 impl<C> RetryLayer<C> {
@@ -63,6 +65,7 @@ impl<C> RetryLayer<C> {
             codes: GrpcCodes::default(),
             statuses: None,
             classifier,
+            route: "default".to_owned(),
         }
     }
 
@@ -88,9 +91,18 @@ pub struct RetryLayerBuilder<C> {
     codes: GrpcCodes,
     statuses: Option<Vec<u16>>,
     classifier: C,
+    route: String,
 }
 
 impl<C> RetryLayerBuilder<C> {
+    /// The `route` label of this layer's instruments (feature `metrics`; `stanchion::metrics`):
+    /// a configured route pattern, never a raw path. Default: `default`. The client builder
+    /// sets each route's.
+    pub fn route(mut self, route: &str) -> Self {
+        self.route = route.to_owned();
+        self
+    }
+
     /// gRPC: the status codes worth retrying (gRFC A6's per-method `retryableStatusCodes`;
     /// default UNAVAILABLE only). An outcome that may have reached the server — a status, a
     /// reset, a lost connection, a per-try timeout (DEADLINE_EXCEEDED) — is retried only if its
@@ -167,6 +179,7 @@ impl<C> RetryLayerBuilder<C> {
                     },
                 },
                 classifier: self.classifier,
+                metrics: crate::metrics::RetryMetrics::new(&self.route),
             }),
         })
     }
@@ -390,6 +403,11 @@ where
                         Err(err) => cut_endpoint(err.as_ref()),
                         Ok(_) => None,
                     });
+                    this.policy.metrics.scheduled(match kind {
+                        Resend::Attempt => 0,
+                        Resend::Transparent => 1,
+                        Resend::Poll => 2,
+                    });
                     match kind {
                         Resend::Transparent => *this.transparent_used = true,
                         Resend::Attempt => {
@@ -440,6 +458,9 @@ where
                     // A committed response's outcome is not known yet; any other one that is
                     // not a success (a 5xx, a 429, a 409…) says why retrying stopped.
                     let settled = observed != Observed::Committed && class.kind() != Kind::Success;
+                    if settled || result.is_err() {
+                        this.policy.metrics.stopped(&reason);
+                    }
                     let sends = *this.attempts + *this.polls;
                     return Poll::Ready(stop(result, settled, reason, sends));
                 }

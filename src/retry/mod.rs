@@ -72,6 +72,8 @@ pub use self::budget::{
     BudgetStats, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_WINDOW, RetryBudget,
     RetryBudgetBuilder,
 };
+#[cfg(feature = "metrics")]
+pub(crate) use self::decision::STOP_LABELS;
 pub use self::decision::{
     AvoidEndpoint, MAX_CONFLICT_POLLS, RejectedEndpoints, RetryStop, RetryStopped, ServedBy,
     UnavailablePolicy,
