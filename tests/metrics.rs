@@ -25,9 +25,9 @@ use support::http_server::HttpServer;
 const MS: Duration = Duration::from_millis(1);
 
 /// What a debugging recorder has seen so far. Its snapshots drain what they read (counters,
-/// histograms, and gauges too, to zero), so a test takes one per checkpoint ([`Seen::refresh`]):
-/// counters are added up and histograms appended across them; a gauge is what the last
-/// snapshot read.
+/// histograms, and gauges too, to zero), so a test takes one per checkpoint ([`Seen::refresh`])
+/// and adds them up: the crate's gauges only move up and down, so a gauge's snapshots are its
+/// changes.
 struct Seen {
     snapshotter: Snapshotter,
     values: std::sync::Mutex<HashMap<Slot, Value>>,
@@ -72,6 +72,7 @@ impl Seen {
             };
             let merged = match (values.remove(&slot), value) {
                 (Some(Value::Counter(a)), Value::Counter(b)) => Value::Counter(a + b),
+                (Some(Value::Gauge(a)), Value::Gauge(b)) => Value::Gauge(a + b),
                 (Some(Value::Histogram(mut a)), Value::Histogram(b)) => {
                     a.extend(b);
                     Value::Histogram(a)
@@ -150,7 +151,7 @@ async fn the_pool_records_its_connections_waits_and_failures() {
     let seen = Seen::new(&recorder);
     let server = HttpServer::start(FaultPlan::scripted([
         Fault::ok(),
-        Fault::ok().latency(500 * MS),
+        Fault::ok().latency(2500 * MS),
     ]))
     .await;
     let dead = {
@@ -189,6 +190,18 @@ async fn the_pool_records_its_connections_waits_and_failures() {
     );
     seen.refresh();
     assert_eq!(seen.counter(metrics::POOL_TIMEOUTS, &plain), 1);
+    // A reaper tick while the slow call holds the connection: one active, none idle.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    seen.refresh();
+    let state = |s| labels(&ep, &[("http.connection.state", s)]);
+    assert_eq!(
+        seen.gauge(metrics::OPEN_CONNECTIONS, &state("active")),
+        Some(1.0)
+    );
+    assert_eq!(
+        seen.gauge(metrics::OPEN_CONNECTIONS, &state("idle")),
+        Some(0.0)
+    );
     let res = slow.await.unwrap().unwrap();
     res.into_body().collect().await.unwrap();
     seen.refresh();
@@ -197,7 +210,6 @@ async fn the_pool_records_its_connections_waits_and_failures() {
     // After a reaper tick: one connection, idle; nothing waiting; max 1.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     seen.refresh();
-    let state = |s| labels(&ep, &[("http.connection.state", s)]);
     assert_eq!(
         seen.gauge(metrics::OPEN_CONNECTIONS, &state("idle")),
         Some(1.0)
@@ -206,7 +218,6 @@ async fn the_pool_records_its_connections_waits_and_failures() {
         seen.gauge(metrics::OPEN_CONNECTIONS, &state("active")),
         Some(0.0)
     );
-    assert_eq!(seen.gauge(metrics::POOL_UTILIZATION, &plain), Some(0.0));
     assert_eq!(seen.gauge(metrics::POOL_PENDING, &plain), Some(0.0));
     assert_eq!(seen.gauge(metrics::POOL_MAX, &plain), Some(1.0));
 
@@ -230,6 +241,25 @@ async fn the_pool_records_its_connections_waits_and_failures() {
         1
     );
     assert_eq!(seen.counter(metrics::POOL_CONNECT_FAILURES, &plain), 0);
+
+    // A second pool to the same endpoint adds to its gauges; a dropped pool takes away what it
+    // added.
+    let second: HttpPool = ::metrics::with_local_recorder(&recorder, || {
+        PoolBuilder::new()
+            .max_size(4)
+            .build(HttpConnector::http1(), server.addr())
+            .unwrap()
+    });
+    seen.refresh();
+    assert_eq!(seen.gauge(metrics::POOL_MAX, &plain), Some(5.0));
+    drop(pool);
+    drop(second);
+    seen.refresh();
+    assert_eq!(seen.gauge(metrics::POOL_MAX, &plain), Some(0.0));
+    assert_eq!(
+        seen.gauge(metrics::OPEN_CONNECTIONS, &state("idle")),
+        Some(0.0)
+    );
 }
 
 /// A connection the server closes is counted closed as broken when the pool next looks.
@@ -250,7 +280,55 @@ async fn a_connection_the_server_closed_is_counted_broken() {
     seen.refresh();
     let broken = seen.counter(metrics::POOL_CLOSED, &labels(&ep, &[("reason", "broken")]));
     assert_eq!(broken, 1);
+    for other in ["idle", "expired", "retired"] {
+        let n = seen.counter(metrics::POOL_CLOSED, &labels(&ep, &[("reason", other)]));
+        assert_eq!(n, 0, "{other}");
+    }
     assert_eq!(seen.counter(metrics::POOL_CREATED, &labels(&ep, &[])), 2);
+}
+
+/// A connection past its lifetime is counted closed as expired — also when it expired while
+/// busy (retired then, closed when its request finished) — and one that served its maximum
+/// number of requests as retired.
+#[tokio::test(start_paused = true)]
+async fn expired_and_retired_connections_are_counted_by_reason() {
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::scripted([
+        Fault::ok().latency(Duration::from_secs(3)),
+        Fault::ok(),
+        Fault::ok(),
+    ]))
+    .await;
+    let (expiring, limited): (HttpPool, HttpPool) =
+        ::metrics::with_local_recorder(&recorder, || {
+            (
+                PoolBuilder::new()
+                    .max_lifetime(Duration::from_secs(2))
+                    .lifetime_jitter(0.0)
+                    .build(HttpConnector::http1(), server.addr())
+                    .unwrap(),
+                PoolBuilder::new()
+                    .max_requests_per_connection(1)
+                    .build(HttpConnector::http1(), server.addr())
+                    .unwrap(),
+            )
+        });
+    let ep = endpoint(server.addr());
+    let closed = |reason| seen.counter(metrics::POOL_CLOSED, &labels(&ep, &[("reason", reason)]));
+    // A 3 s call on a connection with a 2 s lifetime: it expires while busy.
+    let res = expiring.clone().oneshot(get()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    seen.refresh();
+    assert_eq!(closed("expired"), 1);
+    let res = limited.clone().oneshot(get()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    seen.refresh();
+    assert_eq!(closed("retired"), 1);
+    assert_eq!(closed("expired"), 1);
+    assert_eq!(closed("broken") + closed("idle"), 0);
 }
 
 /// Handles are registered when a pool is built: a pool built before the recorder is installed
@@ -263,9 +341,13 @@ async fn a_pool_built_before_the_recorder_records_nothing() {
         .unwrap();
     let recorder = DebuggingRecorder::new();
     let seen = Seen::new(&recorder);
-    let fut = ::metrics::with_local_recorder(&recorder, || pool.clone().oneshot(get()));
-    let res = fut.await.unwrap();
-    res.into_body().collect().await.unwrap();
+    {
+        // The recorder stays installed on this thread across the call (a current-thread
+        // runtime: the call runs here).
+        let _installed = ::metrics::set_default_local_recorder(&recorder);
+        let res = pool.clone().oneshot(get()).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
     assert!(seen.snapshotter.snapshot().into_vec().is_empty());
 }
 

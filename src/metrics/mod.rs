@@ -17,10 +17,9 @@
 //!
 //! | instrument | kind | unit | labels | what |
 //! |---|---|---|---|---|
-//! | `http.client.open_connections` | gauge | `{connection}` | `server.address`, `server.port`, `http.connection.state` (`active`, `idle`) | a pool's open connections, published every reaper tick (at most 1 s) |
-//! | `stanchion.pool.connection.max` | gauge | `{connection}` | `server.address`, `server.port` | the pool's `max_size` |
-//! | `stanchion.pool.utilization` | gauge | `1` | `server.address`, `server.port` | connections in use over `max_size`, every tick — alert above 0.8 for a minute |
-//! | `stanchion.pool.pending_requests` | gauge | `{request}` | `server.address`, `server.port` | checkouts waiting for a connection, every tick |
+//! | `http.client.open_connections` | gauge (up-down) | `{connection}` | `server.address`, `server.port`, `http.connection.state` (`active`, `idle`) | open connections, published every reaper tick (at most 1 s) |
+//! | `stanchion.pool.connection.max` | gauge (up-down) | `{connection}` | `server.address`, `server.port` | the pools' `max_size` |
+//! | `stanchion.pool.pending_requests` | gauge (up-down) | `{request}` | `server.address`, `server.port` | checkouts waiting for a connection, every tick |
 //! | `stanchion.pool.connection.wait_time` | histogram | `s` | `server.address`, `server.port` | each successful checkout's wait (0 when a connection was free) |
 //! | `stanchion.pool.connection.timeouts` | counter | `{timeout}` | `server.address`, `server.port` | checkouts that ended in `PoolTimeout` — normally zero |
 //! | `stanchion.pool.connection.created` | counter | `{connection}` | `server.address`, `server.port` | connections opened (the creation rate) |
@@ -31,12 +30,19 @@
 //! | `stanchion.retry.scheduled` | counter | `{retry}` | `route`, `kind` (`attempt`, `transparent`, `poll`) | retries a retry layer sent: attempts (each took a budget token), free resends of never-sent requests, polls of a keyed request still running |
 //! | `stanchion.retry.stopped` | counter | `{call}` | `route`, `reason` ([`RetryStop::label`](crate::retry::RetryStop::label): `attempts_exhausted`, `budget_exhausted`, `not_safe_to_repeat`, `deadline_too_short`…) | calls that ended without success, by why retrying stopped — `budget_exhausted` is the retry budget's refusals |
 //!
-//! `route` is the client route's configured pattern (`/v1/payments`, `pkg.Service/Method`), or
+//! `route` is the client route's configured pattern (`/v1/payments`, `/pkg.Service/Method`), or
 //! `default` — never a raw path.
 //!
-//! `reason` for closed connections: `idle` — unused past the idle timeout; `expired` — past
-//! its (jittered) lifetime; `broken` — closed by the peer, failed, or given back broken;
-//! `retired` — told to take no more requests (GOAWAY, `max_requests_per_connection`).
+//! The gauges are up-down counts: each pool adds what it holds, changes it by the difference
+//! each tick, and takes it away when dropped — pools that share an endpoint's labels (two
+//! clients to one backend, a pool draining beside its replacement) add up. Utilisation, to alert
+//! on above 0.8 for a minute, is `http.client.open_connections{http.connection.state="active"}`
+//! over `stanchion.pool.connection.max`.
+//!
+//! `reason` for closed connections (the first reason the connection was retired for):
+//! `idle` — unused past the idle timeout; `expired` — past its (jittered) lifetime; `broken` —
+//! closed by the peer, failed, told to go away (GOAWAY), or given back broken; `retired` — served
+//! `max_requests_per_connection`.
 
 mod pool;
 mod retry;
@@ -48,8 +54,6 @@ pub(crate) use self::retry::RetryMetrics;
 pub const OPEN_CONNECTIONS: &str = "http.client.open_connections";
 /// `stanchion.pool.connection.max`.
 pub const POOL_MAX: &str = "stanchion.pool.connection.max";
-/// `stanchion.pool.utilization`.
-pub const POOL_UTILIZATION: &str = "stanchion.pool.utilization";
 /// `stanchion.pool.pending_requests`.
 pub const POOL_PENDING: &str = "stanchion.pool.pending_requests";
 /// `stanchion.pool.connection.wait_time`.
@@ -83,10 +87,6 @@ pub fn describe() {
         POOL_MAX,
         Unit::Count,
         "The pool's maximum number of connections."
-    );
-    describe_gauge!(
-        POOL_UTILIZATION,
-        "Connections in use over the pool's maximum size (alert above 0.8 for a minute)."
     );
     describe_gauge!(
         POOL_PENDING,

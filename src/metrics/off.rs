@@ -31,7 +31,7 @@ impl PoolMetrics {
 
     pub(crate) fn resent(&self, _after_close: bool) {}
 
-    pub(crate) fn gauges(&self, _active: usize, _idle: usize, _max_size: usize, _pending: usize) {}
+    pub(crate) fn gauges(&self, _active: usize, _idle: usize, _pending: usize) {}
 }
 
 /// A retry layer's instruments: none.

@@ -1,12 +1,13 @@
 //! A pool's instruments, registered once per pool (per endpoint).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use super::{
     OPEN_CONNECTIONS, POOL_CLOSED, POOL_CONNECT_FAILURES, POOL_CREATED, POOL_MAX, POOL_PENDING,
-    POOL_RESENDS, POOL_TIMEOUTS, POOL_UTILIZATION, POOL_WAIT_TIME,
+    POOL_RESENDS, POOL_TIMEOUTS, POOL_WAIT_TIME,
 };
 
 /// Why a pool closed a connection (the `reason` label of `stanchion.pool.connection.closed`).
@@ -18,13 +19,18 @@ pub(crate) enum Closed {
     Retired,
 }
 
-/// The handles of one pool's instruments.
+/// The handles of one pool's instruments. The gauges are up-down counts: each pool adds what
+/// it holds and takes it away again when it changes or is dropped, so pools that share an
+/// endpoint's labels (two clients, a pool draining beside its replacement) add up, and a
+/// dropped pool leaves nothing behind.
 pub(crate) struct PoolMetrics {
     max: Gauge,
+    max_size: usize,
     active: Gauge,
     idle: Gauge,
-    utilization: Gauge,
     pending: Gauge,
+    /// What this pool last added to `active`, `idle`, `pending`.
+    published: [AtomicUsize; 3],
     wait_time: Histogram,
     timeouts: Counter,
     created: Counter,
@@ -48,13 +54,14 @@ impl PoolMetrics {
             all
         };
         let max = gauge!(POOL_MAX, &labels);
-        max.set(max_size as f64);
+        max.increment(max_size as f64);
         PoolMetrics {
             max,
+            max_size,
             active: gauge!(OPEN_CONNECTIONS, &with("http.connection.state", "active")),
             idle: gauge!(OPEN_CONNECTIONS, &with("http.connection.state", "idle")),
-            utilization: gauge!(POOL_UTILIZATION, &labels),
             pending: gauge!(POOL_PENDING, &labels),
+            published: Default::default(),
             wait_time: histogram!(POOL_WAIT_TIME, &labels),
             timeouts: counter!(POOL_TIMEOUTS, &labels),
             created: counter!(POOL_CREATED, &labels),
@@ -98,13 +105,24 @@ impl PoolMetrics {
         }
     }
 
-    /// Publishes the gauges: the size limit, connections active and idle, utilisation,
-    /// waiting checkouts.
-    pub(crate) fn gauges(&self, active: usize, idle: usize, max_size: usize, pending: usize) {
-        self.max.set(max_size as f64);
-        self.active.set(active as f64);
-        self.idle.set(idle as f64);
-        self.utilization.set(active as f64 / max_size.max(1) as f64);
-        self.pending.set(pending as f64);
+    /// Publishes the gauges: connections active and idle, waiting checkouts (what changed
+    /// since the last time).
+    pub(crate) fn gauges(&self, active: usize, idle: usize, pending: usize) {
+        for ((gauge, published), now) in [&self.active, &self.idle, &self.pending]
+            .into_iter()
+            .zip(&self.published)
+            .zip([active, idle, pending])
+        {
+            let before = published.swap(now, Ordering::Relaxed);
+            gauge.increment(now as f64 - before as f64);
+        }
+    }
+}
+
+impl Drop for PoolMetrics {
+    /// A dropped pool takes away what it added.
+    fn drop(&mut self) {
+        self.gauges(0, 0, 0);
+        self.max.decrement(self.max_size as f64);
     }
 }

@@ -29,8 +29,20 @@ struct Slot<Conn> {
     served: u64,
     expires: Instant,
     idle_since: Instant,
-    /// Takes no new requests; closed once its in-flight requests finish.
-    retired: bool,
+    /// Takes no new requests; closed once its in-flight requests finish. Why, from the first
+    /// reason it was retired for (the `reason` it is counted closed with).
+    retired: Option<Closed>,
+}
+
+impl<Conn> Slot<Conn> {
+    fn is_retired(&self) -> bool {
+        self.retired.is_some()
+    }
+
+    /// Retires the slot, keeping the first reason.
+    fn retire(&mut self, why: Closed) {
+        self.retired.get_or_insert(why);
+    }
 }
 
 pub(super) struct State<Conn> {
@@ -194,12 +206,12 @@ impl<Conn: Connection> Slots<Conn> {
             .slots
             .iter()
             .position(|s| {
-                s.multiplexed && !s.retired && s.conn.is_some() && s.in_flight < max_streams
+                s.multiplexed && !s.is_retired() && s.conn.is_some() && s.in_flight < max_streams
             })
             .or_else(|| {
                 state.slots.iter().rposition(|s| {
                     !s.multiplexed
-                        && !s.retired
+                        && !s.is_retired()
                         && s.conn.is_some()
                         && s.in_flight == 0
                         && fresh_since.is_none_or(|since| s.idle_since >= since)
@@ -223,7 +235,7 @@ impl<Conn: Connection> Slots<Conn> {
                     .max_requests
                     .is_some_and(|max| slot.served >= max)
                 {
-                    slot.retired = true;
+                    slot.retire(Closed::Retired);
                 }
                 return Take::Ready(Checkout {
                     slots: self.clone(),
@@ -235,8 +247,9 @@ impl<Conn: Connection> Slots<Conn> {
                     sending: false,
                 });
             }
-            // A multiplexed connection that cannot share any more is done.
-            slot.retired = true;
+            // A multiplexed connection that cannot share any more (closed, told to go away) is
+            // done.
+            slot.retire(Closed::Broken);
         }
         if state.connecting > 0 && state.multiplexed != Some(false) {
             // A connection on its way may carry this call too (HTTP/2, or not known yet): wait
@@ -297,23 +310,16 @@ impl<Conn: Connection> Slots<Conn> {
         let before = state.slots.len();
         let metrics = &self.metrics;
         state.slots.retain_mut(|slot| {
-            let peer_closed = slot.conn.as_ref().is_some_and(|c| c.is_closed());
-            let expired = now >= slot.expires;
-            if peer_closed || expired {
-                slot.retired = true;
+            if slot.conn.as_ref().is_some_and(|c| c.is_closed()) {
+                slot.retire(Closed::Broken);
+            }
+            if now >= slot.expires {
+                slot.retire(Closed::Expired);
             }
             let idle_too_long = now.saturating_duration_since(slot.idle_since) >= idle_timeout;
-            let drop = slot.in_flight == 0 && (slot.retired || idle_too_long);
+            let drop = slot.in_flight == 0 && (slot.is_retired() || idle_too_long);
             if drop {
-                metrics.closed(if peer_closed {
-                    Closed::Broken
-                } else if expired {
-                    Closed::Expired
-                } else if slot.retired {
-                    Closed::Retired
-                } else {
-                    Closed::Idle
-                });
+                metrics.closed(slot.retired.unwrap_or(Closed::Idle));
             }
             !drop
         });
@@ -345,13 +351,13 @@ impl<Conn: Connection> Slots<Conn> {
             served: 0,
             expires: now + self.lifetime(),
             idle_since: now,
-            retired: false,
+            retired: None,
         };
         let checkout = take.then(|| {
             slot.in_flight = 1;
             slot.served = 1;
             if self.config.max_requests == Some(1) {
-                slot.retired = true;
+                slot.retire(Closed::Retired);
             }
             let conn = if multiplexed {
                 shared
@@ -391,25 +397,22 @@ impl<Conn: Connection> Slots<Conn> {
         if let Some(index) = state.slots.iter().position(|s| s.id == id) {
             let slot = &mut state.slots[index];
             slot.in_flight -= 1;
-            let mut why = Closed::Retired;
             if broken {
-                slot.retired = true;
-                why = Closed::Broken;
+                slot.retire(Closed::Broken);
             }
             if let Some(conn) = conn {
                 if conn.is_closed() {
-                    slot.retired = true;
-                    why = Closed::Broken;
+                    slot.retire(Closed::Broken);
                 } else if !slot.multiplexed {
                     slot.conn = Some(conn);
                 }
             }
             if slot.in_flight == 0 {
                 slot.idle_since = now;
-                if slot.retired || now >= slot.expires {
-                    if !slot.retired {
-                        why = Closed::Expired;
-                    }
+                if now >= slot.expires {
+                    slot.retire(Closed::Expired);
+                }
+                if let Some(why) = slot.retired {
                     state.slots.swap_remove(index);
                     closed = Some(why);
                 }
@@ -431,13 +434,12 @@ impl<Conn: Connection> Slots<Conn> {
         let idle = state
             .slots
             .iter()
-            .filter(|s| s.in_flight == 0 && !s.retired)
+            .filter(|s| s.in_flight == 0 && !s.is_retired())
             .count();
         let active = state.slots.iter().filter(|s| s.in_flight > 0).count();
         self.metrics.gauges(
             active,
             state.slots.len() - active,
-            self.config.max_size,
             self.counters.waiters.load(Ordering::Relaxed),
         );
         let mut wanted = self.config.min_idle.saturating_sub(idle + state.connecting);
