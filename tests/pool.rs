@@ -507,6 +507,34 @@ async fn min_idle_connections_are_opened_ahead_of_demand() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn min_idle_refills_back_off_while_the_endpoint_refuses_connects() {
+    // A port nothing listens on: every connect is refused at once.
+    let addr = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = dials.clone();
+    let connector = tower::service_fn(move |addr: SocketAddr| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        HttpConnector::<Full<Bytes>>::http1().oneshot(addr)
+    });
+    let pool = PoolBuilder::new()
+        .min_idle(1)
+        .build(connector, addr)
+        .unwrap();
+    // Two minutes of one-second reaper ticks. Without the back-off every tick dials (~120);
+    // with it the refills come at 1, 2, 4, 8, 16, 32, 62, 92 s (doubling, capped at 30 s).
+    for _ in 0..120 {
+        sleep(SEC).await;
+        settle().await;
+    }
+    let dialled = dials.load(Ordering::SeqCst);
+    assert!((6..=10).contains(&dialled), "{dialled} connects in 120 s");
+    assert_eq!(pool.stats().connect_failures, dialled as u64);
+}
+
+#[tokio::test(start_paused = true)]
 async fn background_work_ends_when_the_pool_is_dropped() {
     let server = HttpServer::start(FaultPlan::healthy()).await;
     let metrics = tokio::runtime::Handle::current().metrics();

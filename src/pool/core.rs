@@ -427,8 +427,9 @@ impl<Conn: Connection> Slots<Conn> {
     }
 
     /// The reaper's pass: closes idle, expired and broken connections and reserves room for
-    /// the connections `min_idle` still asks for.
-    pub(crate) fn reap(self: &Arc<Self>) -> Vec<Reservation<Conn>> {
+    /// the connections `min_idle` still asks for (when `refill`; the reaper backs off after
+    /// failed connects).
+    pub(crate) fn reap(self: &Arc<Self>, refill: bool) -> Vec<Reservation<Conn>> {
         let mut state = self.lock();
         self.prune(&mut state, Instant::now());
         let idle = state
@@ -442,7 +443,11 @@ impl<Conn: Connection> Slots<Conn> {
             state.slots.len() - active,
             self.counters.waiters.load(Ordering::Relaxed),
         );
-        let mut wanted = self.config.min_idle.saturating_sub(idle + state.connecting);
+        let mut wanted = if refill {
+            self.config.min_idle.saturating_sub(idle + state.connecting)
+        } else {
+            0
+        };
         let mut reserved = Vec::new();
         while wanted > 0
             && state.slots.len() + state.connecting < self.config.max_size

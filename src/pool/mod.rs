@@ -53,6 +53,7 @@ mod core;
 mod http_conn;
 #[cfg(feature = "hyper")]
 mod hyper_conn;
+mod reaper;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
 mod service;

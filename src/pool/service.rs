@@ -14,6 +14,7 @@ use tower::{Service, ServiceExt};
 use super::checkout::Checkout;
 use super::config::PoolConfig;
 use super::core::{Slots, Take};
+use super::reaper::{reap_tick, reaper};
 use super::stats::PoolStats;
 use super::{Connection, ConnectionService, PoolRequest, PoolResponse};
 use crate::background::Started;
@@ -168,52 +169,6 @@ impl Drop for Connecting {
     fn drop(&mut self) {
         if self.0 {
             crate::deadline::cut::cut_before_sending();
-        }
-    }
-}
-
-/// How often the reaper looks: often enough that idle and lifetime limits hold to within a
-/// quarter of the shorter one, at most once a second and at least once a millisecond.
-fn reap_tick(config: &PoolConfig) -> Duration {
-    let shortest = config
-        .idle_timeout
-        .min(config.max_lifetime.mul_f64(1.0 - config.lifetime_jitter));
-    (shortest / 4).clamp(Duration::from_millis(1), Duration::from_secs(1))
-}
-
-async fn reaper<C, T>(started: Started<Slots<C::Response>>, tick: Duration, connector: C, target: T)
-where
-    C: Service<T> + Clone + Send + 'static,
-    C::Response: Connection,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-    T: Clone + Send + Sync + 'static,
-{
-    let weak = started.weak();
-    loop {
-        tokio::time::sleep(tick).await;
-        let Some(slots) = weak.upgrade() else {
-            return;
-        };
-        let reserved = slots.reap();
-        let timeout = slots.config.checkout_timeout;
-        drop(slots);
-        for reservation in reserved {
-            let connect = connector.clone().oneshot(target.clone());
-            let weak = weak.clone();
-            tokio::spawn(async move {
-                let outcome = tokio::time::timeout(timeout, connect).await;
-                match outcome {
-                    Ok(Ok(conn)) => {
-                        reservation.fill(conn, false);
-                    }
-                    _ => {
-                        if let Some(slots) = weak.upgrade() {
-                            slots.record_connect_failure();
-                        }
-                    }
-                }
-            });
         }
     }
 }
