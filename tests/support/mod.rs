@@ -31,6 +31,7 @@ pub mod http_server;
 pub mod ledger_server;
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod seen;
 pub mod server;
 pub mod warnings;
 
