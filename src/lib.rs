@@ -39,7 +39,7 @@
 //! | `redis` | no | `RedisStore`: idempotency records on Redis, shared by server instances |
 //! | `fault` | no | `FaultLayer`: seeded fault injection for chaos tests |
 //! | `tls` | no | TLS for `HttpConnector` (rustls, ring); `tls-webpki-roots`, `tls-native-roots` add root stores |
-//! | `metrics` | no | instruments through the `metrics` facade (pools today; see docs/observability.md) |
+//! | `metrics` | no | instruments through the `metrics` facade for every layer (see docs/observability.md) |
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]

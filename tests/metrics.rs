@@ -379,3 +379,438 @@ async fn retries_are_counted_by_kind_and_stops_by_reason_per_route() {
     assert_eq!(scheduled("default", "transparent"), 1);
     assert_eq!(stopped("default", "attempts_exhausted"), 2);
 }
+
+/// Calls and attempts by route and outcome: a GET answered 500 then 200 (two attempts, one
+/// successful call, timed to its response), and a refused port (the free resend and the attempt
+/// both transport failures, one failed call).
+#[tokio::test(start_paused = true)]
+async fn calls_and_attempts_are_counted_by_route_and_outcome() {
+    use stanchion::retry::Backoff;
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::scripted([
+        Fault::status(500),
+        Fault::ok().latency(Duration::from_secs(2)),
+    ]))
+    .await;
+    let client = ::metrics::with_local_recorder(&recorder, || {
+        Client::http(Target::addrs([server.addr()]))
+            .backoff(Backoff::new(MS, 2 * MS).unwrap())
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .unwrap()
+    });
+    client.resolved().await;
+    let calls = |outcome| {
+        seen.counter(
+            metrics::CALLS,
+            &[("route", "default"), ("outcome", outcome)],
+        )
+    };
+    let attempts = |outcome| {
+        seen.counter(
+            metrics::ATTEMPTS,
+            &[("route", "default"), ("outcome", outcome)],
+        )
+    };
+    let res = client.clone().oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    seen.refresh();
+    assert_eq!((attempts("server_error"), attempts("success")), (1, 1));
+    assert_eq!((calls("success"), calls("server_error")), (1, 0));
+    let took = seen.histogram(metrics::CALL_DURATION, &[("route", "default")]);
+    assert_eq!(took.len(), 1);
+    assert!((2.0..2.1).contains(&took[0]), "{took:?}");
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = ::metrics::with_local_recorder(&recorder, || {
+        Client::http(Target::addrs([dead]))
+            .max_attempts(1)
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .unwrap()
+    });
+    client.resolved().await;
+    client.oneshot(get()).await.unwrap_err();
+    seen.refresh();
+    assert_eq!(attempts("transport"), 2);
+    assert_eq!(calls("transport"), 1);
+    assert_eq!(calls("success"), 1);
+    let total: u64 = [
+        "client_error",
+        "overload",
+        "unavailable",
+        "timeout",
+        "cancelled",
+        "refused",
+        "streamed",
+    ]
+    .iter()
+    .map(|o| calls(o) + attempts(o))
+    .sum();
+    assert_eq!(total, 0);
+    assert_eq!(
+        seen.histogram(metrics::CALL_DURATION, &[("route", "default")])
+            .len(),
+        2
+    );
+}
+
+/// The breaker family on a breaker of its own: transitions by the state entered, the up-down
+/// state gauge (one per breaker, in its current state), calls refused while open; a dropped
+/// breaker takes its 1 away.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_counts_its_transitions_and_refusals() {
+    use stanchion::breaker::CircuitBreaker;
+    use stanchion::classify::{Class, Kind};
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let breaker = ::metrics::with_local_recorder(&recorder, || {
+        CircuitBreaker::builder()
+            .name("payments")
+            .consecutive_failures(2)
+            .open_duration(Duration::from_secs(10))
+            .open_jitter(0.0)
+            .half_open_probes(1)
+            .build()
+            .unwrap()
+    });
+    let _installed = ::metrics::set_default_local_recorder(&recorder);
+    let labels = |state| [("breaker", "payments"), ("state", state)];
+    let state = |s| {
+        seen.gauge(metrics::BREAKER_STATE, &labels(s))
+            .unwrap_or(0.0)
+    };
+    let entered = |s| seen.counter(metrics::BREAKER_TRANSITIONS, &labels(s));
+    let rejected = || seen.counter(metrics::BREAKER_REJECTED, &[("breaker", "payments")]);
+    seen.refresh();
+    assert_eq!((state("closed"), state("open")), (1.0, 0.0));
+
+    for _ in 0..2 {
+        let permit = breaker.try_acquire().unwrap();
+        permit.record(Some(Class::new(Kind::ServerError)));
+    }
+    for _ in 0..3 {
+        breaker.try_acquire().unwrap_err();
+    }
+    seen.refresh();
+    assert_eq!((state("closed"), state("open")), (0.0, 1.0));
+    assert_eq!((entered("open"), entered("closed")), (1, 0));
+    assert_eq!(rejected(), 3);
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let probe = breaker.try_acquire().unwrap();
+    seen.refresh();
+    assert_eq!((state("open"), state("half_open")), (0.0, 1.0));
+    probe.record(Some(Class::success()));
+    seen.refresh();
+    assert_eq!((state("half_open"), state("closed")), (0.0, 1.0));
+    assert_eq!(
+        (entered("open"), entered("half_open"), entered("closed")),
+        (1, 1, 1)
+    );
+    breaker.force_open();
+    seen.refresh();
+    assert_eq!((state("closed"), state("forced_open")), (0.0, 1.0));
+    drop(breaker);
+    seen.refresh();
+    let total: f64 = [
+        "closed",
+        "open",
+        "half_open",
+        "forced_open",
+        "forced_closed",
+    ]
+    .into_iter()
+    .map(state)
+    .sum();
+    assert_eq!(total, 0.0);
+}
+
+/// A resolver that fails after its first answer: the last known endpoints keep serving.
+#[derive(Clone)]
+struct FailsAfterFirst {
+    addrs: Vec<SocketAddr>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl stanchion::balance::Resolve for FailsAfterFirst {
+    fn resolve(&self) -> stanchion::balance::ResolveFuture {
+        let first = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        let addrs = self.addrs.clone();
+        Box::pin(async move {
+            if first {
+                Ok(stanchion::balance::Resolved { addrs, ttl: None })
+            } else {
+                Err("lookup timed out".into())
+            }
+        })
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some("ledger.internal")
+    }
+}
+
+/// The balancer family: resolutions by result, endpoints, a stale episode, the per-endpoint
+/// breakers (named after their addresses) opening, and the panic-mode episode once both are
+/// ejected.
+#[tokio::test(start_paused = true)]
+async fn the_balancer_counts_resolutions_ejections_and_panic_mode() {
+    use stanchion::breaker::CircuitBreaker;
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let servers = [
+        HttpServer::start(FaultPlan::always(Fault::status(500))).await,
+        HttpServer::start(FaultPlan::always(Fault::status(500))).await,
+    ];
+    let resolver = FailsAfterFirst {
+        addrs: servers.iter().map(|s| s.addr()).collect(),
+        calls: Default::default(),
+    };
+    // Recorded in the balancer's refresh task and the calls: both on this thread.
+    let _installed = ::metrics::set_default_local_recorder(&recorder);
+    let client = Client::http(Target::resolver(resolver))
+        .max_attempts(1)
+        .breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(1)
+                .open_duration(Duration::from_secs(60)),
+        )
+        .refresh_interval(Duration::from_secs(5))
+        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .unwrap();
+    client.resolved().await;
+    let target = [("target", "ledger.internal")];
+    seen.refresh();
+    assert_eq!(
+        seen.counter(
+            metrics::RESOLVER_RESOLUTIONS,
+            &[("target", "ledger.internal"), ("result", "ok")]
+        ),
+        1
+    );
+    assert_eq!(seen.gauge(metrics::RESOLVER_ENDPOINTS, &target), Some(2.0));
+
+    // One 500 from each endpoint opens its breaker; then both are ejected: panic mode.
+    for _ in 0..2 {
+        client.clone().oneshot(get()).await.unwrap();
+    }
+    for _ in 0..3 {
+        client.clone().oneshot(get()).await.unwrap();
+    }
+    seen.refresh();
+    for server in &servers {
+        let name = server.addr().to_string();
+        let open = [("breaker", name.as_str()), ("state", "open")];
+        assert_eq!(
+            seen.counter(metrics::BREAKER_TRANSITIONS, &open),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            seen.gauge(metrics::BREAKER_STATE, &open),
+            Some(1.0),
+            "{name}"
+        );
+    }
+    assert_eq!(seen.counter(metrics::BALANCER_PANIC, &target), 1);
+
+    // The next refreshes fail: one stale episode, however many failures it lasts.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    seen.refresh();
+    let failed = seen.counter(
+        metrics::RESOLVER_RESOLUTIONS,
+        &[("target", "ledger.internal"), ("result", "error")],
+    );
+    assert!(failed >= 2, "{failed} failed resolutions");
+    assert_eq!(seen.counter(metrics::RESOLVER_STALE, &target), 1);
+    assert_eq!(seen.gauge(metrics::RESOLVER_ENDPOINTS, &target), Some(2.0));
+    drop(client);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    seen.refresh();
+    assert_eq!(seen.gauge(metrics::RESOLVER_ENDPOINTS, &target), Some(0.0));
+}
+
+/// The bulkhead family: a partition of one call with a queue of one, three calls at once — one
+/// admitted, one queued (it times out), one refused as full; the gauges at the peak and after,
+/// the limit, the queued call admitted after its wait in a second round.
+#[tokio::test(start_paused = true)]
+async fn a_bulkhead_partition_counts_admissions_queueing_and_refusals() {
+    use stanchion::bulkhead::{Bulkhead, Limits};
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::always(
+        Fault::ok().latency(Duration::from_secs(2)),
+    ))
+    .await;
+    let _installed = ::metrics::set_default_local_recorder(&recorder);
+    let limits = Limits {
+        concurrency: 1,
+        queue: 1,
+        max_wait: Duration::from_secs(1),
+    };
+    let client = Client::http(Target::addrs([server.addr()]))
+        .bulkhead(Bulkhead::builder().limits(limits))
+        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .unwrap();
+    client.resolved().await;
+    let partition = [("partition", "default")];
+    let rejected = |reason| {
+        seen.counter(
+            metrics::BULKHEAD_REJECTED,
+            &[("partition", "default"), ("reason", reason)],
+        )
+    };
+    let gauge = |name| seen.gauge(name, &partition).unwrap_or(0.0);
+    seen.refresh();
+    assert_eq!(gauge(metrics::BULKHEAD_LIMIT), 1.0);
+
+    let call = || {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let res = client.oneshot(get()).await?;
+            res.into_body()
+                .collect()
+                .await
+                .map_err(stanchion::Error::from_inner)?;
+            Ok::<_, stanchion::Error>(())
+        })
+    };
+    let first = call();
+    tokio::time::sleep(10 * MS).await;
+    let queued = call();
+    tokio::time::sleep(10 * MS).await;
+    let refused = call();
+    tokio::time::sleep(10 * MS).await;
+    seen.refresh();
+    assert_eq!(
+        (
+            gauge(metrics::BULKHEAD_IN_FLIGHT),
+            gauge(metrics::BULKHEAD_QUEUED)
+        ),
+        (1.0, 1.0)
+    );
+    assert!(refused.await.unwrap().is_err());
+    assert!(queued.await.unwrap().is_err());
+    first.await.unwrap().unwrap();
+    seen.refresh();
+    assert_eq!((rejected("full"), rejected("timeout")), (1, 1));
+    assert_eq!(
+        (
+            gauge(metrics::BULKHEAD_IN_FLIGHT),
+            gauge(metrics::BULKHEAD_QUEUED)
+        ),
+        (0.0, 0.0)
+    );
+    assert!(
+        seen.histogram(metrics::BULKHEAD_WAIT_TIME, &partition)
+            .is_empty()
+    );
+
+    // A call queued behind one that ends within its wait is admitted, its wait recorded.
+    let first = call();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = call();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    seen.refresh();
+    let waits = seen.histogram(metrics::BULKHEAD_WAIT_TIME, &partition);
+    assert_eq!(waits.len(), 1);
+    assert!((0.45..0.55).contains(&waits[0]), "{waits:?}");
+    drop(client);
+    seen.refresh();
+    assert_eq!(gauge(metrics::BULKHEAD_LIMIT), 0.0);
+}
+
+/// The deadline family: what was left of the deadline as each attempt went out, and the call
+/// that ran out of it (counted once, though the attempt's timer came due with it).
+#[tokio::test(start_paused = true)]
+async fn deadlines_count_calls_that_ran_out_and_the_budget_left_at_each_send() {
+    use stanchion::retry::Backoff;
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::scripted([
+        Fault::status(500),
+        Fault::ok().latency(Duration::from_secs(10)),
+    ]))
+    .await;
+    let client = ::metrics::with_local_recorder(&recorder, || {
+        Client::http(Target::addrs([server.addr()]))
+            .deadline(Duration::from_secs(2))
+            .backoff(Backoff::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap())
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .unwrap()
+    });
+    client.resolved().await;
+    let _installed = ::metrics::set_default_local_recorder(&recorder);
+    let err = client.oneshot(get()).await.unwrap_err();
+    assert!(
+        matches!(err, stanchion::Error::DeadlineExceeded { .. }),
+        "{err:?}"
+    );
+    seen.refresh();
+    let route = [("route", "default")];
+    assert_eq!(seen.counter(metrics::DEADLINE_EXCEEDED, &route), 1);
+    let left = seen.histogram(metrics::DEADLINE_REMAINING, &route);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!((1.99..=2.0).contains(&left[0]), "{left:?}");
+    // The retry went out after the 500 and a backoff of at most 500 ms.
+    assert!((1.4..1.99).contains(&left[1]), "{left:?}");
+    assert_eq!(
+        seen.counter(
+            metrics::CALLS,
+            &[("route", "default"), ("outcome", "timeout")]
+        ),
+        1
+    );
+}
+
+/// The retry budget's withdrawals by result and its balance after the last one: a reserve of
+/// 1.5 tokens (1 retry/s over a 1.5 s window, no ratio) grants one retry and refuses the next,
+/// leaving half a token.
+#[tokio::test(start_paused = true)]
+async fn the_retry_budget_counts_withdrawals_and_publishes_its_balance() {
+    use stanchion::retry::{Backoff, RetryBudget};
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let server = HttpServer::start(FaultPlan::always(Fault::status(500))).await;
+    let client = ::metrics::with_local_recorder(&recorder, || {
+        let budget = RetryBudget::builder()
+            .name("ledger")
+            .ratio(0.0)
+            .min_per_second(1)
+            .window(Duration::from_millis(1500))
+            .build()
+            .unwrap();
+        Client::http(Target::addrs([server.addr()]))
+            .backoff(Backoff::new(MS, 2 * MS).unwrap())
+            .retry_budget(budget)
+            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .unwrap()
+    });
+    client.resolved().await;
+    let _installed = ::metrics::set_default_local_recorder(&recorder);
+    let res = client.oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 500);
+    // One snapshot: the balance is a gauge that is set, not moved.
+    seen.refresh();
+    let result = |r| {
+        seen.counter(
+            metrics::BUDGET_WITHDRAWALS,
+            &[("budget", "ledger"), ("result", r)],
+        )
+    };
+    assert_eq!((result("granted"), result("refused")), (1, 1));
+    assert_eq!(
+        seen.gauge(metrics::BUDGET_BALANCE, &[("budget", "ledger")]),
+        Some(0.5)
+    );
+}

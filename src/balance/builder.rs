@@ -182,8 +182,11 @@ where
         // Every endpoint's breaker is built from this template: check it once.
         self.breaker.clone().build()?;
         let jitter = self.seed.map_or_else(Jitter::new, Jitter::seeded);
+        let metrics =
+            crate::metrics::BalancerMetrics::new(self.resolver.name().unwrap_or("unnamed"));
         let balancer = Balancer {
             shared: Arc::new(Shared {
+                metrics,
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 cursor: AtomicUsize::new(0),
                 jitter,

@@ -67,6 +67,7 @@ pub(crate) struct Picker<'a> {
     pub(crate) policy: Policy,
     pub(crate) cursor: &'a AtomicUsize,
     pub(crate) jitter: &'a Jitter,
+    pub(crate) metrics: &'a crate::metrics::BalancerMetrics,
 }
 
 impl Picker<'_> {
@@ -85,6 +86,7 @@ impl Picker<'_> {
         }
         let usable = endpoints.iter().filter(|e| e.is_usable()).count();
         let panic = n - usable > snapshot.max_ejected;
+        self.metrics.panic(panic);
         if panic {
             return Ok(self.pick_in_panic(endpoints, avoid));
         }
@@ -124,6 +126,7 @@ impl Picker<'_> {
         let allowed = |e: &Arc<Endpoint<S>>| !rejected.contains(&e.addr);
         let usable = endpoints.iter().filter(|e| e.is_usable()).count();
         let panic = n - usable > snapshot.max_ejected;
+        self.metrics.panic(panic);
         let candidates = |e: &Arc<Endpoint<S>>| allowed(e) && (panic || e.is_usable());
         let others = endpoints.iter().filter(|e| candidates(e)).count();
         let first = self.cursor.fetch_add(1, Ordering::Relaxed);

@@ -62,6 +62,7 @@ where
                         .counters
                         .stale_episodes
                         .fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.stale_episode();
                     shared.counters.stale.store(true, Ordering::Relaxed);
                     tracing::warn!(
                         name,
@@ -79,6 +80,7 @@ where
                          endpoints up"
                     );
                     shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.given_up();
                     // Not an answer: the counters say it failed.
                     shared.apply(Vec::new(), false);
                     stale_since = None;

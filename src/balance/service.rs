@@ -83,6 +83,7 @@ impl<S, C> Balancer<S, C> {
             policy: shared.policy,
             cursor: &shared.cursor,
             jitter: &shared.jitter,
+            metrics: &shared.metrics,
         };
         let avoid = req.avoid_endpoint();
         let given = req.attempt_budget();

@@ -43,6 +43,8 @@ pub(crate) struct Shared<S, C> {
     /// within it resumes its breaker and pool. Only the refresh task touches it.
     pub(super) draining: Mutex<Vec<(Arc<Endpoint<S>>, Instant)>>,
     pub(super) counters: ResolverCounters,
+    /// Feature `metrics`: resolutions, endpoints, stale episodes, panic mode.
+    pub(super) metrics: crate::metrics::BalancerMetrics,
 }
 
 /// The resolver's numbers, kept by the refresh task.
@@ -140,10 +142,14 @@ impl<S, C> Shared<S, C> {
                  every pod address is resolved"
             );
         }
+        let count = endpoints.len();
         self.snapshot
             .store(Arc::new(Snapshot::new(endpoints, self.max_ejection)));
         if answered {
             self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
+            self.metrics.resolved(count);
+        } else {
+            self.metrics.endpoints_now(count);
         }
         self.resolved_once();
     }
@@ -176,6 +182,7 @@ impl<S, C> Shared<S, C> {
     /// does not wait forever and calls waiting for the first resolution go on.
     pub(crate) fn resolution_failed(&self) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.failed();
         self.resolved_once();
     }
 

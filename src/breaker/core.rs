@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     origin: Origin,
     jitter: Jitter,
     changes: watch::Sender<BreakerState>,
+    /// Feature `metrics`: state, transitions, refusals (nothing without it).
+    metrics: crate::metrics::BreakerMetrics,
 }
 
 #[path = "open.rs"]
@@ -151,7 +153,9 @@ impl CircuitBreaker {
             }
             WindowKind::ConsecutiveFailures { .. } => Window::Consecutive(AtomicU32::new(0)),
         };
+        let metrics = crate::metrics::BreakerMetrics::new(&config.name);
         let inner = Arc::new(Inner {
+            metrics,
             config,
             window,
             state: AtomicU64::new(pack(CLOSED, 0, 0, 0)),
@@ -365,6 +369,7 @@ impl Inner {
 
     fn reject(&self, retry_in: Duration) -> Error {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rejected();
         Error::CircuitOpen { retry_in }
     }
 
@@ -422,6 +427,7 @@ impl Inner {
             BreakerState::ForcedOpen => tracing::warn!(breaker = %name, "circuit forced open"),
             BreakerState::ForcedClosed => tracing::warn!(breaker = %name, "circuit forced closed"),
         }
+        self.metrics.transition(state);
         self.changes.send_replace(state);
     }
 

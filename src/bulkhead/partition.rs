@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::clock::Origin;
+use crate::metrics::PartitionMetrics;
 
 /// An adaptive concurrency limit (AIMD), in the spirit of Netflix's concurrency-limits: the limit
 /// starts at `initial`, grows by one after a success that found the partition at its limit, and
@@ -118,15 +119,24 @@ pub(crate) struct Partition {
     wait_nanos: AtomicU64,
     /// For a per-key partition: the registry's generation of misses at its last use.
     used_at: AtomicU64,
+    /// Feature `metrics` (nothing without it); shared by the per-key partitions.
+    pub(crate) metrics: Arc<PartitionMetrics>,
 }
 
 impl Partition {
-    pub(crate) fn new(name: Arc<str>, limits: Limits, adaptive: Option<AdaptiveLimit>) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        limits: Limits,
+        adaptive: Option<AdaptiveLimit>,
+        metrics: Arc<PartitionMetrics>,
+    ) -> Self {
         let limit = adaptive.map_or(limits.concurrency, |a| {
             a.initial
                 .clamp(a.min.min(limits.concurrency), limits.concurrency)
         });
+        metrics.limit(limit as f64);
         Partition {
+            metrics,
             name,
             limits,
             free: AtomicIsize::new(limit as isize),
@@ -259,6 +269,7 @@ impl Partition {
                 next
             });
         if let Ok(before) = update {
+            self.metrics.limit(after as f64 - before as f64);
             self.moved(before, after);
         }
     }
@@ -281,24 +292,29 @@ impl Partition {
     pub(crate) fn enqueue(&self) -> bool {
         let before = self.queued.fetch_add(1, Ordering::SeqCst);
         if before < self.limits.queue {
+            self.metrics.queued(1.0);
             return true;
         }
         self.queued.fetch_sub(1, Ordering::SeqCst);
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.full();
         false
     }
 
     pub(crate) fn dequeue(&self) {
         self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.queued(-1.0);
     }
 
     pub(crate) fn record_wait(&self, wait: Duration) {
         self.waited.fetch_add(1, Ordering::Relaxed);
         crate::clock::add_nanos(&self.wait_nanos, wait);
+        self.metrics.waited(wait);
     }
 
     pub(crate) fn record_timeout(&self) {
         self.timed_out.fetch_add(1, Ordering::Relaxed);
+        self.metrics.timed_out();
     }
 
     pub(crate) fn stats(&self) -> PartitionStats {
@@ -363,6 +379,7 @@ impl BulkheadPermit {
             }) => partition.nanos_since_creation() + 1,
             _ => 0,
         };
+        partition.metrics.in_flight(1.0);
         BulkheadPermit {
             partition,
             at_full_use,
@@ -389,7 +406,15 @@ impl Drop for BulkheadPermit {
             self.partition
                 .adapt(self.signal, self.at_full_use, self.started);
         }
+        self.partition.metrics.in_flight(-1.0);
         self.partition.release();
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.metrics
+            .limit(-(self.limit.load(Ordering::SeqCst) as f64));
     }
 }
 

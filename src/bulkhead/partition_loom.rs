@@ -22,6 +22,7 @@ fn loom_adaptive_signals_move_permits_by_exactly_the_change() {
                 backoff: 0.5,
                 slow_call: None,
             }),
+            std::sync::Arc::new(crate::metrics::PartitionMetrics::new("p")),
         ));
         let call = |signal: Signal| {
             let partition = partition.clone();

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwapOption;
 
 use super::partition::{AdaptiveLimit, Limits, Partition};
+use crate::metrics::{PER_KEY, PartitionMetrics};
 
 /// How many slots a key may live in, from its hash on: a lookup reads at most this many.
 const PROBE: usize = 8;
@@ -44,6 +45,8 @@ struct PerKey {
     /// Inserts and evictions (rare: a key's first call, or a miss) take it, so two never race
     /// for a key or a slot; lookups never do.
     inserting: Mutex<()>,
+    /// The instruments every per-key partition records to (feature `metrics`).
+    metrics: Arc<PartitionMetrics>,
 }
 
 impl Registry {
@@ -54,12 +57,21 @@ impl Registry {
         adaptive: Option<AdaptiveLimit>,
     ) -> Self {
         Registry {
-            default: Arc::new(Partition::new("default".into(), default, adaptive)),
+            default: Arc::new(Partition::new(
+                "default".into(),
+                default,
+                adaptive,
+                Arc::new(PartitionMetrics::new("default")),
+            )),
             named: named
                 .into_iter()
-                .map(|(name, limits)| Arc::new(Partition::new(name.into(), limits, adaptive)))
+                .map(|(name, limits)| {
+                    let metrics = Arc::new(PartitionMetrics::new(&name));
+                    Arc::new(Partition::new(name.into(), limits, adaptive, metrics))
+                })
                 .collect(),
             per_key: per_key.map(|(max, limits)| PerKey {
+                metrics: Arc::new(PartitionMetrics::new(PER_KEY)),
                 limits,
                 adaptive,
                 slots: (0..max).map(|_| ArcSwapOption::empty()).collect(),
@@ -161,7 +173,12 @@ impl PerKey {
             }
             return default.clone();
         };
-        let partition = Arc::new(Partition::new(key.into(), self.limits, self.adaptive));
+        let partition = Arc::new(Partition::new(
+            key.into(),
+            self.limits,
+            self.adaptive,
+            self.metrics.clone(),
+        ));
         partition.mark_used(now);
         let evicted = self.slots[i].swap(Some(partition.clone()));
         if let Some(evicted) = evicted {

@@ -101,7 +101,42 @@ pub enum Kind {
     Refused,
 }
 
+/// Every [`Kind`]'s label, in [`Kind::index`] order.
+pub(crate) const KIND_LABELS: [&str; 9] = [
+    "success",
+    "client_error",
+    "overload",
+    "unavailable",
+    "timeout",
+    "server_error",
+    "transport",
+    "cancelled",
+    "refused",
+];
+
 impl Kind {
+    /// The kind as a metric label (`snake_case`, a fixed list: `success`, `client_error`,
+    /// `overload`, `unavailable`, `timeout`, `server_error`, `transport`, `cancelled`,
+    /// `refused` — the `outcome` of `stanchion.client.calls` and `stanchion.client.attempts`).
+    pub fn label(self) -> &'static str {
+        KIND_LABELS[self.index()]
+    }
+
+    /// The kind's position in [`KIND_LABELS`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Kind::Success => 0,
+            Kind::ClientError => 1,
+            Kind::Overload => 2,
+            Kind::Unavailable => 3,
+            Kind::Timeout => 4,
+            Kind::ServerError => 5,
+            Kind::Transport => 6,
+            Kind::Cancelled => 7,
+            Kind::Refused => 8,
+        }
+    }
+
     /// Whether this kind of outcome counts against the endpoint that produced it (breakers,
     /// ejection) — before the timeout floor of [`Class::counts_against_endpoint`]:
     ///

@@ -101,6 +101,8 @@ struct Inner {
     ratio: f64,
     min_per_second: u32,
     window: Duration,
+    /// Feature `metrics`: withdrawals and the balance after each (nothing without it).
+    metrics: crate::metrics::BudgetMetrics,
 }
 
 /// One cache-padded row of per-slice cells.
@@ -192,6 +194,7 @@ impl RetryBudget {
             ratio: DEFAULT_RATIO,
             min_per_second: DEFAULT_MIN_PER_SECOND,
             window: DEFAULT_WINDOW,
+            name: "default".to_owned(),
         }
     }
 
@@ -224,10 +227,17 @@ impl RetryBudget {
         if let Some((slice, _)) = inner.withdrawals.add(epoch, 1) {
             // Checked over the window that holds the reservation: the cell may hold a later
             // slice than this thread's reading of the clock (it stalled).
-            if self.balance_at(slice) >= 0 {
+            let left = self.balance_at(slice);
+            if left >= 0 {
+                inner.metrics.withdrawal(true, tokens(left));
                 return true;
             }
             inner.withdrawals.undo(slice);
+            inner
+                .metrics
+                .withdrawal(false, tokens(left + SCALE as i128));
+        } else {
+            inner.metrics.withdrawal(false, 0.0);
         }
         inner.refused.fetch_add(1, Ordering::Relaxed);
         false
@@ -288,6 +298,11 @@ impl RetryBudget {
     }
 }
 
+/// Thousandths of a token as tokens, never below zero.
+fn tokens(thousandths: i128) -> f64 {
+    thousandths.max(0) as f64 / SCALE as f64
+}
+
 /// 20 % of requests, 10 retries/s, over 10 s.
 impl Default for RetryBudget {
     fn default() -> Self {
@@ -303,6 +318,7 @@ pub struct RetryBudgetBuilder {
     ratio: f64,
     min_per_second: u32,
     window: Duration,
+    name: String,
 }
 
 impl RetryBudgetBuilder {
@@ -321,6 +337,13 @@ impl RetryBudgetBuilder {
     /// The sliding window, from 1 s to 1 h (default 10 s).
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
+        self
+    }
+
+    /// The `budget` label of its instruments (feature `metrics`; default `"default"`): name
+    /// the budgets when a process has several clients.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -359,6 +382,7 @@ impl RetryBudgetBuilder {
                 ratio: self.ratio,
                 min_per_second: self.min_per_second,
                 window,
+                metrics: crate::metrics::BudgetMetrics::new(&self.name, tokens(reserve.into())),
             }),
         })
     }

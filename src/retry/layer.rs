@@ -234,6 +234,10 @@ where
         let grpc = req.is_grpc();
         let retries_conflicts = req.retries_conflicts();
         let backup = req.try_clone();
+        #[cfg(feature = "metrics")]
+        self.policy
+            .metrics
+            .sending(req.deadline().map(|d| d.remaining()));
         // The service that was made ready sends the first attempt; a clone sends the retries.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
@@ -252,6 +256,7 @@ where
             retries_conflicts,
             previous_delay: None,
             rejected: Vec::new(),
+            started: crate::metrics::CallStart::now(),
         }
     }
 }
@@ -283,6 +288,8 @@ pin_project! {
         // Endpoints that rejected this call before it was sent (a failed TLS handshake): the
         // retries never go to them. Empty (no allocation) unless one did.
         rejected: Vec<std::net::SocketAddr>,
+        // When the call started (feature `metrics`; nothing without it).
+        started: crate::metrics::CallStart,
     }
 }
 
@@ -315,6 +322,10 @@ where
                 StateProj::Sleeping { sleep, next } => {
                     ready!(sleep.as_mut().poll(cx));
                     let next = next.take().expect("a request waits out the backoff");
+                    #[cfg(feature = "metrics")]
+                    this.policy
+                        .metrics
+                        .sending(next.deadline().map(|d| d.remaining()));
                     if this.poll_sent.is_some() {
                         *this.poll_sent = Some(Instant::now());
                     }
@@ -370,7 +381,10 @@ where
                     (class, observed, served_by)
                 }
             };
+            let outcome = (observed != Observed::Committed).then(|| class.kind().index());
+            this.policy.metrics.attempt(outcome);
             if class.kind() == Kind::Success && observed == Observed::Response {
+                this.policy.metrics.call(outcome, *this.started);
                 return Poll::Ready(result.map_err(Error::from_inner));
             }
             let call = CallState {
@@ -436,6 +450,7 @@ where
                     if !this.rejected.is_empty() {
                         next.exclude_endpoints(this.rejected);
                     }
+
                     tracing::debug!(
                         attempt = sends,
                         ?delay,
@@ -444,6 +459,10 @@ where
                         "retry scheduled"
                     );
                     if delay.is_zero() {
+                        #[cfg(feature = "metrics")]
+                        this.policy
+                            .metrics
+                            .sending(next.deadline().map(|d| d.remaining()));
                         this.state.set(State::Retrying {
                             future: Oneshot::new(this.service.clone(), next),
                         });
@@ -462,6 +481,12 @@ where
                         this.policy.metrics.stopped(&reason);
                     }
                     let sends = *this.attempts + *this.polls;
+                    this.policy.metrics.call(outcome, *this.started);
+                    if let Err(err) = &result
+                        && ran_out(err.as_ref())
+                    {
+                        this.policy.metrics.deadline_exceeded();
+                    }
                     return Poll::Ready(stop(result, settled, reason, sends));
                 }
             }
@@ -523,6 +548,13 @@ fn ends_the_call(err: &(dyn std::error::Error + 'static)) -> bool {
                     | Error::Config(_)
             )
         })
+}
+
+/// Whether the call's deadline ran out (not an attempt's timeout).
+fn ran_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    crate::classify::chain(err)
+        .filter_map(|e| e.downcast_ref::<Error>())
+        .any(|own| matches!(own, Error::DeadlineExceeded { .. }))
 }
 
 /// The endpoint of an attempt cut by its per-try timeout, if a balancer said.

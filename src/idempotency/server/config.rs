@@ -10,6 +10,7 @@ use crate::classify::HttpClassifier;
 use crate::error::{ConfigError, check_duration};
 use crate::idempotency::client::DEFAULT_KEY_HEADER;
 use crate::idempotency::store::IdempotencyStore;
+use crate::metrics::IdempotencyMetrics;
 
 /// The default time a finished request's response is kept: 24 hours (as Stripe keeps keys).
 pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -44,6 +45,9 @@ pub(super) struct ServerConfig {
     pub(super) classifier: HttpClassifier,
     /// What happened to leases, for [`IdempotencyLayer::stats`].
     pub(super) leases: LeaseCounters,
+    /// The layer's instruments (feature `metrics`), registered by
+    /// [`IdempotencyLayerBuilder::build`].
+    pub(super) metrics: IdempotencyMetrics,
 }
 
 /// Counters of lease renewals, shared by a layer and its services.
@@ -107,6 +111,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
                 store_failures: false,
                 classifier: HttpClassifier::new(),
                 leases: LeaseCounters::default(),
+                metrics: IdempotencyMetrics::unregistered(),
             },
         }
     }
@@ -235,6 +240,9 @@ impl<St: IdempotencyStore> IdempotencyLayerBuilder<St> {
                 format!("`{route}` must start with `/`"),
             ));
         }
+        // Registered once, here: the layer and its services share them (recording allocates
+        // nothing).
+        config.metrics = IdempotencyMetrics::new();
         Ok(IdempotencyLayer {
             store: self.store,
             config: Arc::new(config),

@@ -19,6 +19,7 @@ use crate::classify::{GrpcCode, Kind};
 use crate::idempotency::body::{Collected, IdempotencyBody, collect};
 use crate::idempotency::record::{Fingerprint, StoredResponse};
 use crate::idempotency::store::{IdempotencyStore, LeaseToken};
+use crate::metrics::StoreOperation;
 
 /// One claimed key's run: the handler under a renewed lease, then the outcome stored or the
 /// record released.
@@ -93,8 +94,8 @@ impl<St: IdempotencyStore> Execution<St> {
     /// handler is polled while a renewal is in flight, so a slow store never stalls it. A
     /// renewal still in flight when the lease's end passes (slower than the lease's margin), a
     /// failed one, and a lease lost — its end passed with no renewal back, or the store no longer
-    /// holds it — are reported (a warning and [`IdempotencyStats`](super::IdempotencyStats),
-    /// each lapse once); the handler is not
+    /// holds it — are reported (a warning, [`IdempotencyStats`](super::IdempotencyStats) and,
+    /// with feature `metrics`, `stanchion.idempotency.*`; each lapse once); the handler is not
     /// cancelled (its side effects are unknowable), and its completion is fenced by the lease
     /// token (it does not overwrite a newer claim). If this future is dropped, renewal stops and
     /// the record stays until its lease runs out.
@@ -111,8 +112,10 @@ impl<St: IdempotencyStore> Execution<St> {
         let mut lapse = pin!(tokio::time::sleep_until(self.claimed_at + lease));
         // This lapse was reported (as lost, or the renewal in flight as slow).
         let mut lapsed = false;
+        let metrics = &self.config.metrics;
         let lost = |why: &str| {
             counters.lost_leases.fetch_add(1, Ordering::Relaxed);
+            metrics.lease_lost();
             tracing::warn!(
                 record = %self.id,
                 why,
@@ -132,6 +135,7 @@ impl<St: IdempotencyStore> Execution<St> {
                             // lost, its answer says.
                             lapsed = true;
                             counters.slow_renewals.fetch_add(1, Ordering::Relaxed);
+                            metrics.slow_renewal();
                             tracing::warn!(
                                 record = %self.id,
                                 took = ?started.elapsed(),
@@ -143,6 +147,7 @@ impl<St: IdempotencyStore> Execution<St> {
                     };
                     renewal.set(None);
                     counters.renewals.fetch_add(1, Ordering::Relaxed);
+                    metrics.renewal();
                     match result {
                         Ok(true) => {
                             // Kept: held for a lease from when this renewal began.
@@ -152,6 +157,7 @@ impl<St: IdempotencyStore> Execution<St> {
                         Ok(false) => lost("the store no longer holds it for this run"),
                         Err(error) => {
                             counters.failed_renewals.fetch_add(1, Ordering::Relaxed);
+                            metrics.store_error(StoreOperation::Renew);
                             tracing::warn!(%error, record = %self.id, "idempotency lease renewal failed");
                         }
                     }
@@ -205,12 +211,14 @@ impl<St: IdempotencyStore> Execution<St> {
                     .leases
                     .lost_leases
                     .fetch_add(1, Ordering::Relaxed);
+                self.config.metrics.lease_lost();
                 tracing::warn!(
                     record = %self.id,
                     "idempotency lease ran out before the handler finished: its response was not stored"
                 )
             }
             Err(error) => {
+                self.config.metrics.store_error(StoreOperation::Complete);
                 tracing::warn!(%error, record = %self.id, "idempotency store: could not store the response")
             }
         }
@@ -218,6 +226,7 @@ impl<St: IdempotencyStore> Execution<St> {
 
     async fn release(&self) {
         if let Err(error) = self.store.release(&self.id, self.token).await {
+            self.config.metrics.store_error(StoreOperation::Release);
             tracing::warn!(%error, record = %self.id, "idempotency store: could not release the record");
         }
     }

@@ -38,6 +38,7 @@ use super::record::{Fingerprint, record_id};
 use super::store::{Claim, IdempotencyStore, LeaseToken};
 use super::{IdempotencyKey, MemoryStore};
 use crate::BoxError;
+use crate::metrics::{IdempotencyOutcome, StoreOperation};
 use crate::wire::is_grpc;
 
 /// Executes each idempotency key once, for hyper, axum and tonic servers (any tower `Service`
@@ -63,6 +64,11 @@ use crate::wire::is_grpc;
 /// stored for the retry. With [`detach(false)`](IdempotencyLayerBuilder::detach) a dropped
 /// handler leaves its record in place until the lease ends (it may have half-run its side
 /// effect), and then the key can run again.
+///
+/// With feature `metrics`, the layer registers its instruments when it is built: keyed requests
+/// by outcome (`stanchion.idempotency.requests`), lease renewals, slow ones and leases lost
+/// (`stanchion.idempotency.lease.*`), and failed store calls by operation
+/// (`stanchion.idempotency.store.errors`) — see the `stanchion::metrics` module.
 ///
 /// ```
 /// use std::time::Duration;
@@ -226,14 +232,20 @@ where
         Some(value) => match IdempotencyKey::from_header(value) {
             Ok(key) => Some(key),
             Err(crate::Error::InvalidIdempotencyKey { reason }) => {
-                return Ok(Refusal::BadKey(reason).respond(grpc));
+                return Ok(refuse(&config, Refusal::BadKey(reason), grpc));
             }
-            Err(_) => return Ok(Refusal::BadKey("invalid idempotency key").respond(grpc)),
+            Err(_) => {
+                return Ok(refuse(
+                    &config,
+                    Refusal::BadKey("invalid idempotency key"),
+                    grpc,
+                ));
+            }
         },
     };
     let Some(key) = key else {
         if applies && config.require_key && matches!(parts.method, Method::POST | Method::PATCH) {
-            return Ok(Refusal::MissingKey.respond(grpc));
+            return Ok(refuse(&config, Refusal::MissingKey, grpc));
         }
         return passthrough(inner, Request::from_parts(parts, body)).await;
     };
@@ -241,13 +253,13 @@ where
         None => String::new(),
         Some(scope) => match scope(&parts) {
             Some(scope) => scope,
-            None => return Ok(Refusal::NoScope.respond(grpc)),
+            None => return Ok(refuse(&config, Refusal::NoScope, grpc)),
         },
     };
     let (body, trailers) = match collect(body, config.max_request_body).await {
         Collected::Complete { body, trailers } => (body, trailers),
-        Collected::TooLarge { .. } => return Ok(Refusal::BodyTooLarge.respond(grpc)),
-        Collected::Failed { .. } => return Ok(Refusal::BodyUnreadable.respond(grpc)),
+        Collected::TooLarge { .. } => return Ok(refuse(&config, Refusal::BodyTooLarge, grpc)),
+        Collected::Failed { .. } => return Ok(refuse(&config, Refusal::BodyUnreadable, grpc)),
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fingerprint = Fingerprint::of(&parts.method, path, &body);
@@ -256,25 +268,32 @@ where
         Ok(token) => token,
         Err(error) => {
             tracing::warn!(%error, "idempotency: no lease token");
-            return Ok(Refusal::StoreUnavailable.respond(grpc));
+            return Ok(refuse(&config, Refusal::StoreUnavailable, grpc));
         }
     };
     let claimed_at = tokio::time::Instant::now();
     match store.claim(&id, fingerprint, token, config.lease).await {
         Err(error) => {
             tracing::warn!(%error, key = key.as_str(), "idempotency store: claim failed");
-            Ok(Refusal::StoreUnavailable.respond(grpc))
+            config.metrics.store_error(StoreOperation::Claim);
+            Ok(refuse(&config, Refusal::StoreUnavailable, grpc))
         }
-        Ok(Claim::InFlight(held)) if held != fingerprint => Ok(Refusal::Mismatch.respond(grpc)),
-        Ok(Claim::InFlight(_)) => Ok(Refusal::InFlight {
-            lease: config.lease,
+        Ok(Claim::InFlight(held)) if held != fingerprint => {
+            Ok(refuse(&config, Refusal::Mismatch, grpc))
         }
-        .respond(grpc)),
+        Ok(Claim::InFlight(_)) => {
+            let lease = config.lease;
+            Ok(refuse(&config, Refusal::InFlight { lease }, grpc))
+        }
         Ok(Claim::Completed(stored)) if stored.fingerprint != fingerprint => {
-            Ok(Refusal::Mismatch.respond(grpc))
+            Ok(refuse(&config, Refusal::Mismatch, grpc))
         }
-        Ok(Claim::Completed(stored)) => Ok(replay(*stored)),
+        Ok(Claim::Completed(stored)) => {
+            config.metrics.request(IdempotencyOutcome::Replayed);
+            Ok(replay(*stored))
+        }
         Ok(Claim::Acquired) => {
+            config.metrics.request(IdempotencyOutcome::Claimed);
             let request = Request::from_parts(parts, IdempotencyBody::full(body, trailers));
             let run = Execution {
                 store,
@@ -305,6 +324,12 @@ where
             }
         }
     }
+}
+
+/// The answer to a keyed request that does not run, counted by its outcome.
+fn refuse<B>(config: &ServerConfig, refusal: Refusal, grpc: bool) -> Response<IdempotencyBody<B>> {
+    config.metrics.request(refusal.outcome());
+    refusal.respond(grpc)
 }
 
 async fn passthrough<S, ReqB, ResB>(

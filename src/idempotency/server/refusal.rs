@@ -8,6 +8,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::classify::GrpcCode;
 use crate::idempotency::body::IdempotencyBody;
+use crate::metrics::IdempotencyOutcome;
 
 /// How a keyed request is answered without running it.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,20 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
+    /// The `outcome` it is counted as (`stanchion.idempotency.requests`).
+    pub(super) fn outcome(self) -> IdempotencyOutcome {
+        match self {
+            Refusal::MissingKey => IdempotencyOutcome::MissingKey,
+            Refusal::BadKey(_) => IdempotencyOutcome::InvalidKey,
+            Refusal::NoScope => IdempotencyOutcome::NoScope,
+            Refusal::BodyTooLarge => IdempotencyOutcome::BodyTooLarge,
+            Refusal::BodyUnreadable => IdempotencyOutcome::BodyUnreadable,
+            Refusal::InFlight { .. } => IdempotencyOutcome::InFlight,
+            Refusal::Mismatch => IdempotencyOutcome::Mismatch,
+            Refusal::StoreUnavailable => IdempotencyOutcome::StoreUnavailable,
+        }
+    }
+
     fn status(self) -> StatusCode {
         match self {
             Refusal::MissingKey | Refusal::BadKey(_) | Refusal::BodyUnreadable => {
