@@ -74,6 +74,7 @@ pub mod retry;
 mod rng;
 mod stripe;
 mod sync;
+mod warn_gate;
 #[cfg(feature = "http")]
 mod wire;
 

@@ -45,6 +45,7 @@ pub struct ClientBuilder<C> {
     pub(super) deadline: Option<Duration>,
     pub(super) per_try: Option<Duration>,
     pub(super) timeout_header: Option<HeaderName>,
+    pub(super) on_attempt: Option<crate::deadline::SendHook>,
     pub(super) max_attempts: u32,
     pub(super) retryable_codes: Option<GrpcCodes>,
     pub(super) backoff: Backoff,
@@ -100,6 +101,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             deadline: Some(DEFAULT_BUDGET),
             per_try: Some(DEFAULT_PER_TRY_TIMEOUT),
             timeout_header: None,
+            on_attempt: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retryable_codes: None,
             backoff: Backoff::default(),
@@ -153,6 +155,17 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     /// budget, for servers that read one).
     pub fn timeout_header(mut self, name: HeaderName) -> Self {
         self.timeout_header = Some(name);
+        self
+    }
+
+    /// Calls `hook` with each attempt's headers as it goes out (resends included), with the
+    /// attempt's `stanchion.attempt` span current: where a propagator injects `traceparent` per
+    /// attempt ([`AttemptLayer::on_send`](crate::deadline::AttemptLayer::on_send)). Default: none.
+    pub fn on_attempt(
+        mut self,
+        hook: impl Fn(&mut http::HeaderMap) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_attempt = Some(crate::deadline::SendHook::new(hook));
         self
     }
 

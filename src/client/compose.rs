@@ -138,6 +138,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         if let Some(name) = &self.timeout_header {
             attempt = attempt.timeout_header(name.clone());
         }
+        if let Some(hook) = &self.on_attempt {
+            attempt = attempt.on_send(hook.clone());
+        }
         let codes = policy
             .retryable_codes
             .or(self.retryable_codes)

@@ -101,6 +101,25 @@ pub struct AttemptLayer {
     per_try: Duration,
     timeout_header: Option<HeaderName>,
     attempt_header: Option<HeaderName>,
+    on_send: Option<SendHook>,
+}
+
+/// A function called with each attempt's headers as the attempt goes out: see
+/// [`AttemptLayer::on_send`].
+#[derive(Clone)]
+pub struct SendHook(std::sync::Arc<dyn Fn(&mut http::HeaderMap) + Send + Sync>);
+
+impl SendHook {
+    /// Wraps `hook`.
+    pub fn new(hook: impl Fn(&mut http::HeaderMap) + Send + Sync + 'static) -> Self {
+        SendHook(std::sync::Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for SendHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendHook")
+    }
 }
 
 impl AttemptLayer {
@@ -110,6 +129,7 @@ impl AttemptLayer {
             per_try: check_duration("per_try_timeout", per_try, MAX_BUDGET)?,
             timeout_header: None,
             attempt_header: None,
+            on_send: None,
         })
     }
 
@@ -122,6 +142,18 @@ impl AttemptLayer {
     /// Also writes the attempt number (1, 2, …) to header `name`.
     pub fn attempt_header(mut self, name: HeaderName) -> Self {
         self.attempt_header = Some(name);
+        self
+    }
+
+    /// Calls `hook` with each attempt's headers as the attempt goes out, after the layer wrote
+    /// its own — **the place to inject trace context per attempt**. Below a retry layer the
+    /// attempt's `stanchion.attempt` span is the current span while the hook runs, so a
+    /// propagator injects a `traceparent` naming that attempt, not the call: with
+    /// `tracing-opentelemetry`,
+    /// `propagator.inject_context(&Span::current().context(), &mut HeaderInjector(headers))`.
+    /// Runs once per attempt, resends included; it must not block.
+    pub fn on_send(mut self, hook: SendHook) -> Self {
+        self.on_send = Some(hook);
         self
     }
 
@@ -138,6 +170,7 @@ impl Default for AttemptLayer {
             per_try: DEFAULT_PER_TRY_TIMEOUT,
             timeout_header: None,
             attempt_header: None,
+            on_send: None,
         }
     }
 }
@@ -206,6 +239,9 @@ where
         if let Some(name) = &self.layer.attempt_header {
             req.headers_mut()
                 .insert(name.clone(), HeaderValue::from(attempt));
+        }
+        if let Some(hook) = &self.layer.on_send {
+            (hook.0)(req.headers_mut());
         }
         // Below this layer the request's deadline is the attempt's: it ends when the attempt
         // does, and its budget is what the attempt was given (the pool bounds its checkout by

@@ -66,7 +66,7 @@ use tokio::time::Instant;
 pub use self::adopt::{AdoptDeadline, AdoptDeadlineLayer};
 #[cfg(feature = "http")]
 pub use self::attempt::{
-    Attempt, AttemptFuture, AttemptLayer, AttemptService, DEFAULT_PER_TRY_TIMEOUT,
+    Attempt, AttemptFuture, AttemptLayer, AttemptService, DEFAULT_PER_TRY_TIMEOUT, SendHook,
 };
 #[cfg(feature = "http")]
 pub use self::body::DeadlineBody;

@@ -94,6 +94,9 @@ pub(crate) struct Slots<Conn> {
     /// The pool's instruments (feature `metrics`; nothing without it).
     metrics: PoolMetrics,
     pub(crate) reaper_started: AtomicBool,
+    /// One WARN a second for refusals that repeat on every call (checkout timeouts, refused
+    /// requests); the rest at DEBUG.
+    pub(crate) warnings: crate::warn_gate::WarnGate,
 }
 
 impl<Conn> fmt::Debug for Slots<Conn> {
@@ -109,6 +112,7 @@ impl<Conn> Slots<Conn> {
         let jitter = config.seed.map_or_else(Jitter::new, Jitter::seeded);
         let metrics = PoolMetrics::new(&endpoint, config.max_size);
         Slots {
+            warnings: crate::warn_gate::WarnGate::new(),
             config,
             endpoint,
             state: Mutex::new(State {

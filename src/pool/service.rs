@@ -20,6 +20,7 @@ use super::{Connection, ConnectionService, PoolRequest, PoolResponse};
 use crate::background::Started;
 use crate::classify::NeverSent;
 use crate::deadline;
+use crate::warn_gate::gated_warn;
 use crate::{BoxError, Error};
 
 /// The response future of a [`Pool`]: boxed, since a pooled call's checkout, resends and
@@ -293,7 +294,7 @@ impl std::error::Error for SharedConnectError {
 fn timed_out<Conn: Connection>(slots: &Slots<Conn>, start: Instant) -> Error {
     slots.record_checkout_timeout();
     let waited = start.elapsed();
-    tracing::warn!(endpoint = %slots.endpoint, ?waited, "pool checkout timed out");
+    gated_warn!(slots.warnings, endpoint = %slots.endpoint, ?waited, "pool checkout timed out");
     Error::PoolTimeout {
         endpoint: slots.endpoint.clone(),
         waited,
@@ -347,7 +348,11 @@ where
         Req: PoolRequest,
     {
         if !<C::Response as super::Connection>::SECURE && req.needs_tls() {
-            tracing::warn!(endpoint = %self.slots.endpoint, "https request refused: the pool's connections are plaintext");
+            gated_warn!(
+                self.slots.warnings,
+                endpoint = %self.slots.endpoint,
+                "https request refused: the pool's connections are plaintext"
+            );
             return Err(Error::Inner(Box::new(super::PlaintextRefused::new(
                 self.slots.endpoint.clone(),
             ))));
@@ -377,7 +382,12 @@ where
             // A request for a host this TLS connection was not verified for: refused before a
             // byte of it is written.
             if let Some(refusal) = super::refusal(&*conn, &req, &self.slots.endpoint) {
-                tracing::warn!(endpoint = %self.slots.endpoint, error = %refusal, "request refused");
+                gated_warn!(
+                    self.slots.warnings,
+                    endpoint = %self.slots.endpoint,
+                    error = %refusal,
+                    "request refused"
+                );
                 return Err(Error::Inner(refusal));
             }
             let ready = {

@@ -59,9 +59,11 @@ mod backoff;
 mod body;
 mod budget;
 mod decision;
+mod future;
 mod layer;
 mod policy;
 mod request;
+mod spans;
 
 pub use self::backoff::{Backoff, DEFAULT_BASE, Jitter};
 #[cfg(feature = "http")]
@@ -78,8 +80,7 @@ pub use self::decision::{
     AvoidEndpoint, MAX_CONFLICT_POLLS, RejectedEndpoints, RetryStop, RetryStopped, ServedBy,
     UnavailablePolicy,
 };
-pub use self::layer::{
-    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, Retry, RetryFuture, RetryLayer, RetryLayerBuilder,
-};
+pub use self::future::RetryFuture;
+pub use self::layer::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, Retry, RetryLayer, RetryLayerBuilder};
 pub use self::policy::DEFAULT_RETRYABLE_STATUSES;
 pub use self::request::{RetryBody, RetryOnConflict, RetryRequest, RetryResponse, RetrySafe};

@@ -33,6 +33,7 @@ pub mod ledger_server;
 pub mod redis_server;
 pub mod seen;
 pub mod server;
+pub mod spans;
 pub mod warnings;
 
 /// A reqwest client builder with TLS set up the way docs/pool.md says: a rustls config built

@@ -48,6 +48,9 @@ pub(super) struct ServerConfig {
     /// The layer's instruments (feature `metrics`), registered by
     /// [`IdempotencyLayerBuilder::build`].
     pub(super) metrics: IdempotencyMetrics,
+    /// One WARN a second for store failures that repeat on every request during an outage;
+    /// the rest at DEBUG.
+    pub(super) warnings: crate::warn_gate::WarnGate,
 }
 
 /// Counters of lease renewals, shared by a layer and its services.
@@ -112,6 +115,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
                 classifier: HttpClassifier::new(),
                 leases: LeaseCounters::default(),
                 metrics: IdempotencyMetrics::unregistered(),
+                warnings: crate::warn_gate::WarnGate::new(),
             },
         }
     }

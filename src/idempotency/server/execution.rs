@@ -20,6 +20,7 @@ use crate::idempotency::body::{Collected, IdempotencyBody, collect};
 use crate::idempotency::record::{Fingerprint, StoredResponse};
 use crate::idempotency::store::{IdempotencyStore, LeaseToken};
 use crate::metrics::StoreOperation;
+use crate::warn_gate::gated_warn;
 
 /// One claimed key's run: the handler under a renewed lease, then the outcome stored or the
 /// record released.
@@ -158,7 +159,12 @@ impl<St: IdempotencyStore> Execution<St> {
                         Err(error) => {
                             counters.failed_renewals.fetch_add(1, Ordering::Relaxed);
                             metrics.store_error(StoreOperation::Renew);
-                            tracing::warn!(%error, record = %self.id, "idempotency lease renewal failed");
+                            gated_warn!(
+                                self.config.warnings,
+                                %error,
+                                record = %self.id,
+                                "idempotency lease renewal failed"
+                            );
                         }
                     }
                     // The next renewal a third of the lease after this one began.
@@ -219,7 +225,12 @@ impl<St: IdempotencyStore> Execution<St> {
             }
             Err(error) => {
                 self.config.metrics.store_error(StoreOperation::Complete);
-                tracing::warn!(%error, record = %self.id, "idempotency store: could not store the response")
+                gated_warn!(
+                    self.config.warnings,
+                    %error,
+                    record = %self.id,
+                    "idempotency store: could not store the response"
+                )
             }
         }
     }
@@ -227,7 +238,12 @@ impl<St: IdempotencyStore> Execution<St> {
     async fn release(&self) {
         if let Err(error) = self.store.release(&self.id, self.token).await {
             self.config.metrics.store_error(StoreOperation::Release);
-            tracing::warn!(%error, record = %self.id, "idempotency store: could not release the record");
+            gated_warn!(
+                self.config.warnings,
+                %error,
+                record = %self.id,
+                "idempotency store: could not release the record"
+            );
         }
     }
 }

@@ -39,6 +39,7 @@ use super::store::{Claim, IdempotencyStore, LeaseToken};
 use super::{IdempotencyKey, MemoryStore};
 use crate::BoxError;
 use crate::metrics::{IdempotencyOutcome, StoreOperation};
+use crate::warn_gate::gated_warn;
 use crate::wire::is_grpc;
 
 /// Executes each idempotency key once, for hyper, axum and tonic servers (any tower `Service`
@@ -267,14 +268,14 @@ where
     let token = match LeaseToken::random() {
         Ok(token) => token,
         Err(error) => {
-            tracing::warn!(%error, "idempotency: no lease token");
+            gated_warn!(config.warnings, %error, "idempotency: no lease token");
             return Ok(refuse(&config, Refusal::StoreUnavailable, grpc));
         }
     };
     let claimed_at = tokio::time::Instant::now();
     match store.claim(&id, fingerprint, token, config.lease).await {
         Err(error) => {
-            tracing::warn!(%error, key = key.as_str(), "idempotency store: claim failed");
+            gated_warn!(config.warnings, %error, key = key.as_str(), "idempotency store: claim failed");
             config.metrics.store_error(StoreOperation::Claim);
             Ok(refuse(&config, Refusal::StoreUnavailable, grpc))
         }
