@@ -1,7 +1,8 @@
 //! The stanchion demo: flaky local servers, called through the whole stack, with a report of
 //! what happened.
 //!
-//! Run it with `cargo run --example demo`. It needs no network beyond 127.0.0.1: it starts three
+//! Run it with `cargo run --example demo --features metrics` (or without the feature, for the
+//! report alone). It needs no network beyond 127.0.0.1: it starts three
 //! hyper servers (the fault-injecting ones from `tests/support/`) whose requests fail, hang, stall
 //! or reset at random (seeded, so a run is repeatable up to arrival order), and sends 300 GET calls,
 //! 8 at a time, through the stack one `Client::http` builder makes:
@@ -19,7 +20,9 @@
 //!
 //! The report counts outcomes by reason, attempts per server, retries and budget refusals, and
 //! latency percentiles: no call outlives its budget, and retries add at most their budgeted share
-//! of load.
+//! of load. Run with `--features metrics` (the README's command), it ends with a Prometheus
+//! scrape of the run: every instrument the stack recorded, through `metrics-exporter-prometheus`
+//! installed before the client is built.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, Request, Response};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use stanchion::Error;
 use stanchion::bulkhead::Limits;
 use stanchion::classify::{Classify, HttpClassifier, Verdict, classify_error};
@@ -86,14 +89,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          Attempt(per-try {PER_TRY:?}) -> round robin -> per endpoint: CircuitBreaker -> Pool -> hyper\n"
     );
 
-    // The whole stack from one builder; the pools are kept here too, for the report.
+    // The recorder goes in before the client is built: instruments are registered then.
+    #[cfg(feature = "metrics")]
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    #[cfg(feature = "metrics")]
+    stanchion::metrics::describe();
+
+    // The whole stack from one builder.
     let budget = RetryBudget::default();
-    let pools = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let made = pools.clone();
-    let pool_settings = PoolBuilder::new()
-        .max_size(4)
-        .checkout_timeout(Duration::from_millis(100))
-        .settings()?;
     let client = Client::http(Target::addrs(servers.iter().map(|s| s.addr())))
         .deadline(BUDGET)
         .per_try_timeout(PER_TRY)
@@ -109,21 +112,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             queue: 4,
             max_wait: Duration::from_millis(50),
         })
-        .build_with(move |addr| {
-            let pool =
-                pool_settings.build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1(), addr);
-            made.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(pool.clone());
-            pool
-        })?;
+        .pool(
+            PoolBuilder::new()
+                .max_size(4)
+                .checkout_timeout(Duration::from_millis(100)),
+        )
+        .build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1())?;
     client.resolved().await;
     let balancer = client.balancer().clone();
     let bulkhead = client
         .bulkhead()
         .cloned()
         .ok_or("the client has a bulkhead")?;
-    let stack = client;
+    let stack = client.clone();
 
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -134,7 +135,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in (worker..CALLS).step_by(CONCURRENCY) {
                 let req = Request::get("/orders").body(Empty::new()).unwrap();
                 let t0 = Instant::now();
-                let outcome = describe(stack.clone().oneshot(req).await);
+                // The body is read to its end, as a real caller would: an HTTP/1 connection
+                // whose response was not read cannot be reused.
+                let result = match stack.clone().oneshot(req).await {
+                    Ok(res) => {
+                        let (parts, body) = res.into_parts();
+                        match body.collect().await {
+                            Ok(_) => Ok(Response::from_parts(parts, ())),
+                            Err(e) => Err(Error::from_inner(e)),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let outcome = describe(result);
                 results.push((outcome, t0.elapsed()));
             }
             results
@@ -174,8 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             endpoint.addr, circuit.state, circuit.openings
         );
     }
-    for pool in pools.lock().unwrap().iter() {
-        let stats = pool.stats();
+    for stats in client.pool_stats() {
         println!(
             "pool {}: {} connections opened, {} closed, {} checkouts waited, {} checkout timeouts",
             stats.endpoint,
@@ -203,6 +215,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or_default(),
     );
+    #[cfg(feature = "metrics")]
+    {
+        prometheus.run_upkeep();
+        println!("\nPrometheus scrape of the run (feature `metrics`):\n");
+        print!("{}", prometheus.render());
+    }
+    #[cfg(not(feature = "metrics"))]
+    println!("\n(run with `--features metrics` for a Prometheus scrape of this run)");
     Ok(())
 }
 
