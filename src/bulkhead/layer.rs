@@ -268,12 +268,17 @@ where
                     };
                     let mut w = *waiting.take().expect("checked above");
                     let partition = w.queued.0.clone();
-                    drop(w.queued);
                     match acquired {
-                        Ok(permit) => permit.forget(),
+                        Ok(permit) => {
+                            permit.forget();
+                            // Claimed before the place in the queue is given back: the queue
+                            // never looks emptier than it is.
+                            partition.claimed();
+                        }
                         // The semaphore is never closed while the bulkhead exists.
                         Err(closed) => return Poll::Ready(Err(closed.into())),
                     }
+                    drop(w.queued);
                     partition.record_wait(w.started.elapsed());
                     let future = w.service.call(w.req);
                     self.set(Admission::Calling {

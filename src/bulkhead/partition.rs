@@ -113,6 +113,11 @@ pub(crate) struct Partition {
     adaptive: Option<AdaptiveLimit>,
     created: Origin,
     queued: AtomicUsize,
+    /// Permits put in the handoff that nobody has claimed yet: handed to a waiter that has not
+    /// run since (it still counts in `queued`, though admitted), or left there by one that gave
+    /// up as it was handed one. The queue's occupancy is `queued - handed`: counting an
+    /// admitted waiter as waiting refused calls while the queue had room.
+    handed: AtomicUsize,
     rejected: AtomicU64,
     timed_out: AtomicU64,
     waited: AtomicU64,
@@ -145,6 +150,7 @@ impl Partition {
             adaptive,
             created: Origin::now(),
             queued: AtomicUsize::new(0),
+            handed: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             waited: AtomicU64::new(0),
@@ -194,6 +200,7 @@ impl Partition {
         match self.handoff.try_acquire() {
             Ok(permit) => {
                 permit.forget();
+                self.claimed();
                 Some(true)
             }
             Err(_) => None,
@@ -213,8 +220,23 @@ impl Partition {
     pub(crate) fn release(&self) {
         self.free.fetch_add(1, Ordering::SeqCst);
         if self.has_waiters() && self.take_free() {
+            // Counted before the permit can be claimed (a claim subtracts it).
+            self.handed.fetch_add(1, Ordering::SeqCst);
             self.handoff.add_permits(1);
         }
+    }
+
+    /// A permit taken out of the handoff (by the waiter it was handed to, or by a call that
+    /// found it left there).
+    #[inline]
+    pub(crate) fn claimed(&self) {
+        self.handed.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Waiters not yet admitted: the queue's occupancy.
+    fn waiting(&self) -> usize {
+        let queued = self.queued.load(Ordering::SeqCst);
+        queued.saturating_sub(self.handed.load(Ordering::SeqCst))
     }
 
     #[inline]
@@ -291,7 +313,9 @@ impl Partition {
     /// Takes a place in the queue, or `false` if it is full.
     pub(crate) fn enqueue(&self) -> bool {
         let before = self.queued.fetch_add(1, Ordering::SeqCst);
-        if before < self.limits.queue {
+        // Waiters already handed a permit are not waiting any more: they do not fill the queue.
+        let waiting = before.saturating_sub(self.handed.load(Ordering::SeqCst));
+        if waiting < self.limits.queue {
             self.metrics.queued(1.0);
             return true;
         }
@@ -326,7 +350,7 @@ impl Partition {
                 - self.free.load(Ordering::SeqCst)
                 - self.handoff.available_permits() as isize)
                 .max(0) as usize,
-            queued: self.queued.load(Ordering::Acquire),
+            queued: self.waiting(),
             rejected: self.rejected.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
             waited: self.waited.load(Ordering::Relaxed),
