@@ -28,6 +28,11 @@ impl CallStart {
     pub(crate) fn now() -> CallStart {
         CallStart(Instant::now())
     }
+
+    /// What was left of `deadline` at the start.
+    pub(crate) fn remaining(&self, deadline: crate::deadline::Deadline) -> std::time::Duration {
+        deadline.remaining_at(self.0)
+    }
 }
 
 /// The handles of one retry layer's instruments.

@@ -48,12 +48,9 @@ pin_project! {
         rejected: Vec<std::net::SocketAddr>,
         // When the call started (feature `metrics`; nothing without it).
         started: crate::metrics::CallStart,
-        // Spans: the call's, and the attempt's in flight (a child of it). Disabled — no
-        // allocation, nothing recorded — when no subscriber wants them.
-        call_span: tracing::Span,
-        attempt_span: tracing::Span,
-        // Requests sent so far, transparent resends included (the attempt span's number).
-        sent: u32,
+        // The call's spans, boxed, only when a subscriber wants them: `None` (one word in the
+        // future, nothing allocated) otherwise.
+        spans: Option<Box<super::spans::CallSpans>>,
     }
 }
 
@@ -69,25 +66,17 @@ where
         let grpc = req.is_grpc();
         let retries_conflicts = req.retries_conflicts();
         let backup = req.try_clone();
+        // One clock read for the call's start and what was left of its deadline then.
+        let started = crate::metrics::CallStart::now();
         #[cfg(feature = "metrics")]
         policy
             .metrics
-            .sending(req.deadline().map(|d| d.remaining()));
-        let call_span = tracing::info_span!(
-            "stanchion.call",
-            otel.kind = "client",
-            route = &*policy.route,
-            deadline_ms = tracing::field::Empty,
-            attempts = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        if !call_span.is_disabled()
-            && let Some(deadline) = req.deadline()
-        {
-            call_span.record("deadline_ms", deadline.remaining().as_millis() as u64);
-        }
-        let attempt_span = super::spans::attempt(&call_span, 1, "first");
-        let first = attempt_span.in_scope(|| ready.call(req));
+            .sending(req.deadline().map(|d| started.remaining(d)));
+        let spans = super::spans::CallSpans::open(&policy.route, req.deadline());
+        let first = match &spans {
+            Some(spans) => spans.attempt.in_scope(|| ready.call(req)),
+            None => ready.call(req),
+        };
         RetryFuture {
             state: State::First { future: first },
             service: ready,
@@ -102,10 +91,8 @@ where
             retries_conflicts,
             previous_delay: None,
             rejected: Vec::new(),
-            started: crate::metrics::CallStart::now(),
-            call_span,
-            attempt_span,
-            sent: 1,
+            started,
+            spans,
         }
     }
 }
@@ -135,11 +122,11 @@ where
         loop {
             let result: Result<S::Response, BoxError> = match this.state.as_mut().project() {
                 StateProj::First { future } => {
-                    let _attempt = this.attempt_span.enter();
+                    let _attempt = this.spans.as_ref().map(|s| s.attempt.enter());
                     ready!(future.poll(cx)).map_err(Into::into)
                 }
                 StateProj::Retrying { future } => {
-                    let _attempt = this.attempt_span.enter();
+                    let _attempt = this.spans.as_ref().map(|s| s.attempt.enter());
                     ready!(future.poll(cx)).map_err(Into::into)
                 }
                 StateProj::Sleeping { sleep, next } => {
@@ -207,17 +194,20 @@ where
             let outcome = (observed != Observed::Committed).then(|| class.kind().index());
             this.policy.metrics.attempt(outcome);
             let label = super::spans::outcome_label(observed != Observed::Committed, class.kind());
-            super::spans::attempt_done(
-                std::mem::replace(this.attempt_span, tracing::Span::none()),
-                label,
-                served_by.map(|s| s.endpoint).or_else(|| match &result {
-                    Err(err) => cut_endpoint(err.as_ref()),
-                    Ok(_) => None,
-                }),
-            );
+            if let Some(spans) = this.spans.as_mut() {
+                spans.attempt_done(
+                    label,
+                    served_by.map(|s| s.endpoint).or_else(|| match &result {
+                        Err(err) => cut_endpoint(err.as_ref()),
+                        Ok(_) => None,
+                    }),
+                );
+            }
             if class.kind() == Kind::Success && observed == Observed::Response {
                 this.policy.metrics.call(outcome, *this.started);
-                super::spans::call_done(this.call_span, *this.sent, label);
+                if let Some(spans) = this.spans {
+                    spans.call_done(label);
+                }
                 return Poll::Ready(result.map_err(Error::from_inner));
             }
             let call = CallState {
@@ -255,16 +245,13 @@ where
                         Resend::Transparent => 1,
                         Resend::Poll => 2,
                     });
-                    *this.sent += 1;
-                    *this.attempt_span = super::spans::attempt(
-                        this.call_span,
-                        *this.sent,
-                        match kind {
+                    if let Some(spans) = this.spans.as_mut() {
+                        spans.next_attempt(match kind {
                             Resend::Attempt => "attempt",
                             Resend::Transparent => "transparent",
                             Resend::Poll => "poll",
-                        },
-                    );
+                        });
+                    }
                     match kind {
                         Resend::Transparent => *this.transparent_used = true,
                         Resend::Attempt => {
@@ -325,7 +312,9 @@ where
                     }
                     let sends = *this.attempts + *this.polls;
                     this.policy.metrics.call(outcome, *this.started);
-                    super::spans::call_done(this.call_span, *this.sent, label);
+                    if let Some(spans) = this.spans {
+                        spans.call_done(label);
+                    }
                     if let Err(err) = &result
                         && ran_out(err.as_ref())
                     {

@@ -7,8 +7,10 @@
 //! [`AttemptLayer::on_send`](crate::deadline::AttemptLayer::on_send)) — sees it as the current
 //! span: each attempt carries its own trace context.
 //!
-//! With no subscriber, or one that filters INFO spans out, the spans are disabled: nothing is
-//! allocated and nothing recorded (`tests/alloc.rs`; the cost is in docs/performance.md).
+//! With no subscriber, or one that filters INFO spans out, the call span is disabled and nothing
+//! more happens: no attempt span, nothing allocated or recorded, one word in the call's future
+//! (`tests/alloc.rs`; the cost is in docs/performance.md). With one, the spans live in a box of
+//! their own, so the future stays small for everyone else.
 
 use std::net::SocketAddr;
 
@@ -16,11 +18,64 @@ use tracing::Span;
 use tracing::field::{Empty, display};
 
 use crate::classify::Kind;
+use crate::deadline::Deadline;
+
+/// A call's span, its attempt in flight, and the requests sent so far.
+#[derive(Debug)]
+pub(crate) struct CallSpans {
+    call: Span,
+    pub(super) attempt: Span,
+    /// Requests sent, transparent resends and polls included.
+    sent: u32,
+}
+
+impl CallSpans {
+    /// Opens the call's span and its first attempt's, if a subscriber wants them.
+    pub(super) fn open(route: &str, deadline: Option<Deadline>) -> Option<Box<CallSpans>> {
+        let call = tracing::info_span!(
+            "stanchion.call",
+            otel.kind = "client",
+            route,
+            deadline_ms = Empty,
+            attempts = Empty,
+            outcome = Empty,
+        );
+        if call.is_disabled() {
+            return None;
+        }
+        if let Some(deadline) = deadline {
+            call.record("deadline_ms", deadline.remaining().as_millis() as u64);
+        }
+        let attempt = attempt(&call, 1, "first");
+        Some(Box::new(CallSpans {
+            call,
+            attempt,
+            sent: 1,
+        }))
+    }
+
+    /// Closes the attempt in flight with its outcome and endpoint.
+    pub(super) fn attempt_done(&mut self, outcome: &'static str, endpoint: Option<SocketAddr>) {
+        let span = std::mem::replace(&mut self.attempt, Span::none());
+        attempt_done(span, outcome, endpoint);
+    }
+
+    /// Opens the next attempt's span, of `kind`.
+    pub(super) fn next_attempt(&mut self, kind: &'static str) {
+        self.sent += 1;
+        self.attempt = attempt(&self.call, self.sent, kind);
+    }
+
+    /// Records the call's end.
+    pub(super) fn call_done(&self, outcome: &'static str) {
+        call_done(&self.call, self.sent, outcome);
+    }
+}
 
 /// Opens attempt number `number` (1 for the first; resends count) of `kind` (`first`,
 /// `attempt`, `transparent`, `poll`) under `call`. `http.request.resend_count` is set only on
 /// resends, as OpenTelemetry's HTTP conventions ask.
-pub(super) fn attempt(call: &Span, number: u32, kind: &'static str) -> Span {
+fn attempt(call: &Span, number: u32, kind: &'static str) -> Span {
     let span = tracing::info_span!(
         parent: call,
         "stanchion.attempt",
@@ -45,7 +100,7 @@ pub(super) fn outcome_label(settled: bool, kind: Kind) -> &'static str {
 }
 
 /// Closes an attempt's span with its outcome and the endpoint that served it, if known.
-pub(super) fn attempt_done(span: Span, outcome: &'static str, endpoint: Option<SocketAddr>) {
+fn attempt_done(span: Span, outcome: &'static str, endpoint: Option<SocketAddr>) {
     if span.is_disabled() {
         return;
     }
@@ -57,7 +112,7 @@ pub(super) fn attempt_done(span: Span, outcome: &'static str, endpoint: Option<S
 }
 
 /// Records the end of a call on its span: requests sent and the outcome.
-pub(super) fn call_done(span: &Span, sent: u32, outcome: &'static str) {
+fn call_done(span: &Span, sent: u32, outcome: &'static str) {
     if span.is_disabled() {
         return;
     }
