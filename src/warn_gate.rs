@@ -2,7 +2,9 @@
 //! refusal (a pool's checkout timing out, a store that is down), and one WARN per call would
 //! flood the logs and cost as much as the calls. A gate lets one WARN through per second per
 //! instance (per pool, per server layer); the others go out at DEBUG, and the next WARN says how
-//! many were held back (`suppressed`). Lock-free: one compare-and-swap per admitted WARN.
+//! many were held back (`suppressed`). Each kind of event has a gate of its own, so a storm of
+//! one (checkout timeouts) never hides a rarer one (a plaintext misconfiguration, a response
+//! that could not be stored). Lock-free: one compare-and-swap per admitted WARN.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,6 +20,12 @@ pub(crate) struct WarnGate {
     /// Nanoseconds since `origin` before which no WARN goes out (0: the first may).
     next: AtomicU64,
     suppressed: AtomicU64,
+}
+
+impl Default for WarnGate {
+    fn default() -> Self {
+        WarnGate::new()
+    }
 }
 
 impl WarnGate {

@@ -191,6 +191,7 @@ proptest! {
         let addrs = vec!["127.0.0.1:1".parse().unwrap()];
         let _ = Balancer::builder(StaticResolver::new(addrs.clone()), |_| (), HttpClassifier::new())
             .max_ejection(share)
+            .panic_threshold(1.0 - share)
             .refresh_interval(refresh)
             .build();
         let policy = RoutePolicy::new()
@@ -203,6 +204,7 @@ proptest! {
                 .per_try_timeout(per_try)
                 .max_attempts(attempts)
                 .max_ejection(share)
+                .panic_threshold(share)
                 .refresh_interval(refresh)
                 .replay_limit(replay)
                 .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Aborted))
@@ -215,6 +217,7 @@ proptest! {
                 .per_try_timeout(per_try)
                 .max_attempts(attempts)
                 .max_ejection(share)
+                .panic_threshold(share)
                 .refresh_interval(refresh)
                 .replay_limit(replay)
                 .route(Route::path_prefix(route), policy)

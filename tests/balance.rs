@@ -128,7 +128,7 @@ fn instant_balancer(n: usize) -> Balancer<tower::util::ServiceFn<Instant_>, Http
         .collect();
     let make = |_addr| tower::service_fn(answer as Instant_);
     Balancer::builder(StaticResolver::new(addrs), make, HttpClassifier::new())
-        .max_ejection(1.0)
+        .panic_threshold(0.0)
         .build()
         .unwrap()
 }
@@ -155,6 +155,84 @@ proptest! {
         });
         prop_assert_eq!(counts.len(), n);
         prop_assert!(counts.values().all(|&c| c == k), "{:?}", counts);
+    }
+}
+
+/// Which endpoints take calls with `open` breakers (by index), after Envoy's rules: at most
+/// `cap · n` endpoints are ejected (at least one when the cap is above zero), the first open
+/// ones in order; below `threshold · n` endpoints taking calls, all take them. `None`: none do.
+fn model_takers(n: usize, open: &[bool], cap: f64, threshold: f64) -> Option<Vec<usize>> {
+    let mut max_ejected = (n as f64 * cap).floor() as usize;
+    if cap > 0.0 {
+        max_ejected = max_ejected.max(1);
+    }
+    let ejected: Vec<usize> = (0..n).filter(|&i| open[i]).take(max_ejected).collect();
+    let healthy = n - ejected.len();
+    let panic = (healthy as f64) < threshold * n as f64;
+    let takers: Vec<usize> = (0..n).filter(|i| panic || !ejected.contains(i)).collect();
+    (!takers.is_empty()).then_some(takers)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The ejection cap and the panic threshold, over every share and set of open breakers: the
+    /// endpoints the model says take calls get exactly their turns, the others none.
+    #[test]
+    fn the_ejection_cap_and_the_panic_threshold_decide_who_takes_calls(
+        open in proptest::collection::vec(any::<bool>(), 1..9),
+        cap in prop_oneof![Just(0.0), Just(0.1), Just(0.25), Just(0.5), Just(0.75), Just(1.0), 0.0..=1.0f64],
+        threshold in prop_oneof![Just(0.0), Just(0.3), Just(0.5), Just(0.75), Just(1.0), 0.0..=1.0f64],
+        k in 1usize..4,
+    ) {
+        let n = open.len();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let outcome = rt.block_on(async {
+            let addrs: Vec<SocketAddr> = (0..n)
+                .map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)))
+                .collect();
+            let make = |_addr| tower::service_fn(answer as Instant_);
+            let lb = Balancer::builder(StaticResolver::new(addrs.clone()), make, HttpClassifier::new())
+                .max_ejection(cap)
+                .panic_threshold(threshold)
+                .build()
+                .unwrap();
+            lb.resolved().await;
+            for (addr, _) in addrs.iter().zip(&open).filter(|(_, open)| **open) {
+                lb.breaker(*addr).unwrap().force_open();
+            }
+            let mut served = Vec::new();
+            for _ in 0..n * k {
+                match lb.clone().oneshot(Request::new(())).await {
+                    Ok(res) => {
+                        let addr = res.extensions().get::<ServedBy>().unwrap().endpoint;
+                        served.push(addrs.iter().position(|a| *a == addr).unwrap());
+                    }
+                    Err(Error::NoEndpoints { .. }) => return None,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            Some(served)
+        });
+        match (model_takers(n, &open, cap, threshold), outcome) {
+            (None, None) => {}
+            (Some(takers), Some(served)) => {
+                let mut counts = vec![0usize; n];
+                for i in served {
+                    counts[i] += 1;
+                }
+                // n·k calls over `takers`: round robin gives each the same number, when it divides.
+                let each = n * k / takers.len();
+                for i in 0..n {
+                    if takers.contains(&i) {
+                        prop_assert!(counts[i] == each || counts[i] == each + 1, "{:?} {:?}", takers, counts);
+                    } else {
+                        prop_assert_eq!(counts[i], 0, "{:?} {:?}", takers, counts);
+                    }
+                }
+            }
+            (model, seen) => prop_assert!(false, "model {:?}, balancer {:?}", model, seen),
+        }
     }
 }
 
@@ -224,7 +302,7 @@ async fn without_panic_mode_ejected_endpoints_get_nothing() {
     let servers = three_failing_one_healthy().await;
     let resolver = StaticResolver::new(addrs(&servers));
     let lb = Balancer::builder(resolver, pool, HttpClassifier::new())
-        .max_ejection(1.0)
+        .panic_threshold(0.0)
         .build()
         .unwrap();
     lb.resolved().await;
@@ -434,6 +512,8 @@ fn invalid_settings_are_config_errors() {
     };
     assert_eq!(lb(|b| b.max_ejection(1.5)), "max_ejection");
     assert_eq!(lb(|b| b.max_ejection(f64::NAN)), "max_ejection");
+    assert_eq!(lb(|b| b.panic_threshold(-0.1)), "panic_threshold");
+    assert_eq!(lb(|b| b.panic_threshold(f64::INFINITY)), "panic_threshold");
     assert_eq!(
         lb(|b| b.refresh_interval(Duration::from_millis(10))),
         "refresh_interval"

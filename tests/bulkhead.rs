@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Empty};
 use proptest::prelude::*;
 use stanchion::Error;
 use stanchion::bulkhead::{
-    AdaptiveLimit, Bulkhead, BulkheadLayer, BulkheadPermit, BulkheadResponse, HeaderKey, Limits,
-    NoKey,
+    AdaptiveLimit, Bulkhead, BulkheadLayer, BulkheadPermit, BulkheadResponse, DEFAULT_PARTITION,
+    HeaderKey, Limits, NoKey,
 };
 use stanchion::deadline::{Deadline, DeadlineCarrier};
 use tokio::time::{Instant, advance, sleep};
@@ -91,12 +91,12 @@ async fn a_full_queue_rejects_at_once_and_a_long_wait_times_out() {
         ..Job::default()
     }));
     tokio::task::yield_now().await;
-    let stats = b.stats("default").unwrap();
+    let stats = b.default_stats();
     assert_eq!((stats.in_flight, stats.queued), (1, 1));
 
     let err = svc.clone().oneshot(Job::default()).await.unwrap_err();
     assert!(
-        matches!(&err, Error::BulkheadFull { limit: 1, queue: 1, partition, .. } if &**partition == "default"),
+        matches!(&err, Error::BulkheadFull { limit: 1, queue: 1, partition, .. } if &**partition == DEFAULT_PARTITION),
         "{err:?}"
     );
     assert_eq!(start.elapsed(), Duration::ZERO, "rejected at once");
@@ -107,7 +107,7 @@ async fn a_full_queue_rejects_at_once_and_a_long_wait_times_out() {
         "{err:?}"
     );
     assert_eq!(start.elapsed(), SEC);
-    let stats = b.stats("default").unwrap();
+    let stats = b.default_stats();
     assert_eq!((stats.rejected, stats.timed_out, stats.queued), (1, 1, 0));
     running.abort();
 }
@@ -149,7 +149,7 @@ async fn waiters_are_served_in_order_and_a_dropped_waiter_frees_its_place() {
         ..Job::default()
     }));
     tokio::task::yield_now().await;
-    assert_eq!(b.stats("default").unwrap().queued, 2);
+    assert_eq!(b.default_stats().queued, 2);
     // The queue is full, until a waiter gives up.
     assert!(matches!(
         svc.clone().oneshot(Job::default()).await,
@@ -157,7 +157,7 @@ async fn waiters_are_served_in_order_and_a_dropped_waiter_frees_its_place() {
     ));
     dropped.abort();
     let _ = dropped.await;
-    assert_eq!(b.stats("default").unwrap().queued, 1);
+    assert_eq!(b.default_stats().queued, 1);
     let third = tokio::spawn(svc.clone().oneshot(Job {
         ms: 100,
         ..Job::default()
@@ -168,7 +168,7 @@ async fn waiters_are_served_in_order_and_a_dropped_waiter_frees_its_place() {
     assert_eq!(start.elapsed(), 200 * MS, "the second waiter went next");
     third.await.unwrap().unwrap();
     assert_eq!(start.elapsed(), 300 * MS);
-    let stats = b.stats("default").unwrap();
+    let stats = b.default_stats();
     assert_eq!((stats.in_flight, stats.queued, stats.waited), (0, 0, 2));
 }
 
@@ -183,6 +183,27 @@ async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Po
 /// the demo refused up to 44 of 300 calls with 8 callers for 6 + 4 places.)
 #[tokio::test(start_paused = true)]
 async fn a_waiter_handed_a_permit_frees_its_place_in_the_queue_at_once() {
+    // The `queued` gauge (feature `metrics`) says what the stats say at every step.
+    #[cfg(feature = "metrics")]
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    #[cfg(feature = "metrics")]
+    let seen = support::seen::Seen::new(&recorder);
+    #[cfg(feature = "metrics")]
+    let _installed = metrics::set_default_local_recorder(&recorder);
+    let gauge_agrees = |stats: stanchion::bulkhead::PartitionStats| {
+        #[cfg(feature = "metrics")]
+        {
+            seen.refresh();
+            let gauge = seen
+                .gauge(
+                    "stanchion.bulkhead.queued",
+                    &[("partition", DEFAULT_PARTITION)],
+                )
+                .unwrap_or(0.0);
+            assert_eq!(gauge, stats.queued as f64, "{stats:?}");
+        }
+        stats
+    };
     let b = bulkhead(1, 1, 10 * SEC);
     let svc = BulkheadLayer::new(b.clone(), NoKey).layer(worker());
     let job = |ms| Job {
@@ -193,16 +214,16 @@ async fn a_waiter_handed_a_permit_frees_its_place_in_the_queue_at_once() {
     let mut second = Box::pin(svc.clone().oneshot(job(100)));
     assert!(poll_once(&mut first).await.is_pending());
     assert!(poll_once(&mut second).await.is_pending());
-    assert_eq!(b.stats("default").unwrap().queued, 1);
+    assert_eq!(gauge_agrees(b.default_stats()).queued, 1);
     sleep(100 * MS).await;
     // The first call ends: its permit goes to the second, which has not run since.
     assert!(poll_once(&mut first).await.is_ready());
-    let stats = b.stats("default").unwrap();
+    let stats = gauge_agrees(b.default_stats());
     assert_eq!((stats.in_flight, stats.queued), (1, 0));
     // A third call finds the queue empty: it waits, it is not refused.
     let mut third = Box::pin(svc.clone().oneshot(job(0)));
     assert!(poll_once(&mut third).await.is_pending());
-    assert_eq!(b.stats("default").unwrap().queued, 1);
+    assert_eq!(gauge_agrees(b.default_stats()).queued, 1);
     // And a fourth finds it full.
     assert!(matches!(
         svc.clone().oneshot(job(0)).await,
@@ -216,7 +237,7 @@ async fn a_waiter_handed_a_permit_frees_its_place_in_the_queue_at_once() {
         100 * MS,
         "the second ran its 100 ms, then the third"
     );
-    let stats = b.stats("default").unwrap();
+    let stats = gauge_agrees(b.default_stats());
     assert_eq!((stats.in_flight, stats.queued, stats.rejected), (0, 0, 1));
 }
 
@@ -228,7 +249,7 @@ async fn a_streaming_response_holds_its_permit_until_the_body_ends() {
         Ok::<_, Infallible>(http::Response::new(FramesBody::new(frames)))
     });
     let svc = BulkheadLayer::new(b.clone(), NoKey).layer(streaming);
-    let in_flight = || b.stats("default").unwrap().in_flight;
+    let in_flight = || b.default_stats().in_flight;
 
     let mut body = svc
         .clone()
@@ -283,7 +304,7 @@ async fn a_saturated_partition_does_not_delay_another() {
         assert_eq!(res.status(), 200);
         res.into_body().collect().await.unwrap();
     }
-    let default = b.stats("default").unwrap();
+    let default = b.default_stats();
     assert_eq!(
         (default.waited, default.rejected, default.timed_out),
         (0, 0, 0)
@@ -364,7 +385,7 @@ fn threads_racing_for_permits_never_exceed_the_limit_or_strand_one() {
         "peak {}",
         peak.load(Ordering::SeqCst)
     );
-    let stats = b.stats("default").unwrap();
+    let stats = b.default_stats();
     assert_eq!(
         (stats.in_flight, stats.queued),
         (0, 0),
@@ -428,7 +449,7 @@ fn concurrent_overload_signals_leak_no_permit() {
                 task.unwrap();
             }
         });
-        let stats = b.stats("default").unwrap();
+        let stats = b.default_stats();
         assert_eq!(
             (stats.in_flight, stats.queued),
             (0, 0),
@@ -491,7 +512,7 @@ async fn an_adaptive_limit_grows_at_full_use_and_shrinks_on_overload() {
         .build()
         .unwrap();
     let svc = BulkheadLayer::new(b.clone(), NoKey).layer(scripted());
-    let limit = || b.stats("default").unwrap().limit;
+    let limit = || b.default_stats().limit;
     let run = |calls: Vec<Request<()>>| {
         let svc = svc.clone();
         async move {
@@ -557,15 +578,15 @@ async fn after_shrinking_calls_in_flight_finish_before_new_ones_start() {
         .collect();
     // The fourth permit: an overloaded answer shrinks the limit from 4 to 2.
     drop(svc.clone().oneshot(scripted_request(1, 503)).await.unwrap());
-    assert_eq!(b.stats("default").unwrap().limit, 2);
-    assert_eq!(b.stats("default").unwrap().in_flight, 3);
+    assert_eq!(b.default_stats().limit, 2);
+    assert_eq!(b.default_stats().in_flight, 3);
     // A new call waits until in-flight is below the new limit: after the second long call.
     drop(svc.clone().oneshot(scripted_request(1, 200)).await.unwrap());
     assert_eq!(start.elapsed(), Duration::from_millis(20_001));
     for call in long {
         call.await.unwrap();
     }
-    let stats = b.stats("default").unwrap();
+    let stats = b.default_stats();
     assert_eq!((stats.in_flight, stats.queued), (0, 0));
 }
 
@@ -586,7 +607,7 @@ fn invalid_settings_are_errors() {
             "partition",
         ),
         (
-            Bulkhead::builder().partition("default", Limits::default()),
+            Bulkhead::builder().partition(DEFAULT_PARTITION, Limits::default()),
             "partition",
         ),
         (
@@ -653,7 +674,7 @@ proptest! {
                 for _ in 0..3 {
                     tokio::task::yield_now().await;
                 }
-                let stats = b.stats("default").unwrap();
+                let stats = b.default_stats();
                 prop_assert!(stats.in_flight <= concurrency, "{stats:?}");
                 prop_assert!(stats.queued <= queue, "{stats:?}");
             }
@@ -662,7 +683,7 @@ proptest! {
             for call in calls {
                 let _ = call.await;
             }
-            let stats = b.stats("default").unwrap();
+            let stats = b.default_stats();
             prop_assert_eq!((stats.in_flight, stats.queued), (0, 0));
             Ok(())
         })?;

@@ -317,13 +317,13 @@ async fn retries_are_counted_by_kind_and_stops_by_reason_per_route() {
     let scheduled = |route, kind| {
         seen.counter(
             metrics::RETRY_SCHEDULED,
-            &[("route", route), ("kind", kind)],
+            &[("client", "default"), ("route", route), ("kind", kind)],
         )
     };
     let stopped = |route, reason| {
         seen.counter(
             metrics::RETRY_STOPPED,
-            &[("route", route), ("reason", reason)],
+            &[("client", "default"), ("route", route), ("reason", reason)],
         )
     };
 
@@ -396,29 +396,30 @@ async fn calls_and_attempts_are_counted_by_route_and_outcome() {
     .await;
     let client = ::metrics::with_local_recorder(&recorder, || {
         Client::http(Target::addrs([server.addr()]))
+            .name("payments")
             .backoff(Backoff::new(MS, 2 * MS).unwrap())
             .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
             .unwrap()
     });
     client.resolved().await;
-    let calls = |outcome| {
-        seen.counter(
-            metrics::CALLS,
-            &[("route", "default"), ("outcome", outcome)],
-        )
+    let labels = |outcome| {
+        [
+            ("client", "payments"),
+            ("route", "default"),
+            ("outcome", outcome),
+        ]
     };
-    let attempts = |outcome| {
-        seen.counter(
-            metrics::ATTEMPTS,
-            &[("route", "default"), ("outcome", outcome)],
-        )
-    };
+    let calls = |outcome| seen.counter(metrics::CALLS, &labels(outcome));
+    let attempts = |outcome| seen.counter(metrics::ATTEMPTS, &labels(outcome));
     let res = client.clone().oneshot(get()).await.unwrap();
     assert_eq!(res.status(), 200);
     seen.refresh();
     assert_eq!((attempts("server_error"), attempts("success")), (1, 1));
     assert_eq!((calls("success"), calls("server_error")), (1, 0));
-    let took = seen.histogram(metrics::CALL_DURATION, &[("route", "default")]);
+    let took = seen.histogram(
+        metrics::CALL_DURATION,
+        &[("client", "payments"), ("route", "default")],
+    );
     assert_eq!(took.len(), 1);
     assert!((2.0..2.1).contains(&took[0]), "{took:?}");
 
@@ -428,6 +429,7 @@ async fn calls_and_attempts_are_counted_by_route_and_outcome() {
         .unwrap();
     let client = ::metrics::with_local_recorder(&recorder, || {
         Client::http(Target::addrs([dead]))
+            .name("payments")
             .max_attempts(1)
             .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
             .unwrap()
@@ -452,8 +454,11 @@ async fn calls_and_attempts_are_counted_by_route_and_outcome() {
     .sum();
     assert_eq!(total, 0);
     assert_eq!(
-        seen.histogram(metrics::CALL_DURATION, &[("route", "default")])
-            .len(),
+        seen.histogram(
+            metrics::CALL_DURATION,
+            &[("client", "payments"), ("route", "default")]
+        )
+        .len(),
         2
     );
 }
@@ -756,7 +761,7 @@ async fn deadlines_count_calls_that_ran_out_and_the_budget_left_at_each_send() {
         "{err:?}"
     );
     seen.refresh();
-    let route = [("route", "default")];
+    let route = [("client", "default"), ("route", "default")];
     assert_eq!(seen.counter(metrics::DEADLINE_EXCEEDED, &route), 1);
     let left = seen.histogram(metrics::DEADLINE_REMAINING, &route);
     assert_eq!(left.len(), 2, "{left:?}");
@@ -766,7 +771,11 @@ async fn deadlines_count_calls_that_ran_out_and_the_budget_left_at_each_send() {
     assert_eq!(
         seen.counter(
             metrics::CALLS,
-            &[("route", "default"), ("outcome", "timeout")]
+            &[
+                ("client", "default"),
+                ("route", "default"),
+                ("outcome", "timeout")
+            ]
         ),
         1
     );
@@ -812,5 +821,141 @@ async fn the_retry_budget_counts_withdrawals_and_publishes_its_balance() {
     assert_eq!(
         seen.gauge(metrics::BUDGET_BALANCE, &[("budget", "ledger")]),
         Some(0.5)
+    );
+}
+
+/// A client with no bulkhead passes its calls through a partition of its own, which is nobody's
+/// bulkhead: it records nothing (it added a limit of a million and every call to the
+/// `default` partition's series). The balancer's breaker template, checked once at build time,
+/// registers no breaker of its own; only the endpoints' breakers appear.
+#[tokio::test]
+async fn only_what_the_user_declared_is_recorded() {
+    let server = HttpServer::start(FaultPlan::healthy()).await;
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let _installed = ::metrics::set_default_local_recorder(&recorder);
+    let client = Client::http(Target::addrs([server.addr()]))
+        .without_bulkhead()
+        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .unwrap();
+    client.resolved().await;
+    let res = client.oneshot(get()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    let keys: Vec<(String, Vec<(String, String)>)> = seen
+        .snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, ..)| {
+            let key = key.key();
+            let labels = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            (key.name().to_owned(), labels)
+        })
+        .collect();
+    assert!(
+        keys.iter().any(|(name, _)| name == metrics::CALLS),
+        "the recorder saw the call: {keys:?}"
+    );
+    let bulkhead: Vec<_> = keys
+        .iter()
+        .filter(|(name, _)| name.starts_with("stanchion.bulkhead."))
+        .collect();
+    assert!(bulkhead.is_empty(), "{bulkhead:?}");
+    let breakers: Vec<&str> = keys
+        .iter()
+        .filter(|(name, _)| name.starts_with("stanchion.breaker."))
+        .flat_map(|(_, labels)| labels.iter().filter(|(k, _)| k == "breaker"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let endpoint = server.addr().to_string();
+    assert!(!breakers.is_empty());
+    assert!(breakers.iter().all(|b| *b == endpoint), "{breakers:?}");
+}
+
+/// Racing transitions announce out of order (each after its own compare-and-swap): the state
+/// gauge must end where the breaker is. Made deterministic: the "circuit forced open" event of
+/// one thread (between its store and its publishing) waits while another thread resets the
+/// breaker; the late announcement must not leave `forced_open` published on a closed breaker
+/// (it did, when the announced state was published instead of the state now).
+#[test]
+fn the_state_gauge_ends_in_the_breakers_state_after_racing_transitions() {
+    use std::sync::mpsc;
+
+    use stanchion::breaker::CircuitBreaker;
+
+    /// Calls `hook` on the events whose message mentions `phrase`.
+    struct Hook<F> {
+        phrase: &'static str,
+        hook: F,
+    }
+    struct Message(String);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    impl<F: Fn() + Send + Sync + 'static> tracing::Subscriber for Hook<F> {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            if message.0.contains(self.phrase) {
+                (self.hook)();
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    let recorder = DebuggingRecorder::new();
+    let seen = Seen::new(&recorder);
+    let breaker = ::metrics::with_local_recorder(&recorder, || {
+        CircuitBreaker::builder().name("race").build().unwrap()
+    });
+    let (go, went) = mpsc::channel::<()>();
+    let (done, finished) = mpsc::channel::<()>();
+    let finished = std::sync::Mutex::new(finished);
+    std::thread::scope(|scope| {
+        let other = breaker.clone();
+        scope.spawn(move || {
+            went.recv().unwrap();
+            other.reset();
+            done.send(()).unwrap();
+        });
+        let hook = Hook {
+            phrase: "forced open",
+            hook: move || {
+                go.send(()).unwrap();
+                finished.lock().unwrap().recv().unwrap();
+            },
+        };
+        tracing::subscriber::with_default(hook, || breaker.force_open());
+    });
+    seen.refresh();
+    let gauge = |state| {
+        seen.gauge(
+            metrics::BREAKER_STATE,
+            &[("breaker", "race"), ("state", state)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(breaker.state(), stanchion::breaker::BreakerState::Closed);
+    assert_eq!((gauge("closed"), gauge("forced_open")), (1.0, 0.0));
+    let mut watch = breaker.subscribe();
+    assert_eq!(
+        *watch.borrow_and_update(),
+        stanchion::breaker::BreakerState::Closed
     );
 }

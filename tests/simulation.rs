@@ -343,7 +343,7 @@ async fn play(sim: &Sim) -> Seen {
                     .half_open_probes(probes),
             )
             // No panic mode: open breakers are never bypassed, so probes are all there is.
-            .max_ejection(1.0);
+            .panic_threshold(0.0);
     }
     let client = client
         .deadline(sim.deadline)

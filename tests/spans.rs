@@ -37,7 +37,7 @@ async fn a_call_has_one_span_and_a_child_span_per_attempt() {
     let _subscriber = tracing::subscriber::set_default(spans.clone());
     let server = HttpServer::start(FaultPlan::scripted([Fault::status(500), Fault::ok()])).await;
     let client = Client::http(Target::addrs([server.addr()]))
-        .backoff(Backoff::new(MS, 2 * MS).unwrap())
+        .backoff(Backoff::new(100 * MS, 100 * MS).unwrap().seed(7))
         .deadline(Duration::from_secs(5))
         .on_attempt(inject)
         .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
@@ -51,7 +51,8 @@ async fn a_call_has_one_span_and_a_child_span_per_attempt() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     let call = &calls[0];
     assert_eq!(call.field("route"), Some("default"));
-    assert_eq!(call.field("otel.kind"), Some("client"));
+    // Attempts are the client spans (one per request on the wire); the call is internal.
+    assert_eq!(call.field("otel.kind"), Some("internal"));
     assert_eq!(call.field("attempts"), Some("2"));
     assert_eq!(call.field("outcome"), Some("success"));
     assert_eq!(call.field("deadline_ms"), Some("5000"));
@@ -74,6 +75,10 @@ async fn a_call_has_one_span_and_a_child_span_per_attempt() {
         assert_eq!(attempt.field("server.port"), Some(port.as_str()));
         assert!(attempt.closed, "{attempt:?}");
     }
+    // The retry's span opens when it is sent, after its backoff: its duration is the request's.
+    let backoff = attempts[1].opened - attempts[0].closed_at.unwrap();
+    assert!(backoff > Duration::ZERO, "{attempts:?}");
+    assert!(backoff <= 100 * MS, "{backoff:?}");
     // Only resends carry a resend count.
     assert_eq!(attempts[0].field("http.request.resend_count"), None);
     assert_eq!(attempts[1].field("http.request.resend_count"), Some("1"));

@@ -90,7 +90,7 @@ async fn a_grpc_call_through_the_whole_stack_is_retried_and_answered() {
         "the success reset the run"
     );
     assert_eq!(
-        bulkhead.stats("default").unwrap().in_flight,
+        bulkhead.default_stats().in_flight,
         0,
         "the permit came back"
     );
@@ -115,7 +115,7 @@ async fn each_refusal_reaches_a_tonic_caller_with_its_code() {
         grpc_stack(&slow, Duration::from_secs(2), shared.clone(), breaker()),
         "first",
     ));
-    while shared.stats("default").unwrap().in_flight == 0 {
+    while shared.default_stats().in_flight == 0 {
         tokio::task::yield_now().await;
     }
     let status = echo(

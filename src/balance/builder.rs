@@ -14,7 +14,8 @@ use super::resolve::Resolve;
 use super::shared::{MakeEndpoint, ResolverCounters, Shared};
 use super::{
     Balancer, CHANGE_FEED_CAPACITY, DEFAULT_DRAIN_WINDOW, DEFAULT_EJECTION_FAILURES,
-    DEFAULT_MAX_EJECTION, DEFAULT_MAX_STALENESS, DEFAULT_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL,
+    DEFAULT_MAX_EJECTION, DEFAULT_MAX_STALENESS, DEFAULT_PANIC_THRESHOLD, DEFAULT_REFRESH_INTERVAL,
+    MIN_REFRESH_INTERVAL,
 };
 use crate::breaker::{BreakerBuilder, CircuitBreaker};
 use crate::error::{ConfigError, check_duration};
@@ -28,6 +29,7 @@ pub struct BalancerBuilder<S, C> {
     breaker: BreakerBuilder,
     policy: Policy,
     max_ejection: f64,
+    panic_threshold: f64,
     refresh_interval: Duration,
     max_staleness: Duration,
     drain_window: Duration,
@@ -40,6 +42,7 @@ impl<S, C> fmt::Debug for BalancerBuilder<S, C> {
         f.debug_struct("BalancerBuilder")
             .field("policy", &self.policy)
             .field("max_ejection", &self.max_ejection)
+            .field("panic_threshold", &self.panic_threshold)
             .field("refresh_interval", &self.refresh_interval)
             .finish_non_exhaustive()
     }
@@ -55,9 +58,10 @@ where
     ///
     /// | setting | default |
     /// |---|---|
-    /// | [`breaker`](BalancerBuilder::breaker) | [`DEFAULT_EJECTION_FAILURES`] (5) consecutive failures, open 30 s, 3 half-open probes |
+    /// | [`breaker`](BalancerBuilder::breaker) | [`DEFAULT_EJECTION_FAILURES`] (5) consecutive failures, open 30 s, 3 half-open probes (a template without a trip rule keeps this one) |
     /// | [`policy`](BalancerBuilder::policy) | [`Policy::RoundRobin`] |
-    /// | [`max_ejection`](BalancerBuilder::max_ejection) | [`DEFAULT_MAX_EJECTION`] (0.5) |
+    /// | [`max_ejection`](BalancerBuilder::max_ejection) | [`DEFAULT_MAX_EJECTION`] (1.0: no cap beyond the panic threshold) |
+    /// | [`panic_threshold`](BalancerBuilder::panic_threshold) | [`DEFAULT_PANIC_THRESHOLD`] (0.5, Envoy's) |
     /// | [`refresh_interval`](BalancerBuilder::refresh_interval) | [`DEFAULT_REFRESH_INTERVAL`] (30 s), never below [`MIN_REFRESH_INTERVAL`] (1 s) |
     /// | [`max_staleness`](BalancerBuilder::max_staleness) | [`DEFAULT_MAX_STALENESS`] (5 min) |
     /// | [`drain_window`](BalancerBuilder::drain_window) | [`DEFAULT_DRAIN_WINDOW`] (60 s) |
@@ -74,6 +78,7 @@ where
             breaker: CircuitBreaker::builder().consecutive_failures(DEFAULT_EJECTION_FAILURES),
             policy: Policy::RoundRobin,
             max_ejection: DEFAULT_MAX_EJECTION,
+            panic_threshold: DEFAULT_PANIC_THRESHOLD,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             max_staleness: DEFAULT_MAX_STALENESS,
             drain_window: DEFAULT_DRAIN_WINDOW,
@@ -89,8 +94,20 @@ where
     C: Send + Sync + 'static,
 {
     /// The template for every endpoint's breaker (its name is set to the address).
+    ///
+    /// A template that names no trip rule — no window ([`consecutive_failures`], a count or time
+    /// window), no failure rate, minimum calls or slow-call rule — keeps the ejection rule,
+    /// [`DEFAULT_EJECTION_FAILURES`] consecutive failures: `CircuitBreaker::builder()
+    /// .open_duration(60s)` changes how long an endpoint stays out, not when it goes out. Name a
+    /// rule to replace it.
+    ///
+    /// [`consecutive_failures`]: BreakerBuilder::consecutive_failures
     pub fn breaker(mut self, breaker: BreakerBuilder) -> Self {
-        self.breaker = breaker;
+        self.breaker = if breaker.has_trip_rule() {
+            breaker
+        } else {
+            breaker.consecutive_failures(DEFAULT_EJECTION_FAILURES)
+        };
         self
     }
 
@@ -100,10 +117,27 @@ where
         self
     }
 
-    /// The largest share of endpoints skipped for an open breaker, in `[0, 1]`; when more are
-    /// open, every endpoint takes calls (panic mode). `1.0` turns panic mode off.
+    /// The ejection cap: the largest share of endpoints skipped at once for an open breaker, in
+    /// `[0, 1]` (Envoy's `max_ejection_percent` / 100; default [`DEFAULT_MAX_EJECTION`], 1.0).
+    /// At least one endpoint can always be ejected when the share is above zero, as in Envoy;
+    /// `0.0` ejects none (breakers still count, for the stats). When more breakers are open
+    /// than the cap allows, the first ones in resolution order stay out and the others take
+    /// calls through their open breakers.
+    ///
+    /// Not the off switch for panic mode: that is [`panic_threshold(0.0)`](Self::panic_threshold).
     pub fn max_ejection(mut self, share: f64) -> Self {
         self.max_ejection = share;
+        self
+    }
+
+    /// The panic threshold: when the share of endpoints taking calls (not ejected) falls below
+    /// it, every endpoint takes calls, through open breakers too, rather than overload the few
+    /// left (Envoy's `healthy_panic_threshold` / 100; in `[0, 1]`; default
+    /// [`DEFAULT_PANIC_THRESHOLD`], 0.5). `0.0` turns panic mode off: calls go only to
+    /// endpoints that admit them, and fail with
+    /// [`NoEndpoints`](crate::Error::NoEndpoints) when none does.
+    pub fn panic_threshold(mut self, share: f64) -> Self {
+        self.panic_threshold = share;
         self
     }
 
@@ -148,11 +182,16 @@ where
     /// resolution starts now; otherwise on the first call. Calls made before it completes wait
     /// for it (within their deadline); [`Balancer::resolved`] waits for it too.
     pub fn build(self) -> Result<Balancer<S, C>, ConfigError> {
-        if !(0.0..=1.0).contains(&self.max_ejection) {
-            return Err(ConfigError::new(
-                "max_ejection",
-                format!("{} is outside [0, 1]", self.max_ejection),
-            ));
+        for (field, share) in [
+            ("max_ejection", self.max_ejection),
+            ("panic_threshold", self.panic_threshold),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{share} is outside [0, 1]"),
+                ));
+            }
         }
         check_duration(
             "refresh_interval",
@@ -180,7 +219,7 @@ where
             ));
         }
         // Every endpoint's breaker is built from this template: check it once.
-        self.breaker.clone().build()?;
+        self.breaker.clone().validated()?;
         let jitter = self.seed.map_or_else(Jitter::new, Jitter::seeded);
         let metrics =
             crate::metrics::BalancerMetrics::new(self.resolver.name().unwrap_or("unnamed"));
@@ -191,7 +230,10 @@ where
                 cursor: AtomicUsize::new(0),
                 jitter,
                 policy: self.policy,
-                max_ejection: self.max_ejection,
+                ejection: super::endpoints::Ejection {
+                    max_ejection: self.max_ejection,
+                    panic_threshold: self.panic_threshold,
+                },
                 classifier: self.classifier,
                 breaker: self.breaker,
                 make: self.make,
@@ -204,11 +246,26 @@ where
                 refresh_started: AtomicBool::new(false),
                 first_resolved: AtomicBool::new(false),
                 resolutions: watch::Sender::new(0),
+                wake: Arc::new(tokio::sync::Notify::new()),
+                begun: std::sync::atomic::AtomicU64::new(0),
+                refreshes: watch::Sender::new(0),
                 changes: tokio::sync::broadcast::Sender::new(CHANGE_FEED_CAPACITY),
                 draining: Mutex::default(),
                 counters: ResolverCounters::default(),
             }),
         };
+        // A resolver that learns of changes itself hands them over at once.
+        let weak = Arc::downgrade(&balancer.shared);
+        balancer
+            .shared
+            .resolver
+            .attach(super::resolve::Updates::new(move |addrs| {
+                let Some(shared) = weak.upgrade() else {
+                    return false;
+                };
+                shared.apply(addrs, true);
+                true
+            }));
         if tokio::runtime::Handle::try_current().is_ok() {
             balancer.start_refresh();
         }

@@ -25,21 +25,95 @@ pub(crate) struct Endpoint<S> {
 /// The endpoints at one moment.
 pub(crate) struct Snapshot<S> {
     pub(crate) endpoints: Vec<Arc<Endpoint<S>>>,
-    /// The most endpoints that may be ejected at once before panic mode.
+    /// The most endpoints skipped for an open breaker at once (the ejection cap).
     max_ejected: usize,
+    /// Fewer endpoints taking calls than this is panic mode (the panic threshold).
+    min_healthy: usize,
+}
+
+/// The ejection cap and the panic threshold as shares of the endpoints, in `[0, 1]`, with
+/// Envoy's meanings (`max_ejection_percent`, `healthy_panic_threshold`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Ejection {
+    pub(crate) max_ejection: f64,
+    pub(crate) panic_threshold: f64,
 }
 
 impl<S> Snapshot<S> {
-    pub(crate) fn new(endpoints: Vec<Arc<Endpoint<S>>>, max_ejected_share: f64) -> Self {
-        let max_ejected = (endpoints.len() as f64 * max_ejected_share).floor() as usize;
+    pub(crate) fn new(endpoints: Vec<Arc<Endpoint<S>>>, ejection: Ejection) -> Self {
+        let n = endpoints.len();
+        let mut max_ejected = (n as f64 * ejection.max_ejection).floor() as usize;
+        if ejection.max_ejection > 0.0 && n > 0 {
+            // As Envoy: one endpoint can always be ejected, whatever the share.
+            max_ejected = max_ejected.max(1);
+        }
+        // `healthy < threshold * n` in integers: `healthy < ceil(threshold * n)`.
+        let min_healthy = ((n as f64 * ejection.panic_threshold).ceil() as usize).min(n);
         Snapshot {
             endpoints,
-            max_ejected,
+            max_ejected: max_ejected.min(n),
+            min_healthy,
         }
     }
 
     pub(crate) fn empty() -> Self {
-        Snapshot::new(Vec::new(), 0.0)
+        Snapshot::new(
+            Vec::new(),
+            Ejection {
+                max_ejection: 0.0,
+                panic_threshold: 0.0,
+            },
+        )
+    }
+
+    /// Which endpoints take calls now: those whose breakers admit calls, those over the cap,
+    /// and every one in panic mode.
+    fn health(&self) -> Health {
+        let endpoints = &self.endpoints;
+        let n = endpoints.len();
+        let usable = endpoints.iter().filter(|e| e.is_usable()).count();
+        let open = n - usable;
+        let (ejected, eject_through) = if open <= self.max_ejected {
+            (open, usize::MAX)
+        } else if self.max_ejected == 0 {
+            (0, 0)
+        } else {
+            // Over the cap: the first `max_ejected` open endpoints (in resolution order) stay
+            // out; the others take calls through their breakers.
+            let last = endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.is_usable())
+                .nth(self.max_ejected - 1)
+                .map_or(usize::MAX, |(i, _)| i + 1);
+            (self.max_ejected, last)
+        };
+        Health {
+            usable,
+            over_cap: open > ejected,
+            panic: n - ejected < self.min_healthy,
+            eject_through,
+        }
+    }
+}
+
+/// What [`Snapshot::health`] found.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    /// Endpoints whose breakers admit calls.
+    usable: usize,
+    /// More breakers are open than the cap lets the balancer skip.
+    over_cap: bool,
+    /// Fewer endpoints take calls than the panic threshold: every one takes them.
+    panic: bool,
+    /// Open endpoints before this index are ejected; those from it on are over the cap.
+    eject_through: usize,
+}
+
+impl Health {
+    /// Whether the endpoint at `index` takes calls.
+    fn takes_calls<S>(&self, index: usize, endpoint: &Arc<Endpoint<S>>) -> bool {
+        self.panic || index >= self.eject_through || endpoint.is_usable()
     }
 }
 
@@ -84,12 +158,12 @@ impl Picker<'_> {
                 reason: NoEndpointsReason::NoneResolved,
             });
         }
-        let usable = endpoints.iter().filter(|e| e.is_usable()).count();
-        let panic = n - usable > snapshot.max_ejected;
-        self.metrics.panic(panic);
-        if panic {
-            return Ok(self.pick_in_panic(endpoints, avoid));
+        let health = snapshot.health();
+        self.metrics.panic(health.panic);
+        if health.panic || health.over_cap {
+            return Ok(self.pick_among(endpoints, health, avoid));
         }
+        let usable = health.usable;
         if usable == 0 {
             return Err(Error::NoEndpoints {
                 reason: NoEndpointsReason::NoneUsable,
@@ -124,22 +198,23 @@ impl Picker<'_> {
             });
         }
         let allowed = |e: &Arc<Endpoint<S>>| !rejected.contains(&e.addr);
-        let usable = endpoints.iter().filter(|e| e.is_usable()).count();
-        let panic = n - usable > snapshot.max_ejected;
-        self.metrics.panic(panic);
-        let candidates = |e: &Arc<Endpoint<S>>| allowed(e) && (panic || e.is_usable());
-        let others = endpoints.iter().filter(|e| candidates(e)).count();
+        let health = snapshot.health();
+        self.metrics.panic(health.panic);
+        let candidates = |i: usize| allowed(&endpoints[i]) && health.takes_calls(i, &endpoints[i]);
+        let others = (0..n).filter(|&i| candidates(i)).count();
         let first = self.cursor.fetch_add(1, Ordering::Relaxed);
         // `avoid` (the endpoint the last attempt failed on) goes last, if another will do.
         let order = (0..n)
             .map(|i| (first + i) % n)
             .filter(|&i| Some(endpoints[i].addr) != avoid)
             .chain((0..n).filter(|&i| Some(endpoints[i].addr) == avoid));
-        let found = order.filter(|&i| candidates(&endpoints[i])).find_map(|i| {
+        let found = order.filter(|&i| candidates(i)).find_map(|i| {
             let endpoint = &endpoints[i];
             let permit = match endpoint.breaker.try_acquire() {
                 Ok(permit) => permit,
-                Err(_) if panic => endpoint.breaker.acquire_bypassing(),
+                Err(_) if health.panic || i >= health.eject_through => {
+                    endpoint.breaker.acquire_bypassing()
+                }
                 Err(_) => return None,
             };
             Some((endpoint, permit))
@@ -193,17 +268,25 @@ impl Picker<'_> {
         turn
     }
 
-    /// Panic mode: more endpoints are ejected than allowed, so every endpoint takes calls,
-    /// through open breakers if need be, rather than overload the few that are left.
-    fn pick_in_panic<'s, S>(
+    /// Panic mode (too few endpoints would take calls: every one takes them, through open
+    /// breakers if need be, rather than overload the few that are left), or more breakers open
+    /// than the cap (those over it take calls through their breakers): the cursor's turn among
+    /// the endpoints that take calls, `avoid` skipped if another does.
+    fn pick_among<'s, S>(
         &self,
         endpoints: &'s [Arc<Endpoint<S>>],
+        health: Health,
         avoid: Option<SocketAddr>,
     ) -> Picked<'s, S> {
         let n = endpoints.len();
-        let mut index = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
-        if n > 1 && avoid == Some(endpoints[index].addr) {
-            index = (index + 1) % n;
+        let takes = |i: usize| health.takes_calls(i, &endpoints[i]);
+        let count = (0..n).filter(|&i| takes(i)).count().max(1);
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
+        // The turn-th endpoint taking calls (every endpoint, if breakers flipped meanwhile).
+        let nth = |turn: usize| (0..n).filter(|&i| takes(i)).nth(turn).unwrap_or(turn % n);
+        let mut index = nth(turn);
+        if count > 1 && avoid == Some(endpoints[index].addr) {
+            index = nth((turn + 1) % count);
         }
         let endpoint = &endpoints[index];
         let permit = endpoint
@@ -213,7 +296,7 @@ impl Picker<'_> {
         Picked {
             endpoint,
             permit,
-            alternatives: n - 1,
+            alternatives: count - 1,
         }
     }
 }

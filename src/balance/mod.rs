@@ -10,9 +10,11 @@
 //! Each endpoint gets its own [`CircuitBreaker`] (by default: 5
 //! consecutive failures eject it, a half-open probe brings it back) and its own stack, made by a
 //! function of the address — typically a [`Pool`](crate::pool::Pool). An endpoint is *usable*
-//! when it is resolved and its breaker would admit a call. At most half the endpoints are
-//! ejected at once: beyond that (panic mode) calls go through open breakers too, rather than
-//! overload the rest. A call made before the first resolution waits for it (within its
+//! when it is resolved and its breaker would admit a call. As in Envoy, an ejection cap
+//! ([`BalancerBuilder::max_ejection`]) bounds how many are skipped at once, and below a panic
+//! threshold of endpoints taking calls ([`BalancerBuilder::panic_threshold`], default half) every
+//! endpoint takes them, through open breakers too, rather than overload the rest (panic mode).
+//! A call made before the first resolution waits for it (within its
 //! deadline); after it, with nothing resolved (or nothing usable outside panic mode) a call
 //! fails at once with [`Error::NoEndpoints`](crate::Error::NoEndpoints) — not retried. A
 //! resolver *error* keeps the last known endpoints serving (see [`Resolve`] for the table).
@@ -76,7 +78,9 @@ pub use self::builder::BalancerBuilder;
 #[cfg(feature = "dns")]
 pub use self::dns::DnsResolver;
 pub use self::endpoints::Policy;
-pub use self::resolve::{Change, Resolve, ResolveFuture, Resolved, StaticResolver, changes};
+pub use self::resolve::{
+    Change, Resolve, ResolveFuture, Resolved, StaticResolver, Updates, changes,
+};
 pub use self::service::{BalanceFuture, BalanceRequest, BalanceResponse};
 pub use self::shared::ResolverStats;
 pub(crate) use self::shared::Shared;
@@ -101,8 +105,14 @@ pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(300);
 /// within it keeps its breaker and pool.
 pub const DEFAULT_DRAIN_WINDOW: Duration = Duration::from_secs(60);
 
-/// Default largest share of endpoints ejected at once: 50 %; beyond it, panic mode.
-pub const DEFAULT_MAX_EJECTION: f64 = 0.5;
+/// Default ejection cap: 1.0, no cap of its own — the panic threshold already bounds how much
+/// of a short endpoint list goes unused. Envoy's default (10 %) suits its large clusters; with
+/// three endpoints it would still eject one (at least one always can be).
+pub const DEFAULT_MAX_EJECTION: f64 = 1.0;
+
+/// Default panic threshold: 0.5, Envoy's default `healthy_panic_threshold`. With fewer than
+/// half the endpoints taking calls, every endpoint takes them.
+pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 
 /// A client-side balancer over resolved endpoints; a tower `Service` for `http::Request`s.
 /// Clones share the endpoints and the cursor. See the [module docs](self).
@@ -152,6 +162,19 @@ where
         self.start_refresh();
         let mut seen = self.shared.resolutions.subscribe();
         let _ = seen.wait_for(|n| *n > 0).await;
+    }
+
+    /// Resolves the target now, instead of at the next refresh, and waits until that
+    /// resolution (begun after this call) is applied — or has failed, which keeps the last
+    /// known endpoints as any failed resolution does ([`Resolve`]). A resolver that pushes its
+    /// changes ([`StaticResolver::set`]) needs no call: its changes apply at once. Calls made
+    /// meanwhile use the endpoints known now. Outside a tokio runtime this waits for one.
+    pub async fn refresh_now(&self) {
+        self.start_refresh();
+        let mut done = self.shared.refreshes.subscribe();
+        let target = self.shared.begun.load(Ordering::Relaxed) + 1;
+        self.shared.wake.notify_one();
+        let _ = done.wait_for(|n| *n >= target).await;
     }
 
     /// A feed of the endpoint set's changes from now on (inserted and removed endpoints, as

@@ -34,6 +34,7 @@ where
         };
         // Endpoints removed longer ago than the drain window go now, answers or not.
         shared.prune_draining(Instant::now());
+        shared.begun.fetch_add(1, Ordering::Relaxed);
         let resolving = shared.resolver.resolve();
         let interval = shared.refresh_interval;
         drop(shared);
@@ -96,7 +97,6 @@ where
                 None
             }
         };
-        drop(shared);
         let wait = match healthy_wait {
             Some(wait) => {
                 backoff = MIN_REFRESH_INTERVAL;
@@ -108,6 +108,11 @@ where
                 wait
             }
         };
-        tokio::time::sleep(wait.max(MIN_REFRESH_INTERVAL)).await;
+        // Until the next refresh, or sooner when asked (`Balancer::refresh_now`; a request made
+        // while this resolution ran is kept as the `Notify`'s permit).
+        let wake = shared.wake.clone();
+        shared.refreshes.send_modify(|n| *n += 1);
+        drop(shared);
+        let _ = tokio::time::timeout(wait.max(MIN_REFRESH_INTERVAL), wake.notified()).await;
     }
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::BoxError;
@@ -47,40 +47,112 @@ pub trait Resolve: Send + Sync + 'static {
     fn name(&self) -> Option<&str> {
         None
     }
+
+    /// Called once by every balancer built over this resolver, with the handle through which
+    /// a resolver that learns of changes itself (a list you set, a watch on a registry) hands
+    /// the balancer a new answer at once, instead of at the next refresh. The default ignores
+    /// it: the balancer asks at every refresh, and [`Balancer::refresh_now`](super::Balancer::refresh_now)
+    /// asks at once.
+    fn attach(&self, updates: Updates) {
+        let _ = updates;
+    }
+}
+
+/// A boxed resolver is a resolver: every method forwards (a provided method left out here
+/// would silently fall back to its default — `attach` once did).
+impl Resolve for Box<dyn Resolve> {
+    fn resolve(&self) -> ResolveFuture {
+        (**self).resolve()
+    }
+
+    fn name(&self) -> Option<&str> {
+        (**self).name()
+    }
+
+    fn attach(&self, updates: Updates) {
+        (**self).attach(updates);
+    }
+}
+
+/// A balancer's inbox for answers a resolver pushes (see [`Resolve::attach`]); cheap to clone.
+#[derive(Clone)]
+pub struct Updates {
+    apply: Arc<dyn Fn(Vec<SocketAddr>) -> bool + Send + Sync>,
+}
+
+impl Updates {
+    pub(crate) fn new(apply: impl Fn(Vec<SocketAddr>) -> bool + Send + Sync + 'static) -> Self {
+        Updates {
+            apply: Arc::new(apply),
+        }
+    }
+
+    /// Applies `addrs` now, as an answer of the resolver's (an empty list drains every
+    /// endpoint, as an empty answer does): before `push` returns, new calls see the new set.
+    /// `false` once the balancer is gone: drop the handle then.
+    pub fn push(&self, addrs: Vec<SocketAddr>) -> bool {
+        (self.apply)(addrs)
+    }
+}
+
+impl std::fmt::Debug for Updates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updates").finish_non_exhaustive()
+    }
 }
 
 /// A fixed list of addresses, which [`set`](Self::set) can replace (clones share the list).
 #[derive(Debug, Clone, Default)]
 pub struct StaticResolver {
-    addrs: Arc<RwLock<Vec<SocketAddr>>>,
+    state: Arc<Mutex<StaticState>>,
+}
+
+#[derive(Debug, Default)]
+struct StaticState {
+    addrs: Vec<SocketAddr>,
+    /// The balancers built over this list (or a clone of it).
+    attached: Vec<Updates>,
 }
 
 impl StaticResolver {
     /// A resolver that always answers `addrs`.
     pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
         StaticResolver {
-            addrs: Arc::new(RwLock::new(addrs.into_iter().collect())),
+            state: Arc::new(Mutex::new(StaticState {
+                addrs: addrs.into_iter().collect(),
+                attached: Vec::new(),
+            })),
         }
     }
 
-    /// Replaces the list; the balancer sees it at its next refresh.
+    /// Replaces the list, at once: when `set` returns, every balancer built over this resolver
+    /// (or a clone of it) has applied the new list, and the next call sees it. Concurrent
+    /// `set`s apply in one order everywhere, the last one's list winning.
     pub fn set(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
-        let mut list = self
-            .addrs
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *list = addrs.into_iter().collect();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.addrs = addrs.into_iter().collect();
+        let StaticState { addrs, attached } = &mut *state;
+        attached.retain(|balancer| balancer.push(addrs.clone()));
     }
 }
 
 impl Resolve for StaticResolver {
     fn resolve(&self) -> ResolveFuture {
         let addrs = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .addrs
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         Box::pin(async move { Ok(Resolved { addrs, ttl: None }) })
+    }
+
+    fn attach(&self, updates: Updates) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .attached
+            .push(updates);
     }
 }
 

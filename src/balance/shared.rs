@@ -24,7 +24,7 @@ pub(crate) struct Shared<S, C> {
     pub(super) cursor: AtomicUsize,
     pub(super) jitter: Jitter,
     pub(super) policy: Policy,
-    pub(super) max_ejection: f64,
+    pub(super) ejection: super::endpoints::Ejection,
     pub(super) classifier: C,
     pub(super) breaker: BreakerBuilder,
     pub(super) make: Box<MakeEndpoint<S>>,
@@ -38,9 +38,15 @@ pub(crate) struct Shared<S, C> {
     /// The first resolution has completed (well or not): calls no longer wait for it.
     pub(super) first_resolved: AtomicBool,
     pub(super) resolutions: watch::Sender<u64>,
+    /// Wakes the refresh task for a resolution now ([`Balancer::refresh_now`](super::Balancer::refresh_now)).
+    pub(super) wake: Arc<tokio::sync::Notify>,
+    /// Resolutions the refresh task began, and finished (whatever the outcome): a resolution
+    /// begun after a `refresh_now` is the one it waits for.
+    pub(super) begun: AtomicU64,
+    pub(super) refreshes: watch::Sender<u64>,
     pub(super) changes: tokio::sync::broadcast::Sender<Change>,
     /// Endpoints removed recently, kept for the drain window: an address that comes back
-    /// within it resumes its breaker and pool. Only the refresh task touches it.
+    /// within it resumes its breaker and pool. Its lock is held through each apply.
     pub(super) draining: Mutex<Vec<(Arc<Endpoint<S>>, Instant)>>,
     pub(super) counters: ResolverCounters,
     /// Feature `metrics`: resolutions, endpoints, stale episodes, panic mode.
@@ -83,8 +89,10 @@ impl<S, C> Shared<S, C> {
         let mut seen = std::collections::HashSet::with_capacity(addrs.len());
         addrs.retain(|a| seen.insert(*a));
         let now = Instant::now();
-        let old = self.snapshot.load();
+        // The lock serialises applies (the refresh task's and a resolver's push): each reads
+        // the set the one before it stored.
         let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.snapshot.load_full();
         self.prune(&mut draining, now);
         let mut endpoints = Vec::with_capacity(addrs.len());
         for addr in &addrs {
@@ -120,7 +128,6 @@ impl<S, C> Shared<S, C> {
                 draining.push((gone.clone(), now));
             }
         }
-        drop(draining);
         let before: Vec<SocketAddr> = old.endpoints.iter().map(|e| e.addr).collect();
         let kept: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
         for change in changes(&before, &kept) {
@@ -144,7 +151,8 @@ impl<S, C> Shared<S, C> {
         }
         let count = endpoints.len();
         self.snapshot
-            .store(Arc::new(Snapshot::new(endpoints, self.max_ejection)));
+            .store(Arc::new(Snapshot::new(endpoints, self.ejection)));
+        drop(draining);
         if answered {
             self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
             self.metrics.resolved(count);

@@ -74,6 +74,25 @@ pub(crate) struct Config {
 #[derive(Debug, Clone)]
 pub struct BreakerBuilder {
     config: Config,
+    /// The trip-rule settings given explicitly ([`TripSettings`]): a template of per-endpoint
+    /// breakers keeps its ejection rule unless one is given, and a rule that ignores a setting
+    /// given is refused instead of dropping it.
+    set: TripSettings,
+}
+
+/// Which trip-rule settings a builder was given (bits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TripSettings(u8);
+
+impl TripSettings {
+    const WINDOW: u8 = 1;
+    const FAILURE_RATE: u8 = 2;
+    const MINIMUM_CALLS: u8 = 4;
+    const SLOW_CALLS: u8 = 8;
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
 }
 
 const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
@@ -96,7 +115,14 @@ impl BreakerBuilder {
                 record_at: RecordAt::EndOfStream,
                 name: "breaker".to_owned(),
             },
+            set: TripSettings::default(),
         }
+    }
+
+    /// Whether any trip-rule setting (a window, the failure rate, minimum calls, the slow-call
+    /// rule) was given: a balancer's breaker template without one keeps the ejection rule.
+    pub(crate) fn has_trip_rule(&self) -> bool {
+        self.set != TripSettings::default()
     }
 
     /// A name for events and errors (default "breaker"), e.g. the dependency or endpoint.
@@ -108,6 +134,7 @@ impl BreakerBuilder {
     /// Trips on the failure rate over the last `calls` calls (1 to 100,000).
     pub fn count_window(mut self, calls: u32) -> Self {
         self.config.window = WindowKind::Count { calls };
+        self.set.0 |= TripSettings::WINDOW;
         self
     }
 
@@ -115,12 +142,14 @@ impl BreakerBuilder {
     /// slice at least 10 ms; the window at most 1 h).
     pub fn time_window(mut self, size: Duration, buckets: u32) -> Self {
         self.config.window = WindowKind::Time { size, buckets };
+        self.set.0 |= TripSettings::WINDOW;
         self
     }
 
     /// Trips on `failures` consecutive failures (1 to 100,000): outlier ejection.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
         self.config.window = WindowKind::ConsecutiveFailures { failures };
+        self.set.0 |= TripSettings::WINDOW;
         self
     }
 
@@ -129,6 +158,7 @@ impl BreakerBuilder {
     /// exactly (in integers, so `0.55` over 100 calls trips at the 55th failure, not the 56th).
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.config.failure_rate = rate;
+        self.set.0 |= TripSettings::FAILURE_RATE;
         self
     }
 
@@ -136,6 +166,7 @@ impl BreakerBuilder {
     /// the nearest millionth, compared exactly like the failure rate).
     pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
         self.config.slow_call = Some((threshold, rate));
+        self.set.0 |= TripSettings::SLOW_CALLS;
         self
     }
 
@@ -153,6 +184,7 @@ impl BreakerBuilder {
     /// window at most its size).
     pub fn minimum_calls(mut self, calls: u32) -> Self {
         self.config.minimum_calls = calls;
+        self.set.0 |= TripSettings::MINIMUM_CALLS;
         self
     }
 
@@ -190,7 +222,13 @@ impl BreakerBuilder {
     }
 
     /// Validates the settings.
-    pub fn build(mut self) -> Result<CircuitBreaker, ConfigError> {
+    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        Ok(CircuitBreaker::from_config(self.validated()?))
+    }
+
+    /// Validates the settings without making a breaker (a template checked once registers no
+    /// instruments of its own).
+    pub(crate) fn validated(mut self) -> Result<Config, ConfigError> {
         let c = &self.config;
         let rate_ok = |r: f64| r.is_finite() && r * PPM >= 0.5 && r <= 1.0;
         match c.window {
@@ -232,6 +270,22 @@ impl BreakerBuilder {
                         "consecutive_failures",
                         format!("{failures} is not between 1 and 100,000"),
                     ));
+                }
+                // A run of failures has no rate: refuse the rate settings rather than drop them.
+                for (bit, field) in [
+                    (TripSettings::FAILURE_RATE, "failure_rate"),
+                    (TripSettings::MINIMUM_CALLS, "minimum_calls"),
+                    (TripSettings::SLOW_CALLS, "slow_calls"),
+                ] {
+                    if self.set.has(bit) {
+                        return Err(ConfigError::new(
+                            field,
+                            format!(
+                                "applies to a count or time window; a breaker tripping on \
+                                 {failures} consecutive failures would ignore it"
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -295,6 +349,6 @@ impl BreakerBuilder {
         let ppm = |rate: f64| (rate * PPM).round() as u64;
         self.config.failure_ppm = ppm(self.config.failure_rate);
         self.config.slow_ppm = self.config.slow_call.map_or(0, |(_, rate)| ppm(rate));
-        Ok(CircuitBreaker::from_config(self.config))
+        Ok(self.config)
     }
 }

@@ -427,8 +427,24 @@ impl Inner {
             BreakerState::ForcedOpen => tracing::warn!(breaker = %name, "circuit forced open"),
             BreakerState::ForcedClosed => tracing::warn!(breaker = %name, "circuit forced closed"),
         }
-        self.metrics.transition(state);
-        self.changes.send_replace(state);
+        self.metrics.entered(state);
+        // Publish the state as it is now, not as announced: the announcements of racing
+        // transitions can arrive out of order (each is made after its compare-and-swap), and
+        // the last one to arrive must not leave a stale state behind. Re-read until what was
+        // published still holds (bounded: a breaker flapping that fast is published again by
+        // the announcement of the transition that moved it).
+        for _ in 0..4 {
+            let now = self.state_now();
+            self.metrics.publish(now);
+            self.changes.send_if_modified(|published| {
+                let changed = *published != now;
+                *published = now;
+                changed
+            });
+            if self.state_now() == now {
+                break;
+            }
+        }
     }
 
     fn should_trip(&self, tally: Tally) -> bool {

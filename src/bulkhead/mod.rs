@@ -53,6 +53,12 @@ pub use crate::guarded::GuardedBody;
 use self::registry::Registry;
 use crate::error::ConfigError;
 
+/// The name of the default partition: calls with no partition of their own (no route
+/// partition, no per-key header) take it. Read its counters with
+/// `bulkhead.stats(DEFAULT_PARTITION)` or [`Bulkhead::default_stats`]; it is also the
+/// `partition` label of its instruments (feature `metrics`) and of [`Error::BulkheadFull`](crate::Error::BulkheadFull).
+pub const DEFAULT_PARTITION: &str = "default";
+
 /// The largest concurrency or queue a partition accepts.
 pub(crate) const MAX_SIZE: usize = 1_000_000;
 /// The longest wait a partition accepts.
@@ -79,10 +85,12 @@ impl Bulkhead {
             per_key: None,
             adaptive: None,
             until_end: true,
+            recorded: true,
         }
     }
 
-    /// The counters of the partition named `name` ("default" for the default partition).
+    /// The counters of the partition named `name` ([`DEFAULT_PARTITION`] for the default
+    /// partition); `None` for a name never declared (or a per-key partition not in use now).
     pub fn stats(&self, name: &str) -> Option<PartitionStats> {
         self.inner
             .registry
@@ -90,6 +98,11 @@ impl Bulkhead {
             .iter()
             .find(|p| &*p.name == name)
             .map(|p| p.stats())
+    }
+
+    /// The counters of the default partition ([`DEFAULT_PARTITION`]), which every bulkhead has.
+    pub fn default_stats(&self) -> PartitionStats {
+        self.inner.registry.find(None).stats()
     }
 
     /// The counters of every partition that exists now.
@@ -127,6 +140,7 @@ pub struct BulkheadBuilder {
     per_key: Option<(usize, Limits)>,
     adaptive: Option<AdaptiveLimit>,
     until_end: bool,
+    recorded: bool,
 }
 
 impl BulkheadBuilder {
@@ -152,6 +166,20 @@ impl BulkheadBuilder {
         self
     }
 
+    /// A bulkhead whose partitions record no instruments: the pass-through partition of a
+    /// client built without a bulkhead is nobody's bulkhead, and must not add its calls (or
+    /// its limit of a million) to a declared `default` partition's series.
+    pub(crate) fn unrecorded(mut self) -> Self {
+        self.recorded = false;
+        self
+    }
+
+    /// Whether a key read from a request can name a partition other than the default: a
+    /// declared one, or a per-key one.
+    pub(crate) fn takes_keys(&self) -> bool {
+        self.per_key.is_some() || !self.named.is_empty()
+    }
+
     /// Makes every partition's limit adaptive (AIMD), between `adaptive.min` and the
     /// partition's `concurrency`.
     pub fn adaptive(mut self, adaptive: AdaptiveLimit) -> Self {
@@ -169,7 +197,7 @@ impl BulkheadBuilder {
     pub fn build(self) -> Result<Bulkhead, ConfigError> {
         check_limits("limits", &self.default)?;
         for (i, (name, limits)) in self.named.iter().enumerate() {
-            if name.is_empty() || name == "default" {
+            if name.is_empty() || name == DEFAULT_PARTITION {
                 return Err(ConfigError::new(
                     "partition",
                     format!("{name:?} is not a usable partition name"),
@@ -217,7 +245,13 @@ impl BulkheadBuilder {
         }
         Ok(Bulkhead {
             inner: Arc::new(Inner {
-                registry: Registry::new(self.default, self.named, self.per_key, self.adaptive),
+                registry: Registry::new(
+                    self.default,
+                    self.named,
+                    self.per_key,
+                    self.adaptive,
+                    self.recorded,
+                ),
                 until_end: self.until_end,
             }),
         })

@@ -220,8 +220,11 @@ impl Partition {
     pub(crate) fn release(&self) {
         self.free.fetch_add(1, Ordering::SeqCst);
         if self.has_waiters() && self.take_free() {
-            // Counted before the permit can be claimed (a claim subtracts it).
+            // Counted before the permit can be claimed (a claim subtracts it). The waiter it
+            // goes to is admitted now: it leaves the `queued` gauge (back on at its claim,
+            // which its dequeue then takes away), as it leaves `PartitionStats::queued`.
             self.handed.fetch_add(1, Ordering::SeqCst);
+            self.metrics.queued(-1.0);
             self.handoff.add_permits(1);
         }
     }
@@ -231,6 +234,7 @@ impl Partition {
     #[inline]
     pub(crate) fn claimed(&self) {
         self.handed.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.queued(1.0);
     }
 
     /// Waiters not yet admitted: the queue's occupancy.

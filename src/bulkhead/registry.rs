@@ -55,23 +55,31 @@ impl Registry {
         named: Vec<(String, Limits)>,
         per_key: Option<(usize, Limits)>,
         adaptive: Option<AdaptiveLimit>,
+        recorded: bool,
     ) -> Self {
+        let metrics = |name: &str| {
+            Arc::new(if recorded {
+                PartitionMetrics::new(name)
+            } else {
+                PartitionMetrics::unrecorded()
+            })
+        };
         Registry {
             default: Arc::new(Partition::new(
-                "default".into(),
+                super::DEFAULT_PARTITION.into(),
                 default,
                 adaptive,
-                Arc::new(PartitionMetrics::new("default")),
+                metrics(super::DEFAULT_PARTITION),
             )),
             named: named
                 .into_iter()
                 .map(|(name, limits)| {
-                    let metrics = Arc::new(PartitionMetrics::new(&name));
+                    let metrics = metrics(&name);
                     Arc::new(Partition::new(name.into(), limits, adaptive, metrics))
                 })
                 .collect(),
             per_key: per_key.map(|(max, limits)| PerKey {
-                metrics: Arc::new(PartitionMetrics::new(PER_KEY)),
+                metrics: metrics(PER_KEY),
                 limits,
                 adaptive,
                 slots: (0..max).map(|_| ArcSwapOption::empty()).collect(),
@@ -213,6 +221,7 @@ mod tests {
             vec![("health".into(), Limits::default())],
             Some((max, Limits::default())),
             None,
+            true,
         )
     }
 

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::Client;
 use super::classifier::ClientClassifier;
 use super::route::{Route, RoutePolicy};
 use super::target::Target;
+use super::{Client, DEFAULT_CLIENT_NAME};
 use crate::balance::Policy;
 use crate::breaker::BreakerBuilder;
 use crate::bulkhead::{Bulkhead, BulkheadBuilder, Limits};
@@ -23,6 +23,7 @@ use crate::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryBudget, UnavailablePolicy
 ///
 /// | setting | default | off |
 /// |---|---|---|
+/// | [`name`](Self::name) | `default`: the `client` label of its instruments, its budget's name | — |
 /// | [`deadline`](Self::deadline) | 30 s per logical call | [`without_deadline`](Self::without_deadline) |
 /// | [`per_try_timeout`](Self::per_try_timeout) | 10 s per attempt (written as `grpc-timeout` on gRPC) | [`without_per_try_timeout`](Self::without_per_try_timeout) |
 /// | [`max_attempts`](Self::max_attempts) | 3 | [`without_retries`](Self::without_retries) |
@@ -32,7 +33,9 @@ use crate::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryBudget, UnavailablePolicy
 /// | [`unavailable`](Self::unavailable) | 503 / UNAVAILABLE without a hint retried on another endpoint only | — |
 /// | [`bulkhead`](Self::bulkhead) | 100 calls at once, 50 more waiting up to 1 s | [`without_bulkhead`](Self::without_bulkhead) |
 /// | [`breaker`](Self::breaker) | per endpoint: 5 consecutive failures eject it for 30 s, 3 half-open probes | [`without_ejection`](Self::without_ejection) |
-/// | [`max_ejection`](Self::max_ejection) | 50 % of endpoints at most; beyond, panic mode | — |
+/// | [`max_ejection`](Self::max_ejection) | 1.0: no cap of its own (Envoy's `max_ejection_percent`) | [`without_ejection`](Self::without_ejection) |
+/// | [`panic_threshold`](Self::panic_threshold) | 0.5: below half the endpoints taking calls, all take them (Envoy's) | `panic_threshold(0.0)` |
+/// | [`retry_overload_without_hint`](Self::retry_overload_without_hint) | off: 429 / RESOURCE_EXHAUSTED retried only with a delay hint | — |
 /// | [`pool`](Self::pool) | per endpoint: 10 connections, checkout 2 s, idle 30 s, lifetime 30 min | — |
 /// | [`balance`](Self::balance) | round robin per call | — |
 /// | [`refresh_interval`](Self::refresh_interval) | 30 s (sooner by DNS TTL) | — |
@@ -41,6 +44,7 @@ use crate::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryBudget, UnavailablePolicy
 /// | [`idempotency_keys`](Self::idempotency_keys) | off (opt in per route) | — |
 pub struct ClientBuilder<C> {
     pub(super) target: Target,
+    pub(super) name: String,
     pub(super) classifier: C,
     pub(super) deadline: Option<Duration>,
     pub(super) per_try: Option<Duration>,
@@ -55,6 +59,8 @@ pub struct ClientBuilder<C> {
     pub(super) partition_header: Option<HeaderName>,
     pub(super) breaker: Option<BreakerBuilder>,
     pub(super) max_ejection: Option<f64>,
+    pub(super) panic_threshold: Option<f64>,
+    pub(super) retry_overload_without_hint: bool,
     pub(super) pool: PoolBuilder,
     pub(super) policy: Policy,
     pub(super) refresh_interval: Option<Duration>,
@@ -97,6 +103,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     pub fn new(target: Target, classifier: C) -> Self {
         ClientBuilder {
             target,
+            name: DEFAULT_CLIENT_NAME.to_owned(),
             classifier,
             deadline: Some(DEFAULT_BUDGET),
             per_try: Some(DEFAULT_PER_TRY_TIMEOUT),
@@ -111,6 +118,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             partition_header: None,
             breaker: None,
             max_ejection: None,
+            panic_threshold: None,
+            retry_overload_without_hint: false,
             pool: PoolBuilder::new(),
             policy: Policy::RoundRobin,
             refresh_interval: None,
@@ -122,6 +131,16 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             replay_limit: crate::retry::DEFAULT_REPLAY_LIMIT,
             routes: Vec::new(),
         }
+    }
+
+    /// The client's name (default [`DEFAULT_CLIENT_NAME`], `default`): the `client` label of
+    /// its call, attempt, retry and deadline instruments (feature `metrics`) and the name of
+    /// its retry budget unless [`retry_budget`](Self::retry_budget) gives one, so two clients
+    /// (two dependencies) are told apart on a dashboard. Name each client after what it calls
+    /// (`payments`, `inventory`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// The total budget of each logical call: bulkhead wait, pool checkout, every attempt and
@@ -194,6 +213,14 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self
     }
 
+    /// Retry 429 / RESOURCE_EXHAUSTED even without a delay hint (default off: an overloaded
+    /// server that gives no `Retry-After` / `grpc-retry-pushback-ms` is not retried)
+    /// ([`RetryLayerBuilder::retry_overload_without_hint`](crate::retry::RetryLayerBuilder::retry_overload_without_hint)).
+    pub fn retry_overload_without_hint(mut self, retry: bool) -> Self {
+        self.retry_overload_without_hint = retry;
+        self
+    }
+
     /// What to do with 503 / UNAVAILABLE without a delay hint.
     pub fn unavailable(mut self, policy: UnavailablePolicy) -> Self {
         self.unavailable = policy;
@@ -213,14 +240,21 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self
     }
 
-    /// A bulkhead with these default-partition limits.
-    pub fn concurrency(self, limits: Limits) -> Self {
-        self.bulkhead(Bulkhead::builder().limits(limits))
+    /// The default partition's limits. Keeps the partitions already declared with
+    /// [`bulkhead`](Self::bulkhead) (and turns the bulkhead back on after
+    /// [`without_bulkhead`](Self::without_bulkhead)); a later `bulkhead(..)` replaces the
+    /// whole bulkhead, these limits included.
+    pub fn concurrency(mut self, limits: Limits) -> Self {
+        let bulkhead = self.bulkhead.take().unwrap_or_else(Bulkhead::builder);
+        self.bulkhead = Some(bulkhead.limits(limits));
+        self
     }
 
     /// Calls without a route partition take the partition named by this request header (a
-    /// tenant id, say), with [`BulkheadBuilder::per_key`] limits; declare `per_key` on the
-    /// bulkhead, or every key shares the default partition.
+    /// tenant id, say): a declared partition of that name, else one of
+    /// [`BulkheadBuilder::per_key`]'s (an unknown key with no per-key room shares the default
+    /// partition). `build` refuses it with no bulkhead, or a bulkhead with neither declared
+    /// partitions nor `per_key`, where every key would share the default partition.
     pub fn partition_by_header(mut self, name: HeaderName) -> Self {
         self.partition_header = Some(name);
         self
@@ -232,19 +266,32 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self
     }
 
-    /// The template of every endpoint's circuit breaker.
+    /// The template of every endpoint's circuit breaker. A template that names no trip rule
+    /// keeps the ejection rule (5 consecutive failures): see
+    /// [`BalancerBuilder::breaker`](crate::balance::BalancerBuilder::breaker).
     pub fn breaker(mut self, breaker: BreakerBuilder) -> Self {
         self.breaker = Some(breaker);
         self
     }
 
-    /// The largest share of endpoints ejected at once, in `[0, 1]`.
+    /// The ejection cap: the largest share of endpoints skipped at once for an open breaker,
+    /// in `[0, 1]` (Envoy's `max_ejection_percent`; see
+    /// [`BalancerBuilder::max_ejection`](crate::balance::BalancerBuilder::max_ejection)).
     pub fn max_ejection(mut self, share: f64) -> Self {
         self.max_ejection = Some(share);
         self
     }
 
-    /// Endpoints are never ejected for failing (breakers still count, for the stats).
+    /// The panic threshold: below this share of endpoints taking calls, every endpoint takes
+    /// them; `0.0` turns panic mode off (Envoy's `healthy_panic_threshold`; see
+    /// [`BalancerBuilder::panic_threshold`](crate::balance::BalancerBuilder::panic_threshold)).
+    pub fn panic_threshold(mut self, share: f64) -> Self {
+        self.panic_threshold = Some(share);
+        self
+    }
+
+    /// Endpoints are never ejected for failing (breakers still count, for the stats): the
+    /// ejection cap at zero.
     pub fn without_ejection(self) -> Self {
         self.max_ejection(0.0)
     }
@@ -343,6 +390,15 @@ mod tests {
             "the balancer's default breaker (5 consecutive failures)"
         );
         assert_eq!(b.max_ejection, None);
+        assert_eq!(b.panic_threshold, None);
+        assert!(!b.retry_overload_without_hint);
+        assert_eq!(
+            (
+                crate::balance::DEFAULT_MAX_EJECTION,
+                crate::balance::DEFAULT_PANIC_THRESHOLD
+            ),
+            (1.0, 0.5)
+        );
         assert_eq!(b.policy, Policy::RoundRobin);
         assert!(!b.keys);
         assert_eq!(b.key_header, DEFAULT_KEY_HEADER);
@@ -372,7 +428,7 @@ mod tests {
             (budget.ratio(), budget.min_per_second(), budget.window()),
             (0.2, 10, Duration::from_secs(10))
         );
-        let bulkhead = client.bulkhead().unwrap().stats("default").unwrap();
+        let bulkhead = client.bulkhead().unwrap().default_stats();
         assert_eq!(
             bulkhead.limits,
             Limits {

@@ -69,16 +69,37 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                 ));
             }
         }
+        if self.partition_header.is_some() {
+            match &self.bulkhead {
+                None => {
+                    return Err(ConfigError::new(
+                        "partition_by_header",
+                        "partitions by header need a bulkhead, and the client has none",
+                    ));
+                }
+                Some(b) if !b.takes_keys() => {
+                    return Err(ConfigError::new(
+                        "partition_by_header",
+                        "the bulkhead declares no partitions and no per_key limits, so every \
+                         key would share the default partition",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         let bulkhead = self
             .bulkhead
             .clone()
             .map(BulkheadBuilder::build)
             .transpose()?;
-        let budget = self.budget.clone().unwrap_or_default();
+        let budget = match self.budget.clone() {
+            Some(budget) => budget,
+            None => RetryBudget::builder().name(self.name.clone()).build()?,
+        };
         let default = RoutePolicy::default();
         let mut stacks = Vec::with_capacity(self.routes.len());
         // Check every layer before starting the balancer (its resolution runs in the background).
-        let layers = std::iter::once(("default", &default))
+        let layers = std::iter::once((super::DEFAULT_ROUTE, &default))
             .chain(self.routes.iter().map(|(r, p)| (r.pattern(), p)))
             .map(|(route, policy)| self.layers(route, policy, bulkhead.as_ref(), &budget))
             .collect::<Result<Vec<_>, _>>()?;
@@ -90,6 +111,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         }
         if let Some(share) = self.max_ejection {
             balancer = balancer.max_ejection(share);
+        }
+        if let Some(share) = self.panic_threshold {
+            balancer = balancer.panic_threshold(share);
         }
         if let Some(interval) = self.refresh_interval {
             balancer = balancer.refresh_interval(interval);
@@ -151,7 +175,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             .backoff(self.backoff.clone())
             .budget(budget.clone())
             .unavailable(self.unavailable)
+            .retry_overload_without_hint(self.retry_overload_without_hint)
             .route(route)
+            .client(&self.name)
             .build()?;
         let partition = match (&policy.partition, bulkhead) {
             (Some(name), Some(b)) if b.stats(name).is_some() => {
@@ -199,7 +225,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     }
 }
 
-/// With no bulkhead, calls take permits from a partition too large to fill.
+/// With no bulkhead, calls take permits from a partition too large to fill, which records no
+/// instruments (it is no bulkhead of the user's).
 fn unlimited() -> Result<Bulkhead, ConfigError> {
     Bulkhead::builder()
         .limits(Limits {
@@ -207,6 +234,7 @@ fn unlimited() -> Result<Bulkhead, ConfigError> {
             queue: 0,
             max_wait: Duration::ZERO,
         })
+        .unrecorded()
         .build()
 }
 

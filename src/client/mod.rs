@@ -87,6 +87,13 @@ use crate::deadline::{AttemptService, DeadlineService};
 use crate::idempotency::IdempotencyKeyService;
 use crate::retry::{ReplayBodyService, Retry, RetryBudget};
 
+/// The name of a client that was given none ([`ClientBuilder::name`]): the `client` label of
+/// its instruments (feature `metrics`) and its retry budget's name.
+pub const DEFAULT_CLIENT_NAME: &str = "default";
+
+/// The route label of calls no configured route matches: `default`.
+pub const DEFAULT_ROUTE: &str = "default";
+
 /// One route's stack over the shared balancer `Balancer<E, C>` (see the [module docs](self)).
 pub type RouteStack<E, C> = IdempotencyKeyService<
     DeadlineService<

@@ -42,13 +42,3 @@ impl Target {
         }
     }
 }
-
-impl Resolve for Box<dyn Resolve> {
-    fn resolve(&self) -> crate::balance::ResolveFuture {
-        (**self).resolve()
-    }
-
-    fn name(&self) -> Option<&str> {
-        (**self).name()
-    }
-}

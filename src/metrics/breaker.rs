@@ -53,15 +53,20 @@ impl BreakerMetrics {
         metrics
     }
 
-    /// The breaker moved to `state`.
-    pub(crate) fn transition(&self, state: BreakerState) {
+    /// The breaker entered `state` (a transition, counted).
+    pub(crate) fn entered(&self, state: BreakerState) {
+        self.transitions[state_index(state)].increment(1);
+    }
+
+    /// The breaker is in `state` now: the 1 moves there from the state last published, so the
+    /// gauges always add up to one per breaker.
+    pub(crate) fn publish(&self, state: BreakerState) {
         let to = state_index(state);
-        self.transitions[to].increment(1);
-        // Racing announcements may arrive out of order; each moves the 1 from the state the
-        // last one published, so the gauges always add up to one per breaker.
         let from = self.published.swap(to, Ordering::AcqRel);
-        self.state[from].decrement(1.0);
-        self.state[to].increment(1.0);
+        if from != to {
+            self.state[from].decrement(1.0);
+            self.state[to].increment(1.0);
+        }
     }
 
     /// The breaker refused a call.

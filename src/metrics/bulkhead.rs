@@ -36,6 +36,19 @@ impl PartitionMetrics {
         }
     }
 
+    /// Handles that record nothing: the partition a client without a bulkhead passes its calls
+    /// through, which is not a bulkhead anyone declared.
+    pub(crate) fn unrecorded() -> PartitionMetrics {
+        PartitionMetrics {
+            in_flight: Gauge::noop(),
+            queued: Gauge::noop(),
+            limit: Gauge::noop(),
+            full: Counter::noop(),
+            timed_out: Counter::noop(),
+            wait_time: Histogram::noop(),
+        }
+    }
+
     /// A call was admitted (`1.0`) or finished (`-1.0`).
     #[inline]
     pub(crate) fn in_flight(&self, change: f64) {

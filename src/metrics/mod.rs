@@ -26,15 +26,15 @@
 //! | `stanchion.pool.connection.closed` | counter | `{connection}` | `server.address`, `server.port`, `reason` (`idle`, `expired`, `broken`, `retired`) | connections closed, by why |
 //! | `stanchion.pool.connect_failures` | counter | `{failure}` | `server.address`, `server.port` | connects that failed or timed out — normally zero |
 //! | `stanchion.pool.resends` | counter | `{request}` | `server.address`, `server.port`, `reason` (`unsent`, `closed_before_response`) | requests the pool sent again on another connection |
-//! | `stanchion.retry.scheduled` | counter | `{retry}` | `route`, `kind` (`attempt`, `transparent`, `poll`) | retries a retry layer sent: attempts (each took a budget token), free resends of never-sent requests, polls of a keyed request still running |
-//! | `stanchion.retry.stopped` | counter | `{call}` | `route`, `reason` ([`RetryStop::label`](crate::retry::RetryStop::label): `attempts_exhausted`, `budget_exhausted`, `not_safe_to_repeat`, `deadline_too_short`…) | calls that ended without success, by why retrying stopped — `budget_exhausted` is the retry budget's refusals |
-//! | `stanchion.client.calls` | counter | `{call}` | `route`, `outcome` ([`Kind::label`](crate::classify::Kind::label), or `streamed`) | logical calls as their answer reached the caller: the class of the final response or error; `streamed` when the response began and its verdict is in the trailers (gRPC) |
-//! | `stanchion.client.attempts` | counter | `{attempt}` | `route`, `outcome` (as above) | every response or error a retry layer saw: first attempts, retries, resends, polls |
-//! | `stanchion.client.call.duration` | histogram | `s` | `route` | a logical call's time to its response head or final error, retries and backoff included |
+//! | `stanchion.retry.scheduled` | counter | `{retry}` | `client`, `route`, `kind` (`attempt`, `transparent`, `poll`) | retries a retry layer sent: attempts (each took a budget token), free resends of never-sent requests, polls of a keyed request still running |
+//! | `stanchion.retry.stopped` | counter | `{call}` | `client`, `route`, `reason` ([`RetryStop::label`](crate::retry::RetryStop::label): `attempts_exhausted`, `budget_exhausted`, `not_safe_to_repeat`, `deadline_too_short`…) | calls that ended without success, by why retrying stopped — `budget_exhausted` is the retry budget's refusals |
+//! | `stanchion.client.calls` | counter | `{call}` | `client`, `route`, `outcome` ([`Kind::label`](crate::classify::Kind::label), or `streamed`) | logical calls that passed the bulkhead, as their answer reached the caller (a bulkhead's refusals are `stanchion.bulkhead.rejected`): the class of the final response or error; `streamed` when the response began and its verdict is in the trailers (gRPC) |
+//! | `stanchion.client.attempts` | counter | `{attempt}` | `client`, `route`, `outcome` (as above) | every response or error a retry layer saw: first attempts, retries, resends, polls |
+//! | `stanchion.client.call.duration` | histogram | `s` | `client`, `route` | a logical call's time to its response head or final error, retries and backoff included |
 //! | `stanchion.retry.budget.balance` | gauge (set) | `{retry}` | `budget` | retries the budget could grant, as of its last withdrawal |
 //! | `stanchion.retry.budget.withdrawals` | counter | `{retry}` | `budget`, `result` (`granted`, `refused`) | retry tokens asked for |
-//! | `stanchion.deadline.exceeded` | counter | `{call}` | `route` | calls that ended with `DeadlineExceeded` |
-//! | `stanchion.deadline.remaining` | histogram | `s` | `route` | what was left of the call's deadline as each attempt was sent (calls that carry one) |
+//! | `stanchion.deadline.exceeded` | counter | `{call}` | `client`, `route` | calls that ended with `DeadlineExceeded` |
+//! | `stanchion.deadline.remaining` | histogram | `s` | `client`, `route` | what was left of the call's deadline as each attempt was sent (calls that carry one) |
 //! | `stanchion.breaker.state` | gauge (up-down) | `{breaker}` | `breaker`, `state` (`closed`, `open`, `half_open`, `forced_open`, `forced_closed`) | 1 per breaker in its current state |
 //! | `stanchion.breaker.transitions` | counter | `{transition}` | `breaker`, `state` | state changes, by the state entered — `state="open"` on a balancer's breakers is an ejection |
 //! | `stanchion.breaker.rejected` | counter | `{call}` | `breaker` | calls a breaker refused |

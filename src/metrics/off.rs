@@ -39,7 +39,7 @@ impl PoolMetrics {
 pub(crate) struct RetryMetrics;
 
 impl RetryMetrics {
-    pub(crate) fn new(_route: &str) -> RetryMetrics {
+    pub(crate) fn new(_client: &str, _route: &str) -> RetryMetrics {
         RetryMetrics
     }
 
@@ -127,7 +127,9 @@ impl BreakerMetrics {
         BreakerMetrics
     }
 
-    pub(crate) fn transition(&self, _state: crate::breaker::BreakerState) {}
+    pub(crate) fn entered(&self, _state: crate::breaker::BreakerState) {}
+
+    pub(crate) fn publish(&self, _state: crate::breaker::BreakerState) {}
 
     pub(crate) fn rejected(&self) {}
 }
@@ -164,6 +166,10 @@ pub(crate) struct PartitionMetrics;
 
 impl PartitionMetrics {
     pub(crate) fn new(_name: &str) -> PartitionMetrics {
+        PartitionMetrics
+    }
+
+    pub(crate) fn unrecorded() -> PartitionMetrics {
         PartitionMetrics
     }
 

@@ -53,11 +53,16 @@ pub(crate) struct RetryMetrics {
 
 impl RetryMetrics {
     /// Registers the instruments of the layer serving `route` (a configured pattern, or
-    /// `default`).
-    pub(crate) fn new(route: &str) -> RetryMetrics {
+    /// `default`) of the client named `client`.
+    pub(crate) fn new(client: &str, route: &str) -> RetryMetrics {
         let with = |key: &'static str, value: &'static str| {
-            [("route", route.to_owned()), (key, value.to_owned())]
+            [
+                ("client", client.to_owned()),
+                ("route", route.to_owned()),
+                (key, value.to_owned()),
+            ]
         };
+        let only = || [("client", client.to_owned()), ("route", route.to_owned())];
         RetryMetrics {
             scheduled: ["attempt", "transparent", "poll"]
                 .map(|kind| counter!(RETRY_SCHEDULED, &with("kind", kind))),
@@ -71,9 +76,9 @@ impl RetryMetrics {
             attempts: (0..OUTCOMES)
                 .map(|i| counter!(ATTEMPTS, &with("outcome", outcome_label(i))))
                 .collect(),
-            call_duration: histogram!(CALL_DURATION, &[("route", route.to_owned())]),
-            deadline_exceeded: counter!(DEADLINE_EXCEEDED, &[("route", route.to_owned())]),
-            deadline_remaining: histogram!(DEADLINE_REMAINING, &[("route", route.to_owned())]),
+            call_duration: histogram!(CALL_DURATION, &only()),
+            deadline_exceeded: counter!(DEADLINE_EXCEEDED, &only()),
+            deadline_remaining: histogram!(DEADLINE_REMAINING, &only()),
         }
     }
 

@@ -96,7 +96,7 @@ pub(crate) struct Slots<Conn> {
     pub(crate) reaper_started: AtomicBool,
     /// One WARN a second for refusals that repeat on every call (checkout timeouts, refused
     /// requests); the rest at DEBUG.
-    pub(crate) warnings: crate::warn_gate::WarnGate,
+    pub(crate) warnings: PoolWarnings,
 }
 
 impl<Conn> fmt::Debug for Slots<Conn> {
@@ -112,7 +112,7 @@ impl<Conn> Slots<Conn> {
         let jitter = config.seed.map_or_else(Jitter::new, Jitter::seeded);
         let metrics = PoolMetrics::new(&endpoint, config.max_size);
         Slots {
-            warnings: crate::warn_gate::WarnGate::new(),
+            warnings: PoolWarnings::default(),
             config,
             endpoint,
             state: Mutex::new(State {
@@ -496,4 +496,12 @@ impl<Conn: Connection> Slots<Conn> {
             resent_after_close: c.resent_after_close.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A pool's WARN gates, one per kind of event (see `crate::warn_gate`).
+#[derive(Debug, Default)]
+pub(crate) struct PoolWarnings {
+    pub(crate) checkout_timeout: crate::warn_gate::WarnGate,
+    pub(crate) plaintext: crate::warn_gate::WarnGate,
+    pub(crate) refused: crate::warn_gate::WarnGate,
 }

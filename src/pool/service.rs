@@ -294,7 +294,7 @@ impl std::error::Error for SharedConnectError {
 fn timed_out<Conn: Connection>(slots: &Slots<Conn>, start: Instant) -> Error {
     slots.record_checkout_timeout();
     let waited = start.elapsed();
-    gated_warn!(slots.warnings, endpoint = %slots.endpoint, ?waited, "pool checkout timed out");
+    gated_warn!(slots.warnings.checkout_timeout, endpoint = %slots.endpoint, ?waited, "pool checkout timed out");
     Error::PoolTimeout {
         endpoint: slots.endpoint.clone(),
         waited,
@@ -349,7 +349,7 @@ where
     {
         if !<C::Response as super::Connection>::SECURE && req.needs_tls() {
             gated_warn!(
-                self.slots.warnings,
+                self.slots.warnings.plaintext,
                 endpoint = %self.slots.endpoint,
                 "https request refused: the pool's connections are plaintext"
             );
@@ -383,7 +383,7 @@ where
             // byte of it is written.
             if let Some(refusal) = super::refusal(&*conn, &req, &self.slots.endpoint) {
                 gated_warn!(
-                    self.slots.warnings,
+                    self.slots.warnings.refused,
                     endpoint = %self.slots.endpoint,
                     error = %refusal,
                     "request refused"

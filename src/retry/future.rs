@@ -119,6 +119,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // The call's span is current while the layer decides (its events belong to it); a
+        // clone, because the attempt's span changes below. Nothing without a subscriber.
+        let call_span = this.spans.as_ref().map(|s| s.call.clone());
+        let _call = call_span.as_ref().map(tracing::Span::enter);
         loop {
             let result: Result<S::Response, BoxError> = match this.state.as_mut().project() {
                 StateProj::First { future } => {
@@ -138,6 +142,9 @@ where
                         .sending(next.deadline().map(|d| d.remaining()));
                     if this.poll_sent.is_some() {
                         *this.poll_sent = Some(Instant::now());
+                    }
+                    if let Some(spans) = this.spans.as_mut() {
+                        spans.sending();
                     }
                     this.state.set(State::Retrying {
                         future: Oneshot::new(this.service.clone(), next),
@@ -293,6 +300,9 @@ where
                         this.policy
                             .metrics
                             .sending(next.deadline().map(|d| d.remaining()));
+                        if let Some(spans) = this.spans.as_mut() {
+                            spans.sending();
+                        }
                         this.state.set(State::Retrying {
                             future: Oneshot::new(this.service.clone(), next),
                         });

@@ -62,6 +62,7 @@ impl<C> RetryLayer<C> {
             statuses: None,
             classifier,
             route: "default".to_owned(),
+            client: "default".to_owned(),
         }
     }
 
@@ -88,6 +89,7 @@ pub struct RetryLayerBuilder<C> {
     statuses: Option<Vec<u16>>,
     classifier: C,
     route: String,
+    client: String,
 }
 
 impl<C> RetryLayerBuilder<C> {
@@ -96,6 +98,14 @@ impl<C> RetryLayerBuilder<C> {
     /// sets each route's.
     pub fn route(mut self, route: &str) -> Self {
         self.route = route.to_owned();
+        self
+    }
+
+    /// The `client` label of this layer's instruments (feature `metrics`): which client (which
+    /// dependency) the calls are for, so two clients' `default` routes stay apart. Default:
+    /// `default`. The client builder sets it from [`ClientBuilder::name`](crate::client::ClientBuilder::name).
+    pub fn client(mut self, name: &str) -> Self {
+        self.client = name.to_owned();
         self
     }
 
@@ -175,7 +185,7 @@ impl<C> RetryLayerBuilder<C> {
                     },
                 },
                 classifier: self.classifier,
-                metrics: crate::metrics::RetryMetrics::new(&self.route),
+                metrics: crate::metrics::RetryMetrics::new(&self.client, &self.route),
                 route: Arc::from(self.route.as_str()),
             }),
         })

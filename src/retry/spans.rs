@@ -1,6 +1,10 @@
 //! The spans of a call, opened by the retry layer: one `stanchion.call` span per logical call
 //! and a child `stanchion.attempt` span per request it sends (first attempt, retries,
-//! transparent resends, conflict polls), both of OpenTelemetry's client kind (`otel.kind`).
+//! transparent resends, conflict polls). Attempts are OpenTelemetry client spans (each is one
+//! request on the wire); the call span is `internal`, so tools that count client spans count
+//! requests sent, not requests twice. An attempt span opens when its request goes out, after
+//! its backoff: its duration is the request's. The call span is current while the retry layer
+//! decides, so its events ("retry scheduled", "retrying stopped") belong to it.
 //!
 //! The attempt span is entered while the layers below send the attempt, so whatever runs there
 //! — the balancer, the pool, a propagator injecting `traceparent` (see
@@ -23,10 +27,12 @@ use crate::deadline::Deadline;
 /// A call's span, its attempt in flight, and the requests sent so far.
 #[derive(Debug)]
 pub(crate) struct CallSpans {
-    call: Span,
+    pub(super) call: Span,
     pub(super) attempt: Span,
     /// Requests sent, transparent resends and polls included.
     sent: u32,
+    /// The kind of the request decided and not yet sent (it waits out its backoff).
+    next: &'static str,
 }
 
 impl CallSpans {
@@ -34,7 +40,7 @@ impl CallSpans {
     pub(super) fn open(route: &str, deadline: Option<Deadline>) -> Option<Box<CallSpans>> {
         let call = tracing::info_span!(
             "stanchion.call",
-            otel.kind = "client",
+            otel.kind = "internal",
             route,
             deadline_ms = Empty,
             attempts = Empty,
@@ -51,6 +57,7 @@ impl CallSpans {
             call,
             attempt,
             sent: 1,
+            next: "attempt",
         }))
     }
 
@@ -60,10 +67,15 @@ impl CallSpans {
         attempt_done(span, outcome, endpoint);
     }
 
-    /// Opens the next attempt's span, of `kind`.
+    /// The next request is decided, of `kind`; its span opens when it is sent.
     pub(super) fn next_attempt(&mut self, kind: &'static str) {
+        self.next = kind;
+    }
+
+    /// The decided request goes out now: its attempt span opens.
+    pub(super) fn sending(&mut self) {
         self.sent += 1;
-        self.attempt = attempt(&self.call, self.sent, kind);
+        self.attempt = attempt(&self.call, self.sent, self.next);
     }
 
     /// Records the call's end.

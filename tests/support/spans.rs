@@ -20,6 +20,9 @@ pub struct SpanRecord {
     pub parent: Option<u64>,
     pub fields: BTreeMap<String, String>,
     pub closed: bool,
+    /// When the span was opened and closed (tokio's clock: paused time in the tests).
+    pub opened: tokio::time::Instant,
+    pub closed_at: Option<tokio::time::Instant>,
 }
 
 impl SpanRecord {
@@ -88,6 +91,8 @@ impl Subscriber for Spans {
             parent,
             fields,
             closed: false,
+            opened: tokio::time::Instant::now(),
+            closed_at: None,
         });
         state.metadata.insert(id, attrs.metadata());
         state.refs.insert(id, 1);
@@ -133,6 +138,7 @@ impl Subscriber for Spans {
         *refs = refs.saturating_sub(1);
         if *refs == 0 {
             state.spans[id as usize - 1].closed = true;
+            state.spans[id as usize - 1].closed_at = Some(tokio::time::Instant::now());
             return true;
         }
         false

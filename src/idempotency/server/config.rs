@@ -50,7 +50,7 @@ pub(super) struct ServerConfig {
     pub(super) metrics: IdempotencyMetrics,
     /// One WARN a second for store failures that repeat on every request during an outage;
     /// the rest at DEBUG.
-    pub(super) warnings: crate::warn_gate::WarnGate,
+    pub(super) warnings: ServerWarnings,
 }
 
 /// Counters of lease renewals, shared by a layer and its services.
@@ -115,7 +115,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
                 classifier: HttpClassifier::new(),
                 leases: LeaseCounters::default(),
                 metrics: IdempotencyMetrics::unregistered(),
-                warnings: crate::warn_gate::WarnGate::new(),
+                warnings: ServerWarnings::default(),
             },
         }
     }
@@ -252,4 +252,15 @@ impl<St: IdempotencyStore> IdempotencyLayerBuilder<St> {
             config: Arc::new(config),
         })
     }
+}
+
+/// The server layer's WARN gates, one per kind of event (see `crate::warn_gate`): a storm of
+/// failed claims never hides a response that could not be stored (a key that may run twice).
+#[derive(Debug, Default)]
+pub(super) struct ServerWarnings {
+    pub(super) token: crate::warn_gate::WarnGate,
+    pub(super) claim: crate::warn_gate::WarnGate,
+    pub(super) renewal: crate::warn_gate::WarnGate,
+    pub(super) store: crate::warn_gate::WarnGate,
+    pub(super) release: crate::warn_gate::WarnGate,
 }

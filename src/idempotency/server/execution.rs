@@ -160,7 +160,7 @@ impl<St: IdempotencyStore> Execution<St> {
                             counters.failed_renewals.fetch_add(1, Ordering::Relaxed);
                             metrics.store_error(StoreOperation::Renew);
                             gated_warn!(
-                                self.config.warnings,
+                                self.config.warnings.renewal,
                                 %error,
                                 record = %self.id,
                                 "idempotency lease renewal failed"
@@ -226,7 +226,7 @@ impl<St: IdempotencyStore> Execution<St> {
             Err(error) => {
                 self.config.metrics.store_error(StoreOperation::Complete);
                 gated_warn!(
-                    self.config.warnings,
+                    self.config.warnings.store,
                     %error,
                     record = %self.id,
                     "idempotency store: could not store the response"
@@ -239,7 +239,7 @@ impl<St: IdempotencyStore> Execution<St> {
         if let Err(error) = self.store.release(&self.id, self.token).await {
             self.config.metrics.store_error(StoreOperation::Release);
             gated_warn!(
-                self.config.warnings,
+                self.config.warnings.release,
                 %error,
                 record = %self.id,
                 "idempotency store: could not release the record"

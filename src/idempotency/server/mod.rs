@@ -268,14 +268,14 @@ where
     let token = match LeaseToken::random() {
         Ok(token) => token,
         Err(error) => {
-            gated_warn!(config.warnings, %error, "idempotency: no lease token");
+            gated_warn!(config.warnings.token, %error, "idempotency: no lease token");
             return Ok(refuse(&config, Refusal::StoreUnavailable, grpc));
         }
     };
     let claimed_at = tokio::time::Instant::now();
     match store.claim(&id, fingerprint, token, config.lease).await {
         Err(error) => {
-            gated_warn!(config.warnings, %error, key = key.as_str(), "idempotency store: claim failed");
+            gated_warn!(config.warnings.claim, %error, key = key.as_str(), "idempotency store: claim failed");
             config.metrics.store_error(StoreOperation::Claim);
             Ok(refuse(&config, Refusal::StoreUnavailable, grpc))
         }
