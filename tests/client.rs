@@ -82,6 +82,75 @@ async fn a_generated_tonic_client_over_the_stack_avoids_the_failing_server() {
     }
 }
 
+/// gRFC A6: the attempts a retried call made travel with its answer, as
+/// `grpc-previous-rpc-attempts` in the metadata — on the final status when retries run out, on
+/// the response when a retry succeeds; an answer at the first attempt carries none.
+#[tokio::test]
+async fn the_final_grpc_status_carries_the_attempts_made() {
+    let attempts = |metadata: &tonic::metadata::MetadataMap| {
+        metadata
+            .get("grpc-previous-rpc-attempts")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let call = |client: &Client<_, _>| {
+        let mut echo = EchoClient::new(Client::clone(client).into_tonic());
+        async move {
+            echo.call(EchoRequest {
+                message: "m".into(),
+            })
+            .await
+        }
+    };
+    // INTERNAL every time, retried (the client's codes), three attempts: two before the last.
+    let server = GrpcServer::start(FaultPlan::always(Fault::grpc(13).in_headers())).await;
+    let client = Client::grpc(Target::addrs([server.addr()]))
+        .backoff(fast_backoff())
+        .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Internal))
+        .build(HttpConnector::<TonicBody>::http2())
+        .unwrap();
+    client.resolved().await;
+    let status = call(&client).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(server.count(), 3);
+    assert_eq!(
+        attempts(status.metadata()).as_deref(),
+        Some("2"),
+        "{status:?}"
+    );
+
+    // Once INTERNAL, then OK: the reply says one attempt went before it.
+    let server = GrpcServer::start(FaultPlan::scripted([Fault::grpc(13).in_headers()])).await;
+    let client = Client::grpc(Target::addrs([server.addr()]))
+        .backoff(fast_backoff())
+        .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Internal))
+        .build(HttpConnector::<TonicBody>::http2())
+        .unwrap();
+    client.resolved().await;
+    let reply = call(&client).await.unwrap();
+    assert_eq!(attempts(reply.metadata()).as_deref(), Some("1"));
+    let reply = call(&client).await.unwrap();
+    assert_eq!(
+        attempts(reply.metadata()),
+        None,
+        "answered at the first attempt"
+    );
+
+    // Retries that end in an error of the transport (a refused connection every time): the
+    // count rides on the status stanchion makes.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = Client::grpc(Target::addrs([dead]))
+        .backoff(fast_backoff())
+        .build(HttpConnector::<TonicBody>::http2())
+        .unwrap();
+    client.resolved().await;
+    let status = call(&client).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(attempts(status.metadata()).is_some(), "{status:?}");
+}
+
 #[tokio::test]
 async fn a_spent_budget_reaches_the_tonic_caller_as_deadline_exceeded() {
     let server = GrpcServer::start(FaultPlan::always(Fault::hang())).await;

@@ -169,6 +169,7 @@ impl BulkheadBuilder {
     /// A bulkhead whose partitions record no instruments: the pass-through partition of a
     /// client built without a bulkhead is nobody's bulkhead, and must not add its calls (or
     /// its limit of a million) to a declared `default` partition's series.
+    #[cfg(feature = "http")]
     pub(crate) fn unrecorded(mut self) -> Self {
         self.recorded = false;
         self
@@ -176,6 +177,7 @@ impl BulkheadBuilder {
 
     /// Whether a key read from a request can name a partition other than the default: a
     /// declared one, or a per-key one.
+    #[cfg(feature = "http")]
     pub(crate) fn takes_keys(&self) -> bool {
         self.per_key.is_some() || !self.named.is_empty()
     }

@@ -17,7 +17,7 @@ use crate::wire::is_grpc;
 pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-const GRPC_PREVIOUS_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");
+use crate::wire::GRPC_PREVIOUS_ATTEMPTS;
 
 /// The 1-based number of the attempt a request is, in its extensions (set by the retry layer;
 /// absent means the first).

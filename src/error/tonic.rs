@@ -32,7 +32,32 @@ impl From<Error> for Status {
             other => other,
         };
         // A status message is one flat string: the whole chain, not just the outer message.
-        let mut status = Status::new(err.grpc_code(), err.report().to_string());
+        let message = err.report().to_string();
+        let retried = match &err {
+            Error::RetriesExhausted { attempts, last }
+            | Error::RetryBudgetExhausted { attempts, last }
+            | Error::RetryRefused { attempts, last, .. } => Some((*attempts, last)),
+            _ => None,
+        };
+        let mut status = match retried.and_then(|(_, last)| last.downcast_ref::<Status>()) {
+            // The last attempt's status from the server: its code, details and metadata stay.
+            Some(last) => Status::with_details_and_metadata(
+                last.code(),
+                message,
+                last.details().to_vec().into(),
+                last.metadata().clone(),
+            ),
+            None => Status::new(err.grpc_code(), message),
+        };
+        // The attempts a retried call made, as gRFC A6's `grpc-previous-rpc-attempts`.
+        if let Some((attempts, _)) = retried
+            && attempts > 1
+        {
+            status.metadata_mut().insert(
+                "grpc-previous-rpc-attempts",
+                tonic::metadata::MetadataValue::from(attempts - 1),
+            );
+        }
         status.set_source(Arc::new(err));
         status
     }
@@ -44,6 +69,41 @@ mod tests {
 
     use super::*;
     use crate::error::{ConfigError, IdempotencyConflictReason, NoEndpointsReason};
+
+    #[test]
+    fn a_retried_status_keeps_the_servers_details_and_says_how_many_attempts_went_before() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("x-shard", "7".parse().unwrap());
+        let last = Status::with_details_and_metadata(
+            Code::Internal,
+            "boom",
+            bytes::Bytes::from_static(b"details"),
+            metadata,
+        );
+        let status = Status::from(Error::RetriesExhausted {
+            attempts: 3,
+            last: Box::new(last),
+        });
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.details(), b"details");
+        assert_eq!(status.metadata().get("x-shard").unwrap(), "7");
+        assert_eq!(
+            status.metadata().get("grpc-previous-rpc-attempts").unwrap(),
+            "2"
+        );
+        assert!(status.message().contains("boom"), "{status:?}");
+        // One attempt: nothing went before it.
+        let status = Status::from(Error::RetryBudgetExhausted {
+            attempts: 1,
+            last: Box::new(Status::unavailable("down")),
+        });
+        assert!(
+            status
+                .metadata()
+                .get("grpc-previous-rpc-attempts")
+                .is_none()
+        );
+    }
 
     #[test]
     fn each_decision_has_its_code() {

@@ -353,6 +353,9 @@ fn stop<Res: RetryResponse>(
             if settled {
                 res.record_stop(RetryStopped { reason, attempts });
             }
+            if attempts > 1 {
+                res.record_previous_attempts(attempts - 1);
+            }
             Ok(res)
         }
         Err(last) => Err(match reason {

@@ -57,6 +57,10 @@ pub trait RetryResponse {
     /// Records why retrying stopped on this response.
     fn record_stop(&mut self, _stopped: RetryStopped) {}
 
+    /// Records, on the response a retried call returns, how many requests went before the one
+    /// that answered (called only when some did).
+    fn record_previous_attempts(&mut self, _previous: u32) {}
+
     /// Whether the response is a conflict (HTTP 409; gRPC ABORTED in the response head) that a
     /// keyed request may retry.
     fn is_conflict(&self) -> bool {
@@ -269,6 +273,20 @@ mod http_impls {
 
         fn record_stop(&mut self, stopped: RetryStopped) {
             self.extensions_mut().insert(stopped);
+        }
+
+        /// On a gRPC response, `grpc-previous-rpc-attempts` in the initial metadata, as gRFC A6
+        /// has clients report it: a tonic caller reads it from the response's metadata, or
+        /// from the `Status` of a trailers-only answer (a status in the trailers of a response
+        /// that began leaves it in the initial metadata only). Other responses carry the count
+        /// in [`RetryStopped`] when retrying stopped on a failure.
+        fn record_previous_attempts(&mut self, previous: u32) {
+            if crate::wire::is_grpc(self.headers()) {
+                self.headers_mut().insert(
+                    crate::wire::GRPC_PREVIOUS_ATTEMPTS,
+                    http::HeaderValue::from(previous),
+                );
+            }
         }
 
         fn is_conflict(&self) -> bool {
