@@ -44,6 +44,9 @@
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// On docs.rs (which builds with every feature and `--cfg docsrs`), each feature-gated item
+// shows the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod background;
 pub mod balance;

@@ -538,7 +538,7 @@ async fn dns_record_changes_reach_the_balancer() {
     lb.resolved().await;
     let resolved: Vec<_> = lb.endpoints().iter().map(|e| e.addr).collect();
     assert_eq!(resolved, [v4.addr()]);
-    assert_eq!(feed.recv().await.unwrap(), Change::Insert(v4.addr()));
+    assert_eq!(feed.next().await.unwrap(), Change::Insert(v4.addr()));
     assert!(calls_in_turn(&lb, 4).await.iter().all(|a| *a == v4.addr()));
 
     // A new record: the new endpoint takes its turns after the next re-resolution.
@@ -552,10 +552,115 @@ async fn dns_record_changes_reach_the_balancer() {
     sleep(6 * SEC).await;
     let before = v4.count();
     assert!(calls_in_turn(&lb, 6).await.iter().all(|a| *a == v6.addr()));
-    assert_eq!(feed.recv().await.unwrap(), Change::Insert(v6.addr()));
-    assert_eq!(feed.recv().await.unwrap(), Change::Remove(v4.addr()));
+    assert_eq!(feed.next().await.unwrap(), Change::Insert(v6.addr()));
+    assert_eq!(feed.next().await.unwrap(), Change::Remove(v4.addr()));
     assert_eq!(v4.count(), before);
     assert!(dns.queries() >= 6, "three resolutions, A and AAAA each");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The change feed loses nothing for a slow reader: whatever sets the resolver answers and
+    /// whenever the reader reads, the set its changes add up to is the balancer's set once it
+    /// has read everything available — and it never reports an insertion of an address it
+    /// already has or a removal of one it does not.
+    #[test]
+    fn the_change_feed_adds_up_to_the_balancers_set_for_any_reader(
+        steps in proptest::collection::vec(
+            (proptest::collection::vec(0u16..6, 0..5), any::<bool>()),
+            1..12,
+        ),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let addr = |i: u16| SocketAddr::from(([127, 0, 0, 1], 20_000 + i));
+            let resolver = StaticResolver::new([addr(0)]);
+            let make = |_addr| tower::service_fn(answer as Instant_);
+            let lb = Balancer::builder(resolver.clone(), make, HttpClassifier::new())
+                .build()
+                .unwrap();
+            lb.resolved().await;
+            let mut feed = lb.changes();
+            let mut seen: Vec<SocketAddr> = lb.endpoints().iter().map(|e| e.addr).collect();
+            let read = |feed: &mut stanchion::balance::Changes<_, _>, seen: &mut Vec<SocketAddr>| {
+                let mut changes = Vec::new();
+                loop {
+                    let next = std::pin::pin!(feed.next());
+                    let waker = std::task::Waker::noop();
+                    match next.poll(&mut std::task::Context::from_waker(waker)) {
+                        std::task::Poll::Ready(Some(change)) => changes.push(change),
+                        _ => break,
+                    }
+                }
+                for change in changes {
+                    match change {
+                        Change::Insert(a) => {
+                            assert!(!seen.contains(&a), "inserted twice: {a}");
+                            seen.push(a);
+                        }
+                        Change::Remove(a) => {
+                            assert!(seen.contains(&a), "removed unseen: {a}");
+                            seen.retain(|s| *s != a);
+                        }
+                    }
+                }
+            };
+            for (set, read_now) in steps {
+                resolver.set(set.into_iter().map(addr));
+                if read_now {
+                    read(&mut feed, &mut seen);
+                }
+            }
+            read(&mut feed, &mut seen);
+            let mut now: Vec<SocketAddr> = lb.endpoints().iter().map(|e| e.addr).collect();
+            now.sort();
+            seen.sort();
+            assert_eq!(seen, now);
+        });
+    }
+}
+
+/// The crate's resolution feeding tower's own balancer: `Balancer::discover()` is a tower
+/// `Discover` (every endpoint, each with its stack), so tower's power-of-two-choices balancer
+/// spreads calls over what the resolver answers and follows its changes.
+#[tokio::test]
+async fn tower_p2c_balances_over_the_discovered_endpoints() {
+    use tower::Service;
+    use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
+
+    let servers = servers([
+        FaultPlan::healthy(),
+        FaultPlan::healthy(),
+        FaultPlan::healthy(),
+    ])
+    .await;
+    let resolver = StaticResolver::new([servers[0].addr(), servers[1].addr()]);
+    let lb = Balancer::builder(resolver.clone(), pool, HttpClassifier::new())
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    let discover = PendingRequestsDiscover::new(lb.discover(), CompleteOnResponse::default());
+    let mut p2c = tower::balance::p2c::Balance::new(discover);
+    macro_rules! send {
+        () => {{
+            let res = p2c.ready().await.unwrap().call(get()).await.unwrap();
+            res.into_body().collect().await.unwrap();
+        }};
+    }
+    for _ in 0..40 {
+        send!();
+    }
+    assert_eq!(servers[0].count() + servers[1].count(), 40);
+    assert!(servers[0].count() > 0 && servers[1].count() > 0);
+    // The resolver's change reaches tower's balancer: only the third server from now on.
+    resolver.set([servers[2].addr()]);
+    let before = (servers[0].count(), servers[1].count());
+    for _ in 0..10 {
+        send!();
+    }
+    assert_eq!((servers[0].count(), servers[1].count()), before);
+    assert_eq!(servers[2].count(), 10);
 }
 
 #[tokio::test(start_paused = true)]

@@ -13,9 +13,8 @@ use super::endpoints::{Policy, Snapshot};
 use super::resolve::Resolve;
 use super::shared::{MakeEndpoint, ResolverCounters, Shared};
 use super::{
-    Balancer, CHANGE_FEED_CAPACITY, DEFAULT_DRAIN_WINDOW, DEFAULT_EJECTION_FAILURES,
-    DEFAULT_MAX_EJECTION, DEFAULT_MAX_STALENESS, DEFAULT_PANIC_THRESHOLD, DEFAULT_REFRESH_INTERVAL,
-    MIN_REFRESH_INTERVAL,
+    Balancer, DEFAULT_DRAIN_WINDOW, DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_EJECTION,
+    DEFAULT_MAX_STALENESS, DEFAULT_PANIC_THRESHOLD, DEFAULT_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL,
 };
 use crate::breaker::{BreakerBuilder, CircuitBreaker};
 use crate::error::{ConfigError, check_duration};
@@ -249,7 +248,6 @@ where
                 wake: Arc::new(tokio::sync::Notify::new()),
                 begun: std::sync::atomic::AtomicU64::new(0),
                 refreshes: watch::Sender::new(0),
-                changes: tokio::sync::broadcast::Sender::new(CHANGE_FEED_CAPACITY),
                 draining: Mutex::default(),
                 counters: ResolverCounters::default(),
             }),

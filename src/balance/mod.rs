@@ -63,6 +63,7 @@ mod builder;
 #[cfg(feature = "dns")]
 mod dns;
 mod endpoints;
+mod feed;
 mod refresh;
 mod resolve;
 mod service;
@@ -78,6 +79,7 @@ pub use self::builder::BalancerBuilder;
 #[cfg(feature = "dns")]
 pub use self::dns::DnsResolver;
 pub use self::endpoints::Policy;
+pub use self::feed::{Changes, Discovered};
 pub use self::resolve::{
     Change, Resolve, ResolveFuture, Resolved, StaticResolver, Updates, changes,
 };
@@ -94,9 +96,6 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default consecutive failures that eject an endpoint: 5 (an Istio `DestinationRule` example).
 pub const DEFAULT_EJECTION_FAILURES: u32 = 5;
-/// How many endpoint changes the feed of [`Balancer::changes`] keeps for a slow reader.
-pub(crate) const CHANGE_FEED_CAPACITY: usize = 256;
-
 /// Default maximum staleness: 5 min (ten default refresh intervals). While resolution fails the
 /// last known endpoints keep serving (gRPC clients keep them indefinitely); after this long a
 /// name that is really gone stops taking calls.
@@ -177,11 +176,21 @@ where
         let _ = done.wait_for(|n| *n >= target).await;
     }
 
-    /// A feed of the endpoint set's changes from now on (inserted and removed endpoints, as
-    /// tower's `Discover` reports them). A reader that falls more than 256 changes behind
-    /// gets a `Lagged` error and continues from the newest.
-    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
-        self.shared.changes.subscribe()
+    /// The endpoint set's changes from now on (inserted and removed endpoints), as a
+    /// [`futures_core::Stream`] (or `changes.next().await`). A slow reader loses nothing: it
+    /// gets the net difference since what it last read ([`Changes`]).
+    pub fn changes(&self) -> Changes<S, C> {
+        Changes::new(&self.shared)
+    }
+
+    /// The endpoints as tower's [`Discover`](tower::discover::Discover): every endpoint known
+    /// now, then the changes, each insertion with a clone of the endpoint's stack — to feed a
+    /// tower balancer from the crate's resolvers ([`Discovered`]).
+    pub fn discover(&self) -> Discovered<S, C>
+    where
+        S: Clone,
+    {
+        Discovered::new(&self.shared)
     }
 
     /// Every endpoint now, in resolution order.

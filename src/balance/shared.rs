@@ -44,7 +44,6 @@ pub(crate) struct Shared<S, C> {
     /// begun after a `refresh_now` is the one it waits for.
     pub(super) begun: AtomicU64,
     pub(super) refreshes: watch::Sender<u64>,
-    pub(super) changes: tokio::sync::broadcast::Sender<Change>,
     /// Endpoints removed recently, kept for the drain window: an address that comes back
     /// within it resumes its breaker and pool. Its lock is held through each apply.
     pub(super) draining: Mutex<Vec<(Arc<Endpoint<S>>, Instant)>>,
@@ -134,8 +133,6 @@ impl<S, C> Shared<S, C> {
             if let Change::Remove(addr) = change {
                 tracing::info!(%addr, "endpoint removed: no new calls, in-flight calls finish");
             }
-            // Nobody listening is fine.
-            let _ = self.changes.send(change);
         }
         if let (1, Some(name)) = (addrs.len(), self.resolver.name())
             && !self.warned_single.swap(true, Ordering::Relaxed)
