@@ -145,7 +145,7 @@ async fn measure(flavor: &str) {
     let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
     let stack = Client::http(Target::addrs([addr]))
         .pool(PoolBuilder::new().max_size(IN_FLIGHT))
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     stack.resolved().await;
     let clients = [

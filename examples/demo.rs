@@ -38,7 +38,7 @@ use stanchion::bulkhead::Limits;
 use stanchion::classify::{Classify, HttpClassifier, Verdict, classify_error};
 use stanchion::client::{Client, Target};
 use stanchion::pool::{HttpConnector, PoolBuilder};
-use stanchion::retry::{Backoff, ReplayBody, RetryBudget, RetryStopped};
+use stanchion::retry::{Backoff, RetryBudget, RetryStopped};
 use tower::ServiceExt;
 
 use support::faults::{Fault, FaultPlan};
@@ -117,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .max_size(4)
                 .checkout_timeout(Duration::from_millis(100)),
         )
-        .build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http1())?;
+        .build(HttpConnector::<Empty<Bytes>>::http1())?;
     client.resolved().await;
     let balancer = client.balancer().clone();
     let bulkhead = client

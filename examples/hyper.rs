@@ -19,7 +19,6 @@ use http_body_util::{BodyExt, Empty};
 use stanchion::bulkhead::{Bulkhead, Limits};
 use stanchion::client::{Client, Route, RoutePolicy, Target};
 use stanchion::pool::{HttpConnector, PoolBuilder};
-use stanchion::retry::ReplayBody;
 use tower::ServiceExt;
 
 use support::faults::{Fault, FaultPlan};
@@ -57,7 +56,7 @@ async fn main() -> Result<(), stanchion::BoxError> {
                 .without_retries()
                 .deadline(Duration::from_millis(200)),
         )
-        .build(HttpConnector::<ReplayBody<Empty<Bytes>>>::http2())?;
+        .build(HttpConnector::<Empty<Bytes>>::http2())?;
     client.resolved().await;
 
     let mut answered = 0;

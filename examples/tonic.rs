@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use stanchion::client::{Client, Route, RoutePolicy, Target};
 use stanchion::pool::HttpConnector;
-use stanchion::retry::ReplayBody;
 use stanchion_echo_proto::echo_client::EchoClient;
 use stanchion_echo_proto::echo_server::{Echo, EchoServer};
 use stanchion_echo_proto::{EchoReply, EchoRequest};
@@ -101,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Route::grpc_method("stanchion.test.Echo", "Call"),
             RoutePolicy::new().deadline(Duration::from_millis(300)),
         )
-        .build(HttpConnector::<ReplayBody<tonic::body::Body>>::http2())?;
+        .build(HttpConnector::<tonic::body::Body>::http2())?;
     client.resolved().await;
     let mut echo = EchoClient::new(client.clone().into_tonic());
 

@@ -17,7 +17,7 @@ use stanchion::breaker::{BreakerState, CircuitBreaker};
 use stanchion::bulkhead::{Bulkhead, DEFAULT_PARTITION, Limits};
 use stanchion::client::{Client, Target};
 use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
-use stanchion::retry::{Backoff, ReplayBody};
+use stanchion::retry::Backoff;
 use tokio::time::{Instant, sleep};
 use tower::ServiceExt;
 
@@ -26,8 +26,6 @@ use support::http_server::HttpServer;
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
-
-type HttpBody = ReplayBody<Full<Bytes>>;
 
 fn get() -> Request<Full<Bytes>> {
     Request::get("/").body(Full::new(Bytes::new())).unwrap()
@@ -58,7 +56,7 @@ async fn a_breaker_template_without_a_trip_rule_keeps_ejecting_after_five_failur
     let client = Client::http(Target::addrs([sick, servers[1].addr()]))
         .breaker(CircuitBreaker::builder().open_duration(60 * SEC))
         .without_retries()
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     for _ in 0..20 {
@@ -125,7 +123,7 @@ fn a_breaker_rule_that_would_ignore_a_setting_is_refused() {
                 .consecutive_failures(3)
                 .failure_rate(0.2),
         )
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap_err();
     assert_eq!(err.field(), "failure_rate");
 }
@@ -140,7 +138,7 @@ async fn concurrency_keeps_the_partitions_declared_before_it() {
     let client = Client::http(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
         .bulkhead(Bulkhead::builder().partition("health", Limits::default()))
         .concurrency(small)
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     let bulkhead = client.bulkhead().unwrap();
     assert!(
@@ -153,7 +151,7 @@ async fn concurrency_keeps_the_partitions_declared_before_it() {
     let client = Client::http(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
         .without_bulkhead()
         .concurrency(small)
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     assert_eq!(client.bulkhead().unwrap().default_stats().limits, small);
 }
@@ -168,7 +166,7 @@ fn partitions_by_header_need_a_partition_a_key_can_name() {
             Some(b) => builder.bulkhead(b),
             None => builder.without_bulkhead(),
         }
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .map(|_| ())
     };
     let refused = |r: Result<(), ConfigError>| r.unwrap_err().field().to_owned();
@@ -191,7 +189,7 @@ async fn the_client_retries_overload_without_a_hint_only_when_told() {
         let client = Client::http(Target::addrs([server.addr()]))
             .backoff(Backoff::new(MS, 2 * MS).unwrap())
             .retry_overload_without_hint(retry)
-            .build(HttpConnector::<HttpBody>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap();
         client.resolved().await;
         assert_eq!(call(&client).await.unwrap(), 429);
@@ -211,7 +209,7 @@ async fn static_resolver_set_takes_effect_on_the_next_call() {
     ];
     let resolver = StaticResolver::new([servers[0].addr()]);
     let client = Client::http(Target::resolver(resolver.clone()))
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     call(&client).await.unwrap();
@@ -250,7 +248,7 @@ async fn refresh_now_resolves_at_once_and_waits_for_the_answer() {
     *quiet.0.lock().unwrap() = vec![servers[0].addr()];
     let client = Client::http(Target::resolver(quiet.clone()))
         .refresh_interval(3600 * SEC)
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     *quiet.0.lock().unwrap() = vec![servers[1].addr()];
@@ -319,4 +317,37 @@ async fn a_storm_of_checkout_timeouts_does_not_hide_another_warning() {
     assert!(start.elapsed() < SEC, "within the timeouts' second");
     assert_eq!(plaintext.count(), 1);
     holder.abort();
+}
+
+/// The types a user holds have names: a helper can return the client, its response and its
+/// body, and spawn the call's future — without spelling the stack's nesting.
+mod nameable {
+    use super::*;
+    use stanchion::client::{HttpClient, Response, ResponseBody, ResponseFuture};
+
+    fn payments(addr: SocketAddr) -> Result<HttpClient, ConfigError> {
+        // `build` takes the connector over the requests' own body type.
+        Client::http(Target::addrs([addr])).build(HttpConnector::http1())
+    }
+
+    fn send(client: &HttpClient) -> ResponseFuture<HttpClient, Full<Bytes>> {
+        tower::Service::call(&mut client.clone(), get())
+    }
+
+    async fn body_of(res: Response<HttpClient, Full<Bytes>>) -> Bytes {
+        let body: ResponseBody<HttpClient, Full<Bytes>> = res.into_body();
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_helper_returns_the_client_its_response_and_its_body() {
+        let server = HttpServer::start(FaultPlan::healthy()).await;
+        let client = payments(server.addr()).unwrap();
+        client.resolved().await;
+        // The future is `Send + 'static`: it can be spawned.
+        let res = tokio::spawn(send(&client)).await.unwrap().unwrap();
+        assert_eq!(res.status(), 200);
+        body_of(res).await;
+        assert_eq!(server.count(), 1);
+    }
 }

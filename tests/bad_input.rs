@@ -12,7 +12,7 @@ use stanchion::client::{Client, Route, RoutePolicy, Target};
 use stanchion::deadline::{AttemptLayer, DeadlineLayer, parse_grpc_timeout};
 use stanchion::idempotency::{IdempotencyKey, IdempotencyLayer, MemoryStore};
 use stanchion::pool::{HttpConnector, PoolBuilder};
-use stanchion::retry::{Backoff, ReplayBody, RetryBudget, RetryLayer};
+use stanchion::retry::{Backoff, RetryBudget, RetryLayer};
 
 /// Durations from zero to absurd: nanoseconds, seconds, and the largest there is.
 fn duration() -> impl Strategy<Value = Duration> {
@@ -210,7 +210,7 @@ proptest! {
                 .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Aborted))
                 .route(Route::grpc_method(&route, "M"), policy.clone())
                 .route(Route::grpc_service(&route), policy)
-                .build(HttpConnector::<ReplayBody<tonic::body::Body>>::http2());
+                .build(HttpConnector::<tonic::body::Body>::http2());
         } else {
             let _ = Client::http(Target::addrs(addrs))
                 .deadline(deadline)
@@ -221,7 +221,7 @@ proptest! {
                 .refresh_interval(refresh)
                 .replay_limit(replay)
                 .route(Route::path_prefix(route), policy)
-                .build(HttpConnector::<ReplayBody<http_body_util::Empty<bytes::Bytes>>>::http1());
+                .build(HttpConnector::<http_body_util::Empty<bytes::Bytes>>::http1());
         }
     }
 }

@@ -13,7 +13,7 @@ use stanchion::bulkhead::{Bulkhead, Limits};
 use stanchion::classify::{GrpcCode, GrpcCodes};
 use stanchion::client::{Client, Route, RoutePolicy, Target};
 use stanchion::pool::{HttpConnector, ReqwestConnector};
-use stanchion::retry::{Backoff, ReplayBody};
+use stanchion::retry::Backoff;
 use stanchion_echo_proto::EchoRequest;
 use stanchion_echo_proto::echo_client::EchoClient;
 use tower::ServiceExt;
@@ -27,9 +27,6 @@ const MS: Duration = Duration::from_millis(1);
 fn fast_backoff() -> Backoff {
     Backoff::new(MS, 5 * MS).unwrap().seed(7)
 }
-
-type TonicBody = ReplayBody<tonic::body::Body>;
-type HttpBody = ReplayBody<Full<Bytes>>;
 
 #[tokio::test]
 async fn a_generated_tonic_client_over_the_stack_avoids_the_failing_server() {
@@ -47,7 +44,7 @@ async fn a_generated_tonic_client_over_the_stack_avoids_the_failing_server() {
     .deadline(Duration::from_secs(5))
     .per_try_timeout(Duration::from_secs(2))
     .backoff(fast_backoff())
-    .build(HttpConnector::<TonicBody>::http2())
+    .build(HttpConnector::<tonic::body::Body>::http2())
     .unwrap();
     client.resolved().await;
     let mut echo = EchoClient::new(client.clone().into_tonic());
@@ -106,7 +103,7 @@ async fn the_final_grpc_status_carries_the_attempts_made() {
     let client = Client::grpc(Target::addrs([server.addr()]))
         .backoff(fast_backoff())
         .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Internal))
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let status = call(&client).await.unwrap_err();
@@ -123,7 +120,7 @@ async fn the_final_grpc_status_carries_the_attempts_made() {
     let client = Client::grpc(Target::addrs([server.addr()]))
         .backoff(fast_backoff())
         .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Internal))
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let reply = call(&client).await.unwrap();
@@ -143,7 +140,7 @@ async fn the_final_grpc_status_carries_the_attempts_made() {
         .unwrap();
     let client = Client::grpc(Target::addrs([dead]))
         .backoff(fast_backoff())
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let status = call(&client).await.unwrap_err();
@@ -156,7 +153,7 @@ async fn a_spent_budget_reaches_the_tonic_caller_as_deadline_exceeded() {
     let server = GrpcServer::start(FaultPlan::always(Fault::hang())).await;
     let client = Client::grpc(Target::addrs([server.addr()]))
         .deadline(Duration::from_millis(150))
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let status = EchoClient::new(client.into_tonic())
@@ -191,7 +188,7 @@ async fn a_route_override_changes_its_route_and_no_other() {
                 .retryable_codes(GrpcCodes::NONE.with(GrpcCode::Aborted))
                 .per_try_timeout(Duration::from_millis(700)),
         )
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let call = |path: &'static str| unary(client.clone().into_tonic(), path);
@@ -227,14 +224,9 @@ async fn a_route_override_changes_its_route_and_no_other() {
     assert_eq!(client.route_for("/stanchion.test.Echo/Call"), None);
 }
 
-type GrpcClient = stanchion::client::TonicClient<
-    stanchion::pool::Pool<HttpConnector<TonicBody>, std::net::SocketAddr>,
-    stanchion::classify::GrpcClassifier,
->;
-
 /// One unary Echo call on any method path, through the generated codec.
 async fn unary(
-    client: GrpcClient,
+    client: stanchion::client::TonicGrpcClient,
     path: &'static str,
 ) -> Result<tonic::Response<stanchion_echo_proto::EchoReply>, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(client);
@@ -267,7 +259,7 @@ async fn the_clients_retryable_codes_hold_where_a_route_sets_none() {
             Route::grpc_method("stanchion.test.Echo", "Strict"),
             RoutePolicy::new().retryable_codes(GrpcCodes::NONE),
         )
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     unary(client.clone().into_tonic(), "/stanchion.test.Echo/Call")
@@ -367,7 +359,7 @@ async fn hyper_connections_from_the_pool_carry_the_stack() {
             Route::path_prefix("/healthz"),
             RoutePolicy::new().partition("health").without_retries(),
         )
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let get = |path: &str| Request::get(path).body(Full::new(Bytes::new())).unwrap();
@@ -402,7 +394,7 @@ fn invalid_settings_are_config_errors() {
     fn addrs() -> Target {
         Target::addrs(["127.0.0.1:1".parse().unwrap()])
     }
-    type H = HttpConnector<HttpBody>;
+    type H = HttpConnector<Full<Bytes>>;
     let errors: Vec<ConfigError> = [
         Client::http(addrs())
             .deadline(Duration::ZERO)
@@ -492,7 +484,7 @@ async fn every_layer_can_be_turned_off() {
         .without_retries()
         .without_bulkhead()
         .without_ejection()
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     assert!(client.bulkhead().is_none());
@@ -510,7 +502,7 @@ fn the_client_and_its_calls_can_cross_threads() {
     fn shared<T: Send + Sync + Clone + 'static>(_: &T) {}
     fn sendable<F: std::future::Future + Send + 'static>(_: &F) {}
     let client = Client::http(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     shared(&client);
     let call = client
@@ -518,7 +510,7 @@ fn the_client_and_its_calls_can_cross_threads() {
         .oneshot(Request::get("/").body(Full::new(Bytes::new())).unwrap());
     sendable(&call);
     let grpc = Client::grpc(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap()
         .into_tonic();
     shared(&grpc);

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use stanchion::client::{Client, Route, RoutePolicy, Target};
 use stanchion::idempotency::{IdempotencyLayer, MemoryStore};
 use stanchion::pool::{ClosedBeforeResponse, HttpConnector, Pool, PoolBuilder};
-use stanchion::retry::{ReplayBody, RetryStop, RetryStopped};
+use stanchion::retry::{RetryStop, RetryStopped};
 use stanchion_echo_proto::EchoRequest;
 use stanchion_echo_proto::echo_client::EchoClient;
 use tokio::task::JoinSet;
@@ -26,8 +26,6 @@ use support::http_server::HttpServer;
 use support::ledger_server::{Ledger, LedgerServer, grpc_ledger};
 
 const MS: Duration = Duration::from_millis(1);
-
-type Body = ReplayBody<Full<Bytes>>;
 
 fn keyed_post(key: &str) -> Request<Full<Bytes>> {
     Request::post("/payments")
@@ -58,7 +56,7 @@ async fn keyed_duplicates_wait_for_the_first_answer() {
             Route::path_prefix("/payments"),
             RoutePolicy::new().idempotency_keys(true),
         )
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let mut calls = JoinSet::new();
@@ -92,7 +90,7 @@ async fn a_stored_conflict_is_the_answer_not_a_reason_to_poll() {
             Route::path_prefix("/payments"),
             RoutePolicy::new().idempotency_keys(true),
         )
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let mut req = keyed_post("taken-1");
@@ -138,7 +136,7 @@ async fn a_duplicate_past_its_deadline_ends_with_the_conflict_and_why() {
             Route::path_prefix("/payments"),
             RoutePolicy::new().idempotency_keys(true),
         )
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let first = tokio::spawn(client.clone().oneshot(keyed_post("order-7")));
@@ -185,7 +183,7 @@ async fn grpc_keyed_duplicates_wait_for_the_first_answer() {
             Route::grpc_service("stanchion.test.Echo"),
             RoutePolicy::new().idempotency_keys(true),
         )
-        .build(HttpConnector::<ReplayBody<tonic::body::Body>>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let mut calls = JoinSet::new();

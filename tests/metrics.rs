@@ -15,7 +15,6 @@ use metrics_util::debugging::DebuggingRecorder;
 use stanchion::client::{Client, Target};
 use stanchion::metrics;
 use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
-use stanchion::retry::ReplayBody;
 use tower::ServiceExt;
 
 use support::faults::{Fault, FaultPlan};
@@ -266,7 +265,7 @@ async fn a_client_reaches_every_endpoints_pool() {
     ];
     let resolver = stanchion::balance::StaticResolver::new(servers.iter().map(|s| s.addr()));
     let client = Client::http(Target::resolver(resolver.clone()))
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     for _ in 0..4 {
@@ -310,7 +309,7 @@ async fn retries_are_counted_by_kind_and_stops_by_reason_per_route() {
         Client::http(Target::addrs([server.addr()]))
             .backoff(fast.clone())
             .route(Route::path_prefix("/pay"), RoutePolicy::new())
-            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap()
     });
     client.resolved().await;
@@ -352,7 +351,7 @@ async fn retries_are_counted_by_kind_and_stops_by_reason_per_route() {
         Client::http(Target::addrs([server.addr()]))
             .backoff(fast.clone())
             .retry_budget(empty)
-            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap()
     });
     client.resolved().await;
@@ -370,7 +369,7 @@ async fn retries_are_counted_by_kind_and_stops_by_reason_per_route() {
         Client::http(Target::addrs([dead]))
             .backoff(fast)
             .max_attempts(1)
-            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap()
     });
     client.resolved().await;
@@ -398,7 +397,7 @@ async fn calls_and_attempts_are_counted_by_route_and_outcome() {
         Client::http(Target::addrs([server.addr()]))
             .name("payments")
             .backoff(Backoff::new(MS, 2 * MS).unwrap())
-            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap()
     });
     client.resolved().await;
@@ -431,7 +430,7 @@ async fn calls_and_attempts_are_counted_by_route_and_outcome() {
         Client::http(Target::addrs([dead]))
             .name("payments")
             .max_attempts(1)
-            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap()
     });
     client.resolved().await;
@@ -587,7 +586,7 @@ async fn the_balancer_counts_resolutions_ejections_and_panic_mode() {
                 .open_duration(Duration::from_secs(60)),
         )
         .refresh_interval(Duration::from_secs(5))
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let target = [("target", "ledger.internal")];
@@ -662,7 +661,7 @@ async fn a_bulkhead_partition_counts_admissions_queueing_and_refusals() {
     };
     let client = Client::http(Target::addrs([server.addr()]))
         .bulkhead(Bulkhead::builder().limits(limits))
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let partition = [("partition", "default")];
@@ -750,7 +749,7 @@ async fn deadlines_count_calls_that_ran_out_and_the_budget_left_at_each_send() {
         Client::http(Target::addrs([server.addr()]))
             .deadline(Duration::from_secs(2))
             .backoff(Backoff::new(Duration::from_millis(500), Duration::from_millis(500)).unwrap())
-            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap()
     });
     client.resolved().await;
@@ -802,7 +801,7 @@ async fn the_retry_budget_counts_withdrawals_and_publishes_its_balance() {
         Client::http(Target::addrs([server.addr()]))
             .backoff(Backoff::new(MS, 2 * MS).unwrap())
             .retry_budget(budget)
-            .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+            .build(HttpConnector::<Full<Bytes>>::http1())
             .unwrap()
     });
     client.resolved().await;
@@ -836,7 +835,7 @@ async fn only_what_the_user_declared_is_recorded() {
     let _installed = ::metrics::set_default_local_recorder(&recorder);
     let client = Client::http(Target::addrs([server.addr()]))
         .without_bulkhead()
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let res = client.oneshot(get()).await.unwrap();

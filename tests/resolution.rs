@@ -50,7 +50,7 @@ fn no_endpoints(result: Result<http::Response<impl Sized>, Error>) -> NoEndpoint
 #[tokio::test(start_paused = true)]
 async fn no_endpoints_fails_at_once_without_retrying() {
     let client = Client::http(Target::addrs([]))
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let start = Instant::now();
@@ -90,7 +90,7 @@ fn slow_client(addrs: Vec<SocketAddr>, deadline: Duration) -> HttpClient {
     };
     Client::http(Target::resolver(resolver))
         .deadline(deadline)
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap()
 }
 
@@ -140,7 +140,7 @@ async fn a_resolver_outage_keeps_the_last_endpoints_until_the_maximum_staleness(
         dns.addr(),
     )))
     .max_staleness(60 * SEC)
-    .build(HttpConnector::<Body>::http1())
+    .build(HttpConnector::<Empty<Bytes>>::http1())
     .unwrap();
     client.resolved().await;
     // Mark one endpoint's breaker: a reset would lose it.
@@ -189,7 +189,7 @@ async fn a_flapping_address_keeps_its_state_and_an_explicit_empty_set_applies_at
     let resolver = StaticResolver::new([a, b]);
     let client = Client::http(Target::resolver(resolver.clone()))
         .refresh_interval(SEC)
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     client.balancer().breaker(b).unwrap().force_open();
@@ -224,7 +224,7 @@ async fn a_name_with_one_address_warns_once() {
     let resolver =
         DnsResolver::with_server("single.stanchion.test.", server.addr().port(), dns.addr());
     let client = Client::http(Target::resolver(resolver))
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     for _ in 0..3 {
@@ -360,7 +360,7 @@ fn a_balancer_outliving_its_runtime_resolves_in_the_next() {
     let client = first.block_on(async {
         Client::http(Target::addrs([server.addr()]))
             .deadline(SEC)
-            .build(HttpConnector::<Body>::http1())
+            .build(HttpConnector::<Empty<Bytes>>::http1())
             .unwrap()
     });
     drop(first);

@@ -27,7 +27,6 @@ use support::http_server::HttpServer;
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
-type TonicBody = ReplayBody<tonic::body::Body>;
 type HttpBody = ReplayBody<Empty<Bytes>>;
 
 fn fast_backoff() -> Backoff {
@@ -61,7 +60,9 @@ async fn a_grpc_method_with_no_retryable_codes_is_sent_once() {
             } else {
                 builder.retryable_codes(GrpcCodes::NONE)
             };
-            let client = builder.build(HttpConnector::<TonicBody>::http2()).unwrap();
+            let client = builder
+                .build(HttpConnector::<tonic::body::Body>::http2())
+                .unwrap();
             client.resolved().await;
             let status = EchoClient::new(client.into_tonic())
                 .call(EchoRequest {
@@ -91,7 +92,7 @@ async fn a_grpc_method_retries_exactly_its_codes_on_errors() {
             .per_try_timeout(200 * MS)
             .backoff(fast_backoff())
             .retryable_codes(codes)
-            .build(HttpConnector::<TonicBody>::http2())
+            .build(HttpConnector::<tonic::body::Body>::http2())
             .unwrap();
         client.resolved().await;
         let _ = EchoClient::new(client.into_tonic())
@@ -120,7 +121,7 @@ async fn a_grpc_call_is_committed_once_response_headers_arrive() {
     let client = Client::grpc(Target::addrs([server.addr()]))
         .backoff(fast_backoff())
         .retryable_codes(every_failure)
-        .build(HttpConnector::<TonicBody>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let status = EchoClient::new(client.into_tonic())
@@ -161,7 +162,7 @@ async fn a_hung_endpoint_is_ejected_whichever_timer_cuts_it() {
             .deadline(deadline)
             .per_try_timeout(per_try)
             .backoff(fast_backoff())
-            .build(HttpConnector::<HttpBody>::http1())
+            .build(HttpConnector::<Empty<Bytes>>::http1())
             .unwrap();
         client.resolved().await;
         for _ in 0..60 {
@@ -188,7 +189,7 @@ async fn a_budget_below_the_service_latency_ejects_nobody() {
     let client = Client::http(Target::addrs(servers.iter().map(|s| s.addr())))
         .deadline(50 * MS)
         .backoff(fast_backoff())
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     for _ in 0..30 {
@@ -212,7 +213,7 @@ async fn our_own_congestion_ejects_no_endpoint() {
         .pool(PoolBuilder::new().max_size(1).checkout_timeout(50 * MS))
         .breaker(CircuitBreaker::builder().consecutive_failures(1))
         .backoff(fast_backoff())
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let calls: Vec<_> = (0..12)
@@ -252,7 +253,7 @@ async fn an_attempt_cut_in_our_own_queue_was_never_sent_and_is_sent_again() {
         .pool(PoolBuilder::new().max_size(1))
         .breaker(CircuitBreaker::builder().consecutive_failures(1))
         .backoff(fast_backoff())
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     // A slow GET holds the only connection for 200 ms…
@@ -283,7 +284,7 @@ async fn shedding_ejects_no_endpoint() {
     let servers = servers([FaultPlan::always(Fault::status(429))]).await;
     let client = Client::http(Target::addrs([servers[0].addr()]))
         .breaker(CircuitBreaker::builder().consecutive_failures(1))
-        .build(HttpConnector::<HttpBody>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     for _ in 0..10 {

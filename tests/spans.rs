@@ -12,7 +12,7 @@ use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use stanchion::client::{Client, Target};
 use stanchion::pool::HttpConnector;
-use stanchion::retry::{Backoff, ReplayBody};
+use stanchion::retry::Backoff;
 use tower::ServiceExt;
 
 use support::faults::{Fault, FaultPlan};
@@ -40,7 +40,7 @@ async fn a_call_has_one_span_and_a_child_span_per_attempt() {
         .backoff(Backoff::new(100 * MS, 100 * MS).unwrap().seed(7))
         .deadline(Duration::from_secs(5))
         .on_attempt(inject)
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let res = client.oneshot(get()).await.unwrap();
@@ -106,7 +106,7 @@ async fn a_failed_call_records_its_attempts_and_outcome() {
         .unwrap();
     let client = Client::http(Target::addrs([dead]))
         .max_attempts(1)
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     client.oneshot(get()).await.unwrap_err();

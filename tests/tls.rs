@@ -23,11 +23,11 @@ use stanchion::pool::{
     Handshake, HttpConnection, HttpConnector, PoolBuilder, Secured, ServerNameMismatch, TlsConfig,
     TlsError, TlsErrorKind,
 };
-use stanchion::retry::{Backoff, ReplayBody};
+use stanchion::retry::Backoff;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 
-type Body = ReplayBody<Full<Bytes>>;
+type Body = Full<Bytes>;
 
 /// A certificate authority made for one test.
 struct Ca {
@@ -264,10 +264,7 @@ fn localhost(ca: &Ca) -> TlsConfig {
 async fn https_client(
     addrs: impl IntoIterator<Item = SocketAddr>,
     connector: HttpConnector<Body, Secured>,
-) -> Client<
-    stanchion::pool::Pool<HttpConnector<Body, Secured>, SocketAddr>,
-    stanchion::classify::HttpClassifier,
-> {
+) -> stanchion::client::HttpClient<Body, Secured> {
     let client = Client::http(Target::addrs(addrs))
         .backoff(fast())
         .build(connector)
@@ -595,7 +592,7 @@ async fn a_stalled_handshake_times_out_as_a_connect_failure() {
     // handshake (it is part of the checkout), and the call ends at its deadline.
     let client = Client::http(Target::addrs([addr]))
         .deadline(Duration::from_millis(120))
-        .build(HttpConnector::<Body>::http1().tls(localhost(&ca)))
+        .build(HttpConnector::<Full<Bytes>>::http1().tls(localhost(&ca)))
         .unwrap();
     client.resolved().await;
     let start = tokio::time::Instant::now();
@@ -622,14 +619,13 @@ async fn a_stalled_handshake_times_out_as_a_connect_failure() {
 async fn grpc_over_tls_needs_h2_by_alpn() {
     use stanchion_echo_proto::EchoRequest;
     use stanchion_echo_proto::echo_client::EchoClient;
-    type TonicBody = ReplayBody<tonic::body::Body>;
 
     let ca = Ca::new("test CA");
     let leaf = ca.leaf(&["localhost"], &[], false);
     let server = TlsServer::start(ServerSetup::new(leaf.clone())).await;
     let tls = localhost(&ca);
     let client = Client::grpc(Target::addrs([server.addr]))
-        .build(HttpConnector::<TonicBody>::http2().tls(tls.clone()))
+        .build(HttpConnector::<tonic::body::Body>::http2().tls(tls.clone()))
         .unwrap();
     client.resolved().await;
     let reply = EchoClient::new(client.into_tonic())
@@ -646,7 +642,7 @@ async fn grpc_over_tls_needs_h2_by_alpn() {
     })
     .await;
     let client = Client::grpc(Target::addrs([h1_only.addr]))
-        .build(HttpConnector::<TonicBody>::http2().tls(tls))
+        .build(HttpConnector::<tonic::body::Body>::http2().tls(tls))
         .unwrap();
     client.resolved().await;
     let status = EchoClient::new(client.into_tonic())

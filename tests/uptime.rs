@@ -15,7 +15,6 @@ use stanchion::breaker::{BreakerState, CircuitBreaker};
 use stanchion::client::{Client, Target};
 use stanchion::idempotency::{IdempotencyLayer, MemoryStore};
 use stanchion::pool::{HttpConnector, Pool, PoolBuilder};
-use stanchion::retry::ReplayBody;
 use tower::ServiceExt;
 
 use stanchion::classify::{Class, Kind};
@@ -289,7 +288,7 @@ async fn resolution_goes_on_after_any_idle_gap() {
     let resolver = StaticResolver::new([servers[0].addr()]);
     let client = Client::http(Target::resolver(resolver.clone()))
         .refresh_interval(SEC)
-        .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())
+        .build(HttpConnector::<Full<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     for (i, (name, gap)) in gaps().into_iter().enumerate() {

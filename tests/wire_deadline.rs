@@ -64,9 +64,9 @@ async fn the_wire_timeout_excludes_the_wait_for_the_clients_own_pool() {
     for http2 in [false, true] {
         let server = HttpServer::start(FaultPlan::always(Fault::ok().latency(400 * MS))).await;
         let connector = if http2 {
-            HttpConnector::<Body>::http2()
+            HttpConnector::<Empty<Bytes>>::http2()
         } else {
-            HttpConnector::<Body>::http1()
+            HttpConnector::<Empty<Bytes>>::http1()
         };
         let client = Client::http(Target::addrs([server.addr()]))
             .deadline(SEC)
@@ -111,7 +111,7 @@ async fn grpc_timeout_excludes_the_wait_for_the_clients_own_pool() {
     let client = Client::grpc(Target::addrs([server.addr()]))
         .deadline(SEC)
         .pool(PoolBuilder::new().max_size(1).max_streams_per_connection(1))
-        .build(HttpConnector::<ReplayBody<tonic::body::Body>>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let start = Instant::now();
@@ -189,7 +189,7 @@ async fn middle_hop(next: SocketAddr) -> SocketAddr {
     let client = Client::http(Target::addrs([next]))
         .timeout_header(TIMEOUT)
         .pool(PoolBuilder::new().max_size(1))
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let handler = tower::service_fn(move |_req: Request<hyper::body::Incoming>| {
@@ -228,7 +228,7 @@ async fn across_hops_the_next_server_is_told_what_remains() {
     let client = Client::http(Target::addrs([a]))
         .deadline(SEC)
         .timeout_header(TIMEOUT)
-        .build(HttpConnector::<Body>::http1())
+        .build(HttpConnector::<Empty<Bytes>>::http1())
         .unwrap();
     client.resolved().await;
     let start = Instant::now();
@@ -359,7 +359,7 @@ async fn a_grpc_timeout_set_by_the_caller_shortens_the_deadline() {
     .await;
     let client = Client::grpc(Target::addrs([server.addr()]))
         .deadline(SEC)
-        .build(HttpConnector::<ReplayBody<tonic::body::Body>>::http2())
+        .build(HttpConnector::<tonic::body::Body>::http2())
         .unwrap();
     client.resolved().await;
     let mut echo = EchoClient::new(client.into_tonic());

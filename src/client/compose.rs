@@ -21,21 +21,29 @@ use crate::retry::{ReplayBodyLayer, RetryBudget, RetryLayer};
 
 impl<C: ClientClassifier> ClientBuilder<C> {
     /// Validates everything and builds the client over pools of connections made by
-    /// `connector` (an [`HttpConnector`](crate::pool::HttpConnector) on hyper, a
-    /// [`TonicConnector`](crate::pool::TonicConnector), a
-    /// [`ReqwestConnector`](crate::pool::ReqwestConnector)), one pool per endpoint.
+    /// `connector` — an [`HttpConnector`](crate::pool::HttpConnector) over your request body
+    /// type (`HttpConnector::<Full<Bytes>>::http1()`; the pools send the bodies the client keeps
+    /// for replay, with the same settings: [`ReplayConnector`](super::ReplayConnector)), or a
+    /// [`ReqwestConnector`](crate::pool::ReqwestConnector) — one pool per endpoint. Name the
+    /// result with [`HttpClient`](super::HttpClient), [`GrpcClient`](super::GrpcClient) or
+    /// [`ReqwestClient`](super::ReqwestClient).
     ///
     /// Inside a tokio runtime the first resolution starts at once.
     #[allow(clippy::type_complexity)]
-    pub fn build<K>(self, connector: K) -> Result<Client<Pool<K, SocketAddr>, C>, ConfigError>
+    pub fn build<K>(
+        self,
+        connector: K,
+    ) -> Result<Client<Pool<K::Replaying, SocketAddr>, C>, ConfigError>
     where
-        K: tower::Service<SocketAddr> + Clone + Send + Sync + 'static,
-        K::Response: crate::pool::Connection,
-        K::Future: Send + 'static,
-        K::Error: Into<crate::BoxError>,
-        Pool<K, SocketAddr>: Send + Sync,
+        K: super::ReplayConnector,
+        K::Replaying: tower::Service<SocketAddr> + Clone + Send + Sync + 'static,
+        <K::Replaying as tower::Service<SocketAddr>>::Response: crate::pool::Connection,
+        <K::Replaying as tower::Service<SocketAddr>>::Future: Send + 'static,
+        <K::Replaying as tower::Service<SocketAddr>>::Error: Into<crate::BoxError>,
+        Pool<K::Replaying, SocketAddr>: Send + Sync,
     {
         let pool = self.pool.clone().settings()?;
+        let connector = connector.replaying();
         self.build_with(move |addr| pool.build(connector.clone(), addr))
     }
 

@@ -31,7 +31,6 @@
 //! use http_body_util::Full;
 //! use stanchion::client::{Client, Route, RoutePolicy, Target};
 //! use stanchion::pool::HttpConnector;
-//! use stanchion::retry::ReplayBody;
 //!
 //! # fn main() -> Result<(), stanchion::ConfigError> {
 //! let client = Client::http(Target::addrs(["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()]))
@@ -41,7 +40,7 @@
 //!         Route::path_prefix("/v1/payments"),
 //!         RoutePolicy::new().idempotency_keys(true).deadline(Duration::from_secs(5)),
 //!     )
-//!     .build(HttpConnector::<ReplayBody<Full<Bytes>>>::http1())?;
+//!     .build(HttpConnector::<Full<Bytes>>::http1())?;
 //! # let _ = client;
 //! # Ok(()) }
 //! ```
@@ -61,6 +60,7 @@
 mod builder;
 mod classifier;
 mod compose;
+mod connector;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod route;
@@ -77,6 +77,7 @@ use tower::util::Oneshot;
 
 pub use self::builder::ClientBuilder;
 pub use self::classifier::ClientClassifier;
+pub use self::connector::ReplayConnector;
 pub use self::route::{Route, RoutePolicy};
 pub use self::target::Target;
 #[cfg(feature = "tonic")]
@@ -93,6 +94,71 @@ pub const DEFAULT_CLIENT_NAME: &str = "default";
 
 /// The route label of calls no configured route matches: `default`.
 pub const DEFAULT_ROUTE: &str = "default";
+
+/// A client over hyper connections from the crate's pools, for `http::Request<B>` (default
+/// `Full<Bytes>`), plaintext or TLS (`S` = [`Secured`](crate::pool::Secured) after
+/// `HttpConnector::tls`): what `Client::http(..).build(HttpConnector::<B>::http1())` returns.
+#[cfg(feature = "hyper")]
+pub type HttpClient<B = http_body_util::Full<bytes::Bytes>, S = crate::pool::Plaintext> = Client<
+    crate::pool::Pool<
+        crate::pool::HttpConnector<crate::retry::ReplayBody<B>, S>,
+        std::net::SocketAddr,
+    >,
+    crate::classify::HttpClassifier,
+>;
+
+/// A gRPC client over hyper HTTP/2 connections from the crate's pools, for tonic's requests:
+/// what `Client::grpc(..).build(HttpConnector::<tonic::body::Body>::http2())` returns. Put it
+/// under a generated client with [`Client::into_tonic`] ([`TonicGrpcClient`]).
+#[cfg(all(feature = "hyper", feature = "tonic"))]
+pub type GrpcClient<S = crate::pool::Plaintext> = Client<
+    crate::pool::Pool<
+        crate::pool::HttpConnector<crate::retry::ReplayBody<::tonic::body::Body>, S>,
+        std::net::SocketAddr,
+    >,
+    crate::classify::GrpcClassifier,
+>;
+
+/// The transport a tonic-generated client runs on: [`GrpcClient::into_tonic`](Client::into_tonic)
+/// — `EchoClient<TonicGrpcClient>`.
+#[cfg(all(feature = "hyper", feature = "tonic"))]
+pub type TonicGrpcClient<S = crate::pool::Plaintext> = TonicClient<
+    crate::pool::Pool<
+        crate::pool::HttpConnector<crate::retry::ReplayBody<::tonic::body::Body>, S>,
+        std::net::SocketAddr,
+    >,
+    crate::classify::GrpcClassifier,
+>;
+
+/// A client over reqwest clients, one per resolved address: what
+/// `Client::http(..).build(ReqwestConnector::new(host))` returns.
+#[cfg(feature = "reqwest")]
+pub type ReqwestClient = Client<
+    crate::pool::Pool<crate::pool::ReqwestConnector, std::net::SocketAddr>,
+    crate::classify::HttpClassifier,
+>;
+
+/// The response a client returns for `http::Request<B>`: `http::Response` over the stack's
+/// body (which holds the connection, the breaker's and the bulkhead's permits until it ends).
+/// `Response<HttpClient, Full<Bytes>>` names it where a helper returns one.
+pub type Response<T, B> = <T as Service<Request<B>>>::Response;
+
+/// The body of [`Response`]: `ResponseBody<HttpClient, Full<Bytes>>` — an `http_body::Body`
+/// of `Bytes` whose errors are [`Error`](crate::Error)s.
+pub type ResponseBody<T, B> = <Response<T, B> as BodyOf>::Body;
+
+/// The future a client's `call` returns for `http::Request<B>` (`Send`, `'static`).
+pub type ResponseFuture<T, B> = <T as Service<Request<B>>>::Future;
+
+/// The body type of an `http::Response` ([`ResponseBody`]).
+pub trait BodyOf {
+    /// The body type.
+    type Body;
+}
+
+impl<B> BodyOf for http::Response<B> {
+    type Body = B;
+}
 
 /// One route's stack over the shared balancer `Balancer<E, C>` (see the [module docs](self)).
 pub type RouteStack<E, C> = IdempotencyKeyService<

@@ -99,6 +99,22 @@ impl<B, S> fmt::Debug for HttpConnector<B, S> {
     }
 }
 
+impl<B, S> HttpConnector<B, S> {
+    /// The same connector (version, timeouts, TLS) for requests with bodies of type `B2`:
+    /// what [`ReplayConnector`](crate::client::ReplayConnector) does for `Client::build`, which
+    /// sends bodies kept for replay.
+    pub fn with_body<B2>(self) -> HttpConnector<B2, S> {
+        HttpConnector {
+            version: self.version,
+            connect_timeout: self.connect_timeout,
+            keep_alive: self.keep_alive,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+            _body: PhantomData,
+        }
+    }
+}
+
 impl<B> HttpConnector<B> {
     /// An HTTP/1.1 connector.
     pub fn http1() -> Self {
