@@ -87,3 +87,27 @@ pub use error::{BoxError, ConfigError, Error};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The guides' examples, compiled (and run, unless marked `no_run`) as doctests: a name a guide
+/// shows exists, with the signature it shows.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../docs/balancing.md")]
+    struct Balancing;
+    #[doc = include_str!("../docs/bulkhead.md")]
+    struct Bulkhead;
+    #[doc = include_str!("../docs/circuit-breaker.md")]
+    struct CircuitBreaker;
+    #[doc = include_str!("../docs/client.md")]
+    struct Client;
+    #[doc = include_str!("../docs/deadline.md")]
+    struct Deadline;
+    #[doc = include_str!("../docs/idempotency.md")]
+    struct Idempotency;
+    #[doc = include_str!("../docs/pool.md")]
+    struct Pool;
+    #[doc = include_str!("../docs/recipes.md")]
+    struct Recipes;
+    #[doc = include_str!("../docs/retry.md")]
+    struct Retry;
+}

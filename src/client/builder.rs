@@ -42,6 +42,17 @@ use crate::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryBudget, UnavailablePolicy
 /// | [`max_staleness`](Self::max_staleness) | 5 min: the last known endpoints serve while resolution fails | — |
 /// | [`drain_window`](Self::drain_window) | 60 s: a removed endpoint that comes back keeps its breaker and pool | — |
 /// | [`idempotency_keys`](Self::idempotency_keys) | off (opt in per route) | — |
+///
+/// Settings apply in the order they are called: a knob set twice, or set and then turned off
+/// with its `without_` form (or the other way round), keeps the last call. The knobs that touch
+/// another say so: [`bulkhead`](Self::bulkhead) replaces the whole bulkhead (and the limits
+/// [`concurrency`](Self::concurrency) set), `concurrency` keeps `bulkhead`'s partitions;
+/// [`without_ejection`](Self::without_ejection) is `max_ejection(0.0)`;
+/// [`without_retries`](Self::without_retries) is `max_attempts(1)`. A route's
+/// [`RoutePolicy`] overrides the client's settings for its calls only; two `route` calls for
+/// one route merge, the later policy's settings winning. Nothing is dropped without a
+/// [`ConfigError`](crate::ConfigError): a setting that could not take effect is refused by
+/// `build`.
 pub struct ClientBuilder<C> {
     pub(super) target: Target,
     pub(super) name: String,
@@ -436,6 +447,76 @@ mod tests {
                 queue: 50,
                 max_wait: Duration::from_secs(1)
             }
+        );
+    }
+
+    /// The last call of a knob wins, whichever form it takes: each pair below in both orders.
+    #[test]
+    fn the_last_call_of_a_knob_wins() {
+        type B = ClientBuilder<HttpClassifier>;
+        #[allow(clippy::type_complexity)]
+        let pairs: Vec<(fn(B) -> B, fn(B) -> B, fn(&B) -> String)> = vec![
+            (
+                |b| b.deadline(Duration::from_secs(7)),
+                B::without_deadline,
+                |b| format!("{:?}", b.deadline),
+            ),
+            (
+                |b| b.per_try_timeout(Duration::from_secs(7)),
+                B::without_per_try_timeout,
+                |b| format!("{:?}", b.per_try),
+            ),
+            (
+                |b| b.max_attempts(5),
+                B::without_retries,
+                |b| format!("{:?}", b.max_attempts),
+            ),
+            (
+                |b| b.concurrency(Limits::default()),
+                B::without_bulkhead,
+                |b| format!("{:?}", b.bulkhead.is_some()),
+            ),
+            (
+                |b| b.max_ejection(0.3),
+                B::without_ejection,
+                |b| format!("{:?}", b.max_ejection),
+            ),
+            (
+                |b| b.idempotency_keys(true),
+                |b| b.idempotency_keys(false),
+                |b| format!("{:?}", b.keys),
+            ),
+        ];
+        for (i, (set, other, read)) in pairs.into_iter().enumerate() {
+            let last_set = read(&set(other(Client::http(target()))));
+            let last_other = read(&other(set(Client::http(target()))));
+            assert_eq!(
+                last_set,
+                read(&set(Client::http(target()))),
+                "pair {i}: set last"
+            );
+            assert_eq!(
+                last_other,
+                read(&other(Client::http(target()))),
+                "pair {i}: other last"
+            );
+            assert_ne!(last_set, last_other, "pair {i} must differ");
+        }
+        // `bulkhead(..)` after `concurrency(..)` replaces it; `concurrency(..)` after keeps
+        // `bulkhead(..)`'s partitions (tests/api.rs builds both).
+        let small = Limits {
+            concurrency: 3,
+            queue: 0,
+            max_wait: Duration::ZERO,
+        };
+        let replaced = Client::http(target())
+            .concurrency(small)
+            .bulkhead(Bulkhead::builder())
+            .build_with(|_| ())
+            .unwrap();
+        assert_eq!(
+            replaced.bulkhead().unwrap().default_stats().limits,
+            Limits::default()
         );
     }
 
