@@ -90,7 +90,14 @@ struct ReadmeDoctests;
 
 /// The guides' examples, compiled (and run, unless marked `no_run`) as doctests: a name a guide
 /// shows exists, with the signature it shows.
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "hyper",
+    feature = "tonic",
+    feature = "reqwest",
+    feature = "dns",
+    feature = "redis"
+))]
 mod guides {
     #[doc = include_str!("../docs/balancing.md")]
     struct Balancing;

@@ -12,6 +12,12 @@ pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
     }))
 }
 
+/// `grpc-previous-rpc-attempts` (gRFC A6): on a retried request, the attempts before it; on the
+/// response a retried call returns, the attempts before the one that answered.
+#[cfg(feature = "http")]
+pub(crate) const GRPC_PREVIOUS_ATTEMPTS: http::HeaderName =
+    http::HeaderName::from_static("grpc-previous-rpc-attempts");
+
 /// Whether a message is gRPC: its content type is `application/grpc`, alone or followed by `+`
 /// (a codec: `application/grpc+proto`) or `;` (parameters), as gRPC over HTTP/2 defines it.
 ///
@@ -19,12 +25,6 @@ pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
 /// carries its status in the body rather than in trailers, and its retries are the browser
 /// client's business — so it is treated as plain HTTP (retried by method, judged by status).
 /// Neither is a look-alike such as `application/grpcfoo`.
-/// `grpc-previous-rpc-attempts` (gRFC A6): on a retried request, the attempts before it; on the
-/// response a retried call returns, the attempts before the one that answered.
-#[cfg(feature = "http")]
-pub(crate) const GRPC_PREVIOUS_ATTEMPTS: http::HeaderName =
-    http::HeaderName::from_static("grpc-previous-rpc-attempts");
-
 pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)

@@ -351,3 +351,98 @@ mod nameable {
         assert_eq!(server.count(), 1);
     }
 }
+
+/// A resolver that pushes its changes, and whose lookups wait for a gate: a lookup that read
+/// the list before a push, and answers after it, is older than the push.
+#[derive(Clone)]
+struct Pushing {
+    list: Arc<Mutex<Vec<SocketAddr>>>,
+    attached: Arc<Mutex<Vec<stanchion::balance::Updates>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    lookups: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Resolve for Pushing {
+    fn resolve(&self) -> ResolveFuture {
+        let addrs = self.list.lock().unwrap().clone();
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            gate.acquire().await.unwrap().forget();
+            Ok(Resolved { addrs, ttl: None })
+        })
+    }
+
+    fn attach(&self, updates: stanchion::balance::Updates) {
+        self.attached.lock().unwrap().push(updates);
+    }
+}
+
+impl Pushing {
+    fn new() -> Self {
+        Pushing {
+            list: Arc::default(),
+            attached: Arc::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            lookups: Arc::default(),
+        }
+    }
+
+    fn set(&self, addrs: Vec<SocketAddr>) {
+        *self.list.lock().unwrap() = addrs.clone();
+        for updates in self.attached.lock().unwrap().iter() {
+            updates.push(addrs.clone());
+        }
+    }
+}
+
+/// An answer read before a push and applied after it must not undo the push: the refresh
+/// task's lookup of `[a]` was in flight when `[b]` was pushed; when it answers, `[b]` stays.
+#[tokio::test]
+async fn a_lookup_older_than_a_push_does_not_undo_it() {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    let resolver = Pushing::new();
+    *resolver.list.lock().unwrap() = vec![a];
+    resolver.gate.add_permits(1);
+    let balancer = stanchion::balance::Balancer::builder(
+        resolver.clone(),
+        |_| {
+            tower::service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            })
+        },
+        stanchion::classify::HttpClassifier::new(),
+    )
+    .build()
+    .unwrap();
+    balancer.resolved().await;
+    let now = |lb: &stanchion::balance::Balancer<_, _>| -> Vec<SocketAddr> {
+        lb.endpoints().iter().map(|e| e.addr).collect()
+    };
+    assert_eq!(now(&balancer), [a]);
+    // A lookup reads `[a]` and waits at the gate; meanwhile `[b]` is pushed.
+    let refresh = tokio::spawn({
+        let balancer = balancer.clone();
+        async move { balancer.refresh_now().await }
+    });
+    for _ in 0..1000 {
+        if resolver.lookups.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        resolver.lookups.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    resolver.set(vec![b]);
+    assert_eq!(now(&balancer), [b]);
+    // The old lookup answers now: it is not applied.
+    resolver.gate.add_permits(1);
+    refresh.await.unwrap();
+    assert_eq!(now(&balancer), [b]);
+}

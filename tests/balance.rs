@@ -162,13 +162,16 @@ proptest! {
 /// `cap · n` endpoints are ejected (at least one when the cap is above zero), the first open
 /// ones in order; below `threshold · n` endpoints taking calls, all take them. `None`: none do.
 fn model_takers(n: usize, open: &[bool], cap: f64, threshold: f64) -> Option<Vec<usize>> {
-    let mut max_ejected = (n as f64 * cap).floor() as usize;
-    if cap > 0.0 {
+    // Shares to the nearest millionth, as documented.
+    let ppm = |share: f64| (share * 1e6).round() as usize;
+    let mut max_ejected = n * ppm(cap) / 1_000_000;
+    if ppm(cap) > 0 {
         max_ejected = max_ejected.max(1);
     }
     let ejected: Vec<usize> = (0..n).filter(|&i| open[i]).take(max_ejected).collect();
     let healthy = n - ejected.len();
-    let panic = (healthy as f64) < threshold * n as f64;
+    // healthy < threshold · n, exactly: healthy · 10⁶ < ppm(threshold) · n.
+    let panic = healthy * 1_000_000 < ppm(threshold) * n;
     let takers: Vec<usize> = (0..n).filter(|i| panic || !ejected.contains(i)).collect();
     (!takers.is_empty()).then_some(takers)
 }
@@ -619,6 +622,50 @@ proptest! {
             assert_eq!(seen, now);
         });
     }
+}
+
+/// An address removed and back after the drain window gets a new stack (a new pool): the
+/// Discover feed reports it again (tower replaces the stack under that key), so a tower
+/// balancer never keeps the dropped one; the address feed, whose set did not change, does not.
+#[tokio::test]
+async fn a_replaced_stack_is_discovered_again() {
+    /// The next item, within a second (a missing one fails the test instead of hanging it).
+    async fn next<T: futures_core::Stream + Unpin>(stream: &mut T) -> Option<T::Item> {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx));
+        tokio::time::timeout(SEC, next)
+            .await
+            .expect("an item within a second")
+    }
+
+    let addr = |i: u16| SocketAddr::from(([127, 0, 0, 1], 21_000 + i));
+    let resolver = StaticResolver::new([addr(0), addr(1)]);
+    let make = |_addr| tower::service_fn(answer as Instant_);
+    let lb = Balancer::builder(resolver.clone(), make, HttpClassifier::new())
+        .drain_window(Duration::ZERO)
+        .build()
+        .unwrap();
+    lb.resolved().await;
+    let mut discover = lb.discover();
+    let mut changes = lb.changes();
+    let key = |c: tower::discover::Change<SocketAddr, _>| match c {
+        tower::discover::Change::Insert(a, _) => (true, a),
+        tower::discover::Change::Remove(a) => (false, a),
+    };
+    for i in 0..2 {
+        assert_eq!(
+            key(next(&mut discover).await.unwrap().unwrap()),
+            (true, addr(i))
+        );
+    }
+    // Away and back while nobody reads: a new endpoint, with a new stack.
+    resolver.set([addr(0)]);
+    resolver.set([addr(0), addr(1)]);
+    assert_eq!(
+        key(next(&mut discover).await.unwrap().unwrap()),
+        (true, addr(1))
+    );
+    let nothing = tokio::time::timeout(Duration::from_millis(20), changes.next()).await;
+    assert!(nothing.is_err(), "the address set is the same: {nothing:?}");
 }
 
 /// The crate's resolution feeding tower's own balancer: `Balancer::discover()` is a tower

@@ -118,10 +118,11 @@ where
 
     /// The ejection cap: the largest share of endpoints skipped at once for an open breaker, in
     /// `[0, 1]` (Envoy's `max_ejection_percent` / 100; default [`DEFAULT_MAX_EJECTION`], 1.0).
-    /// At least one endpoint can always be ejected when the share is above zero, as in Envoy;
-    /// `0.0` ejects none (breakers still count, for the stats). When more breakers are open
-    /// than the cap allows, the first ones in resolution order stay out and the others take
-    /// calls through their open breakers.
+    /// At least one endpoint can always be ejected when the share is above zero (Envoy's
+    /// `always_eject_one_host`, the default of older Envoy versions); `0.0` ejects none
+    /// (breakers still count, for the stats). When more breakers are open than the cap allows,
+    /// the first ones in resolution order stay out and the others take calls through their
+    /// open breakers (round robin among them; Envoy keeps the first ejected instead).
     ///
     /// Not the off switch for panic mode: that is [`panic_threshold(0.0)`](Self::panic_threshold).
     pub fn max_ejection(mut self, share: f64) -> Self {
@@ -248,22 +249,27 @@ where
                 wake: Arc::new(tokio::sync::Notify::new()),
                 begun: std::sync::atomic::AtomicU64::new(0),
                 refreshes: watch::Sender::new(0),
+                pushes: std::sync::atomic::AtomicU64::new(0),
                 draining: Mutex::default(),
                 counters: ResolverCounters::default(),
             }),
         };
         // A resolver that learns of changes itself hands them over at once.
         let weak = Arc::downgrade(&balancer.shared);
+        let alive = weak.clone();
         balancer
             .shared
             .resolver
-            .attach(super::resolve::Updates::new(move |addrs| {
-                let Some(shared) = weak.upgrade() else {
-                    return false;
-                };
-                shared.apply(addrs, true);
-                true
-            }));
+            .attach(super::resolve::Updates::new(
+                move |addrs| {
+                    let Some(shared) = weak.upgrade() else {
+                        return false;
+                    };
+                    shared.apply(addrs, true);
+                    true
+                },
+                move || alive.strong_count() > 0,
+            ));
         if tokio::runtime::Handle::try_current().is_ok() {
             balancer.start_refresh();
         }

@@ -41,18 +41,23 @@ pub(crate) struct Ejection {
 
 impl<S> Snapshot<S> {
     pub(crate) fn new(endpoints: Vec<Arc<Endpoint<S>>>, ejection: Ejection) -> Self {
-        let n = endpoints.len();
-        let mut max_ejected = (n as f64 * ejection.max_ejection).floor() as usize;
-        if ejection.max_ejection > 0.0 && n > 0 {
-            // As Envoy: one endpoint can always be ejected, whatever the share.
+        let n = endpoints.len() as u64;
+        // Shares to the nearest millionth, compared in integers: `0.29 * 100` is 28.999… in
+        // floating point, and would eject 28.
+        let ppm = |share: f64| (share * 1_000_000.0).round() as u64;
+        let cap = ppm(ejection.max_ejection);
+        let mut max_ejected = n * cap / 1_000_000;
+        if cap > 0 && n > 0 {
+            // One endpoint can always be ejected while the share is above zero (Envoy's
+            // `always_eject_one_host`; older Envoy did so by default).
             max_ejected = max_ejected.max(1);
         }
-        // `healthy < threshold * n` in integers: `healthy < ceil(threshold * n)`.
-        let min_healthy = ((n as f64 * ejection.panic_threshold).ceil() as usize).min(n);
+        // Panic when `healthy < threshold * n`, i.e. `healthy < ceil(threshold * n)`.
+        let min_healthy = (n * ppm(ejection.panic_threshold)).div_ceil(1_000_000);
         Snapshot {
             endpoints,
-            max_ejected: max_ejected.min(n),
-            min_healthy,
+            max_ejected: max_ejected.min(n) as usize,
+            min_healthy: min_healthy.min(n) as usize,
         }
     }
 
@@ -161,7 +166,7 @@ impl Picker<'_> {
         let health = snapshot.health();
         self.metrics.panic(health.panic);
         if health.panic || health.over_cap {
-            return Ok(self.pick_among(endpoints, health, avoid));
+            return self.pick_among(endpoints, health, avoid);
         }
         let usable = health.usable;
         if usable == 0 {
@@ -271,33 +276,45 @@ impl Picker<'_> {
     /// Panic mode (too few endpoints would take calls: every one takes them, through open
     /// breakers if need be, rather than overload the few that are left), or more breakers open
     /// than the cap (those over it take calls through their breakers): the cursor's turn among
-    /// the endpoints that take calls, `avoid` skipped if another does.
+    /// the endpoints that take calls, `avoid` last. An endpoint inside the cap whose breaker
+    /// refuses the call (its half-open probes taken) is passed over, as outside this mode; the
+    /// policy is round robin here (least-request needs the usable endpoints' loads).
     fn pick_among<'s, S>(
         &self,
         endpoints: &'s [Arc<Endpoint<S>>],
         health: Health,
         avoid: Option<SocketAddr>,
-    ) -> Picked<'s, S> {
+    ) -> Result<Picked<'s, S>, Error> {
         let n = endpoints.len();
         let takes = |i: usize| health.takes_calls(i, &endpoints[i]);
-        let count = (0..n).filter(|&i| takes(i)).count().max(1);
-        let turn = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
-        // The turn-th endpoint taking calls (every endpoint, if breakers flipped meanwhile).
-        let nth = |turn: usize| (0..n).filter(|&i| takes(i)).nth(turn).unwrap_or(turn % n);
-        let mut index = nth(turn);
-        if count > 1 && avoid == Some(endpoints[index].addr) {
-            index = nth((turn + 1) % count);
-        }
-        let endpoint = &endpoints[index];
-        let permit = endpoint
-            .breaker
-            .try_acquire()
-            .unwrap_or_else(|_| endpoint.breaker.acquire_bypassing());
-        Picked {
+        let count = (0..n).filter(|&i| takes(i)).count();
+        // The cursor's turn among those taking calls (exact turns), then on from it.
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed) % count.max(1);
+        let first = (0..n).filter(|&i| takes(i)).nth(turn).unwrap_or(0);
+        // From the turn's endpoint, `avoid` moved to the end.
+        let order = (0..n)
+            .map(|i| (first + i) % n)
+            .filter(|&i| Some(endpoints[i].addr) != avoid)
+            .chain((0..n).filter(|&i| Some(endpoints[i].addr) == avoid));
+        let found = order.filter(|&i| takes(i)).find_map(|i| {
+            let endpoint = &endpoints[i];
+            let permit = match endpoint.breaker.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) if health.panic || i >= health.eject_through => {
+                    endpoint.breaker.acquire_bypassing()
+                }
+                Err(_) => return None,
+            };
+            Some((endpoint, permit))
+        });
+        let (endpoint, permit) = found.ok_or(Error::NoEndpoints {
+            reason: NoEndpointsReason::NoneUsable,
+        })?;
+        Ok(Picked {
             endpoint,
             permit,
-            alternatives: count - 1,
-        }
+            alternatives: count.saturating_sub(1),
+        })
     }
 }
 
@@ -419,5 +436,45 @@ mod loom_models {
             }
             flipper.join().unwrap();
         });
+    }
+}
+
+#[cfg(all(test, not(stanchion_loom)))]
+mod snapshot_tests {
+    use super::*;
+
+    fn endpoints(n: u16) -> Vec<Arc<Endpoint<()>>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(Endpoint {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 30_000 + i)),
+                    breaker: CircuitBreaker::builder().build().unwrap(),
+                    service: (),
+                    in_flight: Arc::new(AtomicUsize::new(0)),
+                })
+            })
+            .collect()
+    }
+
+    /// Shares are taken to the nearest millionth and compared in integers: floating point
+    /// makes `0.29 · 100` 28.99… and `(1 − 0.7) · 10` 3.000…04.
+    #[test]
+    fn shares_are_exact_at_the_boundaries() {
+        let snapshot = |n, max_ejection, panic_threshold| {
+            let s = Snapshot::new(
+                endpoints(n),
+                Ejection {
+                    max_ejection,
+                    panic_threshold,
+                },
+            );
+            (s.max_ejected, s.min_healthy)
+        };
+        assert_eq!(snapshot(100, 0.29, 0.0), (29, 0));
+        assert_eq!(snapshot(10, 1.0, 1.0 - 0.7), (10, 3));
+        assert_eq!(snapshot(3, 0.1, 0.5), (1, 2), "one ejectable above zero");
+        assert_eq!(snapshot(3, 0.0, 0.5), (0, 2));
+        assert_eq!(snapshot(0, 0.5, 0.5), (0, 0));
+        assert_eq!(snapshot(4, 1.0, 1.0), (4, 4));
     }
 }

@@ -4,10 +4,14 @@
 //! A broadcast channel of changes loses changes for a reader that falls behind. A feed here
 //! keeps the set it has reported instead, and on each wake-up reports the difference between
 //! that and the balancer's set now: a slow reader loses nothing that still matters — it gets
-//! the net change (an address removed and re-added while it was not reading is reported not at
-//! all, as tower's balancers would end up the same), and its reported set always converges to
-//! the balancer's. Wake-ups come from the balancer's resolution counter (every applied answer,
-//! pushed or resolved); a feed holds the balancer weakly and ends when the balancer is dropped.
+//! the net change, and its reported set always converges to the balancer's. An address removed
+//! and re-added while it was not reading is not reported by [`Changes`] (the address set is the
+//! same); [`Discovered`] reports it again as an insertion when the endpoint's stack was
+//! replaced (re-added after the drain window: a new pool), which tower's balancers take as a
+//! replacement of the stack under that key. Wake-ups come from the balancer's resolution
+//! counter (every applied answer, pushed or resolved); a feed holds the balancer weakly, ends
+//! when the balancer is dropped, and starts the balancer's re-resolution when first polled (a
+//! balancer used only through a feed still follows its resolver).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -35,7 +39,10 @@ type Wait = Pin<Box<dyn Future<Output = bool> + Send>>;
 struct Feed<S, C> {
     shared: Weak<Shared<S, C>>,
     resolutions: watch::Receiver<u64>,
-    reported: Vec<SocketAddr>,
+    /// What was reported: each address, and the endpoint (its stack) reported for it.
+    reported: Vec<(SocketAddr, Weak<Endpoint<S>>)>,
+    /// Whether an endpoint whose stack was replaced is reported again ([`Discovered`]).
+    replacements: bool,
     pending: VecDeque<Pending<S>>,
     /// The balancer's set must be compared with `reported` before waiting again.
     dirty: bool,
@@ -53,12 +60,11 @@ where
         let mut resolutions = shared.resolutions.subscribe();
         resolutions.borrow_and_update();
         let reported = if from_now {
-            shared
-                .snapshot
-                .load()
+            let snapshot = shared.snapshot.load();
+            snapshot
                 .endpoints
                 .iter()
-                .map(|e| e.addr)
+                .map(|e| (e.addr, Arc::downgrade(e)))
                 .collect()
         } else {
             Vec::new()
@@ -67,6 +73,7 @@ where
             shared: Arc::downgrade(shared),
             resolutions,
             reported,
+            replacements: !from_now,
             pending: VecDeque::new(),
             dirty: !from_now,
             wait: None,
@@ -79,14 +86,25 @@ where
         self.resolutions.borrow_and_update();
         let snapshot = shared.snapshot.load();
         for endpoint in &snapshot.endpoints {
-            if !self.reported.contains(&endpoint.addr) {
-                self.reported.push(endpoint.addr);
-                self.pending.push_back(Pending::Insert(endpoint.clone()));
+            match self.reported.iter_mut().find(|(a, _)| *a == endpoint.addr) {
+                None => {
+                    self.reported
+                        .push((endpoint.addr, Arc::downgrade(endpoint)));
+                    self.pending.push_back(Pending::Insert(endpoint.clone()));
+                }
+                // The same address with a new stack (back after the drain window).
+                Some((_, was))
+                    if self.replacements && !Weak::ptr_eq(was, &Arc::downgrade(endpoint)) =>
+                {
+                    *was = Arc::downgrade(endpoint);
+                    self.pending.push_back(Pending::Insert(endpoint.clone()));
+                }
+                Some(_) => {}
             }
         }
         let now = &snapshot.endpoints;
         let pending = &mut self.pending;
-        self.reported.retain(|addr| {
+        self.reported.retain(|(addr, _)| {
             let kept = now.iter().any(|e| e.addr == *addr);
             if !kept {
                 pending.push_back(Pending::Remove(*addr));
@@ -103,6 +121,7 @@ where
             let Some(shared) = self.shared.upgrade() else {
                 return Poll::Ready(None);
             };
+            super::start_refresh(&shared);
             if self.dirty {
                 self.dirty = false;
                 self.reconcile(&shared);
@@ -172,7 +191,7 @@ where
 impl<S, C> std::fmt::Debug for Changes<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Changes")
-            .field("reported", &self.feed.reported)
+            .field("reported", &self.feed.reported.len())
             .finish_non_exhaustive()
     }
 }
@@ -224,7 +243,7 @@ where
 impl<S, C> std::fmt::Debug for Discovered<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Discovered")
-            .field("reported", &self.feed.reported)
+            .field("reported", &self.feed.reported.len())
             .finish_non_exhaustive()
     }
 }

@@ -105,8 +105,7 @@ pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(300);
 pub const DEFAULT_DRAIN_WINDOW: Duration = Duration::from_secs(60);
 
 /// Default ejection cap: 1.0, no cap of its own — the panic threshold already bounds how much
-/// of a short endpoint list goes unused. Envoy's default (10 %) suits its large clusters; with
-/// three endpoints it would still eject one (at least one always can be).
+/// of a short endpoint list goes unused. Envoy's default (10 %) suits its large clusters.
 pub const DEFAULT_MAX_EJECTION: f64 = 1.0;
 
 /// Default panic threshold: 0.5, Envoy's default `healthy_panic_threshold`. With fewer than
@@ -167,7 +166,9 @@ where
     /// resolution (begun after this call) is applied — or has failed, which keeps the last
     /// known endpoints as any failed resolution does ([`Resolve`]). A resolver that pushes its
     /// changes ([`StaticResolver::set`]) needs no call: its changes apply at once. Calls made
-    /// meanwhile use the endpoints known now. Outside a tokio runtime this waits for one.
+    /// meanwhile use the endpoints known now. It waits as long as the resolver takes (a
+    /// `DnsResolver` lookup is bounded by its timeout; a resolver of your
+    /// own, by what it does). Await it inside a tokio runtime, which runs the resolution.
     pub async fn refresh_now(&self) {
         self.start_refresh();
         let mut done = self.shared.refreshes.subscribe();
@@ -241,8 +242,21 @@ where
     }
 
     fn start_refresh(&self) {
-        if let Some(started) = Started::claim(&self.shared, |s| &s.refresh_started) {
-            tokio::spawn(refresh::run(started));
-        }
+        start_refresh(&self.shared);
+    }
+}
+
+/// Starts the re-resolution task if none runs (and there is a tokio runtime to run it on:
+/// outside one this does nothing, and the next call made inside one starts it).
+pub(crate) fn start_refresh<S, C>(shared: &Arc<Shared<S, C>>)
+where
+    S: Send + Sync + 'static,
+    C: Send + Sync + 'static,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    if let Some(started) = Started::claim(shared, |s| &s.refresh_started) {
+        tokio::spawn(refresh::run(started));
     }
 }

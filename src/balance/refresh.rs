@@ -35,6 +35,7 @@ where
         // Endpoints removed longer ago than the drain window go now, answers or not.
         shared.prune_draining(Instant::now());
         shared.begun.fetch_add(1, Ordering::Relaxed);
+        let pushes_before = shared.pushes.load(Ordering::Relaxed);
         let resolving = shared.resolver.resolve();
         let interval = shared.refresh_interval;
         drop(shared);
@@ -50,13 +51,20 @@ where
                     tracing::info!(name, "resolution recovered");
                 }
                 let ttl = resolved.ttl;
-                shared.apply(resolved.addrs, true);
+                // Not applied if the resolver pushed a newer answer while this one was read.
+                shared.apply_resolved(resolved.addrs, true, pushes_before);
                 shared
                     .any_usable()
                     .then(|| ttl.map_or(interval, |ttl| ttl.min(interval)))
             }
             Err(error) if shared.has_endpoints() => {
                 shared.resolution_failed();
+                // A pushed answer since the last resolution is fresh: the endpoints are not
+                // stale, whatever `resolve` says.
+                if shared.pushes.load(Ordering::Relaxed) != pushes_before {
+                    stale_since = None;
+                    shared.counters.stale.store(false, Ordering::Relaxed);
+                }
                 let now = Instant::now();
                 let since = *stale_since.get_or_insert_with(|| {
                     shared
@@ -82,8 +90,8 @@ where
                     );
                     shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.given_up();
-                    // Not an answer: the counters say it failed.
-                    shared.apply(Vec::new(), false);
+                    // Not an answer: the counters say it failed. (Not over a push meanwhile.)
+                    shared.apply_resolved(Vec::new(), false, pushes_before);
                     stale_since = None;
                     shared.counters.stale.store(false, Ordering::Relaxed);
                 } else {

@@ -53,6 +53,11 @@ pub trait Resolve: Send + Sync + 'static {
     /// the balancer a new answer at once, instead of at the next refresh. The default ignores
     /// it: the balancer asks at every refresh, and [`Balancer::refresh_now`](super::Balancer::refresh_now)
     /// asks at once.
+    ///
+    /// A push applies the answer before it returns, on the pushing thread: it builds the new
+    /// endpoints' stacks and calls [`name`](Self::name). Do not push while holding a lock that
+    /// `name`, `resolve` or the endpoint maker takes ([`StaticResolver`] holds only its own list's
+    /// lock, which none of them takes).
     fn attach(&self, updates: Updates) {
         let _ = updates;
     }
@@ -78,13 +83,23 @@ impl Resolve for Box<dyn Resolve> {
 #[derive(Clone)]
 pub struct Updates {
     apply: Arc<dyn Fn(Vec<SocketAddr>) -> bool + Send + Sync>,
+    alive: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Updates {
-    pub(crate) fn new(apply: impl Fn(Vec<SocketAddr>) -> bool + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(
+        apply: impl Fn(Vec<SocketAddr>) -> bool + Send + Sync + 'static,
+        alive: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
         Updates {
             apply: Arc::new(apply),
+            alive: Arc::new(alive),
         }
+    }
+
+    /// Whether the balancer still exists (a resolver may drop the handles of those gone).
+    pub fn is_alive(&self) -> bool {
+        (self.alive)()
     }
 
     /// Applies `addrs` now, as an answer of the resolver's (an empty list drains every
@@ -148,11 +163,10 @@ impl Resolve for StaticResolver {
     }
 
     fn attach(&self, updates: Updates) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .attached
-            .push(updates);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Balancers built and dropped since the last `set` leave no handle behind.
+        state.attached.retain(Updates::is_alive);
+        state.attached.push(updates);
     }
 }
 

@@ -44,12 +44,24 @@ pub(crate) struct Shared<S, C> {
     /// begun after a `refresh_now` is the one it waits for.
     pub(super) begun: AtomicU64,
     pub(super) refreshes: watch::Sender<u64>,
+    /// Answers pushed by the resolver ([`Updates::push`](super::Updates::push)), counted under
+    /// the apply lock: a resolution begun before a push is older than it and is not applied.
+    pub(super) pushes: AtomicU64,
     /// Endpoints removed recently, kept for the drain window: an address that comes back
     /// within it resumes its breaker and pool. Its lock is held through each apply.
     pub(super) draining: Mutex<Vec<(Arc<Endpoint<S>>, Instant)>>,
     pub(super) counters: ResolverCounters,
     /// Feature `metrics`: resolutions, endpoints, stale episodes, panic mode.
     pub(super) metrics: crate::metrics::BalancerMetrics,
+}
+
+/// Where an answer applied comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Pushed by the resolver: applied at once.
+    Push,
+    /// The refresh task's resolution, begun when the push count was this.
+    Resolved(u64),
 }
 
 /// The resolver's numbers, kept by the refresh task.
@@ -84,13 +96,46 @@ impl<S, C> Shared<S, C> {
     /// that stay (or come back within the drain window); removed endpoints take no new calls
     /// and finish the ones in flight. `answered`: the set is the resolver's answer (counted as
     /// a resolution), not the last known set given up.
-    pub(crate) fn apply(&self, mut addrs: Vec<SocketAddr>, answered: bool) {
+    pub(crate) fn apply(&self, addrs: Vec<SocketAddr>, answered: bool) {
+        self.apply_unless_pushed(addrs, answered, Source::Push);
+    }
+
+    /// [`apply`](Self::apply) for the refresh task's resolution begun when the push count was
+    /// `pushes_before`: `false`, and nothing applied, when the resolver pushed a newer answer
+    /// meanwhile (a `StaticResolver::set` between the read and the apply).
+    pub(crate) fn apply_resolved(
+        &self,
+        addrs: Vec<SocketAddr>,
+        answered: bool,
+        pushes_before: u64,
+    ) -> bool {
+        self.apply_unless_pushed(addrs, answered, Source::Resolved(pushes_before))
+    }
+
+    fn apply_unless_pushed(
+        &self,
+        mut addrs: Vec<SocketAddr>,
+        answered: bool,
+        source: Source,
+    ) -> bool {
         let mut seen = std::collections::HashSet::with_capacity(addrs.len());
         addrs.retain(|a| seen.insert(*a));
         let now = Instant::now();
         // The lock serialises applies (the refresh task's and a resolver's push): each reads
         // the set the one before it stored.
         let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        match source {
+            Source::Push => {
+                self.pushes.fetch_add(1, Ordering::Relaxed);
+            }
+            Source::Resolved(before) if self.pushes.load(Ordering::Relaxed) != before => {
+                drop(draining);
+                // Still a completed resolution for those waiting on one.
+                self.resolved_once();
+                return false;
+            }
+            Source::Resolved(_) => {}
+        }
         let old = self.snapshot.load_full();
         self.prune(&mut draining, now);
         let mut endpoints = Vec::with_capacity(addrs.len());
@@ -149,14 +194,16 @@ impl<S, C> Shared<S, C> {
         let count = endpoints.len();
         self.snapshot
             .store(Arc::new(Snapshot::new(endpoints, self.ejection)));
-        drop(draining);
+        // Under the lock, so two applies publish their counts in the order they applied.
         if answered {
             self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
             self.metrics.resolved(count);
         } else {
             self.metrics.endpoints_now(count);
         }
+        drop(draining);
         self.resolved_once();
+        true
     }
 
     /// Drops the endpoints removed longer ago than the drain window (their pools close).

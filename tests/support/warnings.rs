@@ -1,28 +1,39 @@
 //! Counting `warn` events whose message mentions a phrase: tests that a warning fires (once),
 //! or not at all.
+//!
+//! The counting subscriber is the process's *global* default, installed once, and a counter is
+//! registered for the current thread. (A thread-local default installed by each test was
+//! flaky: `tracing` caches each callsite's interest process-wide, and another test in the same
+//! binary hitting the callsite first, on another thread, could leave it cached as "never"
+//! while this test's subscriber was being installed — a warning went uncounted.) A test whose
+//! thread installs another default (a span recorder) does not see warnings here meanwhile.
 
-use std::sync::Arc;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 
-/// A `tracing` subscriber, installed for the current thread, that counts `warn` events (and
-/// worse) whose message contains a phrase, and remembers their messages and fields.
+thread_local! {
+    /// The counters installed on this thread: (phrase, count).
+    static COUNTERS: RefCell<Vec<(&'static str, Arc<AtomicUsize>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Counts `warn` events (and worse) on the current thread whose message or fields contain a
+/// phrase, until dropped.
 pub struct WarnCounter {
     count: Arc<AtomicUsize>,
-    _guard: tracing::subscriber::DefaultGuard,
 }
 
 impl WarnCounter {
     /// Counts warnings mentioning `phrase` until the counter is dropped.
     pub fn install(phrase: &'static str) -> WarnCounter {
-        let count = Arc::new(AtomicUsize::new(0));
-        let guard = tracing::subscriber::set_default(Counting {
-            phrase,
-            count: count.clone(),
+        static GLOBAL: Once = Once::new();
+        GLOBAL.call_once(|| {
+            tracing::subscriber::set_global_default(Counting)
+                .expect("no other global subscriber in the test binaries");
         });
-        WarnCounter {
-            count,
-            _guard: guard,
-        }
+        let count = Arc::new(AtomicUsize::new(0));
+        COUNTERS.with(|c| c.borrow_mut().push((phrase, count.clone())));
+        WarnCounter { count }
     }
 
     /// Warnings seen so far.
@@ -31,10 +42,16 @@ impl WarnCounter {
     }
 }
 
-struct Counting {
-    phrase: &'static str,
-    count: Arc<AtomicUsize>,
+impl Drop for WarnCounter {
+    fn drop(&mut self) {
+        let _ = COUNTERS.try_with(|c| {
+            c.borrow_mut()
+                .retain(|(_, count)| !Arc::ptr_eq(count, &self.count));
+        });
+    }
 }
+
+struct Counting;
 
 impl tracing::Subscriber for Counting {
     fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
@@ -52,11 +69,19 @@ impl tracing::Subscriber for Counting {
                 self.0.push_str(&format!(" {}={value:?}", field.name()));
             }
         }
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        if text.0.contains(self.phrase) {
-            self.count.fetch_add(1, Ordering::SeqCst);
-        }
+        let _ = COUNTERS.try_with(|counters| {
+            let counters = counters.borrow();
+            if counters.is_empty() {
+                return;
+            }
+            let mut text = Text(String::new());
+            event.record(&mut text);
+            for (phrase, count) in counters.iter() {
+                if text.0.contains(phrase) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
