@@ -360,6 +360,8 @@ struct Pushing {
     attached: Arc<Mutex<Vec<stanchion::balance::Updates>>>,
     gate: Arc<tokio::sync::Semaphore>,
     lookups: Arc<std::sync::atomic::AtomicUsize>,
+    /// Lookups fail at once while set.
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Resolve for Pushing {
@@ -367,6 +369,9 @@ impl Resolve for Pushing {
         let addrs = self.list.lock().unwrap().clone();
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async { Err("the registry is down".into()) });
+        }
         let gate = self.gate.clone();
         Box::pin(async move {
             gate.acquire().await.unwrap().forget();
@@ -386,6 +391,7 @@ impl Pushing {
             attached: Arc::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
             lookups: Arc::default(),
+            failing: Arc::default(),
         }
     }
 
@@ -445,4 +451,44 @@ async fn a_lookup_older_than_a_push_does_not_undo_it() {
     resolver.gate.add_permits(1);
     refresh.await.unwrap();
     assert_eq!(now(&balancer), [b]);
+}
+
+/// A resolver whose lookups fail but which pushes answers is not stale: its pushes restart the
+/// staleness clock (one episode, no repeated warning), and its endpoints are never given up
+/// however long the lookups fail.
+#[tokio::test(start_paused = true)]
+async fn pushed_answers_keep_a_failing_resolvers_endpoints() {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    let resolver = Pushing::new();
+    *resolver.list.lock().unwrap() = vec![a];
+    resolver.gate.add_permits(10_000);
+    let balancer = stanchion::balance::Balancer::builder(
+        resolver.clone(),
+        |_| {
+            tower::service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            })
+        },
+        stanchion::classify::HttpClassifier::new(),
+    )
+    .refresh_interval(SEC)
+    .max_staleness(5 * SEC)
+    .build()
+    .unwrap();
+    balancer.resolved().await;
+    resolver
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // 30 s of failing lookups, six times the maximum staleness, with a push every 2 s.
+    for i in 0..15 {
+        sleep(2 * SEC).await;
+        resolver.set(vec![if i % 2 == 0 { b } else { a }]);
+        assert_eq!(balancer.endpoints().len(), 1, "round {i}");
+    }
+    let stats = balancer.resolver_stats();
+    assert!(stats.errors >= 10, "{stats:?}");
+    assert_eq!((stats.given_up, stats.stale_episodes), (0, 1), "{stats:?}");
 }

@@ -118,7 +118,8 @@ where
 
     /// The ejection cap: the largest share of endpoints skipped at once for an open breaker, in
     /// `[0, 1]` (Envoy's `max_ejection_percent` / 100; default [`DEFAULT_MAX_EJECTION`], 1.0).
-    /// At least one endpoint can always be ejected when the share is above zero (Envoy's
+    /// Shares are taken to the nearest millionth. At least one endpoint can always be ejected
+    /// when that is above zero (Envoy's
     /// `always_eject_one_host`, the default of older Envoy versions); `0.0` ejects none
     /// (breakers still count, for the stats). When more breakers are open than the cap allows,
     /// the first ones in resolution order stay out and the others take calls through their

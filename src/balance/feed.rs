@@ -121,7 +121,7 @@ where
             let Some(shared) = self.shared.upgrade() else {
                 return Poll::Ready(None);
             };
-            super::start_refresh(&shared);
+            super::start_refresh_in_runtime(&shared);
             if self.dirty {
                 self.dirty = false;
                 self.reconcile(&shared);

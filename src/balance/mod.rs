@@ -168,7 +168,10 @@ where
     /// changes ([`StaticResolver::set`]) needs no call: its changes apply at once. Calls made
     /// meanwhile use the endpoints known now. It waits as long as the resolver takes (a
     /// `DnsResolver` lookup is bounded by its timeout; a resolver of your
-    /// own, by what it does). Await it inside a tokio runtime, which runs the resolution.
+    /// own, by what it does).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, which must run the resolution.
     pub async fn refresh_now(&self) {
         self.start_refresh();
         let mut done = self.shared.refreshes.subscribe();
@@ -246,17 +249,30 @@ where
     }
 }
 
-/// Starts the re-resolution task if none runs (and there is a tokio runtime to run it on:
-/// outside one this does nothing, and the next call made inside one starts it).
+/// Starts the re-resolution task if none runs (one atomic load when it does: this is on every
+/// call). Outside a tokio runtime it panics, as tokio does, rather than leave a call waiting for
+/// a resolution nothing will run; a feed polled outside one uses [`start_refresh_in_runtime`].
 pub(crate) fn start_refresh<S, C>(shared: &Arc<Shared<S, C>>)
 where
     S: Send + Sync + 'static,
     C: Send + Sync + 'static,
 {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
     if let Some(started) = Started::claim(shared, |s| &s.refresh_started) {
         tokio::spawn(refresh::run(started));
     }
+}
+
+/// [`start_refresh`], doing nothing outside a tokio runtime (a feed polled by another executor
+/// waits for a call, or `refresh_now`, made inside one).
+pub(crate) fn start_refresh_in_runtime<S, C>(shared: &Arc<Shared<S, C>>)
+where
+    S: Send + Sync + 'static,
+    C: Send + Sync + 'static,
+{
+    if shared.refresh_started.load(Ordering::Acquire)
+        || tokio::runtime::Handle::try_current().is_err()
+    {
+        return;
+    }
+    start_refresh(shared);
 }

@@ -26,8 +26,13 @@ where
 {
     let weak = started.weak();
     let mut backoff = MIN_REFRESH_INTERVAL;
-    // When the current run of resolver errors began, while endpoints were known.
+    // When the current run of resolver errors began, while endpoints were known (or, if the
+    // resolver pushed an answer during the run, when that was last seen).
     let mut stale_since: Option<Instant> = None;
+    // The resolver's pushes as of the end of the last pass: one since then is a fresh answer.
+    let mut pushes_seen = weak
+        .upgrade()
+        .map_or(0, |s| s.pushes.load(Ordering::Relaxed));
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -59,13 +64,12 @@ where
             }
             Err(error) if shared.has_endpoints() => {
                 shared.resolution_failed();
-                // A pushed answer since the last resolution is fresh: the endpoints are not
-                // stale, whatever `resolve` says.
-                if shared.pushes.load(Ordering::Relaxed) != pushes_before {
-                    stale_since = None;
-                    shared.counters.stale.store(false, Ordering::Relaxed);
-                }
                 let now = Instant::now();
+                // An answer the resolver pushed since the last pass is fresh: the staleness
+                // clock of a run already counted starts again (no new episode, no warning).
+                if stale_since.is_some() && shared.pushes.load(Ordering::Relaxed) != pushes_seen {
+                    stale_since = Some(now);
+                }
                 let since = *stale_since.get_or_insert_with(|| {
                     shared
                         .counters
@@ -119,6 +123,7 @@ where
         // Until the next refresh, or sooner when asked (`Balancer::refresh_now`; a request made
         // while this resolution ran is kept as the `Notify`'s permit).
         let wake = shared.wake.clone();
+        pushes_seen = shared.pushes.load(Ordering::Relaxed);
         shared.refreshes.send_modify(|n| *n += 1);
         drop(shared);
         let _ = tokio::time::timeout(wait.max(MIN_REFRESH_INTERVAL), wake.notified()).await;

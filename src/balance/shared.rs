@@ -130,7 +130,11 @@ impl<S, C> Shared<S, C> {
             }
             Source::Resolved(before) if self.pushes.load(Ordering::Relaxed) != before => {
                 drop(draining);
-                // Still a completed resolution for those waiting on one.
+                // An answer all the same (counted), superseded by the push; still a completed
+                // resolution for those waiting on one.
+                if answered {
+                    self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
+                }
                 self.resolved_once();
                 return false;
             }
