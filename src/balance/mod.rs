@@ -156,6 +156,11 @@ where
 {
     /// Waits until the resolver has answered (or failed) at least once. Calls need not: a call
     /// made before the first resolution waits for it, within its deadline.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as a call does): the re-resolution runs on one. The feeds
+    /// ([`changes`](Self::changes), [`discover`](Self::discover)) polled outside one do not
+    /// panic; they wait for a call made inside one.
     pub async fn resolved(&self) {
         self.start_refresh();
         let mut seen = self.shared.resolutions.subscribe();

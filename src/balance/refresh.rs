@@ -49,6 +49,9 @@ where
             return;
         };
         let name = shared.resolver.name().unwrap_or("the target");
+        // The pushes this pass has taken into account (read once: a push after the read is
+        // seen by the next pass).
+        let mut pass_pushes = pushes_before;
         let healthy_wait = match outcome {
             Ok(resolved) => {
                 if stale_since.take().is_some() {
@@ -65,9 +68,10 @@ where
             Err(error) if shared.has_endpoints() => {
                 shared.resolution_failed();
                 let now = Instant::now();
+                pass_pushes = shared.pushes.load(Ordering::Relaxed);
                 // An answer the resolver pushed since the last pass is fresh: the staleness
                 // clock of a run already counted starts again (no new episode, no warning).
-                if stale_since.is_some() && shared.pushes.load(Ordering::Relaxed) != pushes_seen {
+                if stale_since.is_some() && pass_pushes != pushes_seen {
                     stale_since = Some(now);
                 }
                 let since = *stale_since.get_or_insert_with(|| {
@@ -84,18 +88,20 @@ where
                     );
                     now
                 });
-                if now.saturating_duration_since(since) >= shared.max_staleness {
+                // Not an answer: the counters say it failed. Not over a push since the read
+                // above either: that push is fresh, and the next pass restarts the clock.
+                if now.saturating_duration_since(since) >= shared.max_staleness
+                    && shared.apply_resolved(Vec::new(), false, pass_pushes)
+                {
                     tracing::warn!(
                         name,
                         %error,
                         stale_for = ?now.saturating_duration_since(since),
-                        "resolution has failed for the maximum staleness: giving the last known \
+                        "resolution has failed for the maximum staleness: gave the last known \
                          endpoints up"
                     );
                     shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.given_up();
-                    // Not an answer: the counters say it failed. (Not over a push meanwhile.)
-                    shared.apply_resolved(Vec::new(), false, pushes_before);
                     stale_since = None;
                     shared.counters.stale.store(false, Ordering::Relaxed);
                 } else {
@@ -123,7 +129,7 @@ where
         // Until the next refresh, or sooner when asked (`Balancer::refresh_now`; a request made
         // while this resolution ran is kept as the `Notify`'s permit).
         let wake = shared.wake.clone();
-        pushes_seen = shared.pushes.load(Ordering::Relaxed);
+        pushes_seen = pass_pushes;
         shared.refreshes.send_modify(|n| *n += 1);
         drop(shared);
         let _ = tokio::time::timeout(wait.max(MIN_REFRESH_INTERVAL), wake.notified()).await;

@@ -134,6 +134,7 @@ impl<S, C> Shared<S, C> {
                 // resolution for those waiting on one.
                 if answered {
                     self.counters.resolutions.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.resolved(self.snapshot.load().endpoints.len());
                 }
                 self.resolved_once();
                 return false;
