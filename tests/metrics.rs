@@ -765,8 +765,9 @@ async fn deadlines_count_calls_that_ran_out_and_the_budget_left_at_each_send() {
     let left = seen.histogram(metrics::DEADLINE_REMAINING, &route);
     assert_eq!(left.len(), 2, "{left:?}");
     assert!((1.99..=2.0).contains(&left[0]), "{left:?}");
-    // The retry went out after the 500 and a backoff of at most 500 ms.
-    assert!((1.4..1.99).contains(&left[1]), "{left:?}");
+    // The retry went out after the 500 and a backoff of at most 500 ms (full jitter: it may be
+    // close to none).
+    assert!((1.49..=left[0]).contains(&left[1]), "{left:?}");
     assert_eq!(
         seen.counter(
             metrics::CALLS,
