@@ -403,6 +403,33 @@ impl Pushing {
     }
 }
 
+/// Endpoints that answer at once.
+type Answer =
+    fn(Request<()>) -> std::future::Ready<Result<http::Response<()>, std::convert::Infallible>>;
+type Builder = stanchion::balance::BalancerBuilder<
+    tower::util::ServiceFn<Answer>,
+    stanchion::classify::HttpClassifier,
+>;
+
+/// A balancer over `resolver`, its settings changed by `tune`.
+fn over(
+    resolver: &Pushing,
+    tune: impl FnOnce(Builder) -> Builder,
+) -> stanchion::balance::Balancer<tower::util::ServiceFn<Answer>, stanchion::classify::HttpClassifier>
+{
+    fn answer(
+        _: Request<()>,
+    ) -> std::future::Ready<Result<http::Response<()>, std::convert::Infallible>> {
+        std::future::ready(Ok(http::Response::new(())))
+    }
+    let builder = stanchion::balance::Balancer::builder(
+        resolver.clone(),
+        |_| tower::service_fn(answer as Answer),
+        stanchion::classify::HttpClassifier::new(),
+    );
+    tune(builder).build().unwrap()
+}
+
 /// An answer read before a push and applied after it must not undo the push: the refresh
 /// task's lookup of `[a]` was in flight when `[b]` was pushed; when it answers, `[b]` stays.
 #[tokio::test]
@@ -414,17 +441,7 @@ async fn a_lookup_older_than_a_push_does_not_undo_it() {
     let resolver = Pushing::new();
     *resolver.list.lock().unwrap() = vec![a];
     resolver.gate.add_permits(1);
-    let balancer = stanchion::balance::Balancer::builder(
-        resolver.clone(),
-        |_| {
-            tower::service_fn(|_: Request<()>| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(()))
-            })
-        },
-        stanchion::classify::HttpClassifier::new(),
-    )
-    .build()
-    .unwrap();
+    let balancer = over(&resolver, |b| b);
     balancer.resolved().await;
     let now = |lb: &stanchion::balance::Balancer<_, _>| -> Vec<SocketAddr> {
         lb.endpoints().iter().map(|e| e.addr).collect()
@@ -465,19 +482,9 @@ async fn pushed_answers_keep_a_failing_resolvers_endpoints() {
     let resolver = Pushing::new();
     *resolver.list.lock().unwrap() = vec![a];
     resolver.gate.add_permits(10_000);
-    let balancer = stanchion::balance::Balancer::builder(
-        resolver.clone(),
-        |_| {
-            tower::service_fn(|_: Request<()>| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(()))
-            })
-        },
-        stanchion::classify::HttpClassifier::new(),
-    )
-    .refresh_interval(SEC)
-    .max_staleness(5 * SEC)
-    .build()
-    .unwrap();
+    let balancer = over(&resolver, |b| {
+        b.refresh_interval(SEC).max_staleness(5 * SEC)
+    });
     balancer.resolved().await;
     resolver
         .failing

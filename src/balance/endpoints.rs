@@ -208,22 +208,7 @@ impl Picker<'_> {
         let candidates = |i: usize| allowed(&endpoints[i]) && health.takes_calls(i, &endpoints[i]);
         let others = (0..n).filter(|&i| candidates(i)).count();
         let first = self.cursor.fetch_add(1, Ordering::Relaxed);
-        // `avoid` (the endpoint the last attempt failed on) goes last, if another will do.
-        let order = (0..n)
-            .map(|i| (first + i) % n)
-            .filter(|&i| Some(endpoints[i].addr) != avoid)
-            .chain((0..n).filter(|&i| Some(endpoints[i].addr) == avoid));
-        let found = order.filter(|&i| candidates(i)).find_map(|i| {
-            let endpoint = &endpoints[i];
-            let permit = match endpoint.breaker.try_acquire() {
-                Ok(permit) => permit,
-                Err(_) if health.panic || i >= health.eject_through => {
-                    endpoint.breaker.acquire_bypassing()
-                }
-                Err(_) => return None,
-            };
-            Some((endpoint, permit))
-        });
+        let found = admit_first(endpoints, health, first, avoid, candidates);
         let Some((endpoint, permit)) = found else {
             let reason = if endpoints.iter().any(allowed) {
                 NoEndpointsReason::NoneUsable
@@ -291,22 +276,7 @@ impl Picker<'_> {
         // The cursor's turn among those taking calls (exact turns), then on from it.
         let turn = self.cursor.fetch_add(1, Ordering::Relaxed) % count.max(1);
         let first = (0..n).filter(|&i| takes(i)).nth(turn).unwrap_or(0);
-        // From the turn's endpoint, `avoid` moved to the end.
-        let order = (0..n)
-            .map(|i| (first + i) % n)
-            .filter(|&i| Some(endpoints[i].addr) != avoid)
-            .chain((0..n).filter(|&i| Some(endpoints[i].addr) == avoid));
-        let found = order.filter(|&i| takes(i)).find_map(|i| {
-            let endpoint = &endpoints[i];
-            let permit = match endpoint.breaker.try_acquire() {
-                Ok(permit) => permit,
-                Err(_) if health.panic || i >= health.eject_through => {
-                    endpoint.breaker.acquire_bypassing()
-                }
-                Err(_) => return None,
-            };
-            Some((endpoint, permit))
-        });
+        let found = admit_first(endpoints, health, first, avoid, takes);
         let (endpoint, permit) = found.ok_or(Error::NoEndpoints {
             reason: NoEndpointsReason::NoneUsable,
         })?;
@@ -316,6 +286,37 @@ impl Picker<'_> {
             alternatives: count.saturating_sub(1),
         })
     }
+}
+
+/// The scans of panic mode, over-cap mode and retries after a rejection: from index `first`
+/// on, `avoid` (the endpoint the last attempt failed on) last if another will do, the first
+/// endpoint `candidate` allows that admits the call — through its open breaker if the balancer
+/// is in panic mode or the endpoint is over the ejection cap; otherwise only if its breaker
+/// admits it (a half-open endpoint whose probes are taken is passed over).
+fn admit_first<S>(
+    endpoints: &[Arc<Endpoint<S>>],
+    health: Health,
+    first: usize,
+    avoid: Option<SocketAddr>,
+    candidate: impl Fn(usize) -> bool,
+) -> Option<(&Arc<Endpoint<S>>, Permit)> {
+    let n = endpoints.len();
+    (0..n)
+        .map(|i| (first + i) % n)
+        .filter(|&i| Some(endpoints[i].addr) != avoid)
+        .chain((0..n).filter(|&i| Some(endpoints[i].addr) == avoid))
+        .filter(|&i| candidate(i))
+        .find_map(|i| {
+            let endpoint = &endpoints[i];
+            let permit = match endpoint.breaker.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) if health.panic || i >= health.eject_through => {
+                    endpoint.breaker.acquire_bypassing()
+                }
+                Err(_) => return None,
+            };
+            Some((endpoint, permit))
+        })
 }
 
 /// What a pick needs of an endpoint: whether it would take a call now, and its admission.
