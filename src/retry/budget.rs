@@ -84,7 +84,48 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Debug, Clone)]
 pub struct RetryBudget {
-    inner: Arc<Inner>,
+    mode: Mode,
+}
+
+/// Which rule a budget follows.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// Finagle's: a share of the calls over a sliding window, plus a floor.
+    Ratio(Arc<Inner>),
+    /// gRFC A6's retry throttling: a token bucket drained by failures.
+    Throttle(Arc<Throttled>),
+}
+
+/// A throttling budget: the bucket and its instruments.
+#[derive(Debug)]
+struct Throttled {
+    bucket: super::throttle::Throttle,
+    refused: AtomicU64,
+    metrics: crate::metrics::BudgetMetrics,
+}
+
+/// The rule a [`RetryBudget`] follows, and its settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum BudgetMode {
+    /// Finagle's retry budget ([`RetryBudget::builder`]): retries up to `ratio` × calls plus
+    /// `min_per_second` × the window, over a sliding `window`.
+    Ratio {
+        /// Retries allowed per call.
+        ratio: f64,
+        /// Retries per second allowed whatever the traffic.
+        min_per_second: u32,
+        /// The sliding window.
+        window: Duration,
+    },
+    /// gRFC A6's retry throttling ([`RetryBudget::throttling`]): `max_tokens` to start, −1 per
+    /// failed attempt, +`token_ratio` per success; retries while above `max_tokens / 2`.
+    Throttling {
+        /// The bucket's size, and where it starts (A6 `maxTokens`).
+        max_tokens: f64,
+        /// Tokens given back per success (A6 `tokenRatio`).
+        token_ratio: f64,
+    },
 }
 
 #[derive(Debug)]
@@ -183,8 +224,11 @@ pub struct BudgetStats {
     pub withdrawals: u64,
     /// Retries refused since the budget was created.
     pub refused: u64,
-    /// Retries that could be granted now.
+    /// Retries that could be granted now. A throttling budget: how far its token count is
+    /// above `max_tokens / 2` (the failures it can take before retries stop), never below 0.
     pub balance: f64,
+    /// A throttling budget's token count (gRFC A6 `token_count`); `None` for a ratio budget.
+    pub tokens: Option<f64>,
 }
 
 impl RetryBudget {
@@ -198,20 +242,94 @@ impl RetryBudget {
         }
     }
 
+    /// A budget in gRFC A6's retry-throttling mode (the service config's `retryThrottling`):
+    /// a token count starts at `max_tokens` (in (0, 1000]) and stays within 0 and it; every
+    /// failed attempt the route would retry takes 1, every success adds `token_ratio` (above
+    /// 0); retries are allowed only while the count is above `max_tokens / 2`. Both numbers
+    /// are kept to three decimal places, as A6 says. So after a run of failures from a full
+    /// bucket, retries stop at failure number ⌈`max_tokens` / 2⌉ (the 5th with 10 tokens).
+    ///
+    /// One budget per server name, as A6 keeps one per server name: a client's routes share it.
+    /// Calls ([`deposit`](Self::deposit)) do not change it. What counts as a failure or a
+    /// success, as grpc-go counts it (a gRPC answer whose status is in its trailers is a success
+    /// when its headers arrive): docs/retry.md, § Retry throttling.
+    ///
+    /// ```
+    /// use stanchion::retry::RetryBudget;
+    ///
+    /// let budget = RetryBudget::throttling(10.0, 0.1).build().unwrap();
+    /// for _ in 0..4 {
+    ///     budget.failed();
+    ///     assert!(budget.try_withdraw());
+    /// }
+    /// budget.failed(); // 5 tokens left: not above 10 / 2
+    /// assert!(!budget.try_withdraw());
+    /// budget.succeeded(); // 5.1
+    /// assert!(budget.try_withdraw());
+    /// ```
+    ///
+    /// # Errors
+    /// [`ThrottlingBuilder::build`] refuses numbers outside A6's ranges (`max_tokens`,
+    /// `token_ratio`).
+    pub fn throttling(max_tokens: f64, token_ratio: f64) -> ThrottlingBuilder {
+        ThrottlingBuilder {
+            max_tokens,
+            token_ratio,
+            name: "default".to_owned(),
+        }
+    }
+
+    /// The rule this budget follows, and its settings.
+    pub fn mode(&self) -> BudgetMode {
+        match &self.mode {
+            Mode::Ratio(inner) => BudgetMode::Ratio {
+                ratio: inner.ratio,
+                min_per_second: inner.min_per_second,
+                window: inner.window,
+            },
+            Mode::Throttle(t) => BudgetMode::Throttling {
+                max_tokens: t.bucket.max_tokens(),
+                token_ratio: t.bucket.token_ratio(),
+            },
+        }
+    }
+
+    /// An attempt succeeded (the retry layer calls this): a throttling budget gets
+    /// `token_ratio` back; a ratio budget is not changed.
+    #[inline]
+    pub fn succeeded(&self) {
+        if let Mode::Throttle(t) = &self.mode {
+            t.bucket.succeeded();
+        }
+    }
+
+    /// An attempt failed with an outcome its route would retry (the retry layer calls this,
+    /// whether or not a retry follows): a throttling budget loses a token; a ratio budget is
+    /// not changed.
+    #[inline]
+    pub fn failed(&self) {
+        if let Mode::Throttle(t) = &self.mode {
+            t.bucket.failed();
+        }
+    }
+
     /// Records a request (every logical call deposits once). Lock-free, and reads the clock only
-    /// on every 16th deposit of its stripe.
+    /// on every 16th deposit of its stripe. A throttling budget ignores it.
     #[inline]
     pub fn deposit(&self) {
-        let stripe = &self.inner.deposits[crate::stripe::index(STRIPES)];
+        let Mode::Ratio(inner) = &self.mode else {
+            return;
+        };
+        let stripe = &inner.deposits[crate::stripe::index(STRIPES)];
         let cached = stripe.epoch.load(Ordering::Relaxed);
         let Some((slice, count)) = stripe.add(cached, 1) else {
             // The cell is saturated: read the clock — a later slice's cell may have room — and
             // count the deposit there (else it is lost: fewer retries, never more).
-            let _ = stripe.add(self.epoch(), 1);
+            let _ = stripe.add(epoch_of(inner), 1);
             return;
         };
         if count.is_multiple_of(CLOCK_EVERY) {
-            let now = self.epoch();
+            let now = epoch_of(inner);
             if now > slice && stripe.undo(slice) {
                 // This deposit, at least, is known to be now's: move it there.
                 let _ = stripe.add(now, 1);
@@ -219,15 +337,27 @@ impl RetryBudget {
         }
     }
 
-    /// Takes one retry token if the balance allows; never overdraws under concurrency.
+    /// Takes one retry token if the balance allows; never overdraws under concurrency. A
+    /// throttling budget allows the retry while its token count is above `max_tokens / 2`
+    /// (it takes nothing: failures drain it).
     pub fn try_withdraw(&self) -> bool {
-        let epoch = self.epoch();
-        let inner = &*self.inner;
+        let inner = match &self.mode {
+            Mode::Ratio(inner) => &**inner,
+            Mode::Throttle(t) => {
+                let allowed = t.bucket.allows();
+                if !allowed {
+                    t.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                t.metrics.withdrawal(allowed, throttle_balance(&t.bucket));
+                return allowed;
+            }
+        };
+        let epoch = epoch_of(inner);
         // A withdrawal that cannot be counted (its cell saturated) is not granted.
         if let Some((slice, _)) = inner.withdrawals.add(epoch, 1) {
             // Checked over the window that holds the reservation: the cell may hold a later
             // slice than this thread's reading of the clock (it stalled).
-            let left = self.balance_at(slice);
+            let left = balance_at(inner, slice);
             if left >= 0 {
                 inner.metrics.withdrawal(true, tokens(left));
                 return true;
@@ -243,59 +373,90 @@ impl RetryBudget {
         false
     }
 
-    /// How many retries could be granted now.
+    /// How many retries could be granted now (a throttling budget: see
+    /// [`BudgetStats::balance`]).
     pub fn balance(&self) -> f64 {
-        self.balance_at(self.epoch()) as f64 / SCALE as f64
+        match &self.mode {
+            Mode::Ratio(inner) => balance_at(inner, epoch_of(inner)) as f64 / SCALE as f64,
+            Mode::Throttle(t) => throttle_balance(&t.bucket),
+        }
     }
 
-    /// Deposits and withdrawals in the window, refusals so far, and the balance.
+    /// Deposits and withdrawals in the window, refusals so far, and the balance (a throttling
+    /// budget: its token count; it keeps no window, so `deposits` and `withdrawals` are 0).
     pub fn stats(&self) -> BudgetStats {
-        let epoch = self.epoch();
-        let inner = &*self.inner;
+        let inner = match &self.mode {
+            Mode::Ratio(inner) => &**inner,
+            Mode::Throttle(t) => {
+                return BudgetStats {
+                    deposits: 0,
+                    withdrawals: 0,
+                    refused: t.refused.load(Ordering::Relaxed),
+                    balance: throttle_balance(&t.bucket),
+                    tokens: Some(t.bucket.tokens()),
+                };
+            }
+        };
+        let epoch = epoch_of(inner);
         BudgetStats {
             deposits: inner.deposits.iter().map(|s| s.window_sum(epoch)).sum(),
             withdrawals: inner.withdrawals.window_sum(epoch),
             refused: inner.refused.load(Ordering::Relaxed),
-            balance: (self.balance_at(epoch) as f64 / SCALE as f64).max(0.0),
+            balance: (balance_at(inner, epoch) as f64 / SCALE as f64).max(0.0),
+            tokens: None,
         }
     }
 
-    /// The share of requests that may be retried.
+    /// The share of requests that may be retried (0 for a throttling budget: see
+    /// [`mode`](Self::mode)).
     pub fn ratio(&self) -> f64 {
-        self.inner.ratio
-    }
-
-    /// Retries per second allowed whatever the traffic.
-    pub fn min_per_second(&self) -> u32 {
-        self.inner.min_per_second
-    }
-
-    /// The sliding window.
-    pub fn window(&self) -> Duration {
-        self.inner.window
-    }
-
-    /// The current slice, read from the clock; every stripe learns it too.
-    fn epoch(&self) -> u64 {
-        // Slices are at least 100 ms and u64 nanoseconds last 584 years: below 2³⁸ slices.
-        let epoch = self.inner.origin.nanos() / self.inner.slice_nanos;
-        for stripe in &self.inner.deposits {
-            if stripe.epoch.load(Ordering::Relaxed) < epoch {
-                stripe.epoch.fetch_max(epoch, Ordering::Relaxed);
-            }
+        match &self.mode {
+            Mode::Ratio(inner) => inner.ratio,
+            Mode::Throttle(_) => 0.0,
         }
-        epoch
     }
 
-    /// Thousandths of a token left after every withdrawal counted so far: non-negative means
-    /// every one of them, the latest included, is covered.
-    fn balance_at(&self, epoch: u64) -> i128 {
-        let inner = &*self.inner;
-        let deposits: u64 = inner.deposits.iter().map(|s| s.window_sum(epoch)).sum();
-        let withdrawals = inner.withdrawals.window_sum(epoch);
-        i128::from(inner.reserve) + i128::from(deposits) * i128::from(inner.deposit)
-            - i128::from(withdrawals) * i128::from(SCALE)
+    /// Retries per second allowed whatever the traffic (0 for a throttling budget).
+    pub fn min_per_second(&self) -> u32 {
+        match &self.mode {
+            Mode::Ratio(inner) => inner.min_per_second,
+            Mode::Throttle(_) => 0,
+        }
     }
+
+    /// The sliding window (zero for a throttling budget, which keeps none).
+    pub fn window(&self) -> Duration {
+        match &self.mode {
+            Mode::Ratio(inner) => inner.window,
+            Mode::Throttle(_) => Duration::ZERO,
+        }
+    }
+}
+
+/// The current slice, read from the clock; every stripe learns it too.
+fn epoch_of(inner: &Inner) -> u64 {
+    // Slices are at least 100 ms and u64 nanoseconds last 584 years: below 2³⁸ slices.
+    let epoch = inner.origin.nanos() / inner.slice_nanos;
+    for stripe in &inner.deposits {
+        if stripe.epoch.load(Ordering::Relaxed) < epoch {
+            stripe.epoch.fetch_max(epoch, Ordering::Relaxed);
+        }
+    }
+    epoch
+}
+
+/// Thousandths of a token left after every withdrawal counted so far: non-negative means
+/// every one of them, the latest included, is covered.
+fn balance_at(inner: &Inner, epoch: u64) -> i128 {
+    let deposits: u64 = inner.deposits.iter().map(|s| s.window_sum(epoch)).sum();
+    let withdrawals = inner.withdrawals.window_sum(epoch);
+    i128::from(inner.reserve) + i128::from(deposits) * i128::from(inner.deposit)
+        - i128::from(withdrawals) * i128::from(SCALE)
+}
+
+/// A throttling budget's balance: its tokens above `max_tokens / 2`, never below 0.
+fn throttle_balance(bucket: &super::throttle::Throttle) -> f64 {
+    (bucket.tokens() - bucket.max_tokens() / 2.0).max(0.0)
 }
 
 /// Thousandths of a token as tokens, never below zero.
@@ -371,7 +532,7 @@ impl RetryBudgetBuilder {
         // Whole seconds of reserve per second of window, in thousandths.
         let reserve = u64::from(self.min_per_second) * window.as_millis() as u64;
         Ok(RetryBudget {
-            inner: Arc::new(Inner {
+            mode: Mode::Ratio(Arc::new(Inner {
                 deposit: (self.ratio * SCALE as f64).round() as u64,
                 reserve,
                 slice_nanos: (window / SLICES as u32).as_nanos() as u64,
@@ -383,7 +544,37 @@ impl RetryBudgetBuilder {
                 min_per_second: self.min_per_second,
                 window,
                 metrics: crate::metrics::BudgetMetrics::new(&self.name, tokens(reserve.into())),
-            }),
+            })),
+        })
+    }
+}
+
+/// Builds a throttling [`RetryBudget`] ([`RetryBudget::throttling`]).
+#[derive(Debug, Clone)]
+pub struct ThrottlingBuilder {
+    max_tokens: f64,
+    token_ratio: f64,
+    name: String,
+}
+
+impl ThrottlingBuilder {
+    /// The `budget` label of its instruments (feature `metrics`; default `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Validates the settings against gRFC A6's ranges: `max_tokens` in (0, 1000],
+    /// `token_ratio` above 0 (and at most 1000), each at least 0.001.
+    pub fn build(self) -> Result<RetryBudget, ConfigError> {
+        let bucket = super::throttle::Throttle::new(self.max_tokens, self.token_ratio)?;
+        let metrics = crate::metrics::BudgetMetrics::new(&self.name, throttle_balance(&bucket));
+        Ok(RetryBudget {
+            mode: Mode::Throttle(Arc::new(Throttled {
+                bucket,
+                refused: AtomicU64::new(0),
+                metrics,
+            })),
         })
     }
 }

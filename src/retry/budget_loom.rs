@@ -72,3 +72,25 @@ fn loom_withdrawals_racing_deposits_take_only_what_was_deposited() {
         assert_eq!(b.stats().withdrawals as usize, granted);
     });
 }
+
+/// A throttling budget: two failed attempts and a success race on the token count — every
+/// update lands (no lost compare-and-swap), and the count is clamped to the bucket.
+#[test]
+fn loom_racing_throttle_updates_are_exact() {
+    loom::model(|| {
+        let b = RetryBudget::throttling(2.0, 0.5).build().unwrap();
+        let fail = |b: &RetryBudget| {
+            let b = b.clone();
+            loom::thread::spawn(move || b.failed())
+        };
+        let (f1, f2) = (fail(&b), fail(&b));
+        b.succeeded();
+        f1.join().unwrap();
+        f2.join().unwrap();
+        let tokens = b.stats().tokens.unwrap();
+        // 2 - 1 - 1 + 0.5 in any order, clamped at 2 (a success first is lost to the cap)
+        // and at 0 (a success last lands on 0).
+        assert!(tokens == 0.0 || tokens == 0.5, "{tokens}");
+        assert!(!b.try_withdraw());
+    });
+}

@@ -85,8 +85,11 @@ async fn a_saturated_cell_never_overflows_into_its_tag_and_never_grants() {
 
     // A budget whose withdrawal cell is saturated refuses, whatever its balance.
     let b = budget(10.0, 1_000_000, 3600);
-    let epoch = b.epoch();
-    b.inner.withdrawals.add(epoch, COUNT_MASK).unwrap();
+    let Mode::Ratio(inner) = &b.mode else {
+        unreachable!("a ratio budget")
+    };
+    let epoch = epoch_of(inner);
+    inner.withdrawals.add(epoch, COUNT_MASK).unwrap();
     assert!(!b.try_withdraw());
     assert_eq!(b.stats().withdrawals, COUNT_MASK);
 }

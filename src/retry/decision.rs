@@ -309,7 +309,15 @@ impl Rules {
             grpc: call.grpc,
             method_safe: call.safe_to_repeat,
         };
-        if let Some(stop) = self.retryable.refusal(&class, outcome.observed, request) {
+        let refusal = self.retryable.refusal(&class, outcome.observed, request);
+        // A failure the route would retry (were the request safe to repeat): a throttling
+        // budget (gRFC A6) loses a token, whether or not a retry follows.
+        if matches!(refusal, None | Some(RetryStop::NotSafeToRepeat))
+            && outcome.observed != Observed::Conflict
+        {
+            self.budget.failed();
+        }
+        if let Some(stop) = refusal {
             return Decision::Stop(stop);
         }
         if !call.replayable {

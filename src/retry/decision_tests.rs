@@ -776,3 +776,51 @@ fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
         stop(RetryStop::PollsExhausted)
     );
 }
+
+/// A throttling budget (gRFC A6) counts what the decision sees: each failure the route would
+/// retry takes a token — unsafe to repeat, out of attempts or not — and the fifth in a row from
+/// 10 tokens stops retries; outcomes never retried, free resends and conflicts count nothing.
+#[test]
+fn a_throttling_budget_counts_retryable_failures_only() {
+    let mut r = rules();
+    r.budget = RetryBudget::throttling(10.0, 0.1).build().unwrap();
+    let tokens = |r: &Rules| r.budget.stats().tokens.unwrap();
+    let never_sent = Outcome {
+        observed: Observed::Error,
+        ..outcome(Class::new(Kind::Transport).with_never_sent(true))
+    };
+    let conflict = Outcome {
+        observed: Observed::Conflict,
+        ..outcome(http(409))
+    };
+    let last = CallState {
+        attempts: 3,
+        ..call()
+    };
+    let unsafe_call = CallState {
+        safe_to_repeat: false,
+        ..call()
+    };
+    // (outcome, call state, tokens it takes)
+    let table: [(Outcome, CallState, f64); 7] = [
+        (outcome(http(404)), call(), 0.0),
+        (outcome(http(501)), call(), 0.0),
+        (never_sent, call(), 0.0),
+        (conflict, call(), 0.0),
+        (outcome(http(503)), last, 1.0),
+        (outcome(http(500)), unsafe_call, 1.0),
+        (outcome(http(500)), call(), 1.0),
+    ];
+    for (i, (o, c, takes)) in table.into_iter().enumerate() {
+        let before = tokens(&r);
+        r.decide(o, c);
+        assert_eq!(before - tokens(&r), takes, "row {i}");
+    }
+    // 10 - 3 = 7: one more retry at 6, then the 5th failure leaves 5 and refuses.
+    assert!(is_retry(r.decide(outcome(http(500)), call())));
+    assert_eq!(
+        r.decide(outcome(http(500)), call()),
+        stop(RetryStop::BudgetExhausted)
+    );
+    assert_eq!(tokens(&r), 5.0);
+}

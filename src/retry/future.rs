@@ -211,11 +211,18 @@ where
                 );
             }
             if class.kind() == Kind::Success && observed == Observed::Response {
+                this.policy.rules.budget.succeeded();
                 this.policy.metrics.call(outcome, *this.started);
                 if let Some(spans) = this.spans {
                     spans.call_done(label);
                 }
                 return Poll::Ready(result.map_err(Error::from_inner));
+            }
+            if observed == Observed::Committed {
+                // Its status comes in the trailers; the server took the call, and it cannot be
+                // retried: a throttling budget counts it a success now (see `RetryBudget::
+                // throttling`).
+                this.policy.rules.budget.succeeded();
             }
             let call = CallState {
                 attempts: *this.attempts,

@@ -64,6 +64,7 @@ mod layer;
 mod policy;
 mod request;
 mod spans;
+mod throttle;
 
 pub use self::backoff::{Backoff, DEFAULT_BASE, Jitter};
 #[cfg(feature = "http")]
@@ -71,8 +72,8 @@ pub use self::body::{
     DEFAULT_REPLAY_LIMIT, ReplayBody, ReplayBodyLayer, ReplayBodyService, ReplayError,
 };
 pub use self::budget::{
-    BudgetStats, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_WINDOW, RetryBudget,
-    RetryBudgetBuilder,
+    BudgetMode, BudgetStats, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_WINDOW, RetryBudget,
+    RetryBudgetBuilder, ThrottlingBuilder,
 };
 #[cfg(feature = "metrics")]
 pub(crate) use self::decision::STOP_LABELS;
@@ -84,3 +85,4 @@ pub use self::future::RetryFuture;
 pub use self::layer::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, Retry, RetryLayer, RetryLayerBuilder};
 pub use self::policy::DEFAULT_RETRYABLE_STATUSES;
 pub use self::request::{RetryBody, RetryOnConflict, RetryRequest, RetryResponse, RetrySafe};
+pub use self::throttle::MAX_THROTTLE_TOKENS;
