@@ -79,6 +79,22 @@ impl Resolve for Box<dyn Resolve> {
     }
 }
 
+/// A shared resolver is a resolver (a client's clusters share its target's): every method
+/// forwards, `attach` once per balancer it feeds.
+impl Resolve for std::sync::Arc<dyn Resolve> {
+    fn resolve(&self) -> ResolveFuture {
+        (**self).resolve()
+    }
+
+    fn name(&self) -> Option<&str> {
+        (**self).name()
+    }
+
+    fn attach(&self, updates: Updates) {
+        (**self).attach(updates);
+    }
+}
+
 /// A balancer's inbox for answers a resolver pushes (see [`Resolve::attach`]); cheap to clone.
 #[derive(Clone)]
 pub struct Updates {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::classifier::ClientClassifier;
+use super::cluster::Cluster;
 use super::route::{Route, RoutePolicy};
 use super::target::Target;
 use super::{Client, DEFAULT_CLIENT_NAME};
@@ -81,7 +82,9 @@ pub struct ClientBuilder<C> {
     pub(super) key_header: HeaderName,
     pub(super) key_format: crate::idempotency::KeyFormat,
     pub(super) replay_limit: usize,
+    pub(super) retryable_statuses: Option<Vec<u16>>,
     pub(super) routes: Vec<(Route, RoutePolicy)>,
+    pub(super) clusters: Vec<(String, Cluster)>,
 }
 
 impl<C> std::fmt::Debug for ClientBuilder<C> {
@@ -140,7 +143,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             key_header: DEFAULT_KEY_HEADER,
             key_format: crate::idempotency::KeyFormat::Bare,
             replay_limit: crate::retry::DEFAULT_REPLAY_LIMIT,
+            retryable_statuses: None,
             routes: Vec::new(),
+            clusters: Vec::new(),
         }
     }
 
@@ -245,6 +250,26 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self
     }
 
+    /// HTTP only: the response statuses retried on routes that do not say otherwise (default
+    /// 408, 429, 500, 502, 503, 504: [`DEFAULT_RETRYABLE_STATUSES`]
+    /// (crate::retry::DEFAULT_RETRYABLE_STATUSES)), each 100 to 999. A gRPC client refuses
+    /// this at build time.
+    pub fn retryable_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.retryable_statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// Declares the [`Cluster`] `name`, for routes to send their calls to
+    /// ([`RoutePolicy::cluster`]): its own target, pools, breakers and balancing, each unset
+    /// one the client's. Declaring a name again replaces the cluster. `build` refuses a
+    /// cluster no route names, and a route naming a cluster not declared.
+    pub fn cluster(mut self, name: impl Into<String>, cluster: Cluster) -> Self {
+        let name = name.into();
+        self.clusters.retain(|(n, _)| *n != name);
+        self.clusters.push((name, cluster));
+        self
+    }
+
     /// The bulkhead: its default limits and its named partitions (which routes can take).
     pub fn bulkhead(mut self, bulkhead: BulkheadBuilder) -> Self {
         self.bulkhead = Some(bulkhead);
@@ -307,7 +332,10 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self.max_ejection(0.0)
     }
 
-    /// The template of every endpoint's connection pool.
+    /// The template of every endpoint's connection pool (a [`Cluster`] may have its own).
+    /// With a [`ReqwestConnector`](crate::pool::ReqwestConnector) the size limits nothing:
+    /// each endpoint's reqwest client keeps connections of its own, so bound concurrency with
+    /// the bulkhead instead (docs/pool.md, § Connectors and connections).
     pub fn pool(mut self, pool: PoolBuilder) -> Self {
         self.pool = pool;
         self

@@ -9,14 +9,16 @@ use tower::Layer;
 
 use super::builder::ClientBuilder;
 use super::classifier::ClientClassifier;
+use super::cluster::Cluster;
 use super::route::RoutePolicy;
+use super::target::Target;
 use super::{Client, RoutePartition, RouteStack, Routes};
-use crate::balance::Balancer;
+use crate::balance::{Balancer, Resolve};
 use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadLayer, Limits};
 use crate::deadline::{AttemptLayer, DeadlineLayer, MAX_BUDGET};
 use crate::error::ConfigError;
 use crate::idempotency::IdempotencyKeyLayer;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolBuilder};
 use crate::retry::{ReplayBodyLayer, RetryBudget, RetryLayer};
 
 impl<C: ClientClassifier> ClientBuilder<C> {
@@ -42,16 +44,50 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         <K::Replaying as tower::Service<SocketAddr>>::Error: Into<crate::BoxError>,
         Pool<K::Replaying, SocketAddr>: Send + Sync,
     {
-        let pool = self.pool.clone().settings()?;
+        let client_pool = self.pool.clone();
         let connector = connector.replaying();
-        self.build_with(move |addr| pool.build(connector.clone(), addr))
+        self.compose(move |cluster_pool| {
+            let settings = cluster_pool.unwrap_or(&client_pool).clone().settings()?;
+            let connector = connector.clone();
+            Ok(Box::new(move |addr| {
+                settings.build(connector.clone(), addr)
+            }))
+        })
     }
 
     /// Validates everything and builds the client over endpoint stacks made by `make(addr)` —
     /// for a transport of your own.
+    ///
+    /// The connection checks of [`build`](Self::build)'s pools (an `https` request refused by
+    /// a plaintext connection) are the pools': a stack of your own that is no
+    /// [`Pool`](crate::pool::Pool) makes its own. A [`Cluster`](super::Cluster) with pool
+    /// settings of its own is refused here (`make` builds every endpoint's stack).
     pub fn build_with<E>(
         self,
         make: impl Fn(SocketAddr) -> E + Send + Sync + 'static,
+    ) -> Result<Client<E, C>, ConfigError>
+    where
+        E: Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        self.compose(move |cluster_pool| {
+            if cluster_pool.is_some() {
+                return Err(ConfigError::new(
+                    "cluster.pool",
+                    "a cluster's pool settings need `build` (with `build_with`, your `make` \
+                     builds every endpoint's stack)",
+                ));
+            }
+            let make = make.clone();
+            Ok(Box::new(move |addr| make(addr)))
+        })
+    }
+
+    /// Validates everything and composes the client: `make_for(cluster's pool settings)`
+    /// gives each cluster's endpoint stacks.
+    fn compose<E>(
+        mut self,
+        make_for: impl Fn(Option<&PoolBuilder>) -> Result<MakeEndpoint<E>, ConfigError>,
     ) -> Result<Client<E, C>, ConfigError>
     where
         E: Send + Sync + 'static,
@@ -65,6 +101,13 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                 "gRPC retryable codes set on a client that is not gRPC",
             ));
         }
+        if self.retryable_statuses.is_some() && grpc {
+            return Err(ConfigError::new(
+                "retryable_statuses",
+                "HTTP retryable statuses set on a gRPC client (its calls are judged by code: \
+                 retryable_codes)",
+            ));
+        }
         for (route, policy) in &self.routes {
             route.validate()?;
             if policy.retryable_codes.is_some() && !grpc {
@@ -75,6 +118,41 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                         route.pattern()
                     ),
                 ));
+            }
+            if policy.retryable_statuses.is_some() && grpc {
+                return Err(ConfigError::new(
+                    "retryable_statuses",
+                    format!(
+                        "route {:?} sets HTTP retryable statuses on a gRPC client",
+                        route.pattern()
+                    ),
+                ));
+            }
+            if let Some(name) = &policy.cluster
+                && !self.clusters.iter().any(|(n, _)| n == name)
+            {
+                return Err(ConfigError::new(
+                    "cluster",
+                    format!(
+                        "route {:?} names the cluster {name:?}, which is not declared",
+                        route.pattern()
+                    ),
+                ));
+            }
+        }
+        for (name, cluster) in &self.clusters {
+            if !self
+                .routes
+                .iter()
+                .any(|(_, p)| p.cluster.as_deref() == Some(name.as_str()))
+            {
+                return Err(ConfigError::new(
+                    "cluster",
+                    format!("the cluster {name:?} is declared but no route names it"),
+                ));
+            }
+            if let Some(pool) = &cluster.pool {
+                pool.clone().settings()?;
             }
         }
         if self.partition_header.is_some() {
@@ -112,10 +190,63 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             .map(|(route, policy)| self.layers(route, policy, bulkhead.as_ref(), &budget))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut balancer = Balancer::builder(self.target.resolver, make, self.classifier.clone())
-            .policy(self.policy);
-        if let Some(breaker) = self.breaker {
-            balancer = balancer.breaker(breaker);
+        // The client's own endpoints, then each cluster's: a cluster without a target of its
+        // own resolves the client's (one resolver, shared).
+        let declared = std::mem::take(&mut self.clusters);
+        let resolver: Arc<dyn Resolve> =
+            Arc::from(std::mem::replace(&mut self.target, Target::addrs([])).resolver);
+        let balancer = self.balancer(resolver.clone(), make_for(None)?, &Cluster::default())?;
+        let mut clusters = Vec::with_capacity(declared.len());
+        for (name, mut cluster) in declared {
+            let make = make_for(cluster.pool.as_ref())?;
+            let resolver = match cluster.target.take() {
+                Some(own) => Arc::from(own.resolver),
+                None => resolver.clone(),
+            };
+            clusters.push((name, self.balancer(resolver, make, &cluster)?));
+        }
+        let mut layers = layers.into_iter();
+        let default = layers
+            .next()
+            .map(|l| l.stack(balancer.clone()))
+            .ok_or_else(|| ConfigError::new("route", "no default route"))?;
+        for ((route, policy), layers) in self.routes.into_iter().zip(layers) {
+            let balancer = match &policy.cluster {
+                Some(name) => clusters
+                    .iter()
+                    .find_map(|(n, b): &(String, Balancer<E, C>)| (n == name).then(|| b.clone()))
+                    .ok_or_else(|| ConfigError::new("cluster", format!("{name:?} not built")))?,
+                None => balancer.clone(),
+            };
+            stacks.push((route, layers.stack(balancer)));
+        }
+        Ok(Client {
+            routes: Arc::new(Routes {
+                default,
+                routes: stacks,
+                balancer,
+                clusters,
+                budget,
+                bulkhead,
+            }),
+        })
+    }
+
+    /// A balancer over `resolver`'s endpoints with the client's settings, and `cluster`'s
+    /// where it has its own.
+    fn balancer<E>(
+        &self,
+        resolver: Arc<dyn Resolve>,
+        make: MakeEndpoint<E>,
+        cluster: &Cluster,
+    ) -> Result<Balancer<E, C>, ConfigError>
+    where
+        E: Send + Sync + 'static,
+    {
+        let mut balancer = Balancer::builder(resolver, make, self.classifier.clone())
+            .policy(cluster.policy.unwrap_or(self.policy));
+        if let Some(breaker) = cluster.breaker.as_ref().or(self.breaker.as_ref()) {
+            balancer = balancer.breaker(breaker.clone());
         }
         if let Some(share) = self.max_ejection {
             balancer = balancer.max_ejection(share);
@@ -132,25 +263,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         if let Some(window) = self.drain_window {
             balancer = balancer.drain_window(window);
         }
-        let balancer = balancer.build()?;
-
-        let mut layers = layers.into_iter();
-        let default = layers
-            .next()
-            .map(|l| l.stack(balancer.clone()))
-            .ok_or_else(|| ConfigError::new("route", "no default route"))?;
-        for ((route, _), layers) in self.routes.into_iter().zip(layers) {
-            stacks.push((route, layers.stack(balancer.clone())));
-        }
-        Ok(Client {
-            routes: Arc::new(Routes {
-                default,
-                routes: stacks,
-                balancer,
-                budget,
-                bulkhead,
-            }),
-        })
+        balancer.build()
     }
 
     /// The layers of one route, from the client's settings and the route's overrides.
@@ -177,11 +290,24 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             .retryable_codes
             .or(self.retryable_codes)
             .unwrap_or_default();
-        let retry = RetryLayer::builder(self.classifier.clone())
+        let mut retry = RetryLayer::builder(self.classifier.clone())
             .retryable_codes(codes)
             .max_attempts(policy.max_attempts.unwrap_or(self.max_attempts))
-            .backoff(self.backoff.clone())
-            .budget(budget.clone())
+            .backoff(
+                policy
+                    .backoff
+                    .clone()
+                    .unwrap_or_else(|| self.backoff.clone()),
+            )
+            .budget(policy.budget.clone().unwrap_or_else(|| budget.clone()));
+        if let Some(statuses) = policy
+            .retryable_statuses
+            .as_ref()
+            .or(self.retryable_statuses.as_ref())
+        {
+            retry = retry.retryable_statuses(statuses.iter().copied());
+        }
+        let retry = retry
             .unavailable(self.unavailable)
             .retry_overload_without_hint(self.retry_overload_without_hint)
             .route(route)
@@ -245,6 +371,9 @@ fn unlimited() -> Result<Bulkhead, ConfigError> {
         .unrecorded()
         .build()
 }
+
+/// Makes one endpoint's stack from its address.
+type MakeEndpoint<E> = Box<dyn Fn(SocketAddr) -> E + Send + Sync>;
 
 struct RouteLayers<C> {
     keys: IdempotencyKeyLayer,

@@ -59,6 +59,7 @@
 
 mod builder;
 mod classifier;
+mod cluster;
 mod compose;
 mod connector;
 #[cfg(feature = "reqwest")]
@@ -77,6 +78,7 @@ use tower::util::Oneshot;
 
 pub use self::builder::ClientBuilder;
 pub use self::classifier::ClientClassifier;
+pub use self::cluster::Cluster;
 pub use self::connector::ReplayConnector;
 pub use self::route::{Route, RoutePolicy};
 pub use self::target::Target;
@@ -206,6 +208,8 @@ struct Routes<E, C> {
     default: RouteStack<E, C>,
     routes: Vec<(Route, RouteStack<E, C>)>,
     balancer: Balancer<E, C>,
+    /// The named clusters routes send calls to, in declaration order.
+    clusters: Vec<(String, Balancer<E, C>)>,
     budget: RetryBudget,
     bulkhead: Option<Bulkhead>,
 }
@@ -236,15 +240,27 @@ where
     E: Send + Sync + 'static,
     C: Send + Sync + 'static,
 {
-    /// The shared balancer: its endpoints, their breakers, its change feed.
+    /// The client's own balancer (routes that name no [`Cluster`]): its endpoints, their
+    /// breakers, its change feed.
     pub fn balancer(&self) -> &Balancer<E, C> {
         &self.routes.balancer
     }
 
-    /// Waits until the target has been resolved once (calls made before then wait for it too,
-    /// within their deadline).
+    /// The balancer of the [`Cluster`] declared as `name`, if there is one.
+    pub fn cluster(&self, name: &str) -> Option<&Balancer<E, C>> {
+        self.routes
+            .clusters
+            .iter()
+            .find_map(|(n, b)| (n == name).then_some(b))
+    }
+
+    /// Waits until the target, and every cluster's, has been resolved once (calls made before
+    /// then wait for it too, within their deadline).
     pub async fn resolved(&self) {
         self.balancer().resolved().await;
+        for (_, cluster) in &self.routes.clusters {
+            cluster.resolved().await;
+        }
     }
 }
 
@@ -261,12 +277,31 @@ where
     /// resolution adds appear, and those it removes leave the list (their pools close after
     /// the drain window). Each breaker's state: [`Balancer::endpoints`].
     pub fn pool_stats(&self) -> Vec<crate::pool::PoolStats> {
-        self.balancer()
-            .services()
-            .into_iter()
-            .map(|(_, pool)| pool.stats())
-            .collect()
+        pool_stats(self.balancer())
     }
+
+    /// [`pool_stats`](Self::pool_stats) for the [`Cluster`] declared as `name` (`None`: no
+    /// such cluster).
+    pub fn cluster_pool_stats(&self, name: &str) -> Option<Vec<crate::pool::PoolStats>> {
+        self.cluster(name).map(pool_stats)
+    }
+}
+
+fn pool_stats<K, C>(
+    balancer: &Balancer<crate::pool::Pool<K, std::net::SocketAddr>, C>,
+) -> Vec<crate::pool::PoolStats>
+where
+    K: Service<std::net::SocketAddr> + Clone + Send + Sync + 'static,
+    K::Response: crate::pool::Connection,
+    K::Future: Send + 'static,
+    K::Error: Into<crate::BoxError>,
+    C: Send + Sync + 'static,
+{
+    balancer
+        .services()
+        .into_iter()
+        .map(|(_, pool)| pool.stats())
+        .collect()
 }
 
 impl<E, C> Client<E, C> {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::classify::GrpcCodes;
 use crate::error::ConfigError;
+use crate::retry::{Backoff, RetryBudget};
 
 /// Which calls a [`RoutePolicy`] covers: a gRPC method, a gRPC service, or an HTTP path prefix.
 ///
@@ -92,14 +93,18 @@ impl Route {
 ///     .partition("payments");
 /// # let _ = charge;
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RoutePolicy {
     pub(super) deadline: Option<Option<Duration>>,
     pub(super) per_try: Option<Option<Duration>>,
     pub(super) max_attempts: Option<u32>,
     pub(super) retryable_codes: Option<GrpcCodes>,
+    pub(super) retryable_statuses: Option<Vec<u16>>,
+    pub(super) backoff: Option<Backoff>,
+    pub(super) budget: Option<RetryBudget>,
     pub(super) idempotency_keys: Option<bool>,
     pub(super) partition: Option<String>,
+    pub(super) cluster: Option<String>,
 }
 
 impl RoutePolicy {
@@ -114,8 +119,12 @@ impl RoutePolicy {
         self.per_try = over.per_try.or(self.per_try);
         self.max_attempts = over.max_attempts.or(self.max_attempts);
         self.retryable_codes = over.retryable_codes.or(self.retryable_codes);
+        self.retryable_statuses = over.retryable_statuses.or(self.retryable_statuses.take());
+        self.backoff = over.backoff.or(self.backoff.take());
+        self.budget = over.budget.or(self.budget.take());
         self.idempotency_keys = over.idempotency_keys.or(self.idempotency_keys);
         self.partition = over.partition.or(self.partition.take());
+        self.cluster = over.cluster.or(self.cluster.take());
     }
 
     /// The total budget of each call on this route.
@@ -159,6 +168,35 @@ impl RoutePolicy {
     /// `retryableStatusCodes`). A client for HTTP refuses this at build time.
     pub fn retryable_codes(mut self, codes: GrpcCodes) -> Self {
         self.retryable_codes = Some(codes);
+        self
+    }
+
+    /// HTTP only: the response statuses worth retrying on this route (default: the client's,
+    /// else 408, 429, 500, 502, 503, 504), each 100 to 999. A client for gRPC refuses this at
+    /// build time (its calls are judged by code: [`retryable_codes`](Self::retryable_codes)).
+    pub fn retryable_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.retryable_statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// The backoff between this route's attempts (default: the client's).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// A retry budget of this route's own (default: the client's, shared by every route). Give
+    /// two routes clones of one budget to share it between them only.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The [`Cluster`](super::Cluster) this route's calls go to — its target, pools and
+    /// breakers — declared with [`ClientBuilder::cluster`](super::ClientBuilder::cluster)
+    /// (default: the client's own endpoints).
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = Some(name.into());
         self
     }
 

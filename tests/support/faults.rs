@@ -214,7 +214,15 @@ pub struct Recorded {
     pub body: bytes::Bytes,
     /// When it arrived (tokio time, so exact under a paused clock).
     pub at: tokio::time::Instant,
+    /// Which of the server's TCP connections carried it (its accept order, from 0), when the
+    /// server says ([`ConnId`]).
+    pub conn: Option<usize>,
 }
+
+/// The accept order of the TCP connection a request came on (a request extension the hyper
+/// test server sets).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnId(pub usize);
 
 impl Recorded {
     /// A header's value as text.
@@ -237,6 +245,7 @@ impl Recorder {
             headers: parts.headers.clone(),
             body,
             at: tokio::time::Instant::now(),
+            conn: parts.extensions.get::<ConnId>().map(|c| c.0),
         });
     }
 

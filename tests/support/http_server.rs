@@ -145,7 +145,7 @@ async fn accept_loop(
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        counted.accepted.fetch_add(1, Ordering::SeqCst);
+        let conn_id = counted.accepted.fetch_add(1, Ordering::SeqCst);
         let open = counted.open.fetch_add(1, Ordering::SeqCst) + 1;
         counted.max_open.fetch_max(open, Ordering::SeqCst);
         let guard = OpenGuard(counted.clone());
@@ -158,7 +158,8 @@ async fn accept_loop(
                 last: std::sync::Mutex::new(Instant::now()),
             });
             let seen = activity.clone();
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(super::faults::ConnId(conn_id));
                 let state = state.clone();
                 let seen = seen.clone();
                 seen.in_flight.fetch_add(1, Ordering::SeqCst);
