@@ -21,8 +21,8 @@ use super::target::Target;
 /// target (both resolve the same name; a [`StaticResolver`](crate::balance::StaticResolver)
 /// feeds both): that is what keeps a health check's 2 connections apart from the main pool.
 /// Its breakers are its own too, so an endpoint ejected by one cluster still takes the other's
-/// calls. The resolution settings (refresh interval, staleness, drain window), the ejection
-/// cap and the panic threshold are the client's.
+/// calls. The resolution settings (refresh interval, staleness, drain window) and the panic
+/// threshold are the client's; the ejection cap is the client's unless the cluster sets one.
 ///
 /// ```
 /// # #[cfg(feature = "hyper")] {
@@ -49,6 +49,7 @@ pub struct Cluster {
     pub(super) pool: Option<PoolBuilder>,
     pub(super) breaker: Option<BreakerBuilder>,
     pub(super) policy: Option<Policy>,
+    pub(super) max_ejection: Option<f64>,
 }
 
 impl Cluster {
@@ -87,5 +88,18 @@ impl Cluster {
     pub fn balance(mut self, policy: Policy) -> Self {
         self.policy = Some(policy);
         self
+    }
+
+    /// The share of this cluster's endpoints that may be ejected at once (default: the
+    /// client's [`max_ejection`](super::ClientBuilder::max_ejection)).
+    pub fn max_ejection(mut self, share: f64) -> Self {
+        self.max_ejection = Some(share);
+        self
+    }
+
+    /// This cluster's endpoints are never ejected for failing (a health checker wants to see
+    /// every endpoint): its ejection cap at zero.
+    pub fn without_ejection(self) -> Self {
+        self.max_ejection(0.0)
     }
 }

@@ -248,7 +248,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         if let Some(breaker) = cluster.breaker.as_ref().or(self.breaker.as_ref()) {
             balancer = balancer.breaker(breaker.clone());
         }
-        if let Some(share) = self.max_ejection {
+        if let Some(share) = cluster.max_ejection.or(self.max_ejection) {
             balancer = balancer.max_ejection(share);
         }
         if let Some(share) = self.panic_threshold {
