@@ -56,6 +56,8 @@ pub mod classify;
 #[cfg(feature = "http")]
 pub mod client;
 mod clock;
+#[cfg(feature = "serde")]
+mod config;
 pub mod deadline;
 pub mod error;
 #[cfg(feature = "fault")]

@@ -124,6 +124,11 @@ impl Health {
 
 /// How the balancer chooses among usable endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Policy {
     /// Per-call round robin (the default): exact turns.

@@ -83,7 +83,9 @@ pub use self::feed::{Changes, Discovered};
 pub use self::resolve::{
     Change, Resolve, ResolveFuture, Resolved, StaticResolver, Updates, changes,
 };
-pub use self::service::{BalanceFuture, BalanceRequest, BalanceResponse};
+pub use self::service::{
+    BalanceFuture, BalanceRequest, BalanceResponse, WAIT_FOR_READY_POLL, WaitForReady,
+};
 pub use self::shared::ResolverStats;
 pub(crate) use self::shared::Shared;
 use crate::background::Started;

@@ -20,7 +20,7 @@ use crate::breaker::{BreakerFuture, BreakerResponse};
 use crate::classify::Classify;
 #[cfg(feature = "http")]
 use crate::deadline::Deadline;
-use crate::error::Error;
+use crate::error::{Error, NoEndpointsReason};
 #[cfg(feature = "http")]
 use crate::retry::AvoidEndpoint;
 use crate::retry::ServedBy;
@@ -61,17 +61,69 @@ where
                 },
             };
         }
-        BalanceFuture {
-            state: BalanceState::Picked {
-                inner: self.dispatch(req),
+        self.dispatch_or_wait(req)
+    }
+}
+
+/// How often a call waiting for a usable endpoint ([`WaitForReady`]) looks again, besides each
+/// resolution: an ejected endpoint becomes usable by time alone (its breaker's open duration).
+pub const WAIT_FOR_READY_POLL: Duration = Duration::from_millis(50);
+
+/// A request marked to wait for a usable endpoint (gRPC's wait-for-ready): while none can take
+/// it — none resolved, every one ejected outside panic mode — the balancer holds the call and
+/// looks again at each resolution and every [`WAIT_FOR_READY_POLL`], instead of failing with
+/// [`NoEndpoints`](crate::Error::NoEndpoints). Bounded by the call's deadline (the layers
+/// above cut the wait). A [`Client`](crate::client::Client) route sets it with
+/// [`RoutePolicy::wait_for_ready`](crate::client::RoutePolicy::wait_for_ready).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitForReady;
+
+impl<S, C> Balancer<S, C> {
+    /// Dispatches `req`, or holds it until an endpoint can take it if it waits for one.
+    fn dispatch_or_wait<Req>(&self, req: Req) -> BalanceFuture<S, Req, C>
+    where
+        S: Service<Req> + Clone,
+        C: Clone,
+        Req: BalanceRequest,
+    {
+        match self.dispatch(req) {
+            Ok(inner) => BalanceFuture {
+                state: BalanceState::Picked { inner },
             },
+            Err(req) => {
+                let mut resolutions = self.shared.resolutions.subscribe();
+                resolutions.mark_unchanged();
+                let wait = Box::pin(async move {
+                    let mut sleep = std::pin::pin!(tokio::time::sleep(WAIT_FOR_READY_POLL));
+                    let mut changed = std::pin::pin!(resolutions.changed());
+                    std::future::poll_fn(|cx| {
+                        if sleep.as_mut().poll(cx).is_ready() || changed.as_mut().poll(cx).is_ready()
+                        {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                });
+                BalanceFuture {
+                    state: BalanceState::Resolving {
+                        waiting: Some(Box::new(Resolving {
+                            balancer: self.clone(),
+                            req,
+                            wait,
+                        })),
+                    },
+                }
+            }
         }
     }
 }
 
 impl<S, C> Balancer<S, C> {
-    /// Picks an endpoint for `req` and calls it through its breaker.
-    fn dispatch<Req>(&self, req: Req) -> BreakerFuture<Served<Oneshot<S, Req>>, C>
+    /// Picks an endpoint for `req` and calls it through its breaker; gives `req` back when no
+    /// endpoint can take it now and it waits for one ([`WaitForReady`]).
+    fn dispatch<Req>(&self, req: Req) -> Result<BreakerFuture<Served<Oneshot<S, Req>>, C>, Req>
     where
         S: Service<Req> + Clone,
         C: Clone,
@@ -91,7 +143,14 @@ impl<S, C> Balancer<S, C> {
             [] => picker.pick(&snapshot, avoid),
             rejected => picker.pick_excluding(&snapshot, rejected, avoid),
         };
-        match picked {
+        if let Err(Error::NoEndpoints {
+            reason: NoEndpointsReason::NoneResolved | NoEndpointsReason::NoneUsable,
+        }) = &picked
+            && req.wait_for_ready()
+        {
+            return Err(req);
+        }
+        Ok(match picked {
             Ok(picked) => {
                 let endpoint = picked.endpoint;
                 let at_head = endpoint.breaker.record_at() == crate::breaker::RecordAt::Head;
@@ -119,7 +178,7 @@ impl<S, C> Balancer<S, C> {
                 )
             }
             Err(error) => BreakerFuture::rejected(error),
-        }
+        })
     }
 }
 
@@ -245,8 +304,8 @@ where
                     let w = waiting.as_mut().expect("polled after completion");
                     ready!(w.wait.as_mut().poll(cx));
                     let w = waiting.take().expect("checked above");
-                    let inner = w.balancer.dispatch(w.req);
-                    state.set(BalanceState::Picked { inner });
+                    let next = w.balancer.dispatch_or_wait(w.req);
+                    state.set(next.state);
                 }
                 BalanceStateProj::Picked { inner } => return inner.poll(cx),
             }
@@ -273,6 +332,12 @@ pub trait BalanceRequest {
     fn attempt_budget(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether the call waits for a usable endpoint instead of failing when none is
+    /// ([`WaitForReady`]). Default: no.
+    fn wait_for_ready(&self) -> bool {
+        false
+    }
 }
 
 /// What the balancer writes on a response: the endpoint that served it ([`ServedBy`]).
@@ -291,6 +356,10 @@ impl<B> BalanceRequest for http::Request<B> {
         self.extensions()
             .get::<crate::retry::RejectedEndpoints>()
             .map_or(&[], |r| r.0.as_slice())
+    }
+
+    fn wait_for_ready(&self) -> bool {
+        self.extensions().get::<WaitForReady>().is_some()
     }
 
     /// What the attempt was given, below an [`AttemptLayer`](crate::deadline::AttemptLayer)

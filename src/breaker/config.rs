@@ -30,6 +30,11 @@ pub enum WindowKind {
 
 /// When a call's outcome is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum RecordAt {
     /// When the response stream ends: trailers count (gRPC status), and slow-call time includes
     /// the body. The default.
@@ -352,3 +357,7 @@ impl BreakerBuilder {
         Ok(self.config)
     }
 }
+
+#[cfg(feature = "serde")]
+#[path = "data.rs"]
+mod data;

@@ -336,3 +336,6 @@ impl<B> PartitionKey<http::Request<B>> for HeaderKey {
         req.headers().get(&self.0)?.to_str().ok()
     }
 }
+
+#[cfg(feature = "serde")]
+mod data;

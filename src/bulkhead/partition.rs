@@ -18,6 +18,11 @@ use crate::metrics::PartitionMetrics;
 /// `slow_call`. It stays between `min` and the partition's `concurrency`, which becomes its
 /// maximum.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct AdaptiveLimit {
     /// The starting limit (default 20).
     pub initial: usize,
@@ -26,6 +31,13 @@ pub struct AdaptiveLimit {
     /// The factor applied on an overload signal, in (0, 1) (default 0.9).
     pub backoff: f64,
     /// Calls slower than this count as an overload signal (default: none).
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            skip_serializing_if = "Option::is_none",
+            with = "crate::config::duration::option"
+        )
+    )]
     pub slow_call: Option<Duration>,
 }
 
@@ -52,12 +64,18 @@ pub(crate) enum Signal {
 
 /// The limits of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct Limits {
     /// Calls in flight at once.
     pub concurrency: usize,
     /// Calls that may wait for a permit; more are rejected at once.
     pub queue: usize,
     /// The longest a call waits (also capped by its remaining deadline).
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
     pub max_wait: Duration,
 }
 

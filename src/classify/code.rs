@@ -51,6 +51,37 @@ impl GrpcCode {
         GrpcCode::Unauthenticated,
     ];
 
+    /// The code's canonical name, as gRPC writes it: `UNAVAILABLE`, `DEADLINE_EXCEEDED`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            GrpcCode::Ok => "OK",
+            GrpcCode::Cancelled => "CANCELLED",
+            GrpcCode::Unknown => "UNKNOWN",
+            GrpcCode::InvalidArgument => "INVALID_ARGUMENT",
+            GrpcCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            GrpcCode::NotFound => "NOT_FOUND",
+            GrpcCode::AlreadyExists => "ALREADY_EXISTS",
+            GrpcCode::PermissionDenied => "PERMISSION_DENIED",
+            GrpcCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            GrpcCode::FailedPrecondition => "FAILED_PRECONDITION",
+            GrpcCode::Aborted => "ABORTED",
+            GrpcCode::OutOfRange => "OUT_OF_RANGE",
+            GrpcCode::Unimplemented => "UNIMPLEMENTED",
+            GrpcCode::Internal => "INTERNAL",
+            GrpcCode::Unavailable => "UNAVAILABLE",
+            GrpcCode::DataLoss => "DATA_LOSS",
+            GrpcCode::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
+    /// The code named `name`, in any case (`UNAVAILABLE`, `unavailable`), as the gRPC service
+    /// config accepts names; `None` for a name that is no code.
+    pub fn from_name(name: &str) -> Option<GrpcCode> {
+        GrpcCode::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
     /// The code for a numeric value; values outside 0..=16 are UNKNOWN, as the gRPC spec says.
     pub fn from_i32(value: i32) -> GrpcCode {
         usize::try_from(value)
@@ -149,6 +180,11 @@ impl GrpcCodes {
     /// Whether `code` is in the set.
     pub const fn contains(self, code: GrpcCode) -> bool {
         self.0 & (1 << code as u32) != 0
+    }
+
+    /// The codes in the set, in numeric order.
+    pub fn iter(self) -> impl Iterator<Item = GrpcCode> {
+        GrpcCode::ALL.into_iter().filter(move |c| self.contains(*c))
     }
 }
 

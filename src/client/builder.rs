@@ -83,6 +83,7 @@ pub struct ClientBuilder<C> {
     pub(super) key_format: crate::idempotency::KeyFormat,
     pub(super) replay_limit: usize,
     pub(super) retryable_statuses: Option<Vec<u16>>,
+    pub(super) wait_for_ready: bool,
     pub(super) routes: Vec<(Route, RoutePolicy)>,
     pub(super) clusters: Vec<(String, Cluster)>,
 }
@@ -144,6 +145,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             key_format: crate::idempotency::KeyFormat::Bare,
             replay_limit: crate::retry::DEFAULT_REPLAY_LIMIT,
             retryable_statuses: None,
+            wait_for_ready: false,
             routes: Vec::new(),
             clusters: Vec::new(),
         }
@@ -256,6 +258,14 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     /// this at build time.
     pub fn retryable_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
         self.retryable_statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// gRPC's wait-for-ready for routes that do not say otherwise (default off): while no
+    /// endpoint can take a call, it waits for one within its deadline instead of failing with
+    /// [`NoEndpoints`](crate::Error::NoEndpoints) ([`RoutePolicy::wait_for_ready`]).
+    pub fn wait_for_ready(mut self, wait: bool) -> Self {
+        self.wait_for_ready = wait;
         self
     }
 

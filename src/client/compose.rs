@@ -47,7 +47,11 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         let client_pool = self.pool.clone();
         let connector = connector.replaying();
         self.compose(move |cluster_pool| {
-            let settings = cluster_pool.unwrap_or(&client_pool).clone().settings()?;
+            let settings = cluster_pool
+                .unwrap_or(&client_pool)
+                .clone()
+                .settings()
+                .map_err(|e| e.within("pool"))?;
             let connector = connector.clone();
             Ok(Box::new(move |addr| {
                 settings.build(connector.clone(), addr)
@@ -92,8 +96,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     where
         E: Send + Sync + 'static,
     {
-        // Every route's layers, checked before anything starts.
-        self.pool.clone().settings()?;
+        // Every route's layers, checked before anything starts. Errors name where the
+        // setting sits: `pool.max_size`, `routes[2].deadline`, `clusters.health.pool.max_size`.
+        self.pool.clone().settings().map_err(|e| e.within("pool"))?;
         let grpc = self.classifier.is_grpc();
         if self.retryable_codes.is_some() && !grpc {
             return Err(ConfigError::new(
@@ -108,36 +113,37 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                  retryable_codes)",
             ));
         }
-        for (route, policy) in &self.routes {
-            route.validate()?;
+        for (i, (route, policy)) in self.routes.iter().enumerate() {
+            let at = |e: ConfigError| e.within(format_args!("routes[{i}]"));
+            route.validate().map_err(at)?;
             if policy.retryable_codes.is_some() && !grpc {
-                return Err(ConfigError::new(
+                return Err(at(ConfigError::new(
                     "retryable_codes",
                     format!(
                         "route {:?} sets gRPC retryable codes on a client that is not gRPC",
                         route.pattern()
                     ),
-                ));
+                )));
             }
             if policy.retryable_statuses.is_some() && grpc {
-                return Err(ConfigError::new(
+                return Err(at(ConfigError::new(
                     "retryable_statuses",
                     format!(
                         "route {:?} sets HTTP retryable statuses on a gRPC client",
                         route.pattern()
                     ),
-                ));
+                )));
             }
             if let Some(name) = &policy.cluster
                 && !self.clusters.iter().any(|(n, _)| n == name)
             {
-                return Err(ConfigError::new(
+                return Err(at(ConfigError::new(
                     "cluster",
                     format!(
                         "route {:?} names the cluster {name:?}, which is not declared",
                         route.pattern()
                     ),
-                ));
+                )));
             }
         }
         for (name, cluster) in &self.clusters {
@@ -146,13 +152,21 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                 .iter()
                 .any(|(_, p)| p.cluster.as_deref() == Some(name.as_str()))
             {
-                return Err(ConfigError::new(
-                    "cluster",
-                    format!("the cluster {name:?} is declared but no route names it"),
+                return Err(ConfigError::at_path(
+                    &format!("clusters.{name}"),
+                    "declared, but no route names it",
                 ));
             }
             if let Some(pool) = &cluster.pool {
-                pool.clone().settings()?;
+                pool.clone()
+                    .settings()
+                    .map_err(|e| e.within(format_args!("clusters.{name}.pool")))?;
+            }
+            if let Some(breaker) = &cluster.breaker {
+                breaker
+                    .clone()
+                    .validated()
+                    .map_err(|e| e.within(format_args!("clusters.{name}.breaker")))?;
             }
         }
         if self.partition_header.is_some() {
@@ -177,7 +191,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             .bulkhead
             .clone()
             .map(BulkheadBuilder::build)
-            .transpose()?;
+            .transpose()
+            .map_err(|e| e.within("bulkhead"))?;
         let budget = match self.budget.clone() {
             Some(budget) => budget,
             None => RetryBudget::builder().name(self.name.clone()).build()?,
@@ -185,10 +200,13 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         let default = RoutePolicy::default();
         let mut stacks = Vec::with_capacity(self.routes.len());
         // Check every layer before starting the balancer (its resolution runs in the background).
-        let layers = std::iter::once((super::DEFAULT_ROUTE, &default))
-            .chain(self.routes.iter().map(|(r, p)| (r.pattern(), p)))
-            .map(|(route, policy)| self.layers(route, policy, bulkhead.as_ref(), &budget))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut layers = vec![self.layers(super::DEFAULT_ROUTE, &default, bulkhead.as_ref(), &budget)?];
+        for (i, (route, policy)) in self.routes.iter().enumerate() {
+            layers.push(
+                self.layers(route.pattern(), policy, bulkhead.as_ref(), &budget)
+                    .map_err(|e| e.within(format_args!("routes[{i}]")))?,
+            );
+        }
 
         // The client's own endpoints, then each cluster's: a cluster without a target of its
         // own resolves the client's (one resolver, shared).
@@ -203,13 +221,22 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                 Some(own) => Arc::from(own.resolver),
                 None => resolver.clone(),
             };
-            clusters.push((name, self.balancer(resolver, make, &cluster)?));
+            let balancer = self
+                .balancer(resolver, make, &cluster)
+                .map_err(|e| e.within(format_args!("clusters.{name}")))?;
+            clusters.push((name, balancer));
         }
         let mut layers = layers.into_iter();
         let default = layers
             .next()
             .map(|l| l.stack(balancer.clone()))
             .ok_or_else(|| ConfigError::new("route", "no default route"))?;
+        let default_waits = self.wait_for_ready;
+        let waits = self
+            .routes
+            .iter()
+            .map(|(_, p)| p.wait_for_ready.unwrap_or(default_waits))
+            .collect();
         for ((route, policy), layers) in self.routes.into_iter().zip(layers) {
             let balancer = match &policy.cluster {
                 Some(name) => clusters
@@ -223,6 +250,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         Ok(Client {
             routes: Arc::new(Routes {
                 default,
+                default_waits,
+                waits,
                 routes: stacks,
                 balancer,
                 clusters,

@@ -61,10 +61,14 @@ mod builder;
 mod classifier;
 mod cluster;
 mod compose;
+#[cfg(feature = "serde")]
+mod config;
 mod connector;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod route;
+#[cfg(feature = "serde")]
+mod service_config;
 mod target;
 #[cfg(feature = "tonic")]
 mod tonic;
@@ -79,8 +83,14 @@ use tower::util::Oneshot;
 pub use self::builder::ClientBuilder;
 pub use self::classifier::ClientClassifier;
 pub use self::cluster::Cluster;
+#[cfg(feature = "serde")]
+pub use self::config::{ClientConfig, ClusterConfig, RouteConfig, RouteMatch, TargetConfig};
 pub use self::connector::ReplayConnector;
 pub use self::route::{Route, RoutePolicy};
+#[cfg(feature = "serde")]
+pub use self::service_config::{
+    MAX_SERVICE_CONFIG_ATTEMPTS, MethodConfig, MethodName, MethodRetryPolicy, ServiceConfig,
+};
 pub use self::target::Target;
 #[cfg(feature = "tonic")]
 pub use self::tonic::{StatusBody, TonicClient, TonicFuture};
@@ -206,6 +216,10 @@ impl<E, C> std::fmt::Debug for Client<E, C> {
 /// The client's routes and the state they share.
 struct Routes<E, C> {
     default: RouteStack<E, C>,
+    /// Which routes wait for a usable endpoint (gRPC wait-for-ready): the default route's,
+    /// then each route's by index.
+    default_waits: bool,
+    waits: Vec<bool>,
     routes: Vec<(Route, RouteStack<E, C>)>,
     balancer: Balancer<E, C>,
     /// The named clusters routes send calls to, in declaration order.
@@ -215,12 +229,6 @@ struct Routes<E, C> {
 }
 
 impl<E, C> Routes<E, C> {
-    /// The most specific route's stack for `path`: an exact method, then the longest prefix.
-    fn pick(&self, path: &str) -> &RouteStack<E, C> {
-        self.matching(path)
-            .map_or(&self.default, |i| &self.routes[i].1)
-    }
-
     /// The index of the most specific route matching `path`, if any.
     fn matching(&self, path: &str) -> Option<usize> {
         let mut best: Option<(usize, usize)> = None;
@@ -334,9 +342,16 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let stack = self.routes.pick(req.uri().path()).clone();
-        Oneshot::new(stack, req)
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let routes = &*self.routes;
+        let (stack, waits) = match routes.matching(req.uri().path()) {
+            Some(i) => (&routes.routes[i].1, routes.waits[i]),
+            None => (&routes.default, routes.default_waits),
+        };
+        if waits {
+            req.extensions_mut().insert(crate::balance::WaitForReady);
+        }
+        Oneshot::new(stack.clone(), req)
     }
 }
 

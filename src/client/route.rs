@@ -14,6 +14,8 @@ use crate::retry::{Backoff, RetryBudget};
 pub struct Route {
     pattern: String,
     exact: bool,
+    /// Made by `grpc_service` (written back as one; it matches as a prefix).
+    service: bool,
 }
 
 impl Route {
@@ -23,6 +25,7 @@ impl Route {
         Route {
             pattern: format!("/{service}/{method}"),
             exact: true,
+            service: false,
         }
     }
 
@@ -32,6 +35,7 @@ impl Route {
         Route {
             pattern: format!("/{service}/"),
             exact: false,
+            service: true,
         }
     }
 
@@ -41,12 +45,27 @@ impl Route {
         Route {
             pattern: prefix.into(),
             exact: false,
+            service: false,
         }
     }
 
     /// The path or prefix this route matches.
     pub fn pattern(&self) -> &str {
         &self.pattern
+    }
+
+    /// What made it: a gRPC method (`/service/method`), a gRPC service, or a path prefix.
+    #[cfg(feature = "serde")]
+    pub(super) fn kind(&self) -> RouteKind<'_> {
+        let p = self.pattern.as_str();
+        if self.exact {
+            let (service, method) = p[1.min(p.len())..].split_once('/').unwrap_or((p, ""));
+            RouteKind::Method { service, method }
+        } else if self.service {
+            RouteKind::Service(p.trim_start_matches('/').trim_end_matches('/'))
+        } else {
+            RouteKind::Prefix(p)
+        }
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -79,6 +98,14 @@ impl Route {
     }
 }
 
+/// How a [`Route`] was made.
+#[cfg(feature = "serde")]
+pub(super) enum RouteKind<'a> {
+    Method { service: &'a str, method: &'a str },
+    Service(&'a str),
+    Prefix(&'a str),
+}
+
 /// What a route changes from the client's settings. Every field left unset keeps the client's.
 ///
 /// ```
@@ -105,6 +132,7 @@ pub struct RoutePolicy {
     pub(super) idempotency_keys: Option<bool>,
     pub(super) partition: Option<String>,
     pub(super) cluster: Option<String>,
+    pub(super) wait_for_ready: Option<bool>,
 }
 
 impl RoutePolicy {
@@ -125,6 +153,7 @@ impl RoutePolicy {
         self.idempotency_keys = over.idempotency_keys.or(self.idempotency_keys);
         self.partition = over.partition.or(self.partition.take());
         self.cluster = over.cluster.or(self.cluster.take());
+        self.wait_for_ready = over.wait_for_ready.or(self.wait_for_ready);
     }
 
     /// The total budget of each call on this route.
@@ -197,6 +226,16 @@ impl RoutePolicy {
     /// (default: the client's own endpoints).
     pub fn cluster(mut self, name: impl Into<String>) -> Self {
         self.cluster = Some(name.into());
+        self
+    }
+
+    /// gRPC's wait-for-ready: while no endpoint can take a call (none resolved yet or any
+    /// more, every one ejected outside panic mode), the call waits for one — within its
+    /// deadline — instead of failing at once with
+    /// [`NoEndpoints`](crate::Error::NoEndpoints). Default off (gRPC's default too); the
+    /// service config's `waitForReady`.
+    pub fn wait_for_ready(mut self, wait: bool) -> Self {
+        self.wait_for_ready = Some(wait);
         self
     }
 

@@ -305,18 +305,26 @@ impl fmt::Display for IdempotencyConflictReason {
 
 /// A builder was given a setting it cannot honour.
 ///
+/// [`field`](Self::field) is the setting's name; [`path`](Self::path) says where it sits in the
+/// whole configuration (`clusters.health.pool.max_size`, `routes[2].deadline`), the same for a
+/// builder's setting and for a field of a [`ClientConfig`](crate::client::ClientConfig) read
+/// from a file.
+///
 /// ```
 /// use std::time::Duration;
 /// use stanchion::deadline::DeadlineLayer;
 ///
 /// let err = DeadlineLayer::new(Duration::ZERO).unwrap_err();
 /// assert_eq!(err.field(), "budget");
+/// assert_eq!(err.path(), "budget");
 /// assert!(err.to_string().contains("must be greater than zero"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration of `{field}`: {reason}")]
+#[error("invalid configuration of `{}`: {reason}", self.path())]
 pub struct ConfigError {
-    field: &'static str,
+    field: Cow<'static, str>,
+    /// Where the setting sits, outermost first (`clusters.health.pool`), or empty.
+    prefix: String,
     reason: Cow<'static, str>,
 }
 
@@ -324,14 +332,50 @@ impl ConfigError {
     /// A new error for `field`, saying why its value is invalid.
     pub fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
         ConfigError {
-            field,
+            field: Cow::Borrowed(field),
+            prefix: String::new(),
             reason: reason.into(),
         }
     }
 
-    /// The setting that was invalid.
+    /// An error at a whole path (`routes[1].retry_policy.max_attempts`): its last segment is
+    /// the field.
+    pub(crate) fn at_path(path: &str, reason: impl Into<Cow<'static, str>>) -> Self {
+        let (prefix, field) = match path.rfind('.') {
+            Some(dot) => (&path[..dot], &path[dot + 1..]),
+            None => ("", path),
+        };
+        ConfigError {
+            field: Cow::Owned(field.to_owned()),
+            prefix: prefix.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error, inside `outer` (`pool`, `clusters.health`, `routes[2]`).
+    pub(crate) fn within(mut self, outer: impl std::fmt::Display) -> Self {
+        self.prefix = if self.prefix.is_empty() {
+            outer.to_string()
+        } else {
+            format!("{outer}.{}", self.prefix)
+        };
+        self
+    }
+
+    /// The setting that was invalid (the last segment of [`path`](Self::path)).
     pub fn field(&self) -> &str {
-        self.field
+        &self.field
+    }
+
+    /// Where the setting sits in the whole configuration: `pool.max_size`,
+    /// `clusters.health.pool.max_size`, `routes[2].deadline` — or just the field, for a
+    /// setting at the top.
+    pub fn path(&self) -> Cow<'_, str> {
+        if self.prefix.is_empty() {
+            Cow::Borrowed(&self.field)
+        } else {
+            Cow::Owned(format!("{}.{}", self.prefix, self.field))
+        }
     }
 
     /// Why it was invalid.

@@ -20,6 +20,11 @@ pub const MAX_KEY_LEN: usize = 255;
 /// sf-string: **quoted**, as an option. A key the caller put in the header is sent as given,
 /// either way; the server layer reads both forms as the same key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum KeyFormat {
     /// `Idempotency-Key: 8e0f…` (the default).

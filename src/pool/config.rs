@@ -300,3 +300,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(feature = "serde")]
+#[path = "data.rs"]
+mod data;

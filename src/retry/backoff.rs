@@ -21,6 +21,11 @@ const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// How the delay is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Jitter {
     /// `random(0, min(cap, base · 2ⁿ))` — gRPC A6.
@@ -48,8 +53,13 @@ pub struct Backoff {
     base: Duration,
     cap: Duration,
     jitter: Jitter,
+    /// Growth per retry of full jitter's ceiling (2 unless set).
+    multiplier: f64,
     rng: rng::Jitter,
 }
+
+/// The largest [`Backoff::multiplier`] accepted.
+const MAX_MULTIPLIER: f64 = 1000.0;
 
 impl Backoff {
     /// Full-jitter backoff from `base` (in (0, 1 h]) up to `cap` (at least `base`, at most 1 h).
@@ -66,8 +76,31 @@ impl Backoff {
             base,
             cap,
             jitter: Jitter::Full,
+            multiplier: 2.0,
             rng: rng::Jitter::new(),
         })
+    }
+
+    /// How much full jitter's ceiling grows per retry (default 2: `base · 2ⁿ`), in [1, 1000]:
+    /// `random(0, min(cap, base · multiplierⁿ))` — gRPC A6's `backoffMultiplier`. Decorrelated
+    /// jitter does not use it.
+    ///
+    /// # Errors
+    /// A multiplier below 1, above 1000, or not a number.
+    pub fn multiplier(mut self, multiplier: f64) -> Result<Self, ConfigError> {
+        if !multiplier.is_finite() || !(1.0..=MAX_MULTIPLIER).contains(&multiplier) {
+            return Err(ConfigError::new(
+                "backoff multiplier",
+                format!("{multiplier} is not between 1 and 1000"),
+            ));
+        }
+        self.multiplier = multiplier;
+        Ok(self)
+    }
+
+    /// How much full jitter's ceiling grows per retry (2 unless set).
+    pub fn growth(&self) -> f64 {
+        self.multiplier
     }
 
     /// Uses decorrelated jitter instead of full jitter.
@@ -102,11 +135,22 @@ impl Backoff {
     /// before the previous retry, which decorrelated jitter grows from.
     pub fn delay(&self, retry: u32, previous: Option<Duration>) -> Duration {
         match self.jitter {
-            Jitter::Full => {
+            Jitter::Full if self.multiplier == 2.0 => {
                 let ceiling = self
                     .base
                     .checked_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
                     .map_or(self.cap, |d| d.min(self.cap));
+                self.rng.between(Duration::ZERO, ceiling)
+            }
+            Jitter::Full => {
+                // base · multiplierⁿ in f64 seconds, capped before it becomes a Duration (an
+                // overflow to infinity is the cap too).
+                let grown = self.base.as_secs_f64() * self.multiplier.powf(f64::from(retry));
+                let ceiling = if grown.is_finite() && grown < self.cap.as_secs_f64() {
+                    Duration::from_secs_f64(grown)
+                } else {
+                    self.cap
+                };
                 self.rng.between(Duration::ZERO, ceiling)
             }
             Jitter::Decorrelated => {
@@ -194,10 +238,11 @@ mod tests {
             seed in any::<u64>(),
             decorrelated in any::<bool>(),
             previous_ms in 0u64..100_000,
+            multiplier in prop_oneof![Just(2.0), 1.0f64..1000.0],
         ) {
             let base = Duration::from_millis(base_ms);
             let cap = (base * cap_factor).min(MAX_DELAY);
-            let mut backoff = Backoff::new(base, cap).unwrap().seed(seed);
+            let mut backoff = Backoff::new(base, cap).unwrap().seed(seed).multiplier(multiplier).unwrap();
             if decorrelated {
                 backoff = backoff.decorrelated();
             }
@@ -206,8 +251,14 @@ mod tests {
             if decorrelated {
                 prop_assert!(delay >= base);
             } else {
-                let ceiling = base.checked_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX)).map_or(cap, |d| d.min(cap));
-                prop_assert!(delay <= ceiling);
+                // base · multiplierⁿ, computed apart (with a nanosecond of rounding room).
+                let grown = base.as_secs_f64() * multiplier.powf(f64::from(retry));
+                let ceiling = if grown.is_finite() && grown < cap.as_secs_f64() {
+                    Duration::from_secs_f64(grown) + Duration::from_nanos(1)
+                } else {
+                    cap
+                };
+                prop_assert!(delay <= ceiling, "{delay:?} > {ceiling:?}");
             }
         }
     }

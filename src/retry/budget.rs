@@ -100,6 +100,7 @@ enum Mode {
 #[derive(Debug)]
 struct Throttled {
     bucket: super::throttle::Throttle,
+    name: String,
     refused: AtomicU64,
     metrics: crate::metrics::BudgetMetrics,
 }
@@ -142,6 +143,7 @@ struct Inner {
     ratio: f64,
     min_per_second: u32,
     window: Duration,
+    name: String,
     /// Feature `metrics`: withdrawals and the balance after each (nothing without it).
     metrics: crate::metrics::BudgetMetrics,
 }
@@ -276,6 +278,14 @@ impl RetryBudget {
             max_tokens,
             token_ratio,
             name: "default".to_owned(),
+        }
+    }
+
+    /// The `budget` label of its instruments ([`RetryBudgetBuilder::name`]).
+    pub fn name(&self) -> &str {
+        match &self.mode {
+            Mode::Ratio(inner) => &inner.name,
+            Mode::Throttle(t) => &t.name,
         }
     }
 
@@ -544,6 +554,7 @@ impl RetryBudgetBuilder {
                 min_per_second: self.min_per_second,
                 window,
                 metrics: crate::metrics::BudgetMetrics::new(&self.name, tokens(reserve.into())),
+                name: self.name,
             })),
         })
     }
@@ -572,6 +583,7 @@ impl ThrottlingBuilder {
         Ok(RetryBudget {
             mode: Mode::Throttle(Arc::new(Throttled {
                 bucket,
+                name: self.name,
                 refused: AtomicU64::new(0),
                 metrics,
             })),

@@ -176,6 +176,11 @@ pub struct RejectedEndpoints(pub Vec<SocketAddr>);
 
 /// What to do with a retryable 503 / UNAVAILABLE that came without a delay hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum UnavailablePolicy {
     /// Retry only on a different endpoint, when there is one (default: a draining instance

@@ -58,6 +58,8 @@ mod backoff;
 #[cfg(feature = "http")]
 mod body;
 mod budget;
+#[cfg(feature = "serde")]
+mod data;
 mod decision;
 mod future;
 mod layer;
