@@ -109,6 +109,9 @@ mod guides {
     struct CircuitBreaker;
     #[doc = include_str!("../docs/client.md")]
     struct Client;
+    #[cfg(feature = "serde")]
+    #[doc = include_str!("../docs/configuration.md")]
+    struct Configuration;
     #[doc = include_str!("../docs/deadline.md")]
     struct Deadline;
     #[doc = include_str!("../docs/idempotency.md")]

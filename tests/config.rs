@@ -1,9 +1,415 @@
-//! Configuration as data: the default configuration is the documented one, a builder's
-//! configuration survives serde unchanged, and errors name the path of the bad field.
+//! Configuration as data (feature `serde`): the default configuration is the documented one, a
+//! builder's configuration survives serde unchanged and decides the same over a real server,
+//! and every bad field is an error naming its path.
 
-use stanchion::client::ClientConfig;
+mod support;
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use stanchion::bulkhead::{AdaptiveLimit, Bulkhead, Limits};
+use stanchion::client::{Client, ClientConfig, Cluster, HttpClient, Route, RoutePolicy, Target};
+use stanchion::pool::{HttpConnector, PoolBuilder};
+use stanchion::retry::{Backoff, RetryBudget, UnavailablePolicy};
+use tower::ServiceExt;
+
+use support::faults::{Fault, FaultPlan};
+use support::http_server::HttpServer;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// docs/configuration.md shows the defaults once, as JSON: it is exactly what
+/// `ClientConfig::default()` writes.
 #[test]
-fn print_default() {
-    println!("{}", serde_json::to_string_pretty(&ClientConfig::default()).unwrap());
+fn the_default_configuration_is_the_documented_one() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let start = doc
+        .find("<!-- default-config -->\n```json\n")
+        .expect("the marker")
+        + "<!-- default-config -->\n```json\n".len();
+    let end = start + doc[start..].find("\n```").unwrap();
+    let written = serde_json::to_string_pretty(&ClientConfig::default()).unwrap();
+    assert_eq!(
+        written,
+        &doc[start..end],
+        "docs/configuration.md's defaults differ from ClientConfig::default()"
+    );
+    // And the documented text reads back as the defaults.
+    let read = ClientConfig::from_json(&doc[start..end]).unwrap();
+    assert_eq!(serde_json::to_string_pretty(&read).unwrap(), written);
+}
+
+/// A builder turning every knob away from its default (and declaring clusters and routes).
+fn rich(target: Target) -> stanchion::client::ClientBuilder<stanchion::classify::HttpClassifier> {
+    Client::http(target)
+        .name("ledger")
+        .deadline(Duration::from_secs(4))
+        .per_try_timeout(Duration::from_millis(1500))
+        .timeout_header(http::HeaderName::from_static("x-timeout"))
+        .max_attempts(4)
+        .backoff(
+            Backoff::new(MS, 3 * MS)
+                .unwrap()
+                .decorrelated()
+                .multiplier(3.0)
+                .unwrap(),
+        )
+        .retry_budget(
+            RetryBudget::builder()
+                .ratio(0.5)
+                .min_per_second(20)
+                .window(Duration::from_secs(5))
+                .name("ledger-budget")
+                .build()
+                .unwrap(),
+        )
+        .retryable_statuses([500, 503, 418])
+        .unavailable(UnavailablePolicy::AnyEndpoint)
+        .retry_overload_without_hint(true)
+        .wait_for_ready(true)
+        .bulkhead(
+            Bulkhead::builder()
+                .limits(Limits {
+                    concurrency: 40,
+                    queue: 5,
+                    max_wait: Duration::from_millis(200),
+                })
+                .partition(
+                    "health",
+                    Limits {
+                        concurrency: 2,
+                        queue: 0,
+                        max_wait: Duration::ZERO,
+                    },
+                )
+                .adaptive(AdaptiveLimit {
+                    slow_call: Some(Duration::from_millis(900)),
+                    ..AdaptiveLimit::default()
+                })
+                .release_at_head(),
+        )
+        .breaker(
+            stanchion::breaker::CircuitBreaker::builder()
+                .count_window(50)
+                .failure_rate(0.25)
+                .minimum_calls(10)
+                .slow_calls(Duration::from_secs(2), 0.5)
+                .open_duration(Duration::from_secs(7))
+                .growing_open_duration(2.0, Duration::from_secs(60))
+                .open_jitter(0.2)
+                .half_open_probes(2),
+        )
+        .max_ejection(0.4)
+        .panic_threshold(0.2)
+        .pool(
+            PoolBuilder::new()
+                .max_size(7)
+                .min_idle(1)
+                .checkout_timeout(Duration::from_millis(700))
+                .idle_timeout(Duration::from_secs(9))
+                .max_lifetime(Duration::from_secs(600))
+                .lifetime_jitter(0.3)
+                .max_requests_per_connection(1000)
+                .max_streams_per_connection(50)
+                .max_connecting(2),
+        )
+        .balance(stanchion::balance::Policy::LeastRequest)
+        .refresh_interval(Duration::from_secs(12))
+        .max_staleness(Duration::from_secs(99))
+        .drain_window(Duration::from_secs(3))
+        .partition_by_header(http::HeaderName::from_static("x-tenant"))
+        .idempotency_keys(true)
+        .idempotency_header(http::HeaderName::from_static("x-key"))
+        .idempotency_key_format(stanchion::idempotency::KeyFormat::Quoted)
+        .replay_limit(1024)
+        .cluster(
+            "health",
+            Cluster::new()
+                .pool(PoolBuilder::new().max_size(2))
+                .without_ejection(),
+        )
+        .route(
+            Route::path_prefix("/health"),
+            RoutePolicy::new()
+                .cluster("health")
+                .partition("health")
+                .without_retries()
+                .without_per_try_timeout()
+                .deadline(Duration::from_millis(300)),
+        )
+        .route(
+            Route::path_prefix("/v1/charges"),
+            RoutePolicy::new()
+                .idempotency_keys(true)
+                .retryable_statuses([409, 503])
+                .wait_for_ready(false)
+                .without_deadline(),
+        )
+        .route(
+            Route::grpc_service("pkg.Svc"),
+            RoutePolicy::new()
+                .max_attempts(2)
+                .backoff(Backoff::default()),
+        )
+        .route(
+            Route::grpc_method("pkg.Svc", "Get"),
+            RoutePolicy::new().retry_budget(RetryBudget::throttling(8.0, 0.25).build().unwrap()),
+        )
+}
+
+fn target() -> Target {
+    Target::addrs(["127.0.0.1:1".parse().unwrap()])
+}
+
+/// builder → config → JSON → config → `configure` → config: nothing lost, nothing changed, on
+/// every knob turned; and the JSON reads back to the same JSON.
+#[test]
+fn a_builder_survives_serde_unchanged() {
+    let first = rich(target()).config();
+    let json = serde_json::to_string_pretty(&first).unwrap();
+    let read = ClientConfig::from_json(&json).unwrap();
+    assert_eq!(serde_json::to_string_pretty(&read).unwrap(), json);
+    let rebuilt = Client::http(target()).configure(read).unwrap().config();
+    assert_eq!(serde_json::to_string_pretty(&rebuilt).unwrap(), json);
+    // Every knob was turned: nothing in the rich configuration is a default.
+    let defaults = serde_json::to_value(ClientConfig::default()).unwrap();
+    let rich = serde_json::to_value(&first).unwrap();
+    for (key, value) in defaults.as_object().unwrap() {
+        if key == "retryable_codes" {
+            continue; // gRPC only: below
+        }
+        assert_ne!(
+            rich.get(key),
+            Some(value),
+            "`{key}` was left at its default: the round trip does not cover it"
+        );
+    }
+    // And a route's three-way settings survive: absent, null (none of its own), a value.
+    assert!(json.contains(r#""per_try_timeout": null"#));
+    assert!(json.contains(r#""deadline": null"#));
+
+    // gRPC codes, written as names, read back from names in any case or numbers.
+    use stanchion::classify::{GrpcCode, GrpcCodes};
+    let codes = GrpcCodes::from_iter([GrpcCode::Unavailable, GrpcCode::Aborted]);
+    let grpc = Client::grpc(target()).retryable_codes(codes).config();
+    let json = serde_json::to_string(&grpc).unwrap();
+    assert!(
+        json.contains(r#""retryable_codes":["ABORTED","UNAVAILABLE"]"#),
+        "{json}"
+    );
+    let back = Client::grpc(target())
+        .configure(ClientConfig::from_json(&json).unwrap())
+        .unwrap()
+        .config();
+    assert_eq!(back.retryable_codes, Some(codes));
+    let numbers = ClientConfig::from_json(r#"{"retryable_codes": [14, "aborted"]}"#).unwrap();
+    assert_eq!(numbers.retryable_codes, Some(codes));
+}
+
+/// What each call did: its status and how many requests the server saw for it.
+async fn scenario(client: HttpClient, server: &HttpServer) -> Vec<(u16, usize)> {
+    let mut seen = Vec::new();
+    for (method, path) in [
+        ("GET", "/orders/1"),
+        ("GET", "/orders/2"),
+        ("POST", "/orders"),
+        ("POST", "/v1/charges"),
+        ("GET", "/health"),
+        ("GET", "/orders/3"),
+        ("POST", "/v1/charges"),
+        ("GET", "/orders/4"),
+    ] {
+        let before = server.count();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let status = match client.clone().oneshot(req).await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                res.into_body().collect().await.unwrap();
+                status
+            }
+            Err(_) => 0,
+        };
+        seen.push((status, server.count() - before));
+    }
+    seen
+}
+
+/// The same script against two servers, one client built by the builder and one from its
+/// configuration read back from JSON: the same answers after the same number of attempts.
+#[tokio::test]
+async fn a_builder_survives_serde_and_decides_the_same() {
+    let script = || {
+        FaultPlan::scripted([
+            Fault::status(503),
+            Fault::status(503),
+            Fault::ok(),
+            Fault::status(418),
+            Fault::status(418),
+            Fault::status(500),
+            Fault::status(409),
+            Fault::status(503),
+            Fault::ok(),
+            Fault::status(503),
+            Fault::status(500),
+            Fault::status(503),
+            Fault::status(500),
+            Fault::status(418),
+            Fault::ok(),
+            Fault::status(429),
+        ])
+    };
+    let built = rich;
+    let a = HttpServer::start(script()).await;
+    let b = HttpServer::start(script()).await;
+    let by_builder = built(Target::addrs([a.addr()]))
+        .build(HttpConnector::<Full<Bytes>>::http1())
+        .unwrap();
+    let json = serde_json::to_string(&built(Target::addrs([b.addr()])).config()).unwrap();
+    let by_config = Client::http(Target::addrs([b.addr()]))
+        .configure(ClientConfig::from_json(&json).unwrap())
+        .unwrap()
+        .build(HttpConnector::<Full<Bytes>>::http1())
+        .unwrap();
+    let seen_a = scenario(by_builder, &a).await;
+    let seen_b = scenario(by_config, &b).await;
+    assert_eq!(seen_a, seen_b);
+    // The script exercised retries (a call took more than one attempt) and refusals.
+    assert!(seen_a.iter().any(|(_, n)| *n > 1), "{seen_a:?}");
+    assert!(
+        seen_a.iter().any(|(s, n)| *s != 200 && *n == 1),
+        "{seen_a:?}"
+    );
+}
+
+/// Each bad field is an error whose path says where it is, whether reading finds it (a type,
+/// an unknown field) or `build` does (a value the builders refuse).
+#[test]
+fn every_bad_field_names_its_path() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"pool": {"max_size": "ten"}}"#, "pool.max_size"),
+        (r#"{"pool": {"max_sise": 3}}"#, "pool.max_sise"),
+        (r#"{"deadline": "30"}"#, "deadline"),
+        (r#"{"deadline": 30}"#, "deadline"),
+        (r#"{"max_attempts": -1}"#, "max_attempts"),
+        (
+            r#"{"retry_budget": {"mode": "ratio", "ratio": 11}}"#,
+            "retry_budget",
+        ),
+        (
+            r#"{"retry_budget": {"mode": "bucket"}}"#,
+            "retry_budget.mode",
+        ),
+        (r#"{"backoff": {"base": "1s", "cap": "1ms"}}"#, "backoff"),
+        (r#"{"retryable_codes": ["NOPE"]}"#, "retryable_codes"),
+        (
+            r#"{"clusters": {"h": {"pool": {"max_size": []}}}}"#,
+            "clusters.h.pool.max_size",
+        ),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "/a"}}, {"route": {"path_prefix": "/b"}, "deadline": 5}]}"#,
+            "routes[1].deadline",
+        ),
+        (
+            r#"{"routes": [{"route": {"prefix": "/a"}}]}"#,
+            "routes[0].route",
+        ),
+        (
+            r#"{"breaker": {"window": {"count": {"calls": 10}}, "failure_rat": 0.5}}"#,
+            "breaker.failure_rat",
+        ),
+        (r#"{"target": {"addrs": ["nowhere"]}}"#, "target.addrs[0]"),
+        (
+            r#"{"bulkhead": {"limits": {"concurrency": 1, "queue": 0, "max_wait": "1s", "x": 1}}}"#,
+            "bulkhead.limits.x",
+        ),
+        (r#"{"nope": 1}"#, "nope"),
+        (r#""a string""#, "config"),
+        (r#"{} trailing"#, "config"),
+    ];
+    for (json, path) in cases {
+        let err = ClientConfig::from_json(json).expect_err(json);
+        assert_eq!(err.path(), *path, "{json}: {err}");
+    }
+
+    // Values the builders refuse: found by `build`, at the same paths.
+    let built = |json: &str| {
+        let mut config = ClientConfig::from_json(json).unwrap();
+        config.target = Some(stanchion::client::TargetConfig::Addrs(vec![
+            "127.0.0.1:1".parse().unwrap(),
+        ]));
+        Client::http_from(config).and_then(|b| b.build(HttpConnector::<Full<Bytes>>::http1()))
+    };
+    let cases: &[(&str, &str)] = &[
+        (r#"{"pool": {"max_size": 0}}"#, "pool.max_size"),
+        (r#"{"max_attempts": 0}"#, "max_attempts"),
+        (r#"{"deadline": "0s"}"#, "deadline"),
+        (r#"{"max_ejection": 1.5}"#, "max_ejection"),
+        (
+            r#"{"clusters": {"health": {"pool": {"max_size": 0}}}, "routes": [{"route": {"path_prefix": "/h"}, "cluster": "health"}]}"#,
+            "clusters.health.pool.max_size",
+        ),
+        (
+            r#"{"clusters": {"health": {"breaker": {"window": {"count": {"calls": 0}}}}}, "routes": [{"route": {"path_prefix": "/h"}, "cluster": "health"}]}"#,
+            "clusters.health.breaker.count_window",
+        ),
+        (r#"{"clusters": {"unused": {}}}"#, "clusters.unused"),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "/a"}}, {"route": {"path_prefix": "/b"}, "deadline": "0s"}]}"#,
+            "routes[1].deadline",
+        ),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "/a"}, "max_attempts": 11}]}"#,
+            "routes[0].max_attempts",
+        ),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "v1"}}]}"#,
+            "routes[0].route",
+        ),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "/a"}}, {"route": {"path_prefix": "/a"}}]}"#,
+            "routes[1].route",
+        ),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "/a"}, "cluster": "nope"}]}"#,
+            "routes[0].cluster",
+        ),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "/a"}, "partition": "nope"}]}"#,
+            "routes[0].partition",
+        ),
+        (
+            r#"{"routes": [{"route": {"path_prefix": "/a"}, "retryable_statuses": [99]}]}"#,
+            "routes[0].retryable_statuses",
+        ),
+        (
+            r#"{"breaker": {"window": {"count": {"calls": 0}}}}"#,
+            "breaker.count_window",
+        ),
+        (
+            r#"{"bulkhead": {"limits": {"concurrency": 0, "queue": 0, "max_wait": "1s"}}}"#,
+            "bulkhead.limits",
+        ),
+        (r#"{"retryable_codes": ["UNAVAILABLE"]}"#, "retryable_codes"),
+        (
+            r#"{"partition_by_header": "x-tenant"}"#,
+            "partition_by_header",
+        ),
+    ];
+    for (json, path) in cases {
+        let err = built(json).expect_err(json);
+        assert_eq!(err.path(), *path, "{json}: {err}");
+    }
+    // A configuration without a target, given to `http_from`.
+    let err = Client::http_from(ClientConfig::default()).unwrap_err();
+    assert_eq!(err.path(), "target");
 }

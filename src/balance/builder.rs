@@ -220,7 +220,10 @@ where
             ));
         }
         // Every endpoint's breaker is built from this template: check it once.
-        self.breaker.clone().validated().map_err(|e| e.within("breaker"))?;
+        self.breaker
+            .clone()
+            .validated()
+            .map_err(|e| e.within("breaker"))?;
         let jitter = self.seed.map_or_else(Jitter::new, Jitter::seeded);
         let metrics =
             crate::metrics::BalancerMetrics::new(self.resolver.name().unwrap_or("unnamed"));

@@ -97,7 +97,8 @@ impl<S, C> Balancer<S, C> {
                     let mut sleep = std::pin::pin!(tokio::time::sleep(WAIT_FOR_READY_POLL));
                     let mut changed = std::pin::pin!(resolutions.changed());
                     std::future::poll_fn(|cx| {
-                        if sleep.as_mut().poll(cx).is_ready() || changed.as_mut().poll(cx).is_ready()
+                        if sleep.as_mut().poll(cx).is_ready()
+                            || changed.as_mut().poll(cx).is_ready()
                         {
                             Poll::Ready(())
                         } else {

@@ -253,8 +253,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     }
 
     /// HTTP only: the response statuses retried on routes that do not say otherwise (default
-    /// 408, 429, 500, 502, 503, 504: [`DEFAULT_RETRYABLE_STATUSES`]
-    /// (crate::retry::DEFAULT_RETRYABLE_STATUSES)), each 100 to 999. A gRPC client refuses
+    /// 408, 429, 500, 502, 503, 504:
+    /// [`DEFAULT_RETRYABLE_STATUSES`](crate::retry::DEFAULT_RETRYABLE_STATUSES)), each 100 to
+    /// 999. A gRPC client refuses
     /// this at build time.
     pub fn retryable_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
         self.retryable_statuses = Some(statuses.into_iter().collect());

@@ -60,8 +60,8 @@ impl Cluster {
     }
 
     /// Where this cluster's endpoints come from (default: the client's target). A resolver
-    /// shared with the client is asked once per cluster; [`Resolve::attach`]
-    /// (crate::balance::Resolve::attach) is called once per cluster.
+    /// shared with the client is asked once per cluster;
+    /// [`Resolve::attach`](crate::balance::Resolve::attach) is called once per cluster.
     pub fn target(mut self, target: Target) -> Self {
         self.target = Some(target);
         self

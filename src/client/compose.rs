@@ -200,7 +200,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         let default = RoutePolicy::default();
         let mut stacks = Vec::with_capacity(self.routes.len());
         // Check every layer before starting the balancer (its resolution runs in the background).
-        let mut layers = vec![self.layers(super::DEFAULT_ROUTE, &default, bulkhead.as_ref(), &budget)?];
+        let mut layers =
+            vec![self.layers(super::DEFAULT_ROUTE, &default, bulkhead.as_ref(), &budget)?];
         for (i, (route, policy)) in self.routes.iter().enumerate() {
             layers.push(
                 self.layers(route.pattern(), policy, bulkhead.as_ref(), &budget)
@@ -373,7 +374,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         .format(self.key_format);
         Ok(RouteLayers {
             keys,
-            deadline: DeadlineLayer::new(deadline)?,
+            // Named as the client's setting (the layer's own is `budget`).
+            deadline: DeadlineLayer::new(deadline)
+                .map_err(|e| ConfigError::new("deadline", e.reason().to_owned()))?,
             bulkhead: BulkheadLayer::new(
                 bulkhead,
                 RoutePartition {

@@ -15,12 +15,12 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
+use super::Client;
 use super::builder::ClientBuilder;
 use super::classifier::ClientClassifier;
 use super::cluster::Cluster;
 use super::route::{Route, RouteKind, RoutePolicy};
 use super::target::Target;
-use super::Client;
 use crate::balance::{DEFAULT_MAX_EJECTION, DEFAULT_PANIC_THRESHOLD, Policy};
 use crate::breaker::BreakerBuilder;
 use crate::bulkhead::BulkheadBuilder;
@@ -356,7 +356,11 @@ impl ClientConfig {
     {
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." { "config".to_owned() } else { path };
+            let path = if path == "." {
+                "config".to_owned()
+            } else {
+                path
+            };
             ConfigError::at_path(&path, e.into_inner().to_string())
         })
     }

@@ -192,9 +192,12 @@ pub(crate) fn proto_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn duration(value: &Value, at: &At<'_>, field: &str) -> Result<Duration, ConfigError> {
-    let text = value
-        .as_str()
-        .ok_or_else(|| at.err(field, format!("{value} is not a duration string (\"1.5s\")")))?;
+    let text = value.as_str().ok_or_else(|| {
+        at.err(
+            field,
+            format!("{value} is not a duration string (\"1.5s\")"),
+        )
+    })?;
     proto_duration(text).map_err(|reason| at.err(field, reason))
 }
 
@@ -255,8 +258,10 @@ impl ServiceConfig {
         for (i, m) in methods.iter().enumerate() {
             for name in &m.names {
                 if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
-                    return Err(At(&format!("methodConfig[{i}]"))
-                        .err("name", format!("{name:?} is named by methodConfig[{first}] too")));
+                    return Err(At(&format!("methodConfig[{i}]")).err(
+                        "name",
+                        format!("{name:?} is named by methodConfig[{first}] too"),
+                    ));
                 }
                 seen.push((name, i));
             }
@@ -305,7 +310,9 @@ impl ServiceConfig {
 fn balancing(root: &Map<String, Value>) -> Result<Option<Policy>, ConfigError> {
     if let Some(list) = root.get("loadBalancingConfig") {
         let at = At("loadBalancingConfig");
-        let list = list.as_array().ok_or_else(|| at.err("", "expected a list"))?;
+        let list = list
+            .as_array()
+            .ok_or_else(|| at.err("", "expected a list"))?;
         for (i, entry) in list.iter().enumerate() {
             let path = format!("loadBalancingConfig[{i}]");
             let at = At(&path);
@@ -438,9 +445,14 @@ fn retry_policy(value: &Value, at: &At<'_>) -> Result<MethodRetryPolicy, ConfigE
             ));
         }
     };
-    let initial_backoff = positive_duration(required(r, at, "initialBackoff")?, at, "initialBackoff")?;
+    let initial_backoff =
+        positive_duration(required(r, at, "initialBackoff")?, at, "initialBackoff")?;
     let max_backoff = positive_duration(required(r, at, "maxBackoff")?, at, "maxBackoff")?;
-    let backoff_multiplier = number(required(r, at, "backoffMultiplier")?, at, "backoffMultiplier")?;
+    let backoff_multiplier = number(
+        required(r, at, "backoffMultiplier")?,
+        at,
+        "backoffMultiplier",
+    )?;
     if !backoff_multiplier.is_finite() || backoff_multiplier <= 0.0 {
         return Err(at.err(
             "backoffMultiplier",
@@ -501,6 +513,9 @@ impl ClientBuilder<GrpcClassifier> {
     /// `retryThrottling` replaces the client's retry budget with gRFC A6's throttling
     /// ([`RetryBudget::throttling`]), one for the client (gRPC keeps one per server name).
     /// `loadBalancingConfig` / `loadBalancingPolicy` choose round robin or least request.
+    /// A retryable UNAVAILABLE is retried on any endpoint, as A6 does
+    /// ([`UnavailablePolicy::AnyEndpoint`](crate::retry::UnavailablePolicy::AnyEndpoint); the
+    /// client's default retries a hint-less one only on another endpoint).
     ///
     /// Settings made earlier for the routes it names merge with it (its values win); later
     /// calls override it as usual.
@@ -545,6 +560,9 @@ impl ClientBuilder<GrpcClassifier> {
         if !default_retries {
             self = self.without_retries();
         }
+        // A6 retries a retryable code on any endpoint (the balancer still spreads the calls);
+        // the client's default retries a hint-less UNAVAILABLE only on another one.
+        self = self.unavailable(crate::retry::UnavailablePolicy::AnyEndpoint);
         if let Some((max, ratio)) = config.throttling {
             let budget = RetryBudget::throttling(max, ratio)
                 .name(self.name.clone())
@@ -602,8 +620,18 @@ mod tests {
             assert_eq!(proto_duration(text), Ok(want), "{text}");
         }
         for bad in [
-            "", "s", "1", "1.s", "-1s", "1.0000000001s", "1ms", "1 s", "+1s", "1e3s",
-            "315576000001s", "99999999999999999999s",
+            "",
+            "s",
+            "1",
+            "1.s",
+            "-1s",
+            "1.0000000001s",
+            "1ms",
+            "1 s",
+            "+1s",
+            "1e3s",
+            "315576000001s",
+            "99999999999999999999s",
         ] {
             assert!(proto_duration(bad).is_err(), "{bad:?} was accepted");
         }

@@ -71,7 +71,10 @@ pub(crate) mod opt_codes {
 pub(crate) mod header {
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(name: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        name: &http::HeaderName,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         name.as_str().serialize(s)
     }
 

@@ -13,8 +13,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    Backoff, BudgetMode, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_WINDOW, Jitter,
-    RetryBudget,
+    Backoff, BudgetMode, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_WINDOW, Jitter, RetryBudget,
 };
 
 #[derive(Serialize, Deserialize)]
