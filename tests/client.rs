@@ -473,6 +473,18 @@ fn invalid_settings_are_config_errors() {
     for error in errors {
         assert!(!error.to_string().is_empty());
     }
+    // gRPC needs HTTP/2 on every connection: a connector that may speak HTTP/1.1 is refused
+    // when the client is built, not on each call.
+    type G = HttpConnector<tonic::body::Body>;
+    for connector in [G::http1(), G::auto()] {
+        let err = Client::grpc(addrs())
+            .build(connector)
+            .err()
+            .expect("accepted");
+        assert_eq!(err.field(), "connector", "{err}");
+        assert!(err.reason().contains("http2()"), "{err}");
+    }
+    Client::grpc(addrs()).build(G::http2()).unwrap();
 }
 
 #[tokio::test]

@@ -44,6 +44,15 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         <K::Replaying as tower::Service<SocketAddr>>::Error: Into<crate::BoxError>,
         Pool<K::Replaying, SocketAddr>: Send + Sync,
     {
+        // Known before any connection: gRPC needs HTTP/2 on every connection.
+        if self.classifier.is_grpc() && connector.always_http2() == Some(false) {
+            return Err(ConfigError::new(
+                "connector",
+                "a gRPC client needs HTTP/2 on every connection: build it with \
+                 HttpConnector::<tonic::body::Body>::http2() (over TLS too: ALPN then offers \
+                 only h2)",
+            ));
+        }
         let client_pool = self.pool.clone();
         let connector = connector.replaying();
         self.compose(move |cluster_pool| {

@@ -67,6 +67,13 @@ pub trait ReplayConnector {
 
     /// The connector for the client's pools, with this one's settings.
     fn replaying(self) -> Self::Replaying;
+
+    /// Whether every connection it makes speaks HTTP/2, if it knows: `build` refuses a gRPC
+    /// client over a connector that may speak HTTP/1.1 (gRPC needs HTTP/2), rather than fail
+    /// each call. Default: unknown (`None`), nothing checked.
+    fn always_http2(&self) -> Option<bool> {
+        None
+    }
 }
 
 #[cfg(feature = "hyper")]
@@ -75,6 +82,12 @@ impl<B, S> ReplayConnector for crate::pool::HttpConnector<B, S> {
 
     fn replaying(self) -> Self::Replaying {
         self.with_body()
+    }
+
+    /// `http2()` only: `http1()` never, and `auto()` speaks HTTP/1.1 in plaintext and when a
+    /// TLS server picks it.
+    fn always_http2(&self) -> Option<bool> {
+        Some(self.version() == crate::pool::HttpVersion::Http2)
     }
 }
 

@@ -24,7 +24,10 @@ type Configure = Arc<dyn Fn(Endpoint) -> Endpoint + Send + Sync>;
 
 /// Connects tonic [`Channel`]s to a `SocketAddr` (plaintext `http://ADDR`), for a
 /// [`Pool`](super::Pool); [`configure`](Self::configure) sets the endpoint's options (timeouts,
-/// keep-alive, TLS with tonic's TLS features).
+/// keep-alive). **Plaintext only**: the channel is dialled `http://`, so tonic never uses a TLS
+/// config given to the endpoint, and the pool refuses `https` requests
+/// ([`PlaintextRefused`](super::PlaintextRefused)). For gRPC over TLS, build the client with
+/// `HttpConnector::<tonic::body::Body>::http2().tls(config)` (feature `tls`; docs/pool.md § TLS).
 #[derive(Clone, Default)]
 pub struct TonicConnector {
     configure: Option<Configure>,
