@@ -215,8 +215,9 @@ async fn a_route_retries_by_its_own_statuses_and_budget() {
     assert_eq!(client.retry_budget().stats().refused, 0);
 }
 
+/// Where the refused setting sits.
 fn field(result: Result<impl std::fmt::Debug, ConfigError>) -> String {
-    result.expect_err("build accepted it").field().to_owned()
+    result.expect_err("build accepted it").path().into_owned()
 }
 
 #[test]
@@ -230,7 +231,7 @@ fn clusters_that_could_not_take_effect_are_refused() {
                 .route(Route::path_prefix("/a"), RoutePolicy::new().cluster("x"))
                 .build(connector())
         ),
-        "cluster"
+        "routes[0].cluster"
     );
     // A cluster no route names.
     assert_eq!(
@@ -239,7 +240,7 @@ fn clusters_that_could_not_take_effect_are_refused() {
                 .cluster("x", Cluster::new())
                 .build(connector())
         ),
-        "cluster"
+        "clusters.x"
     );
     // A cluster's pool settings with `build_with` (which makes every stack itself).
     assert_eq!(
@@ -259,7 +260,7 @@ fn clusters_that_could_not_take_effect_are_refused() {
                 .route(Route::path_prefix("/a"), RoutePolicy::new().cluster("x"))
                 .build(connector())
         ),
-        "max_size"
+        "clusters.x.pool.max_size"
     );
     // HTTP statuses on a gRPC client, the client's or a route's.
     assert_eq!(
@@ -279,7 +280,7 @@ fn clusters_that_could_not_take_effect_are_refused() {
                 )
                 .build(HttpConnector::<Full<Bytes>>::http2())
         ),
-        "retryable_statuses"
+        "routes[0].retryable_statuses"
     );
     // A status that is no status.
     assert_eq!(
@@ -291,7 +292,7 @@ fn clusters_that_could_not_take_effect_are_refused() {
                 )
                 .build(connector())
         ),
-        "retryable_statuses"
+        "routes[0].retryable_statuses"
     );
     // Declared and used: accepted (declaring again replaces).
     Client::http(target())
