@@ -477,10 +477,9 @@ fn invalid_settings_are_config_errors() {
     // when the client is built, not on each call.
     type G = HttpConnector<tonic::body::Body>;
     for connector in [G::http1(), G::auto()] {
-        let err = Client::grpc(addrs())
-            .build(connector)
-            .err()
-            .expect("accepted");
+        let Err(err) = Client::grpc(addrs()).build(connector) else {
+            panic!("a gRPC client over a connector that may speak HTTP/1.1 was built");
+        };
         assert_eq!(err.field(), "connector", "{err}");
         assert!(err.reason().contains("http2()"), "{err}");
     }

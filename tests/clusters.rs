@@ -250,7 +250,7 @@ fn clusters_that_could_not_take_effect_are_refused() {
                 .route(Route::path_prefix("/a"), RoutePolicy::new().cluster("x"))
                 .build_with(|_| ())
         ),
-        "cluster.pool"
+        "clusters.x.pool"
     );
     // A cluster's invalid pool.
     assert_eq!(

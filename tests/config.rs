@@ -177,22 +177,25 @@ fn a_builder_survives_serde_unchanged() {
     assert_eq!(serde_json::to_string_pretty(&read).unwrap(), json);
     let rebuilt = Client::http(target()).configure(read).unwrap().config();
     assert_eq!(serde_json::to_string_pretty(&rebuilt).unwrap(), json);
-    // Every knob was turned: nothing in the rich configuration is a default.
+    // Every knob was turned, nested ones too: no leaf of the rich configuration is a default.
     let defaults = serde_json::to_value(ClientConfig::default()).unwrap();
     let rich = serde_json::to_value(&first).unwrap();
-    for (key, value) in defaults.as_object().unwrap() {
-        if key == "retryable_codes" {
+    let mut leaves = Vec::new();
+    leaves_of(&defaults, String::new(), &mut leaves);
+    assert!(leaves.len() > 30, "{leaves:?}");
+    for (path, value) in &leaves {
+        if path == "/retryable_codes" {
             continue; // gRPC only: below
         }
         assert_ne!(
-            rich.get(key),
+            rich.pointer(path),
             Some(value),
-            "`{key}` was left at its default: the round trip does not cover it"
+            "`{path}` was left at its default: the round trip does not cover it"
         );
     }
-    // And a route's three-way settings survive: absent, null (none of its own), a value.
-    assert!(json.contains(r#""per_try_timeout": null"#));
-    assert!(json.contains(r#""deadline": null"#));
+    // And a route's three-way settings survive: absent, "off" (none of its own), a value.
+    assert!(json.contains(r#""per_try_timeout": "off""#));
+    assert!(json.contains(r#""deadline": "off""#));
 
     // gRPC codes, written as names, read back from names in any case or numbers.
     use stanchion::classify::{GrpcCode, GrpcCodes};
@@ -210,6 +213,103 @@ fn a_builder_survives_serde_unchanged() {
     assert_eq!(back.retryable_codes, Some(codes));
     let numbers = ClientConfig::from_json(r#"{"retryable_codes": [14, "aborted"]}"#).unwrap();
     assert_eq!(numbers.retryable_codes, Some(codes));
+}
+
+/// Every leaf of a JSON value, as (JSON pointer, value).
+fn leaves_of(value: &serde_json::Value, at: String, out: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (key, v) in map {
+                leaves_of(v, format!("{at}/{key}"), out);
+            }
+        }
+        other => out.push((at, other.clone())),
+    }
+}
+
+/// TOML has no null: what is turned off is written `"off"`, so a client without a deadline,
+/// per-try timeout or bulkhead (and a route without its own deadline) comes back without
+/// them, and every other knob comes back as it was.
+#[test]
+fn a_configuration_survives_toml() {
+    let builder = rich(target()).without_deadline().without_bulkhead();
+    let first = builder.config();
+    assert_eq!(first.deadline, None);
+    assert!(first.bulkhead.is_none());
+    let text = toml::to_string(&first).unwrap();
+    assert!(text.contains(r#"deadline = "off""#), "{text}");
+    assert!(text.contains(r#"bulkhead = "off""#), "{text}");
+    let read = ClientConfig::deserialize_from(toml::Deserializer::parse(&text).unwrap()).unwrap();
+    assert_eq!(read.deadline, None);
+    assert!(read.bulkhead.is_none());
+    assert_eq!(
+        serde_json::to_value(&read).unwrap(),
+        serde_json::to_value(&first).unwrap()
+    );
+    // `null` is read as "off" too (JSON written before "off" existed).
+    let old = ClientConfig::from_json(
+        r#"{"deadline": null, "bulkhead": null, "routes": [{"route": {"path_prefix": "/a"}, "deadline": null}]}"#,
+    )
+    .unwrap();
+    assert_eq!(old.deadline, None);
+    assert!(old.bulkhead.is_none());
+    assert_eq!(old.routes[0].deadline, Some(None));
+    // Errors still name the path from TOML.
+    let err = ClientConfig::deserialize_from(
+        toml::Deserializer::parse("[pool]\nmax_size = \"ten\"\n").unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(err.path(), "pool.max_size");
+    let err = ClientConfig::from_json(r#"{"bulkhead": "on"}"#).unwrap_err();
+    assert_eq!(err.path(), "bulkhead");
+}
+
+/// Targets are data when they are (addresses, DNS), written as such for the client and each
+/// cluster; a resolver of your own is written `"code"` and is never replaced by another
+/// target: `configure` keeps the builder's, and a builder without one is an error.
+#[test]
+fn cluster_targets_are_written_or_refused_never_swapped() {
+    let own = "127.0.0.2:9".parse().unwrap();
+    let builder = Client::http(target())
+        .cluster("fixed", Cluster::new().target(Target::addrs([own])))
+        .cluster(
+            "custom",
+            Cluster::new().target(Target::resolver(stanchion::balance::StaticResolver::new([
+                own,
+            ]))),
+        )
+        .route(
+            Route::path_prefix("/f"),
+            RoutePolicy::new().cluster("fixed"),
+        )
+        .route(
+            Route::path_prefix("/c"),
+            RoutePolicy::new().cluster("custom"),
+        );
+    let config = builder.config();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["target"]["addrs"][0], "127.0.0.1:1");
+    assert_eq!(
+        json["clusters"]["fixed"]["target"]["addrs"][0],
+        "127.0.0.2:9"
+    );
+    assert_eq!(json["clusters"]["custom"]["target"], "code");
+    // Read into a builder that holds the custom resolver: kept.
+    let kept = builder.configure(config.clone()).unwrap();
+    assert_eq!(serde_json::to_value(kept.config()).unwrap(), json);
+    // Read into a new client: the custom cluster cannot be made from data.
+    let err = Client::http_from(config.clone()).unwrap_err();
+    assert_eq!(err.path(), "clusters.custom.target");
+    let err = Client::http(target()).configure(config).unwrap_err();
+    assert_eq!(err.path(), "clusters.custom.target");
+    // A cluster whose target is left out resolves the client's.
+    let read = ClientConfig::from_json(
+        r#"{"clusters": {"h": {}}, "routes": [{"route": {"path_prefix": "/h"}, "cluster": "h"}]}"#,
+    )
+    .unwrap();
+    let json =
+        serde_json::to_value(Client::http(target()).configure(read).unwrap().config()).unwrap();
+    assert!(json["clusters"]["h"].get("target").is_none(), "{json}");
 }
 
 /// What each call did: its status and how many requests the server saw for it.

@@ -300,3 +300,155 @@ fn a_service_config_sets_what_it_names() {
     assert_eq!(data["max_attempts"], 1);
     assert_eq!(data["balance"], "least_request");
 }
+
+/// What gRPC does and the client's defaults would not, each against a real server: a listed
+/// RESOURCE_EXHAUSTED is retried without a delay hint; a method that retries nothing takes no
+/// throttling token for its failures; a call waiting for ready is bounded by its deadline, not
+/// by a per-try timeout the client had before the service config.
+#[tokio::test]
+async fn grpc_semantics_where_the_client_defaults_differ() {
+    // RESOURCE_EXHAUSTED (8), no pushback: 3 attempts, as listed; UNAVAILABLE after.
+    let server = GrpcServer::start(FaultPlan::with_script(
+        FaultPlan::always(Fault::grpc(14).in_headers()),
+        std::iter::repeat_n(Fault::grpc(8).in_headers(), 3),
+    ))
+    .await;
+    let config = format!(
+        r#"{{"methodConfig": [
+            {{"name": [{{"service": "stanchion.test.Echo", "method": "Call"}}],
+              "retryPolicy": {{"maxAttempts": 3, {FAST}, "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}}}},
+            {{"name": [{{"service": "stanchion.test.Echo", "method": "Once"}}], "timeout": "2s"}}],
+            "retryThrottling": {{"maxTokens": 10, "tokenRatio": 0.1}}}}"#
+    );
+    let client = client(Target::addrs([server.addr()]), &config);
+    client.resolved().await;
+    assert_eq!(call(&client, "/stanchion.test.Echo/Call").await.unwrap(), 8);
+    assert_eq!(server.count(), 3, "a listed RESOURCE_EXHAUSTED is retried");
+    assert_eq!(client.retry_budget().stats().tokens, Some(7.0));
+    // A method without a policy: 6 failures (UNAVAILABLE, the client's own retryable code),
+    // no token taken.
+    for _ in 0..6 {
+        assert_eq!(
+            call(&client, "/stanchion.test.Echo/Once").await.unwrap(),
+            14
+        );
+    }
+    assert_eq!(server.count(), 9);
+    assert_eq!(client.retry_budget().stats().tokens, Some(7.0));
+
+    // A per-try timeout of 100 ms set before the service config does not cut a call waiting
+    // for ready: it waits 300 ms for its endpoint and succeeds within its 5 s deadline.
+    let healthy = GrpcServer::start(FaultPlan::healthy()).await;
+    let resolver = StaticResolver::new([]);
+    let config = ServiceConfig::from_json(
+        r#"{"methodConfig": [{"name": [{"service": "stanchion.test.Echo"}],
+             "waitForReady": true, "timeout": "5s"}]}"#,
+    )
+    .unwrap();
+    let client = Client::grpc(Target::resolver(resolver.clone()))
+        .per_try_timeout(Duration::from_millis(100))
+        .service_config(&config)
+        .unwrap()
+        .build(HttpConnector::<tonic::body::Body>::http2())
+        .unwrap();
+    client.resolved().await;
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { call(&client, "/stanchion.test.Echo/Call").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the call did not wait");
+    resolver.set([healthy.addr()]);
+    assert_eq!(waiting.await.unwrap().unwrap(), 0);
+    assert_eq!(healthy.count(), 1);
+}
+
+/// gRPC uses exactly one method config per call: a method an entry names takes nothing from
+/// the default entry `{}` — its unset fields are the client's own from before the config — and
+/// no entry leaves the client's per-try timeout in place unless it sets
+/// `perAttemptRecvTimeout`. Backoffs follow A6's formula, and what they cannot hold is refused
+/// with its path.
+#[test]
+fn one_entry_per_call_and_a6_backoffs() {
+    let config = ServiceConfig::from_json(
+        r#"{"methodConfig": [
+            {"name": [{}], "timeout": "3s", "waitForReady": true,
+             "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.5s", "maxBackoff": "0.2s",
+                             "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],
+                             "perAttemptRecvTimeout": "1s"}},
+            {"name": [{"service": "a.B", "method": "Get"}]},
+            {"name": [{"service": "a.B"}], "timeout": "4s"}
+        ]}"#,
+    )
+    .unwrap();
+    let builder = Client::grpc(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
+        .deadline(Duration::from_secs(20))
+        .service_config(&config)
+        .unwrap();
+    let data = serde_json::to_value(builder.config()).unwrap();
+    // The default entry is the client's own settings.
+    assert_eq!(data["deadline"], "3s");
+    assert_eq!(data["wait_for_ready"], true);
+    assert_eq!(data["per_try_timeout"], "1s");
+    assert_eq!(data["max_attempts"], 3);
+    // maxBackoff below initialBackoff caps every delay, the first too.
+    assert_eq!(data["backoff"]["base"], "200ms");
+    assert_eq!(data["backoff"]["cap"], "200ms");
+    assert_eq!(data["retry_overload_without_hint"], false);
+    let routes = data["routes"].as_array().unwrap();
+    let get = &routes[0];
+    assert_eq!(get["route"]["grpc_method"]["method"], "Get");
+    assert_eq!(
+        get["deadline"], "20s",
+        "the client's deadline, not the default entry's"
+    );
+    assert_eq!(get["wait_for_ready"], false);
+    assert_eq!(get["per_try_timeout"], "off");
+    assert_eq!(get["max_attempts"], 1);
+    let service = &routes[1];
+    assert_eq!(service["deadline"], "4s");
+    assert_eq!(service["per_try_timeout"], "off");
+
+    // Without a default entry: no retries and no per-try timeout for the rest.
+    let builder = Client::grpc(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
+        .service_config(&ServiceConfig::from_json("{}").unwrap())
+        .unwrap();
+    let data = serde_json::to_value(builder.config()).unwrap();
+    assert_eq!(data["per_try_timeout"], "off");
+    assert_eq!(data["max_attempts"], 1);
+
+    // A listed RESOURCE_EXHAUSTED turns on retries of an overload without a hint.
+    let overload = ServiceConfig::from_json(
+        r#"{"methodConfig": [{"name": [{"service": "a.B"}], "retryPolicy": {"maxAttempts": 2,
+             "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+             "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}}]}"#,
+    )
+    .unwrap();
+    let builder = Client::grpc(Target::addrs(["127.0.0.1:1".parse().unwrap()]))
+        .service_config(&overload)
+        .unwrap();
+    assert!(builder.config().retry_overload_without_hint);
+
+    // What the backoff cannot hold (over an hour), and balancing settings nobody reads.
+    for (json, path) in [
+        (
+            r#"{"methodConfig": [{"name": [{"service": "a.B"}], "retryPolicy": {"maxAttempts": 2,
+                "initialBackoff": "0.1s", "maxBackoff": "7200s", "backoffMultiplier": 2,
+                "retryableStatusCodes": [14]}}]}"#,
+            "methodConfig[0].retryPolicy.maxBackoff",
+        ),
+        (
+            r#"{"methodConfig": [{"name": [{"service": "a.B"}], "retryPolicy": {"maxAttempts": 2,
+                "initialBackoff": "7200s", "maxBackoff": "7300s", "backoffMultiplier": 2,
+                "retryableStatusCodes": [14]}}]}"#,
+            "methodConfig[0].retryPolicy.initialBackoff",
+        ),
+        (
+            r#"{"loadBalancingConfig": [{"round_robin": {"weights": [1]}}]}"#,
+            "loadBalancingConfig[0].round_robin.weights",
+        ),
+    ] {
+        let err = ServiceConfig::from_json(json).expect_err(json);
+        assert_eq!(err.path(), path, "{json}: {err}");
+    }
+}

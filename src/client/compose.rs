@@ -86,7 +86,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self.compose(move |cluster_pool| {
             if cluster_pool.is_some() {
                 return Err(ConfigError::new(
-                    "cluster.pool",
+                    "pool",
                     "a cluster's pool settings need `build` (with `build_with`, your `make` \
                      builds every endpoint's stack)",
                 ));
@@ -226,7 +226,8 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         let balancer = self.balancer(resolver.clone(), make_for(None)?, &Cluster::default())?;
         let mut clusters = Vec::with_capacity(declared.len());
         for (name, mut cluster) in declared {
-            let make = make_for(cluster.pool.as_ref())?;
+            let make = make_for(cluster.pool.as_ref())
+                .map_err(|e| e.within(format_args!("clusters.{name}")))?;
             let resolver = match cluster.target.take() {
                 Some(own) => Arc::from(own.resolver),
                 None => resolver.clone(),

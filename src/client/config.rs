@@ -1,5 +1,6 @@
 //! [`ClientConfig`]: the whole client configuration as data (feature `serde`) — every knob of
-//! every layer, each cluster and each route — read from any serde format and written back.
+//! every layer, each cluster and each route — read from any self-describing serde format and
+//! written back.
 //!
 //! Why data and builders both: code is where a client is first written; a file (or a config
 //! service) is where it is tuned in production without a rebuild. The two meet here, exactly:
@@ -33,11 +34,13 @@ use crate::retry::{Backoff, RetryBudget, UnavailablePolicy};
 /// The whole configuration of a [`Client`], as data: what every [`ClientBuilder`] method sets,
 /// with the same names and defaults, plus the clusters and routes.
 ///
-/// Durations are text with a unit (`"250ms"`, `"30s"`, `"5m"`); `null` turns off what a
-/// builder's `without_…` turns off (`deadline`, `per_try_timeout`, `bulkhead`); a field left
-/// out keeps its default; an unknown field is an error. Read it with
-/// [`from_json`](Self::from_json) or [`deserialize_from`](Self::deserialize_from) (any serde
-/// format; errors name the field's path), then [`Client::http_from`] / [`Client::grpc_from`]
+/// Durations are text with a unit (`"250ms"`, `"30s"`, `"5m"`); `"off"` (or `null`) turns off
+/// what a builder's `without_…` turns off (`deadline`, `per_try_timeout`, `bulkhead`; a
+/// route's `deadline` and `per_try_timeout`), and is how they are written — formats without
+/// nulls (TOML) keep it; a field left out keeps its default; an unknown field is an error.
+/// Read it with [`from_json`](Self::from_json) or
+/// [`deserialize_from`](Self::deserialize_from) (any self-describing serde format: JSON,
+/// TOML, YAML; errors name the field's path), then [`Client::http_from`] / [`Client::grpc_from`]
 /// or [`ClientBuilder::configure`]. Values are checked by `build`, with the builders' errors,
 /// each naming where the setting sits (`clusters.health.pool.max_size`, `routes[1].deadline`).
 ///
@@ -69,11 +72,11 @@ pub struct ClientConfig {
     /// Where the endpoints come from; `None`: the target given in code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetConfig>,
-    /// [`ClientBuilder::deadline`]; `None` (`null`): [`ClientBuilder::without_deadline`].
-    #[serde(with = "crate::config::duration::option")]
+    /// [`ClientBuilder::deadline`]; `None` (`"off"`): [`ClientBuilder::without_deadline`].
+    #[serde(with = "crate::config::duration::off")]
     pub deadline: Option<Duration>,
-    /// [`ClientBuilder::per_try_timeout`]; `None`: without one.
-    #[serde(with = "crate::config::duration::option")]
+    /// [`ClientBuilder::per_try_timeout`]; `None` (`"off"`): without one.
+    #[serde(with = "crate::config::duration::off")]
     pub per_try_timeout: Option<Duration>,
     /// [`ClientBuilder::timeout_header`].
     #[serde(with = "crate::config::opt_header")]
@@ -96,7 +99,8 @@ pub struct ClientConfig {
     pub retry_overload_without_hint: bool,
     /// [`ClientBuilder::wait_for_ready`].
     pub wait_for_ready: bool,
-    /// [`ClientBuilder::bulkhead`]; `None`: [`ClientBuilder::without_bulkhead`].
+    /// [`ClientBuilder::bulkhead`]; `None` (`"off"`): [`ClientBuilder::without_bulkhead`].
+    #[serde(with = "crate::config::switch")]
     pub bulkhead: Option<BulkheadBuilder>,
     /// [`ClientBuilder::partition_by_header`].
     #[serde(with = "crate::config::opt_header")]
@@ -138,9 +142,11 @@ pub struct ClientConfig {
     pub routes: Vec<RouteConfig>,
 }
 
-/// Where endpoints come from: `{"addrs": ["10.0.0.7:8080"]}` or
-/// `{"dns": {"name": "payments.svc", "port": 8443}}` (feature `dns`). A resolver of your own
-/// is not data: give it in code ([`Client::http`]).
+/// Where endpoints come from: `{"addrs": ["10.0.0.7:8080"]}`,
+/// `{"dns": {"name": "payments.svc", "port": 8443}}` (feature `dns`), or `"code"`: a resolver
+/// of your own, which is not data — [`ClientBuilder::config`] writes `"code"` for it, and
+/// [`ClientBuilder::configure`] keeps the one the builder holds (an error where it holds none,
+/// never another target in its place).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 #[non_exhaustive]
@@ -154,11 +160,18 @@ pub enum TargetConfig {
         /// The port of every endpoint.
         port: u16,
     },
+    /// A resolver given in code ([`Target::resolver`]).
+    Code,
 }
 
 impl TargetConfig {
     fn target(&self) -> Result<Target, ConfigError> {
         match self {
+            // Kept from the builder by `configure`, refused by `builder`: never made here.
+            TargetConfig::Code => Err(ConfigError::new(
+                "code",
+                "a resolver given in code is not data",
+            )),
             TargetConfig::Addrs(addrs) => Ok(Target::addrs(addrs.iter().copied())),
             #[cfg(feature = "dns")]
             TargetConfig::Dns { name, port } => Target::dns(name.as_str(), *port),
@@ -176,7 +189,7 @@ impl TargetConfig {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ClusterConfig {
-    /// [`Cluster::target`].
+    /// [`Cluster::target`]; `None`: the client's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetConfig>,
     /// [`Cluster::pool`].
@@ -234,21 +247,21 @@ impl RouteMatch {
 }
 
 /// One route and what its [`RoutePolicy`] changes; each field left out is the client's.
-/// `deadline` and `per_try_timeout` may be `null`: none of the route's own.
+/// `deadline` and `per_try_timeout` may be `"off"` (or `null`): none of the route's own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RouteConfig {
     /// Which calls.
     pub route: RouteMatch,
-    /// [`RoutePolicy::deadline`] (`Some(None)`, `null`: [`RoutePolicy::without_deadline`]).
+    /// [`RoutePolicy::deadline`] (`Some(None)`, `"off"`: [`RoutePolicy::without_deadline`]).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "crate::config::duration::setting"
     )]
     pub deadline: Option<Option<Duration>>,
-    /// [`RoutePolicy::per_try_timeout`] (`null`: without one).
+    /// [`RoutePolicy::per_try_timeout`] (`"off"`: without one).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -348,8 +361,11 @@ impl ClientConfig {
         Ok(config)
     }
 
-    /// Reads a configuration from any serde format (TOML, YAML, …: its `Deserializer`), with
-    /// errors that name the field's path as [`from_json`](Self::from_json)'s do.
+    /// Reads a configuration from any self-describing serde format (TOML, YAML, …: its
+    /// `Deserializer`), with errors that name the field's path as
+    /// [`from_json`](Self::from_json)'s do. Formats that are not self-describing (bincode,
+    /// postcard) are not supported: some settings take more than one shape (`"off"` or a
+    /// map; a status code's name or number).
     pub fn deserialize_from<'de, D>(deserializer: D) -> Result<ClientConfig, ConfigError>
     where
         D: serde::Deserializer<'de>,
@@ -366,18 +382,16 @@ impl ClientConfig {
     }
 
     fn builder<C: ClientClassifier>(self, classifier: C) -> Result<ClientBuilder<C>, ConfigError> {
-        let target = self
-            .target
-            .as_ref()
-            .ok_or_else(|| {
-                ConfigError::new(
+        let target = match &self.target {
+            None | Some(TargetConfig::Code) => {
+                return Err(ConfigError::new(
                     "target",
-                    "the configuration names no target (give one, or build with \
-                     Client::http(target).configure(config))",
-                )
-            })?
-            .target()
-            .map_err(|e| e.within("target"))?;
+                    "the configuration names no target as data (give addrs or dns, or build \
+                     with Client::http(target).configure(config))",
+                ));
+            }
+            Some(target) => target.target().map_err(|e| e.within("target"))?,
+        };
         ClientBuilder::new(target, classifier).configure(self)
     }
 }
@@ -395,14 +409,16 @@ impl Client<(), ()> {
 }
 
 impl<C: ClientClassifier> ClientBuilder<C> {
-    /// What this builder holds, as data: every knob, each cluster and each route. Not data, so
-    /// not written: a target given in code (`target` is `None`; a cluster's too), the
-    /// [`on_attempt`](Self::on_attempt) hook, a backoff's seed. A retry budget is written as
-    /// its settings: one read back is a new budget (routes that shared one handle get one each).
+    /// What this builder holds, as data: every knob, each cluster and each route. Targets
+    /// made by [`Target::addrs`] and [`Target::dns`] are written as such; a resolver of your
+    /// own is not data: the client's is left out (`target` is `None`), a cluster's is written
+    /// as [`TargetConfig::Code`]. Not written either: the [`on_attempt`](Self::on_attempt)
+    /// hook, a backoff's seed. A retry budget is written as its settings: one read back is a
+    /// new budget (routes that shared one handle get one each).
     pub fn config(&self) -> ClientConfig {
         ClientConfig {
             name: self.name.clone(),
-            target: None,
+            target: self.target.data.clone(),
             deadline: self.deadline,
             per_try_timeout: self.per_try,
             timeout_header: self.timeout_header.clone(),
@@ -441,7 +457,10 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                     (
                         name.clone(),
                         ClusterConfig {
-                            target: None,
+                            target: c
+                                .target
+                                .as_ref()
+                                .map(|t| t.data.clone().unwrap_or(TargetConfig::Code)),
                             pool: c.pool.clone(),
                             breaker: c.breaker.clone(),
                             balance: c.policy,
@@ -459,30 +478,42 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     }
 
     /// Takes every setting from `config`, replacing what the builder held — its clusters and
-    /// routes included. Kept from the builder: its target when `config` names none (a
-    /// cluster's too: a cluster declared in code with a target of its own keeps it when the
-    /// config's cluster of that name names none), the classifier, the
-    /// [`on_attempt`](Self::on_attempt) hook.
+    /// routes included. Kept from the builder: its target when `config` names none or
+    /// [`TargetConfig::Code`], a cluster's target of its own when the config's cluster of that
+    /// name says [`TargetConfig::Code`] (a cluster whose `target` is left out resolves the
+    /// client's), the classifier, the [`on_attempt`](Self::on_attempt) hook.
     ///
     /// # Errors
     /// A target or route the config names that cannot be made (a DNS target without the `dns`
-    /// feature, a route listed twice), with its path. Every value is checked by
-    /// [`build`](Self::build), as the builder's own are.
+    /// feature, `"code"` for a cluster the builder holds no resolver for, a route listed
+    /// twice), with its path. Every value is checked by [`build`](Self::build), as the
+    /// builder's own are.
     pub fn configure(mut self, config: ClientConfig) -> Result<Self, ConfigError> {
-        if let Some(target) = &config.target {
-            self.target = target.target().map_err(|e| e.within("target"))?;
+        match &config.target {
+            None | Some(TargetConfig::Code) => {}
+            Some(target) => self.target = target.target().map_err(|e| e.within("target"))?,
         }
         let mut old_clusters = std::mem::take(&mut self.clusters);
         for (name, c) in config.clusters {
             let target = match &c.target {
+                None => None,
+                Some(TargetConfig::Code) => Some(
+                    old_clusters
+                        .iter_mut()
+                        .find(|(n, _)| *n == name)
+                        .and_then(|(_, old)| old.target.take())
+                        .ok_or_else(|| {
+                            ConfigError::at_path(
+                                &format!("clusters.{name}.target"),
+                                "names a resolver given in code, and the builder holds no \
+                                 cluster of this name with one",
+                            )
+                        })?,
+                ),
                 Some(t) => Some(
                     t.target()
                         .map_err(|e| e.within(format_args!("clusters.{name}.target")))?,
                 ),
-                None => old_clusters
-                    .iter_mut()
-                    .find(|(n, _)| *n == name)
-                    .and_then(|(_, old)| old.target.take()),
             };
             self.clusters.push((
                 name,

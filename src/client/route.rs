@@ -10,13 +10,23 @@ use crate::retry::{Backoff, RetryBudget};
 ///
 /// When several routes match a call, an exact method wins over any prefix, and a longer prefix
 /// over a shorter one; calls no route matches get the client's own settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Route {
     pattern: String,
     exact: bool,
     /// Made by `grpc_service` (written back as one; it matches as a prefix).
     service: bool,
 }
+
+/// Two routes are equal when they cover the same calls: `grpc_service("pkg.Svc")` and
+/// `path_prefix("/pkg.Svc/")` are one route (declared twice, their policies merge).
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.pattern == other.pattern && self.exact == other.exact
+    }
+}
+
+impl Eq for Route {}
 
 impl Route {
     /// One gRPC method: `grpc_method("payments.v1.Payments", "Charge")` covers the path

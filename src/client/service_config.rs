@@ -322,7 +322,11 @@ fn balancing(root: &Map<String, Value>) -> Result<Option<Policy>, ConfigError> {
             }
             let (name, settings) = policy.iter().next().expect("one entry");
             match name.as_str() {
-                "round_robin" => return Ok(Some(Policy::RoundRobin)),
+                "round_robin" => {
+                    let at = At(&format!("{path}.round_robin"));
+                    at.only(object(settings, &at)?, &[])?;
+                    return Ok(Some(Policy::RoundRobin));
+                }
                 // gRFC A48: power of two choices on outstanding requests.
                 "least_request_experimental" => {
                     let at = At(&format!("{path}.least_request_experimental"));
@@ -482,23 +486,33 @@ fn retry_policy(value: &Value, at: &At<'_>) -> Result<MethodRetryPolicy, ConfigE
         .get("perAttemptRecvTimeout")
         .map(|v| positive_duration(v, at, "perAttemptRecvTimeout"))
         .transpose()?;
-    Ok(MethodRetryPolicy {
+    let policy = MethodRetryPolicy {
         max_attempts,
         initial_backoff,
         max_backoff,
         backoff_multiplier,
         retryable_codes: codes.into_iter().collect(),
         per_attempt_timeout,
-    })
+    };
+    // What the backoff refuses (a delay beyond its limit), named by its field here.
+    policy.backoff().map_err(|e| {
+        let field = match e.field() {
+            "backoff base" => "initialBackoff",
+            "backoff multiplier" => "backoffMultiplier",
+            _ => "maxBackoff",
+        };
+        at.err(field, e.reason().to_owned())
+    })?;
+    Ok(policy)
 }
 
 impl MethodRetryPolicy {
     /// A6's backoff: `random(0, min(initialBackoff · multiplierⁿ, maxBackoff))`. A multiplier
     /// below 1 is taken as 1 (the delays cannot shrink below the first one here); a
-    /// `maxBackoff` below `initialBackoff` caps the first delay too.
+    /// `maxBackoff` below `initialBackoff` caps the first delay too (A6's formula does). Each
+    /// delay is at most an hour (the limit of [`Backoff`]): a longer one is refused.
     fn backoff(&self) -> Result<Backoff, ConfigError> {
-        let cap = self.max_backoff.max(self.initial_backoff);
-        Backoff::new(self.initial_backoff, cap)?
+        Backoff::new(self.initial_backoff.min(self.max_backoff), self.max_backoff)?
             .multiplier(self.backoff_multiplier.clamp(1.0, 1000.0))
     }
 }
@@ -511,7 +525,14 @@ impl ClientBuilder<GrpcClassifier> {
     /// timeout. As in gRPC, a method the config gives no `retryPolicy` is not retried, so the
     /// client's own `max_attempts` becomes 1 unless the default entry has one.
     /// `retryThrottling` replaces the client's retry budget with gRFC A6's throttling
-    /// ([`RetryBudget::throttling`]), one for the client (gRPC keeps one per server name).
+    /// ([`RetryBudget::throttling`]), one for the client (gRPC keeps one per server name; a
+    /// client's clusters with targets of their own share it); without it the client keeps its
+    /// own budget. An attempt has no per-try timeout unless its `perAttemptRecvTimeout`
+    /// (gRPC's), so a call, and its wait for ready, runs to its deadline. A method or service
+    /// an entry names takes nothing from the default entry (gRPC uses one entry per call):
+    /// what its entry leaves out is the client's setting from before the service config. A
+    /// listed RESOURCE_EXHAUSTED is retried without a delay hint
+    /// ([`retry_overload_without_hint`](Self::retry_overload_without_hint)).
     /// `loadBalancingConfig` / `loadBalancingPolicy` choose round robin or least request.
     /// A retryable UNAVAILABLE is retried on any endpoint, as A6 does
     /// ([`UnavailablePolicy::AnyEndpoint`](crate::retry::UnavailablePolicy::AnyEndpoint); the
@@ -523,15 +544,24 @@ impl ClientBuilder<GrpcClassifier> {
     /// # Errors
     /// Whatever [`ServiceConfig::from_json`] refuses, with the field's path.
     pub fn service_config(mut self, config: &ServiceConfig) -> Result<Self, ConfigError> {
-        let mut default_retries = false;
+        // gRPC picks exactly one method config for a call: a method an entry names takes
+        // nothing from the default entry. Its unset fields are the client's own settings from
+        // before the service config, pinned on the route — the default entry, applied to the
+        // client last, must not reach it.
+        let own_deadline = self.deadline;
+        let own_wait = self.wait_for_ready;
+        let mut default = None;
+        let mut retries_overload = false;
         for m in &config.methods {
             let mut policy = RoutePolicy::new();
-            if let Some(timeout) = m.timeout {
-                policy = policy.deadline(timeout);
-            }
-            if let Some(wait) = m.wait_for_ready {
-                policy = policy.wait_for_ready(wait);
-            }
+            policy = match m.timeout.or(own_deadline) {
+                Some(timeout) => policy.deadline(timeout),
+                None => policy.without_deadline(),
+            };
+            policy = policy.wait_for_ready(m.wait_for_ready.unwrap_or(own_wait));
+            // gRPC bounds an attempt only with `perAttemptRecvTimeout`: without it the attempt
+            // runs to the deadline (and a call waiting for ready waits to it).
+            policy = policy.without_per_try_timeout();
             match &m.retry {
                 Some(r) => {
                     policy = policy
@@ -541,6 +571,7 @@ impl ClientBuilder<GrpcClassifier> {
                     if let Some(per_try) = r.per_attempt_timeout {
                         policy = policy.per_try_timeout(per_try);
                     }
+                    retries_overload |= r.retryable_codes.contains(GrpcCode::ResourceExhausted);
                 }
                 None => policy = policy.without_retries(),
             }
@@ -549,16 +580,26 @@ impl ClientBuilder<GrpcClassifier> {
                     MethodName::Method { service, method } => Route::grpc_method(service, method),
                     MethodName::Service(service) => Route::grpc_service(service),
                     MethodName::Default => {
-                        default_retries = m.retry.is_some();
-                        self = apply_default(self, &policy);
+                        default = Some(policy.clone());
                         continue;
                     }
                 };
                 self = self.route(route, policy.clone());
             }
         }
-        if !default_retries {
-            self = self.without_retries();
+        // The default entry (or none: gRPC's defaults) on the client itself: no per-try
+        // timeout unless its `perAttemptRecvTimeout`, no retries unless its `retryPolicy`.
+        self = self.without_per_try_timeout();
+        match default {
+            // Its policy says `without_retries` when it has no `retryPolicy`.
+            Some(policy) => self = apply_default(self, &policy),
+            None => self = self.without_retries(),
+        }
+        // A6 retries every listed code, an overload (RESOURCE_EXHAUSTED) too, unless the
+        // server's pushback says otherwise; the client's default retries an overload only
+        // with a delay hint.
+        if retries_overload {
+            self = self.retry_overload_without_hint(true);
         }
         // A6 retries a retryable code on any endpoint (the balancer still spreads the calls);
         // the client's default retries a hint-less UNAVAILABLE only on another one.
@@ -581,9 +622,11 @@ fn apply_default(
     mut b: ClientBuilder<GrpcClassifier>,
     p: &RoutePolicy,
 ) -> ClientBuilder<GrpcClassifier> {
-    if let Some(Some(deadline)) = p.deadline {
-        b = b.deadline(deadline);
-    }
+    b = match p.deadline {
+        Some(Some(deadline)) => b.deadline(deadline),
+        Some(None) => b.without_deadline(),
+        None => b,
+    };
     if let Some(Some(per_try)) = p.per_try {
         b = b.per_try_timeout(per_try);
     }

@@ -44,9 +44,35 @@ pub(crate) mod option {
     }
 }
 
-/// A route's duration setting, three ways: absent (`None`: the client's), `null`
-/// (`Some(None)`: none of the route's own), or a duration. Use with `default` and
-/// `skip_serializing_if = "Option::is_none"`.
+/// A duration that can be turned off: `"off"` (or `null`) is none, and none is written
+/// `"off"` — not `null`, which formats without nulls (TOML) drop, so the setting would come
+/// back as its default.
+pub(crate) mod off {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_str(crate::config::OFF),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) if text == crate::config::OFF => Ok(None),
+            Some(text) => parse(&text)
+                .map(Some)
+                .map_err(|e| D::Error::custom(format!("{e}, or \"{}\"", crate::config::OFF))),
+        }
+    }
+}
+
+/// A route's duration setting, three ways: absent (`None`: the client's), `"off"` or `null`
+/// (`Some(None)`: none of the route's own; written `"off"`), or a duration. Use with
+/// `default` and `skip_serializing_if = "Option::is_none"`.
 pub(crate) mod setting {
     use super::*;
 
@@ -56,7 +82,7 @@ pub(crate) mod setting {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         match d {
-            Some(inner) => super::option::serialize(inner, s),
+            Some(inner) => super::off::serialize(inner, s),
             None => s.serialize_none(),
         }
     }
@@ -65,6 +91,6 @@ pub(crate) mod setting {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Option<Duration>>, D::Error> {
-        super::option::deserialize(d).map(Some)
+        super::off::deserialize(d).map(Some)
     }
 }

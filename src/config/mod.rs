@@ -9,6 +9,73 @@
 
 pub(crate) mod duration;
 
+/// How a setting that can be turned off is written when it is: `"off"`.
+pub(crate) const OFF: &str = "off";
+
+/// A setting that can be turned off (`bulkhead`): `"off"` (or `null`) is none, none is written
+/// `"off"` (a format without nulls, TOML, would drop a `null` and bring the default back), and
+/// anything else is the setting's own map.
+pub(crate) mod switch {
+    use std::marker::PhantomData;
+
+    use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+
+    use super::*;
+
+    #[allow(clippy::ref_option)]
+    pub(crate) fn serialize<T: Serialize, S: Serializer>(
+        value: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => value.serialize(s),
+            None => s.serialize_str(OFF),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(Switch(PhantomData))
+    }
+
+    struct Switch<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Switch<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "its settings, or \"{OFF}\"")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            if text == OFF {
+                Ok(None)
+            } else {
+                Err(E::custom(format!(
+                    "{text:?} is neither its settings nor \"{OFF}\""
+                )))
+            }
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+            T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+}
+
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

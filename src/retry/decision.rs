@@ -316,8 +316,11 @@ impl Rules {
         };
         let refusal = self.retryable.refusal(&class, outcome.observed, request);
         // A failure the route would retry (were the request safe to repeat): a throttling
-        // budget (gRFC A6) loses a token, whether or not a retry follows.
-        if matches!(refusal, None | Some(RetryStop::NotSafeToRepeat))
+        // budget (gRFC A6) loses a token, whether or not a retry follows. A route that makes
+        // one attempt retries nothing, so none of its failures count (as a gRPC method
+        // without a `retryPolicy`).
+        if self.max_attempts > 1
+            && matches!(refusal, None | Some(RetryStop::NotSafeToRepeat))
             && outcome.observed != Observed::Conflict
         {
             self.budget.failed();

@@ -779,7 +779,8 @@ fn conflicts_are_polled_within_the_deadline_not_the_attempts() {
 
 /// A throttling budget (gRFC A6) counts what the decision sees: each failure the route would
 /// retry takes a token — unsafe to repeat, out of attempts or not — and the fifth in a row from
-/// 10 tokens stops retries; outcomes never retried, free resends and conflicts count nothing.
+/// 10 tokens stops retries; outcomes never retried, free resends, conflicts and the failures
+/// of a route that makes one attempt count nothing.
 #[test]
 fn a_throttling_budget_counts_retryable_failures_only() {
     let mut r = rules();
@@ -815,6 +816,15 @@ fn a_throttling_budget_counts_retryable_failures_only() {
         let before = tokens(&r);
         r.decide(o, c);
         assert_eq!(before - tokens(&r), takes, "row {i}");
+    }
+    // A route making one attempt retries nothing: its failures take no token, whatever
+    // they are (a gRPC method without a `retryPolicy`).
+    let mut single = r.clone();
+    single.max_attempts = 1;
+    for o in [outcome(http(500)), outcome(http(503)), outcome(http(429))] {
+        let before = tokens(&r);
+        assert_eq!(single.decide(o, call()), stop(RetryStop::AttemptsExhausted));
+        assert_eq!(tokens(&r), before, "a one-attempt route took a token");
     }
     // 10 - 3 = 7: one more retry at 6, then the 5th failure leaves 5 and refuses.
     assert!(is_retry(r.decide(outcome(http(500)), call())));
