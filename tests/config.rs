@@ -72,6 +72,7 @@ fn rich(target: Target) -> stanchion::client::ClientBuilder<stanchion::classify:
         .retryable_statuses([500, 503, 418])
         .unavailable(UnavailablePolicy::AnyEndpoint)
         .retry_overload_without_hint(true)
+        .retry_per_try_timeouts(true)
         .wait_for_ready(true)
         .bulkhead(
             Bulkhead::builder()
@@ -92,6 +93,14 @@ fn rich(target: Target) -> stanchion::client::ClientBuilder<stanchion::classify:
                     slow_call: Some(Duration::from_millis(900)),
                     ..AdaptiveLimit::default()
                 })
+                .per_key(
+                    64,
+                    Limits {
+                        concurrency: 3,
+                        queue: 1,
+                        max_wait: Duration::from_millis(20),
+                    },
+                )
                 .release_at_head(),
         )
         .breaker(
@@ -100,10 +109,12 @@ fn rich(target: Target) -> stanchion::client::ClientBuilder<stanchion::classify:
                 .failure_rate(0.25)
                 .minimum_calls(10)
                 .slow_calls(Duration::from_secs(2), 0.5)
-                .open_duration(Duration::from_secs(7))
+                .open_duration(Duration::from_millis(30))
                 .growing_open_duration(2.0, Duration::from_secs(60))
                 .open_jitter(0.2)
-                .half_open_probes(2),
+                .half_open_probes(2)
+                .timeout_floor(Duration::from_millis(150))
+                .record_at(stanchion::breaker::RecordAt::Head),
         )
         .max_ejection(0.4)
         .panic_threshold(0.2)
@@ -117,7 +128,8 @@ fn rich(target: Target) -> stanchion::client::ClientBuilder<stanchion::classify:
                 .lifetime_jitter(0.3)
                 .max_requests_per_connection(1000)
                 .max_streams_per_connection(50)
-                .max_connecting(2),
+                .max_connecting(2)
+                .seed(42),
         )
         .balance(stanchion::balance::Policy::LeastRequest)
         .refresh_interval(Duration::from_secs(12))
@@ -149,6 +161,7 @@ fn rich(target: Target) -> stanchion::client::ClientBuilder<stanchion::classify:
                 .idempotency_keys(true)
                 .retryable_statuses([409, 503])
                 .wait_for_ready(false)
+                .retry_per_try_timeouts(false)
                 .without_deadline(),
         )
         .route(
@@ -512,4 +525,48 @@ fn every_bad_field_names_its_path() {
     // A configuration without a target, given to `http_from`.
     let err = Client::http_from(ClientConfig::default()).unwrap_err();
     assert_eq!(err.path(), "target");
+}
+
+/// Budgets are shared by name: two routes given clones of one budget in code share it again
+/// after the round trip (a throttling budget of 4 tokens against a server that always answers
+/// 500: route /a's call makes 2 attempts and leaves 2 tokens, so route /b's makes 1 — with a
+/// budget each, it would make 2 as well).
+#[tokio::test]
+async fn routes_sharing_a_budget_share_it_after_the_round_trip() {
+    let server = HttpServer::start(FaultPlan::always(Fault::status(500))).await;
+    let budget = RetryBudget::throttling(4.0, 0.1)
+        .name("shared")
+        .build()
+        .unwrap();
+    let builder = Client::http(Target::addrs([server.addr()]))
+        .max_attempts(5)
+        .backoff(Backoff::new(MS, 2 * MS).unwrap())
+        .route(
+            Route::path_prefix("/a"),
+            RoutePolicy::new().retry_budget(budget.clone()),
+        )
+        .route(
+            Route::path_prefix("/b"),
+            RoutePolicy::new().retry_budget(budget),
+        );
+    let json = serde_json::to_string(&builder.config()).unwrap();
+    let client = Client::http(Target::addrs([server.addr()]))
+        .configure(ClientConfig::from_json(&json).unwrap())
+        .unwrap()
+        .build(HttpConnector::<Full<Bytes>>::http1())
+        .unwrap();
+    client.resolved().await;
+    let mut attempts = Vec::new();
+    for path in ["/a", "/b"] {
+        let before = server.count();
+        let res = client
+            .clone()
+            .oneshot(Request::get(path).body(Full::new(Bytes::new())).unwrap())
+            .await;
+        if let Ok(res) = res {
+            assert_eq!(res.status(), 500);
+        }
+        attempts.push(server.count() - before);
+    }
+    assert_eq!(attempts, [2, 1]);
 }

@@ -394,7 +394,10 @@ fn one_entry_per_call_and_a6_backoffs() {
     // maxBackoff below initialBackoff caps every delay, the first too.
     assert_eq!(data["backoff"]["base"], "200ms");
     assert_eq!(data["backoff"]["cap"], "200ms");
-    assert_eq!(data["retry_overload_without_hint"], false);
+    // A6 retries every listed code, an overload too; the default entry's
+    // perAttemptRecvTimeout retries cut attempts, and only its calls'.
+    assert_eq!(data["retry_overload_without_hint"], true);
+    assert_eq!(data["retry_per_try_timeouts"], true);
     let routes = data["routes"].as_array().unwrap();
     let get = &routes[0];
     assert_eq!(get["route"]["grpc_method"]["method"], "Get");
@@ -404,6 +407,7 @@ fn one_entry_per_call_and_a6_backoffs() {
     );
     assert_eq!(get["wait_for_ready"], false);
     assert_eq!(get["per_try_timeout"], "off");
+    assert_eq!(get["retry_per_try_timeouts"], false);
     assert_eq!(get["max_attempts"], 1);
     let service = &routes[1];
     assert_eq!(service["deadline"], "4s");
@@ -417,7 +421,7 @@ fn one_entry_per_call_and_a6_backoffs() {
     assert_eq!(data["per_try_timeout"], "off");
     assert_eq!(data["max_attempts"], 1);
 
-    // A listed RESOURCE_EXHAUSTED turns on retries of an overload without a hint.
+    // A listed RESOURCE_EXHAUSTED is retried without a hint.
     let overload = ServiceConfig::from_json(
         r#"{"methodConfig": [{"name": [{"service": "a.B"}], "retryPolicy": {"maxAttempts": 2,
              "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
@@ -446,6 +450,123 @@ fn one_entry_per_call_and_a6_backoffs() {
         (
             r#"{"loadBalancingConfig": [{"round_robin": {"weights": [1]}}]}"#,
             "loadBalancingConfig[0].round_robin.weights",
+        ),
+    ] {
+        let err = ServiceConfig::from_json(json).expect_err(json);
+        assert_eq!(err.path(), path, "{json}: {err}");
+    }
+}
+
+/// `perAttemptRecvTimeout`: an attempt it cuts is retried whatever the codes, as gRPC does —
+/// here the first attempt hangs, the second answers; with only UNAVAILABLE listed, the call
+/// still succeeds on its second attempt. An empty code list is valid with it.
+#[tokio::test]
+async fn a_per_attempt_timeout_is_retried_whatever_the_codes() {
+    let server = GrpcServer::start(FaultPlan::with_script(
+        FaultPlan::healthy(),
+        [Fault::hang()],
+    ))
+    .await;
+    let config = format!(
+        r#"{{"methodConfig": [{{"name": [{{"service": "stanchion.test.Echo"}}], "timeout": "5s",
+              "retryPolicy": {{"maxAttempts": 3, {FAST}, "retryableStatusCodes": ["UNAVAILABLE"],
+                              "perAttemptRecvTimeout": "0.2s"}}}}]}}"#
+    );
+    let client = client(Target::addrs([server.addr()]), &config);
+    client.resolved().await;
+    assert_eq!(call(&client, "/stanchion.test.Echo/Call").await.unwrap(), 0);
+    assert_eq!(server.count(), 2);
+
+    let empty = ServiceConfig::from_json(
+        r#"{"methodConfig": [{"name": [{"service": "a.B"}], "retryPolicy": {"maxAttempts": 2,
+             "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+             "retryableStatusCodes": [], "perAttemptRecvTimeout": "1s"}}]}"#,
+    )
+    .unwrap();
+    assert!(
+        empty.method_configs()[0]
+            .retry
+            .as_ref()
+            .unwrap()
+            .retryable_codes
+            .iter()
+            .next()
+            .is_none()
+    );
+}
+
+/// A wait-for-ready call does not go through panic mode: with the only endpoint ejected (it
+/// refuses connections, and its breaker opened), the call waits — until the resolver names a
+/// server that answers — instead of failing at once through the open breaker.
+#[tokio::test]
+async fn wait_for_ready_waits_while_every_breaker_is_open() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let healthy = GrpcServer::start(FaultPlan::healthy()).await;
+    let resolver = StaticResolver::new([dead]);
+    let config = r#"{"methodConfig": [
+        {"name": [{"service": "stanchion.test.Echo", "method": "Call"}], "waitForReady": true, "timeout": "5s"},
+        {"name": [{"service": "stanchion.test.Echo", "method": "Fast"}], "timeout": "5s"}
+    ]}"#;
+    let client = client(Target::resolver(resolver.clone()), config);
+    client.resolved().await;
+    // Fail-fast calls open the dead endpoint's breaker (5 consecutive failures).
+    for _ in 0..5 {
+        call(&client, "/stanchion.test.Echo/Fast")
+            .await
+            .unwrap_err();
+    }
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { call(&client, "/stanchion.test.Echo/Call").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the call went through the open breaker: {:?}",
+        waiting.await
+    );
+    resolver.set([dead, healthy.addr()]);
+    assert_eq!(waiting.await.unwrap().unwrap(), 0);
+    assert_eq!(healthy.count(), 1);
+}
+
+/// What gRPC's rules skip is reported, not silently dropped: a balancing policy stanchion does
+/// not have (the next one is taken), and `loadBalancingPolicy` beside `loadBalancingConfig`.
+/// Timeouts a deadline cannot hold are refused at their path.
+#[test]
+fn skipped_fields_are_warnings_and_timeouts_are_bounded() {
+    let config = ServiceConfig::from_json(
+        r#"{"loadBalancingPolicy": "round_robin",
+            "loadBalancingConfig": [{"pick_first": {}}, {"round_robin": {}}]}"#,
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("loadBalancingPolicy")));
+    assert!(warnings.iter().any(|w| w.contains("pick_first")));
+    assert!(
+        ServiceConfig::from_json("{}")
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+    for (json, path) in [
+        (
+            r#"{"methodConfig": [{"name": [{"service": "a.B"}], "timeout": "40000000s"}]}"#,
+            "methodConfig[0].timeout",
+        ),
+        (
+            r#"{"methodConfig": [{"name": [{}], "retryPolicy": {"maxAttempts": 2,
+                "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                "retryableStatusCodes": [14], "perAttemptRecvTimeout": "40000000s"}}]}"#,
+            "methodConfig[0].retryPolicy.perAttemptRecvTimeout",
+        ),
+        (
+            r#"{"loadBalancingPolicy": "pick_first", "loadBalancingConfig": [{"round_robin": {}}]}"#,
+            "loadBalancingPolicy",
         ),
     ] {
         let err = ServiceConfig::from_json(json).expect_err(json);

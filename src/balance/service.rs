@@ -70,7 +70,8 @@ where
 pub const WAIT_FOR_READY_POLL: Duration = Duration::from_millis(50);
 
 /// A request marked to wait for a usable endpoint (gRPC's wait-for-ready): while none can take
-/// it — none resolved, every one ejected outside panic mode — the balancer holds the call and
+/// it — none resolved, or every one's breaker open (panic mode does not send it through an
+/// open breaker) — the balancer holds the call and
 /// looks again at each resolution and every [`WAIT_FOR_READY_POLL`], instead of failing with
 /// [`NoEndpoints`](crate::Error::NoEndpoints). Bounded by the call's deadline (the layers
 /// above cut the wait). A [`Client`](crate::client::Client) route sets it with
@@ -138,6 +139,19 @@ impl<S, C> Balancer<S, C> {
             jitter: &shared.jitter,
             metrics: &shared.metrics,
         };
+        // A call waiting for ready does not go through panic mode: with every breaker open
+        // (the endpoints refuse connections, or fail), it waits for one to admit calls again,
+        // as gRPC holds wait-for-ready calls while the channel is in TRANSIENT_FAILURE. Only
+        // such calls pay for the scan.
+        if req.wait_for_ready()
+            && !snapshot.endpoints.is_empty()
+            && !snapshot
+                .endpoints
+                .iter()
+                .any(|e| e.breaker.is_usable() && !req.rejected_endpoints().contains(&e.addr))
+        {
+            return Err(req);
+        }
         let avoid = req.avoid_endpoint();
         let given = req.attempt_budget();
         let picked = match req.rejected_endpoints() {

@@ -37,6 +37,7 @@ use crate::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryBudget, UnavailablePolicy
 /// | [`max_ejection`](Self::max_ejection) | 1.0: no cap of its own (Envoy's `max_ejection_percent`) | [`without_ejection`](Self::without_ejection) |
 /// | [`panic_threshold`](Self::panic_threshold) | 0.5: below half the endpoints taking calls, all take them (Envoy's) | `panic_threshold(0.0)` |
 /// | [`retry_overload_without_hint`](Self::retry_overload_without_hint) | off: 429 / RESOURCE_EXHAUSTED retried only with a delay hint | — |
+/// | [`retry_per_try_timeouts`](Self::retry_per_try_timeouts) | off: a gRPC attempt cut by the per-try timeout retried only if DEADLINE_EXCEEDED is retryable | — |
 /// | [`pool`](Self::pool) | per endpoint: 10 connections, checkout 2 s, idle 30 s, lifetime 30 min | — |
 /// | [`balance`](Self::balance) | round robin per call | — |
 /// | [`refresh_interval`](Self::refresh_interval) | 30 s (sooner by DNS TTL) | — |
@@ -73,6 +74,7 @@ pub struct ClientBuilder<C> {
     pub(super) max_ejection: Option<f64>,
     pub(super) panic_threshold: Option<f64>,
     pub(super) retry_overload_without_hint: bool,
+    pub(super) retry_per_try_timeouts: bool,
     pub(super) pool: PoolBuilder,
     pub(super) policy: Policy,
     pub(super) refresh_interval: Option<Duration>,
@@ -135,6 +137,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             max_ejection: None,
             panic_threshold: None,
             retry_overload_without_hint: false,
+            retry_per_try_timeouts: false,
             pool: PoolBuilder::new(),
             policy: Policy::RoundRobin,
             refresh_interval: None,
@@ -236,6 +239,15 @@ impl<C: ClientClassifier> ClientBuilder<C> {
     /// ([`RetryLayerBuilder::retry_overload_without_hint`](crate::retry::RetryLayerBuilder::retry_overload_without_hint)).
     pub fn retry_overload_without_hint(mut self, retry: bool) -> Self {
         self.retry_overload_without_hint = retry;
+        self
+    }
+
+    /// Retry an attempt cut by the per-try timeout whatever its gRPC code (default off), as
+    /// gRPC does for a policy with `perAttemptRecvTimeout`
+    /// ([`RetryLayerBuilder::retry_per_try_timeouts`](crate::retry::RetryLayerBuilder::retry_per_try_timeouts));
+    /// a route may say otherwise ([`RoutePolicy::retry_per_try_timeouts`]).
+    pub fn retry_per_try_timeouts(mut self, retry: bool) -> Self {
+        self.retry_per_try_timeouts = retry;
         self
     }
 

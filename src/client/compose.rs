@@ -350,6 +350,11 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         let retry = retry
             .unavailable(self.unavailable)
             .retry_overload_without_hint(self.retry_overload_without_hint)
+            .retry_per_try_timeouts(
+                policy
+                    .per_try_timeouts
+                    .unwrap_or(self.retry_per_try_timeouts),
+            )
             .route(route)
             .client(&self.name)
             .build()?;

@@ -97,6 +97,8 @@ pub struct ClientConfig {
     pub unavailable: UnavailablePolicy,
     /// [`ClientBuilder::retry_overload_without_hint`].
     pub retry_overload_without_hint: bool,
+    /// [`ClientBuilder::retry_per_try_timeouts`].
+    pub retry_per_try_timeouts: bool,
     /// [`ClientBuilder::wait_for_ready`].
     pub wait_for_ready: bool,
     /// [`ClientBuilder::bulkhead`]; `None` (`"off"`): [`ClientBuilder::without_bulkhead`].
@@ -299,6 +301,9 @@ pub struct RouteConfig {
     /// [`RoutePolicy::wait_for_ready`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_ready: Option<bool>,
+    /// [`RoutePolicy::retry_per_try_timeouts`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_per_try_timeouts: Option<bool>,
 }
 
 impl RouteConfig {
@@ -321,6 +326,7 @@ impl RouteConfig {
             partition: p.partition.clone(),
             cluster: p.cluster.clone(),
             wait_for_ready: p.wait_for_ready,
+            retry_per_try_timeouts: p.per_try_timeouts,
         }
     }
 
@@ -337,6 +343,7 @@ impl RouteConfig {
             partition: self.partition.clone(),
             cluster: self.cluster.clone(),
             wait_for_ready: self.wait_for_ready,
+            per_try_timeouts: self.retry_per_try_timeouts,
         }
     }
 }
@@ -429,6 +436,7 @@ impl<C: ClientClassifier> ClientBuilder<C> {
             retryable_statuses: self.retryable_statuses.clone(),
             unavailable: self.unavailable,
             retry_overload_without_hint: self.retry_overload_without_hint,
+            retry_per_try_timeouts: self.retry_per_try_timeouts,
             wait_for_ready: self.wait_for_ready,
             bulkhead: self.bulkhead.clone(),
             partition_by_header: self.partition_header.clone(),
@@ -526,6 +534,21 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                 },
             ));
         }
+        // Budgets are shared by name: routes whose budgets have one name and the same settings
+        // (clones of one handle, when written) share one budget again, and the client's too.
+        let mut budgets: Vec<RetryBudget> = config.retry_budget.iter().cloned().collect();
+        let mut shared = |budget: &RetryBudget| -> RetryBudget {
+            match budgets
+                .iter()
+                .find(|b| b.name() == budget.name() && b.mode() == budget.mode())
+            {
+                Some(seen) => seen.clone(),
+                None => {
+                    budgets.push(budget.clone());
+                    budget.clone()
+                }
+            }
+        };
         let mut routes: Vec<(Route, RoutePolicy)> = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let route = r.route.route();
@@ -539,7 +562,9 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                 )
                 .within(format_args!("routes[{i}]")));
             }
-            routes.push((route, r.policy()));
+            let mut policy = r.policy();
+            policy.budget = policy.budget.as_ref().map(&mut shared);
+            routes.push((route, policy));
         }
         self.routes = routes;
         self.name = config.name;
@@ -548,11 +573,16 @@ impl<C: ClientClassifier> ClientBuilder<C> {
         self.timeout_header = config.timeout_header;
         self.max_attempts = config.max_attempts;
         self.backoff = config.backoff;
-        self.budget = config.retry_budget;
+        // The client's own, if the config gives one, is the first of `budgets`.
+        self.budget = match config.retry_budget {
+            Some(_) => budgets.into_iter().next(),
+            None => None,
+        };
         self.retryable_codes = config.retryable_codes;
         self.retryable_statuses = config.retryable_statuses;
         self.unavailable = config.unavailable;
         self.retry_overload_without_hint = config.retry_overload_without_hint;
+        self.retry_per_try_timeouts = config.retry_per_try_timeouts;
         self.wait_for_ready = config.wait_for_ready;
         self.bulkhead = config.bulkhead;
         self.partition_header = config.partition_by_header;

@@ -143,6 +143,7 @@ pub struct RoutePolicy {
     pub(super) partition: Option<String>,
     pub(super) cluster: Option<String>,
     pub(super) wait_for_ready: Option<bool>,
+    pub(super) per_try_timeouts: Option<bool>,
 }
 
 impl RoutePolicy {
@@ -164,6 +165,7 @@ impl RoutePolicy {
         self.partition = over.partition.or(self.partition.take());
         self.cluster = over.cluster.or(self.cluster.take());
         self.wait_for_ready = over.wait_for_ready.or(self.wait_for_ready);
+        self.per_try_timeouts = over.per_try_timeouts.or(self.per_try_timeouts);
     }
 
     /// The total budget of each call on this route.
@@ -239,8 +241,17 @@ impl RoutePolicy {
         self
     }
 
+    /// Retry an attempt cut by the per-try timeout whatever its gRPC code (default: the
+    /// client's, [`ClientBuilder::retry_per_try_timeouts`](super::ClientBuilder::retry_per_try_timeouts));
+    /// the service config sets it for a policy with `perAttemptRecvTimeout`.
+    pub fn retry_per_try_timeouts(mut self, retry: bool) -> Self {
+        self.per_try_timeouts = Some(retry);
+        self
+    }
+
     /// gRPC's wait-for-ready: while no endpoint can take a call (none resolved yet or any
-    /// more, every one ejected outside panic mode), the call waits for one — within its
+    /// more, every one's breaker open — panic mode does not send it through one), the call
+    /// waits for one — within its
     /// deadline — instead of failing at once with
     /// [`NoEndpoints`](crate::Error::NoEndpoints). Default off (gRPC's default too); the
     /// service config's `waitForReady`.

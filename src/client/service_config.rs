@@ -52,6 +52,7 @@ pub struct ServiceConfig {
     methods: Vec<MethodConfig>,
     throttling: Option<(f64, f64)>,
     balance: Option<Policy>,
+    warnings: Vec<String>,
 }
 
 /// One `methodConfig` entry: the methods it names and what it sets for them.
@@ -209,6 +210,20 @@ fn positive_duration(value: &Value, at: &At<'_>, field: &str) -> Result<Duration
     Ok(d)
 }
 
+/// A `timeout` or `perAttemptRecvTimeout`: above zero, and at most what a deadline holds
+/// ([`MAX_BUDGET`](crate::deadline::MAX_BUDGET), a year) — checked here, so the error names
+/// the field, not the route the builder made of it.
+fn time_budget(value: &Value, at: &At<'_>, field: &str) -> Result<Duration, ConfigError> {
+    let d = positive_duration(value, at, field)?;
+    if d > crate::deadline::MAX_BUDGET {
+        return Err(at.err(
+            field,
+            format!("{d:?} is longer than a deadline holds (a year)"),
+        ));
+    }
+    Ok(d)
+}
+
 fn required<'a>(
     object: &'a Map<String, Value>,
     at: &At<'_>,
@@ -286,11 +301,16 @@ impl ServiceConfig {
                 Some((max, ratio))
             }
         };
-        let balance = balancing(root)?;
+        let mut warnings = Vec::new();
+        let balance = balancing(root, &mut warnings)?;
+        for warning in &warnings {
+            tracing::warn!(%warning, "service config");
+        }
         Ok(ServiceConfig {
             methods,
             throttling,
             balance,
+            warnings,
         })
     }
 
@@ -303,61 +323,86 @@ impl ServiceConfig {
     pub fn retry_throttling(&self) -> Option<(f64, f64)> {
         self.throttling
     }
+
+    /// What the config names and stanchion does not apply, though gRPC's rules say to go on
+    /// (a `loadBalancingConfig` entry for a policy it does not have, skipped for the next; a
+    /// `loadBalancingPolicy` beside a `loadBalancingConfig`). Each is also logged at WARN when
+    /// the config is parsed. Everything else not applied is an error.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
 }
 
 /// `loadBalancingConfig` (the first policy stanchion has, as gRPC picks the first it
-/// supports) or the older `loadBalancingPolicy`.
-fn balancing(root: &Map<String, Value>) -> Result<Option<Policy>, ConfigError> {
-    if let Some(list) = root.get("loadBalancingConfig") {
-        let at = At("loadBalancingConfig");
-        let list = list
-            .as_array()
-            .ok_or_else(|| at.err("", "expected a list"))?;
-        for (i, entry) in list.iter().enumerate() {
-            let path = format!("loadBalancingConfig[{i}]");
-            let at = At(&path);
-            let policy = object(entry, &at)?;
-            if policy.len() != 1 {
-                return Err(at.err("", "each entry names exactly one policy"));
-            }
-            let (name, settings) = policy.iter().next().expect("one entry");
-            match name.as_str() {
-                "round_robin" => {
-                    let at = At(&format!("{path}.round_robin"));
-                    at.only(object(settings, &at)?, &[])?;
-                    return Ok(Some(Policy::RoundRobin));
-                }
-                // gRFC A48: power of two choices on outstanding requests.
-                "least_request_experimental" => {
-                    let at = At(&format!("{path}.least_request_experimental"));
-                    let settings = object(settings, &at)?;
-                    at.only(settings, &["choiceCount"])?;
-                    if let Some(count) = settings.get("choiceCount")
-                        && count.as_u64() != Some(2)
-                    {
-                        return Err(at.err(
-                            "choiceCount",
-                            format!("{count}: only 2 choices are supported"),
-                        ));
-                    }
-                    return Ok(Some(Policy::LeastRequest));
-                }
-                _ => continue,
-            }
+/// supports; each one skipped is a warning) or the older `loadBalancingPolicy` (checked even
+/// when `loadBalancingConfig` takes precedence, which is a warning too).
+fn balancing(
+    root: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Policy>, ConfigError> {
+    let legacy = match root.get("loadBalancingPolicy").map(|v| v.as_str()) {
+        None => None,
+        Some(Some(p)) if p.eq_ignore_ascii_case("round_robin") => Some(Policy::RoundRobin),
+        Some(other) => {
+            return Err(At("").err(
+                "loadBalancingPolicy",
+                format!("{other:?}: only round_robin is supported"),
+            ));
         }
-        return Err(at.err(
-            "",
-            "names no policy stanchion has (round_robin, least_request_experimental)",
-        ));
+    };
+    let Some(list) = root.get("loadBalancingConfig") else {
+        return Ok(legacy);
+    };
+    if legacy.is_some() {
+        warnings.push(
+            "loadBalancingPolicy is not applied: loadBalancingConfig takes precedence (as in \
+             gRPC)"
+                .to_owned(),
+        );
     }
-    match root.get("loadBalancingPolicy").map(|v| v.as_str()) {
-        None => Ok(None),
-        Some(Some(p)) if p.eq_ignore_ascii_case("round_robin") => Ok(Some(Policy::RoundRobin)),
-        Some(other) => Err(At("").err(
-            "loadBalancingPolicy",
-            format!("{other:?}: only round_robin is supported"),
-        )),
+    let at = At("loadBalancingConfig");
+    let list = list
+        .as_array()
+        .ok_or_else(|| at.err("", "expected a list"))?;
+    for (i, entry) in list.iter().enumerate() {
+        let path = format!("loadBalancingConfig[{i}]");
+        let at = At(&path);
+        let policy = object(entry, &at)?;
+        if policy.len() != 1 {
+            return Err(at.err("", "each entry names exactly one policy"));
+        }
+        let (name, settings) = policy.iter().next().expect("one entry");
+        match name.as_str() {
+            "round_robin" => {
+                let at = At(&format!("{path}.round_robin"));
+                at.only(object(settings, &at)?, &[])?;
+                return Ok(Some(Policy::RoundRobin));
+            }
+            // gRFC A48: power of two choices on outstanding requests.
+            "least_request_experimental" => {
+                let at = At(&format!("{path}.least_request_experimental"));
+                let settings = object(settings, &at)?;
+                at.only(settings, &["choiceCount"])?;
+                if let Some(count) = settings.get("choiceCount")
+                    && count.as_u64() != Some(2)
+                {
+                    return Err(at.err(
+                        "choiceCount",
+                        format!("{count}: only 2 choices are supported"),
+                    ));
+                }
+                return Ok(Some(Policy::LeastRequest));
+            }
+            other => warnings.push(format!(
+                "{path}: {other:?} is not a policy stanchion has; the next one in the list is \
+                 taken (as gRPC takes the first it supports)"
+            )),
+        }
     }
+    Err(at.err(
+        "",
+        "names no policy stanchion has (round_robin, least_request_experimental)",
+    ))
 }
 
 fn method_config(value: &Value, at: &At<'_>) -> Result<MethodConfig, ConfigError> {
@@ -376,7 +421,7 @@ fn method_config(value: &Value, at: &At<'_>) -> Result<MethodConfig, ConfigError
     };
     let timeout = m
         .get("timeout")
-        .map(|v| positive_duration(v, at, "timeout"))
+        .map(|v| time_budget(v, at, "timeout"))
         .transpose()?;
     let wait_for_ready = match m.get("waitForReady") {
         None => None,
@@ -463,8 +508,13 @@ fn retry_policy(value: &Value, at: &At<'_>) -> Result<MethodRetryPolicy, ConfigE
             format!("{backoff_multiplier} is not greater than zero (gRFC A6)"),
         ));
     }
+    let per_attempt_timeout = r
+        .get("perAttemptRecvTimeout")
+        .map(|v| time_budget(v, at, "perAttemptRecvTimeout"))
+        .transpose()?;
+    // Empty only with `perAttemptRecvTimeout`: its cut attempts are then what is retried.
     let codes = match required(r, at, "retryableStatusCodes")? {
-        Value::Array(list) if !list.is_empty() => list
+        Value::Array(list) if !list.is_empty() || per_attempt_timeout.is_some() => list
             .iter()
             .enumerate()
             .map(|(i, v)| {
@@ -475,17 +525,16 @@ fn retry_policy(value: &Value, at: &At<'_>) -> Result<MethodRetryPolicy, ConfigE
         other => {
             return Err(at.err(
                 "retryableStatusCodes",
-                format!("{other} is not a non-empty list of status codes (gRFC A6)"),
+                format!(
+                    "{other} is not a non-empty list of status codes (gRFC A6; empty only \
+                     with perAttemptRecvTimeout)"
+                ),
             ));
         }
     };
     if codes.contains(&GrpcCode::Ok) {
         return Err(at.err("retryableStatusCodes", "OK is not a failure to retry"));
     }
-    let per_attempt_timeout = r
-        .get("perAttemptRecvTimeout")
-        .map(|v| positive_duration(v, at, "perAttemptRecvTimeout"))
-        .transpose()?;
     let policy = MethodRetryPolicy {
         max_attempts,
         initial_backoff,
@@ -530,9 +579,13 @@ impl ClientBuilder<GrpcClassifier> {
     /// own budget. An attempt has no per-try timeout unless its `perAttemptRecvTimeout`
     /// (gRPC's), so a call, and its wait for ready, runs to its deadline. A method or service
     /// an entry names takes nothing from the default entry (gRPC uses one entry per call):
-    /// what its entry leaves out is the client's setting from before the service config. A
-    /// listed RESOURCE_EXHAUSTED is retried without a delay hint
-    /// ([`retry_overload_without_hint`](Self::retry_overload_without_hint)).
+    /// what its entry leaves out is the client's setting from before the service config. Every
+    /// listed code is retried, an overload too, without a delay hint
+    /// ([`retry_overload_without_hint`](Self::retry_overload_without_hint) is turned on); an
+    /// attempt cut by `perAttemptRecvTimeout` is retried whatever the codes
+    /// ([`retry_per_try_timeouts`](Self::retry_per_try_timeouts)). The throttling budget is
+    /// named after the client as it is named when this is called: call
+    /// [`name`](Self::name) first.
     /// `loadBalancingConfig` / `loadBalancingPolicy` choose round robin or least request.
     /// A retryable UNAVAILABLE is retried on any endpoint, as A6 does
     /// ([`UnavailablePolicy::AnyEndpoint`](crate::retry::UnavailablePolicy::AnyEndpoint); the
@@ -551,7 +604,6 @@ impl ClientBuilder<GrpcClassifier> {
         let own_deadline = self.deadline;
         let own_wait = self.wait_for_ready;
         let mut default = None;
-        let mut retries_overload = false;
         for m in &config.methods {
             let mut policy = RoutePolicy::new();
             policy = match m.timeout.or(own_deadline) {
@@ -561,17 +613,19 @@ impl ClientBuilder<GrpcClassifier> {
             policy = policy.wait_for_ready(m.wait_for_ready.unwrap_or(own_wait));
             // gRPC bounds an attempt only with `perAttemptRecvTimeout`: without it the attempt
             // runs to the deadline (and a call waiting for ready waits to it).
-            policy = policy.without_per_try_timeout();
+            policy = policy
+                .without_per_try_timeout()
+                .retry_per_try_timeouts(false);
             match &m.retry {
                 Some(r) => {
                     policy = policy
                         .max_attempts(r.max_attempts)
                         .backoff(r.backoff()?)
                         .retryable_codes(r.retryable_codes);
+                    // An attempt it cuts is retried whatever its code, as gRPC does.
                     if let Some(per_try) = r.per_attempt_timeout {
-                        policy = policy.per_try_timeout(per_try);
+                        policy = policy.per_try_timeout(per_try).retry_per_try_timeouts(true);
                     }
-                    retries_overload |= r.retryable_codes.contains(GrpcCode::ResourceExhausted);
                 }
                 None => policy = policy.without_retries(),
             }
@@ -589,18 +643,17 @@ impl ClientBuilder<GrpcClassifier> {
         }
         // The default entry (or none: gRPC's defaults) on the client itself: no per-try
         // timeout unless its `perAttemptRecvTimeout`, no retries unless its `retryPolicy`.
-        self = self.without_per_try_timeout();
+        self = self.without_per_try_timeout().retry_per_try_timeouts(false);
         match default {
             // Its policy says `without_retries` when it has no `retryPolicy`.
             Some(policy) => self = apply_default(self, &policy),
             None => self = self.without_retries(),
         }
-        // A6 retries every listed code, an overload (RESOURCE_EXHAUSTED) too, unless the
-        // server's pushback says otherwise; the client's default retries an overload only
-        // with a delay hint.
-        if retries_overload {
-            self = self.retry_overload_without_hint(true);
-        }
+        // A6 retries every listed code, an overload too (RESOURCE_EXHAUSTED, or a proxy's 429
+        // that gRPC reads as UNAVAILABLE), unless the server's pushback says otherwise; the
+        // client's default retries an overload only with a delay hint. Codes not listed are
+        // not retried either way.
+        self = self.retry_overload_without_hint(true);
         // A6 retries a retryable code on any endpoint (the balancer still spreads the calls);
         // the client's default retries a hint-less UNAVAILABLE only on another one.
         self = self.unavailable(crate::retry::UnavailablePolicy::AnyEndpoint);
@@ -632,6 +685,9 @@ fn apply_default(
     }
     if let Some(wait) = p.wait_for_ready {
         b = b.wait_for_ready(wait);
+    }
+    if let Some(retry) = p.per_try_timeouts {
+        b = b.retry_per_try_timeouts(retry);
     }
     if let Some(attempts) = p.max_attempts {
         b = b.max_attempts(attempts);

@@ -319,8 +319,12 @@ impl Rules {
         // budget (gRFC A6) loses a token, whether or not a retry follows. A route that makes
         // one attempt retries nothing, so none of its failures count (as a gRPC method
         // without a `retryPolicy`).
+        // A server's "do not retry" (a negative `grpc-retry-pushback-ms`) counts too (A6).
         if self.max_attempts > 1
-            && matches!(refusal, None | Some(RetryStop::NotSafeToRepeat))
+            && matches!(
+                refusal,
+                None | Some(RetryStop::NotSafeToRepeat | RetryStop::ServerAskedNotToRetry)
+            )
             && outcome.observed != Observed::Conflict
         {
             self.budget.failed();

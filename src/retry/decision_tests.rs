@@ -803,8 +803,14 @@ fn a_throttling_budget_counts_retryable_failures_only() {
         ..call()
     };
     // (outcome, call state, tokens it takes)
-    let table: [(Outcome, CallState, f64); 7] = [
+    let table: [(Outcome, CallState, f64); 8] = [
         (outcome(http(404)), call(), 0.0),
+        // The server said not to retry: a failure all the same (A6).
+        (
+            outcome(http(503).with_hint(ServerHint::DoNotRetry)),
+            call(),
+            1.0,
+        ),
         (outcome(http(501)), call(), 0.0),
         (never_sent, call(), 0.0),
         (conflict, call(), 0.0),
@@ -826,11 +832,38 @@ fn a_throttling_budget_counts_retryable_failures_only() {
         assert_eq!(single.decide(o, call()), stop(RetryStop::AttemptsExhausted));
         assert_eq!(tokens(&r), before, "a one-attempt route took a token");
     }
-    // 10 - 3 = 7: one more retry at 6, then the 5th failure leaves 5 and refuses.
-    assert!(is_retry(r.decide(outcome(http(500)), call())));
+    // 10 - 4 = 6: the 5th failure leaves 5 and refuses.
     assert_eq!(
         r.decide(outcome(http(500)), call()),
         stop(RetryStop::BudgetExhausted)
     );
     assert_eq!(tokens(&r), 5.0);
+}
+
+/// gRPC's `perAttemptRecvTimeout`: with the route's `per_try_timeouts`, an attempt the per-try
+/// timeout cut is retried whatever the codes (here UNAVAILABLE only); without it, it is not. A
+/// server's own DEADLINE_EXCEEDED is a response, judged by the codes either way.
+#[test]
+fn per_try_timeouts_are_retried_when_the_route_says_so() {
+    let (_, cut) = err_class(Error::AttemptTimedOut {
+        timeout: Duration::from_secs(1),
+        endpoint: None,
+        never_sent: false,
+    });
+    let mut r = rules();
+    r.retryable.codes = GrpcCodes::NONE.with(GrpcCode::Unavailable);
+    let grpc_call = CallState {
+        grpc: true,
+        ..call()
+    };
+    let cut = Outcome {
+        observed: Observed::Error,
+        ..outcome(cut)
+    };
+    let answered = outcome(grpc(GrpcCode::DeadlineExceeded));
+    assert_eq!(r.decide(cut, grpc_call), stop(RetryStop::NotRetryable));
+    assert_eq!(r.decide(answered, grpc_call), stop(RetryStop::NotRetryable));
+    r.retryable.per_try_timeouts = true;
+    assert!(is_retry(r.decide(cut, grpc_call)));
+    assert_eq!(r.decide(answered, grpc_call), stop(RetryStop::NotRetryable));
 }

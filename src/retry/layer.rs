@@ -57,6 +57,7 @@ impl<C> RetryLayer<C> {
             backoff: Backoff::default(),
             budget: None,
             retry_overload_without_hint: false,
+            retry_per_try_timeouts: false,
             unavailable: UnavailablePolicy::OtherEndpoint,
             codes: GrpcCodes::default(),
             statuses: None,
@@ -84,6 +85,7 @@ pub struct RetryLayerBuilder<C> {
     backoff: Backoff,
     budget: Option<RetryBudget>,
     retry_overload_without_hint: bool,
+    retry_per_try_timeouts: bool,
     unavailable: UnavailablePolicy,
     codes: GrpcCodes,
     statuses: Option<Vec<u16>>,
@@ -152,6 +154,16 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
+    /// Retry an attempt cut by the per-try timeout whatever its gRPC code — gRPC's
+    /// `perAttemptRecvTimeout` (gRFC A6's retry policy): its cut attempts are retried even
+    /// when DEADLINE_EXCEEDED is not among the retryable codes. Default false: a cut gRPC
+    /// attempt is retried only if DEADLINE_EXCEEDED is listed (HTTP: by the method's safety,
+    /// as any timeout).
+    pub fn retry_per_try_timeouts(mut self, retry: bool) -> Self {
+        self.retry_per_try_timeouts = retry;
+        self
+    }
+
     /// What to do with 503 / UNAVAILABLE without a delay hint. Default
     /// [`UnavailablePolicy::OtherEndpoint`].
     pub fn unavailable(mut self, policy: UnavailablePolicy) -> Self {
@@ -182,6 +194,7 @@ impl<C> RetryLayerBuilder<C> {
                     retryable: Retryable {
                         codes: self.codes,
                         statuses,
+                        per_try_timeouts: self.retry_per_try_timeouts,
                     },
                 },
                 classifier: self.classifier,

@@ -91,6 +91,9 @@ pub(crate) enum Observed {
 pub(crate) struct Retryable {
     pub(crate) codes: GrpcCodes,
     pub(crate) statuses: Statuses,
+    /// An attempt cut by the per-try timeout is worth retrying whatever its code (gRPC's
+    /// `perAttemptRecvTimeout`).
+    pub(crate) per_try_timeouts: bool,
 }
 
 impl Retryable {
@@ -115,7 +118,12 @@ impl Retryable {
         // A gRPC call is judged by its code, so its method's codes say whether it may be
         // repeated (gRFC A6); anything else by its status, or its kind for an error.
         let code = class.grpc_code().filter(|_| request.grpc);
-        if !self.worth_retrying(class, code) {
+        // An attempt the per-try timeout cut (an error of the client's own; a server's
+        // DEADLINE_EXCEEDED is a response): gRPC retries it whatever the method's codes when its
+        // policy sets `perAttemptRecvTimeout`.
+        let cut = observed == Observed::Error && class.kind() == Kind::Timeout;
+        let worth = (cut && self.per_try_timeouts) || self.worth_retrying(class, code);
+        if !worth {
             return Some(RetryStop::NotRetryable);
         }
         let safe = class.is_never_sent() || code.is_some() || request.method_safe;
