@@ -523,7 +523,7 @@ fn invalid_settings_are_config_errors() {
     );
     assert_eq!(
         lb(|b| b.breaker(CircuitBreaker::builder().consecutive_failures(0))),
-        "consecutive_failures"
+        "failures"
     );
 }
 

@@ -526,7 +526,10 @@ async fn a_grpc_failure_in_the_trailers_counts() {
 #[test]
 fn invalid_settings_are_errors() {
     let cases = [
-        (CircuitBreaker::builder().count_window(0), "count_window"),
+        (
+            CircuitBreaker::builder().count_window(0),
+            "window.count.calls",
+        ),
         (
             CircuitBreaker::builder().count_window(10).minimum_calls(20),
             "minimum_calls",
@@ -545,15 +548,15 @@ fn invalid_settings_are_errors() {
         (CircuitBreaker::builder().slow_calls(SEC, 2.0), "slow_calls"),
         (
             CircuitBreaker::builder().time_window(Duration::from_millis(50), 10),
-            "time_window",
+            "window.time.buckets",
         ),
         (
             CircuitBreaker::builder().time_window(10 * SEC, 0),
-            "time_window",
+            "window.time.buckets",
         ),
         (
             CircuitBreaker::builder().consecutive_failures(0),
-            "consecutive_failures",
+            "window.consecutive_failures.failures",
         ),
         (
             CircuitBreaker::builder().open_duration(Duration::ZERO),
@@ -573,8 +576,9 @@ fn invalid_settings_are_errors() {
             "half_open_probes",
         ),
     ];
-    for (builder, field) in cases {
-        assert_eq!(builder.build().unwrap_err().field(), field);
+    // Paths are the shape the settings are written in as data (docs/configuration.md).
+    for (builder, path) in cases {
+        assert_eq!(builder.build().unwrap_err().path(), path);
     }
     let defaults = CircuitBreaker::builder().build().unwrap();
     assert_eq!(defaults.state(), BreakerState::Closed);

@@ -593,14 +593,25 @@ async fn after_shrinking_calls_in_flight_finish_before_new_ones_start() {
 #[test]
 fn invalid_settings_are_errors() {
     let cases = [
-        (Bulkhead::builder().limits(limits(0, 1, SEC)), "limits"),
+        (
+            Bulkhead::builder().limits(limits(0, 1, SEC)),
+            "limits.concurrency",
+        ),
         (
             Bulkhead::builder().limits(limits(1, 2_000_000, SEC)),
-            "limits",
+            "limits.queue",
         ),
         (
             Bulkhead::builder().limits(limits(1, 1, 7200 * SEC)),
-            "limits",
+            "limits.max_wait",
+        ),
+        (
+            Bulkhead::builder().partition("p", limits(0, 1, SEC)),
+            "partitions[0].limits.concurrency",
+        ),
+        (
+            Bulkhead::builder().per_key(10, limits(1, 1, 7200 * SEC)),
+            "per_key.limits.max_wait",
         ),
         (
             Bulkhead::builder().partition("", Limits::default()),
@@ -621,8 +632,9 @@ fn invalid_settings_are_errors() {
             "per_key",
         ),
     ];
-    for (builder, field) in cases {
-        assert_eq!(builder.build().unwrap_err().field(), field);
+    // Paths are the shape the settings are written in as data (docs/configuration.md).
+    for (builder, path) in cases {
+        assert_eq!(builder.build().unwrap_err().path(), path);
     }
     let defaults = Limits::default();
     assert_eq!(defaults, limits(100, 50, SEC));

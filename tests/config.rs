@@ -473,7 +473,7 @@ fn every_bad_field_names_its_path() {
         ),
         (
             r#"{"clusters": {"health": {"breaker": {"window": {"count": {"calls": 0}}}}}, "routes": [{"route": {"path_prefix": "/h"}, "cluster": "health"}]}"#,
-            "clusters.health.breaker.count_window",
+            "clusters.health.breaker.window.count.calls",
         ),
         (r#"{"clusters": {"unused": {}}}"#, "clusters.unused"),
         (
@@ -506,11 +506,23 @@ fn every_bad_field_names_its_path() {
         ),
         (
             r#"{"breaker": {"window": {"count": {"calls": 0}}}}"#,
-            "breaker.count_window",
+            "breaker.window.count.calls",
         ),
         (
             r#"{"bulkhead": {"limits": {"concurrency": 0, "queue": 0, "max_wait": "1s"}}}"#,
-            "bulkhead.limits",
+            "bulkhead.limits.concurrency",
+        ),
+        (
+            r#"{"bulkhead": {"partitions": [{"name": "a", "limits": {"concurrency": 1, "queue": 0, "max_wait": "1s"}}, {"name": "b", "limits": {"concurrency": 1, "queue": 0, "max_wait": "2h"}}]}}"#,
+            "bulkhead.partitions[1].limits.max_wait",
+        ),
+        (
+            r#"{"bulkhead": {"per_key": {"max": 10, "limits": {"concurrency": 1, "queue": 99999999, "max_wait": "1s"}}}}"#,
+            "bulkhead.per_key.limits.queue",
+        ),
+        (
+            r#"{"breaker": {"window": {"time": {"size": "2h", "buckets": 10}}}}"#,
+            "breaker.window.time.size",
         ),
         (r#"{"retryable_codes": ["UNAVAILABLE"]}"#, "retryable_codes"),
         (

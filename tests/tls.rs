@@ -392,44 +392,96 @@ fn support_chain<'a>(
     std::iter::successors(Some(err), |e| e.source())
 }
 
-/// A certificate IP SAN verifies a connection made without a server name (no SNI); a server
-/// name verifies the name, and a request for another host on that connection is refused before
-/// it is written, once, not retried.
+/// Without a configured server name, each connection is verified for the host of the request
+/// it was made for — a DNS name sent as SNI, an IP literal verified against the IP SANs with no
+/// SNI — and the pool keys connections by that name: requests for one host reuse its
+/// connection, never another host's. With a server name, that name is verified and sent, and a
+/// request for another host on its connections is refused before it is written, once, not
+/// retried.
 #[tokio::test]
 async fn a_connection_is_used_only_for_the_name_it_was_verified_for() {
     let ca = Ca::new("test CA");
     let server = TlsServer::start(ServerSetup::new(ca.leaf(
-        &["localhost"],
+        &["localhost", "api.test"],
         &["127.0.0.1"],
         false,
     )))
     .await;
     let port = server.addr.port();
-    // No server name: verified for the endpoint's IP.
+    // No server name: the request's host.
     let pool = PoolBuilder::new()
         .build(
             HttpConnector::<Full<Bytes>>::http1().tls(TlsConfig::with_roots(ca.roots())),
             server.addr,
         )
         .unwrap();
-    let res = pool
-        .clone()
-        .oneshot(get(&format!("https://127.0.0.1:{port}/")))
-        .await
-        .unwrap();
-    assert_eq!(text(res).await, "ok HTTP/1.1");
+    for uri in [
+        format!("https://127.0.0.1:{port}/"),
+        format!("https://localhost:{port}/"),
+        format!("https://127.0.0.1:{port}/"),
+        format!("https://LOCALHOST.:{port}/"),
+        "https://api.test/".to_owned(),
+        format!("https://localhost:{port}/"),
+    ] {
+        let res = pool.clone().oneshot(get(&uri)).await.unwrap();
+        assert_eq!(text(res).await, "ok HTTP/1.1", "{uri}");
+    }
+    assert_eq!(server.requests(), 6);
+    // One connection per name, each reused for its own host only.
+    assert_eq!(server.accepted(), 3);
+    let mut snis = server.snis.lock().unwrap().clone();
+    snis.sort();
+    // An IP literal sends no SNI (RFC 6066 §3); names go as SNI.
+    assert_eq!(
+        snis,
+        [
+            None,
+            Some("api.test".to_owned()),
+            Some("localhost".to_owned())
+        ]
+    );
+    // A host the certificate does not name fails that handshake, with the cause.
     let err = pool
-        .oneshot(get(&format!("https://localhost:{port}/")))
+        .clone()
+        .oneshot(get(&format!("https://other.test:{port}/")))
         .await
         .unwrap_err();
-    assert!(
-        support_chain(&err).any(|e| e.is::<ServerNameMismatch>()),
+    let kind = support_chain(&err).find_map(|e| e.downcast_ref::<TlsError>().map(TlsError::kind));
+    assert_eq!(
+        kind,
+        Some(TlsErrorKind::CertificateWrongName),
         "{}",
         err.report()
     );
-    assert_eq!(server.requests(), 1, "the mismatched request was written");
-    // Verified as an IP: no SNI sent (RFC 6066 §3: literal IP addresses are not permitted).
-    assert_eq!(server.snis.lock().unwrap().as_slice(), [None]);
+    // The other hosts' connections are untouched.
+    let res = pool
+        .clone()
+        .oneshot(get(&format!("https://api.test:{port}/")))
+        .await
+        .unwrap();
+    assert_eq!(text(res).await, "ok HTTP/1.1");
+    assert_eq!(server.accepted(), 4, "api.test's connection was reused");
+
+    // A pool of one connection, hosts alternating: an idle connection for another host is
+    // closed to make room, and every call goes through.
+    let small = PoolBuilder::new()
+        .max_size(1)
+        .build(
+            HttpConnector::<Full<Bytes>>::auto().tls(TlsConfig::with_roots(ca.roots())),
+            server.addr,
+        )
+        .unwrap();
+    let before = server.accepted();
+    for uri in [
+        "https://localhost/",
+        "https://api.test/",
+        "https://localhost/",
+    ] {
+        let res = small.clone().oneshot(get(uri)).await.unwrap();
+        assert_eq!(text(res).await, "ok HTTP/2.0", "{uri}");
+    }
+    assert_eq!(server.accepted() - before, 3);
+    assert!(small.stats().open <= 1, "{:?}", small.stats());
 
     // Through the client: refused once, not retried, neither a failure nor a success.
     let client = https_client(
@@ -897,4 +949,60 @@ async fn a_refusal_seen_before_the_request_is_written_ends_at_once() {
         assert_eq!(server.accepted() - accepted, 1, "reconnected: {report}");
     }
     assert_eq!(server.requests(), 0);
+}
+
+/// Warm connections (`min_idle`) follow the requests' host when the connections are named from
+/// requests: after a request for `api.test`, the reaper's new connections are verified for it
+/// (its SNI), and requests for that host find them ready. Connections warmed before any request
+/// are verified for the endpoint's IP and never carry a request naming a host.
+#[tokio::test]
+async fn warm_connections_are_made_for_the_last_host() {
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(ServerSetup::new(ca.leaf(
+        &["api.test"],
+        &["127.0.0.1"],
+        false,
+    )))
+    .await;
+    let pool = PoolBuilder::new()
+        .min_idle(2)
+        .max_size(4)
+        .idle_timeout(Duration::from_millis(400))
+        .build(
+            HttpConnector::<Full<Bytes>>::http1().tls(TlsConfig::with_roots(ca.roots())),
+            server.addr,
+        )
+        .unwrap();
+    // Before any request the reaper warms connections for the endpoint's IP (no SNI).
+    for _ in 0..100 {
+        if pool.stats().idle >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(pool.stats().idle >= 2, "{:?}", pool.stats());
+    let res = pool
+        .clone()
+        .oneshot(get("https://api.test/"))
+        .await
+        .unwrap();
+    assert_eq!(text(res).await, "ok HTTP/1.1");
+    // The IP-named warm connections were not used for it, and the reaper now warms for it.
+    let named = || {
+        server
+            .snis
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.as_deref() == Some("api.test"))
+            .count()
+    };
+    for _ in 0..200 {
+        if named() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(named() >= 2, "{:?}", server.snis.lock().unwrap());
+    assert_eq!(server.requests(), 1);
 }

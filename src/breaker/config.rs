@@ -239,8 +239,8 @@ impl BreakerBuilder {
         match c.window {
             WindowKind::Count { calls } => {
                 if !(1..=100_000).contains(&calls) {
-                    return Err(ConfigError::new(
-                        "count_window",
+                    return Err(ConfigError::at_path(
+                        "window.count.calls",
                         format!("{calls} calls is not between 1 and 100,000"),
                     ));
                 }
@@ -255,24 +255,25 @@ impl BreakerBuilder {
                 }
             }
             WindowKind::Time { size, buckets } => {
-                check_duration("time_window", size, Duration::from_secs(3600))?;
+                check_duration("size", size, Duration::from_secs(3600))
+                    .map_err(|e| e.within("window.time"))?;
                 if !(1..=60).contains(&buckets) {
-                    return Err(ConfigError::new(
-                        "time_window",
+                    return Err(ConfigError::at_path(
+                        "window.time.buckets",
                         format!("{buckets} buckets is not between 1 and 60"),
                     ));
                 }
                 if size / buckets < Duration::from_millis(10) {
-                    return Err(ConfigError::new(
-                        "time_window",
+                    return Err(ConfigError::at_path(
+                        "window.time.buckets",
                         format!("{size:?} in {buckets} buckets makes slices shorter than 10ms"),
                     ));
                 }
             }
             WindowKind::ConsecutiveFailures { failures } => {
                 if !(1..=100_000).contains(&failures) {
-                    return Err(ConfigError::new(
-                        "consecutive_failures",
+                    return Err(ConfigError::at_path(
+                        "window.consecutive_failures.failures",
                         format!("{failures} is not between 1 and 100,000"),
                     ));
                 }

@@ -197,7 +197,7 @@ impl BulkheadBuilder {
 
     /// Validates the settings.
     pub fn build(self) -> Result<Bulkhead, ConfigError> {
-        check_limits("limits", &self.default)?;
+        check_limits(&self.default).map_err(|e| e.within("limits"))?;
         for (i, (name, limits)) in self.named.iter().enumerate() {
             if name.is_empty() || name == DEFAULT_PARTITION {
                 return Err(ConfigError::new(
@@ -211,7 +211,7 @@ impl BulkheadBuilder {
                     format!("{name:?} is declared twice"),
                 ));
             }
-            check_limits("partition", limits)?;
+            check_limits(limits).map_err(|e| e.within(format_args!("partitions[{i}].limits")))?;
         }
         if let Some((max, limits)) = &self.per_key {
             if *max > 10_000 {
@@ -220,7 +220,7 @@ impl BulkheadBuilder {
                     format!("{max} partitions is more than 10,000"),
                 ));
             }
-            check_limits("per_key", limits)?;
+            check_limits(limits).map_err(|e| e.within("per_key.limits"))?;
         }
         if let Some(a) = &self.adaptive {
             if a.min == 0 || a.initial < a.min {
@@ -260,10 +260,11 @@ impl BulkheadBuilder {
     }
 }
 
-fn check_limits(field: &'static str, limits: &Limits) -> Result<(), ConfigError> {
+/// Errors name the limit (`concurrency`, `queue`, `max_wait`); the caller says whose.
+fn check_limits(limits: &Limits) -> Result<(), ConfigError> {
     if !(1..=MAX_SIZE).contains(&limits.concurrency) {
         return Err(ConfigError::new(
-            field,
+            "concurrency",
             format!(
                 "concurrency {} is not between 1 and {MAX_SIZE}",
                 limits.concurrency
@@ -272,13 +273,13 @@ fn check_limits(field: &'static str, limits: &Limits) -> Result<(), ConfigError>
     }
     if limits.queue > MAX_SIZE {
         return Err(ConfigError::new(
-            field,
+            "queue",
             format!("queue {} is more than {MAX_SIZE}", limits.queue),
         ));
     }
     if limits.max_wait > MAX_WAIT {
         return Err(ConfigError::new(
-            field,
+            "max_wait",
             format!("max_wait {:?} is longer than {MAX_WAIT:?}", limits.max_wait),
         ));
     }

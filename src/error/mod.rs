@@ -340,7 +340,6 @@ impl ConfigError {
 
     /// An error at a whole path (`routes[1].retry_policy.max_attempts`): its last segment is
     /// the field.
-    #[cfg(feature = "http")]
     pub(crate) fn at_path(path: &str, reason: impl Into<Cow<'static, str>>) -> Self {
         let (prefix, field) = match path.rfind('.') {
             Some(dot) => (&path[..dot], &path[dot + 1..]),

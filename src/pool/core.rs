@@ -32,6 +32,10 @@ struct Slot<Conn> {
     /// Takes no new requests; closed once its in-flight requests finish. Why, from the first
     /// reason it was retired for (the `reason` it is counted closed with).
     retired: Option<Closed>,
+    /// The host it was verified for, when its connector takes the name from the request it
+    /// connects for ([`Connection::names_from_requests`]): it carries requests for that host
+    /// only. `None`: any request (no TLS, or a name the connector was configured with).
+    name: Option<Arc<str>>,
 }
 
 impl<Conn> Slot<Conn> {
@@ -55,6 +59,30 @@ pub(super) struct State<Conn> {
     /// connection when a connect fails and none is open gets that error.
     connect_failures: u64,
     last_connect_error: Option<Arc<crate::BoxError>>,
+    /// Whether this endpoint's connections are verified for the host of the request that made
+    /// each (learned from the first connection), and the last host a request named then: the
+    /// reaper's warm connections are made for it.
+    keyed: bool,
+    last_host: Option<Arc<str>>,
+}
+
+/// What a checkout looks for: the host its request names (its URI's, else its `Host`
+/// header's), if any. A connection verified for a name carries it only for that host (the pool
+/// checks every host the request names before writing it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want<'a> {
+    pub(crate) host: Option<&'a str>,
+}
+
+impl Want<'_> {
+    /// Any connection (a checkout with no request).
+    pub(crate) const ANY: Want<'static> = Want { host: None };
+
+    /// Whether a connection verified for `name` may carry it: a request naming no host may
+    /// (the connection fills in its name).
+    fn fits(&self, name: &str) -> bool {
+        self.host.is_none_or(|host| super::same_host(name, host))
+    }
 }
 
 /// What a checkout attempt found.
@@ -122,6 +150,8 @@ impl<Conn> Slots<Conn> {
                 multiplexed: None,
                 connect_failures: 0,
                 last_connect_error: None,
+                keyed: false,
+                last_host: None,
             }),
             notify: Notify::new(),
             jitter,
@@ -196,13 +226,24 @@ impl<Conn: Connection> Slots<Conn> {
     /// Takes a free connection or stream, or reserves room for a new connection.
     /// `fresh_since`: take no exclusive connection that has sat idle since before then (a
     /// resend after a connection died idle must not meet another that died the same way).
+    /// `want`: the request's host, and whether a connection verified for a name may carry it —
+    /// a connection named from requests is taken only for its own host; with no room, an idle
+    /// one for another host is closed to make room.
     pub(crate) fn try_take(
         self: &Arc<Self>,
         now: Instant,
         fresh_since: Option<Instant>,
+        want: &Want<'_>,
     ) -> Take<Conn> {
         let mut state = self.lock();
         self.prune(&mut state, now);
+        if state.keyed
+            && let Some(host) = want.host
+            && state.last_host.as_deref() != Some(host)
+        {
+            state.last_host = Some(Arc::from(host));
+        }
+        let fits = |s: &Slot<Conn>| s.name.as_deref().is_none_or(|name| want.fits(name));
         let max_streams = self.config.max_streams;
         // A stream on a multiplexed connection first (oldest first, so streams pack onto few
         // connections), then the newest idle exclusive connection (older ones go idle and close).
@@ -210,7 +251,11 @@ impl<Conn: Connection> Slots<Conn> {
             .slots
             .iter()
             .position(|s| {
-                s.multiplexed && !s.is_retired() && s.conn.is_some() && s.in_flight < max_streams
+                s.multiplexed
+                    && !s.is_retired()
+                    && s.conn.is_some()
+                    && s.in_flight < max_streams
+                    && fits(s)
             })
             .or_else(|| {
                 state.slots.iter().rposition(|s| {
@@ -219,6 +264,7 @@ impl<Conn: Connection> Slots<Conn> {
                         && s.conn.is_some()
                         && s.in_flight == 0
                         && fresh_since.is_none_or(|since| s.idle_since >= since)
+                        && fits(s)
                 })
             });
         if let Some(index) = found {
@@ -266,7 +312,20 @@ impl<Conn: Connection> Slots<Conn> {
                 return Take::Wait(state.connect_failures);
             }
         }
-        let open = state.slots.len() + state.connecting;
+        let mut open = state.slots.len() + state.connecting;
+        if open >= self.config.max_size
+            && state.connecting < self.config.max_connecting
+            && let Some(idle) = state
+                .slots
+                .iter()
+                .position(|s| s.in_flight == 0 && s.name.is_some() && !fits(s))
+        {
+            // Full, and an idle connection is for another host: it makes room.
+            state.slots.swap_remove(idle);
+            self.counters.closed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.closed(Closed::Idle);
+            open -= 1;
+        }
         if open < self.config.max_size && state.connecting < self.config.max_connecting {
             state.connecting += 1;
             return Take::Connect(Reservation {
@@ -274,6 +333,13 @@ impl<Conn: Connection> Slots<Conn> {
             });
         }
         Take::Wait(state.connect_failures)
+    }
+
+    /// The host the reaper's warm connections are made for: the last one a request named, once
+    /// the connections are known to be named from requests.
+    pub(crate) fn warm_host(&self) -> Option<Arc<str>> {
+        let state = self.lock();
+        state.keyed.then(|| state.last_host.clone()).flatten()
     }
 
     /// Records a failed connect (its reservation already given back). With `tell_waiters` — the
@@ -342,8 +408,14 @@ impl<Conn: Connection> Slots<Conn> {
         let now = Instant::now();
         let shared = conn.share();
         let multiplexed = shared.is_some();
+        let name = if conn.names_from_requests() {
+            conn.verified_name().map(Arc::from)
+        } else {
+            None
+        };
         let mut state = self.lock();
         state.connecting -= 1;
+        state.keyed |= name.is_some();
         let learned = state.multiplexed.replace(multiplexed) != Some(multiplexed);
         let id = state.next_id;
         state.next_id += 1;
@@ -356,6 +428,7 @@ impl<Conn: Connection> Slots<Conn> {
             expires: now + self.lifetime(),
             idle_since: now,
             retired: None,
+            name,
         };
         let checkout = take.then(|| {
             slot.in_flight = 1;

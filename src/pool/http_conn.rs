@@ -172,6 +172,8 @@ pub struct Handshake<S = Plaintext> {
     keep_alive: Option<Duration>,
     authority: Option<Authority>,
     verified_name: Option<Arc<str>>,
+    /// The verified name is the host of the request the connection was made for.
+    from_request: bool,
     _security: PhantomData<S>,
 }
 
@@ -182,6 +184,7 @@ impl<S> Clone for Handshake<S> {
             keep_alive: self.keep_alive,
             authority: self.authority.clone(),
             verified_name: self.verified_name.clone(),
+            from_request: self.from_request,
             _security: PhantomData,
         }
     }
@@ -216,6 +219,7 @@ impl Handshake {
             keep_alive: Some(super::DEFAULT_H2_KEEP_ALIVE),
             authority: None,
             verified_name: None,
+            from_request: false,
             _security: PhantomData,
         }
     }
@@ -230,8 +234,19 @@ impl Handshake {
             keep_alive: self.keep_alive,
             authority: self.authority,
             verified_name: verified_name.map(Arc::from),
+            from_request: false,
             _security: PhantomData,
         }
+    }
+}
+
+impl Handshake<Secured> {
+    /// The verified name is the host of the request the pool connected for
+    /// ([`connecting_for`](super::connecting_for)), not one the connector was configured
+    /// with: the pool keys the connection by it ([`Connection::names_from_requests`]).
+    pub fn named_from_request(mut self) -> Self {
+        self.from_request = true;
+        self
     }
 }
 
@@ -298,6 +313,7 @@ impl<S: Security> Handshake<S> {
             send,
             authority: self.authority,
             verified_name: self.verified_name,
+            from_request: self.from_request,
             state,
             _security: PhantomData,
         })
@@ -321,6 +337,7 @@ pub struct HttpConnection<B, S = Plaintext> {
     send: Sender<B>,
     authority: Option<Authority>,
     verified_name: Option<Arc<str>>,
+    from_request: bool,
     /// Shared by an HTTP/2 connection's handles and the driver task.
     state: Arc<ConnState>,
     _security: PhantomData<S>,
@@ -335,6 +352,7 @@ impl<B, S: Security> HttpConnection<B, S> {
             send: self.send,
             authority: self.authority,
             verified_name: self.verified_name,
+            from_request: self.from_request,
             state: self.state,
             _security: PhantomData,
         }
@@ -363,6 +381,10 @@ impl<B: Send + 'static, S: Security> Connection for HttpConnection<B, S> {
         self.verified_name.as_deref()
     }
 
+    fn names_from_requests(&self) -> bool {
+        self.from_request
+    }
+
     fn is_closed(&self) -> bool {
         match &self.send {
             Sender::Http1(send) => send.is_closed(),
@@ -377,6 +399,7 @@ impl<B: Send + 'static, S: Security> Connection for HttpConnection<B, S> {
                 send: Sender::Http2(send.clone()),
                 authority: self.authority.clone(),
                 verified_name: self.verified_name.clone(),
+                from_request: self.from_request,
                 state: self.state.clone(),
                 _security: PhantomData,
             }),

@@ -290,8 +290,14 @@ where
         let handshake = |source| ConnectError::Handshake { addr, source };
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            let (stream, h2, name) = tls.handshake(stream, addr, self.version).await?;
+            let host = super::connecting_for();
+            let (stream, h2, name, from_request) = tls
+                .handshake(stream, addr, host.as_deref(), self.version)
+                .await?;
             let mut start = self.start(h2).secure(Some(&name));
+            if from_request {
+                start = start.named_from_request();
+            }
             if let Ok(authority) = Authority::try_from(authority_text(&name, addr)) {
                 start = start.authority(authority);
             }
@@ -334,16 +340,26 @@ fn authority_text(name: &str, addr: SocketAddr) -> String {
 
 #[cfg(feature = "tls")]
 impl Tls {
-    /// The TLS handshake over `stream`: the stream, whether the server picked `h2`, and the
-    /// name the certificate was verified for.
+    /// The TLS handshake over `stream` for a request naming `host`: the stream, whether the
+    /// server picked `h2`, the name the certificate was verified for, and whether that name is
+    /// the request's.
     async fn handshake(
         &self,
         stream: TcpStream,
         addr: SocketAddr,
+        host: Option<&str>,
         version: HttpVersion,
-    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, bool, String), ConnectError> {
+    ) -> Result<
+        (
+            tokio_rustls::client::TlsStream<TcpStream>,
+            bool,
+            String,
+            bool,
+        ),
+        ConnectError,
+    > {
         use super::{TlsError, TlsErrorKind};
-        let name = self.settings.name_for(addr);
+        let (name, from_request) = self.settings.name_for(addr, host);
         let text = super::tls::name_text(&name);
         let connecting = self.connector.connect(name, stream);
         let timeout = self.settings.handshake_timeout;
@@ -373,6 +389,6 @@ impl Tls {
                 Some("the server did not pick h2 by ALPN (HTTP/2 is required)".into()),
             )));
         }
-        Ok((stream, picked_h2, text))
+        Ok((stream, picked_h2, text, from_request))
     }
 }

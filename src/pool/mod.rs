@@ -110,6 +110,16 @@ pub trait Connection: Send + 'static {
         None
     }
 
+    /// Whether the [verified name](Self::verified_name) is the host of the request the
+    /// connection was made for ([`connecting_for`]) rather than one its connector was
+    /// configured with. A pool then keys such connections by name: a connection carries
+    /// requests for its own host only, and a request for another host gets a connection of its
+    /// own (verified for that host) — pooled connections are keyed by (server name, address).
+    /// Default: `false`.
+    fn names_from_requests(&self) -> bool {
+        false
+    }
+
     /// Whether the connection can carry no more requests (closed by the peer, failed, told to
     /// go away). The pool drops such connections and opens new ones.
     fn is_closed(&self) -> bool;
@@ -120,6 +130,29 @@ pub trait Connection: Send + 'static {
     fn share(&self) -> Option<Self>
     where
         Self: Sized;
+}
+
+tokio::task_local! {
+    static CONNECTING_FOR: Option<std::sync::Arc<str>>;
+}
+
+/// The host of the request a [`Pool`] is connecting for — its URI's host, else its `Host`
+/// header's — when called inside a connector's `call` (or its future) that the pool drives;
+/// for the warm connections of `min_idle`, the host the last request named. `None` outside a
+/// pool's connect, or for a request that names no host. A TLS connector with no configured
+/// server name verifies the connection for this host (SNI), as
+/// [`HttpConnector`](crate::pool::HttpConnector)'s does; a connector of your own may too
+/// (then say so with [`Connection::names_from_requests`]).
+pub fn connecting_for() -> Option<std::sync::Arc<str>> {
+    CONNECTING_FOR.try_with(Clone::clone).ok().flatten()
+}
+
+/// Runs `connect` with [`connecting_for`] answering `host`.
+pub(crate) async fn connect_for<F: std::future::Future>(
+    host: Option<std::sync::Arc<str>>,
+    connect: F,
+) -> F::Output {
+    CONNECTING_FOR.scope(host, connect).await
 }
 
 /// A [`Connection`] that sends `Req`s: a tower `Service` that can say whether a failed request
@@ -238,24 +271,20 @@ fn host_of(host: &str) -> &str {
 /// Whether `requested` (a URI host: a DNS name, an IPv4 address or a bracketed IPv6 one) names
 /// the host a connection was verified for: DNS names compared without case and without a
 /// trailing dot, IP addresses compared as addresses.
-#[cfg(feature = "http")]
 pub(crate) fn same_host(verified: &str, requested: &str) -> bool {
-    let unbracket = |h: &str| {
+    // Without brackets, without one trailing dot: slices, no allocation (a keyed pool compares
+    // on every checkout).
+    fn bare(h: &str) -> &str {
         h.strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
-            .map(str::to_owned)
-            .unwrap_or_else(|| h.to_owned())
-    };
-    let (v, r) = (unbracket(verified), unbracket(requested));
+            .unwrap_or(h)
+    }
+    let (v, r) = (bare(verified), bare(requested));
     if let (Ok(a), Ok(b)) = (v.parse::<std::net::IpAddr>(), r.parse::<std::net::IpAddr>()) {
         return a == b;
     }
-    let one_dot = |h: &str| {
-        h.strip_suffix('.')
-            .map(str::to_owned)
-            .unwrap_or_else(|| h.to_owned())
-    };
-    one_dot(&v).eq_ignore_ascii_case(&one_dot(&r))
+    let one_dot = |h: &str| h.len() - usize::from(h.ends_with('.'));
+    v[..one_dot(v)].eq_ignore_ascii_case(&r[..one_dot(r)])
 }
 
 /// A request for one host refused on a TLS connection verified for another: nothing was

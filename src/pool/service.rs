@@ -13,7 +13,7 @@ use tower::{Service, ServiceExt};
 
 use super::checkout::Checkout;
 use super::config::PoolConfig;
-use super::core::{Slots, Take};
+use super::core::{Slots, Take, Want};
 use super::reaper::{reap_tick, reaper};
 use super::stats::PoolStats;
 use super::{Connection, ConnectionService, PoolRequest, PoolResponse};
@@ -106,7 +106,15 @@ where
     ) -> Result<Checkout<C::Response>, Error> {
         self.start_reaper();
         let (bound, _) = bound(&self.slots.config, deadline);
-        checkout(&self.slots, &self.connector, &self.target, bound, None).await
+        checkout(
+            &self.slots,
+            &self.connector,
+            &self.target,
+            bound,
+            None,
+            &Want::ANY,
+        )
+        .await
     }
 
     /// Starts the background reaper once (again, if its runtime ended: [`Started`]); it holds
@@ -181,6 +189,7 @@ async fn checkout<C, T>(
     target: &T,
     bound: Duration,
     fresh_since: Option<Instant>,
+    want: &Want<'_>,
 ) -> Result<Checkout<C::Response>, Error>
 where
     C: Service<T> + Clone,
@@ -196,14 +205,19 @@ where
         // Registered before looking, so a return between the look and the wait is not lost.
         let mut notified = pin!(slots.notify.notified());
         notified.as_mut().enable();
-        match slots.try_take(Instant::now(), fresh_since) {
+        match slots.try_take(Instant::now(), fresh_since, want) {
             Take::Ready(checkout) => {
                 slots.record_checkout(waited.then(|| start.elapsed()));
                 return Ok(checkout);
             }
             Take::Connect(reservation) => {
                 let _connecting = Connecting(fresh_since.is_none());
-                let connect = connector.clone().oneshot(target.clone());
+                // The connector learns whom it connects for (`connecting_for`): a TLS one with
+                // no configured name verifies the connection for the request's host.
+                let connect = super::connect_for(
+                    want.host.map(Arc::from),
+                    connector.clone().oneshot(target.clone()),
+                );
                 return match tokio::time::timeout_at(until, connect).await {
                     Ok(Ok(conn)) => match reservation.fill(conn, true) {
                         Some(checkout) => {
@@ -366,12 +380,14 @@ where
         let mut fresh_since: Option<Instant> = None;
         for _ in 0..=self.slots.config.max_size + 2 {
             let left = bound.saturating_sub(start.elapsed());
+            let want = Want { host: req.host() };
             let mut checkout = checkout(
                 &self.slots,
                 &self.connector,
                 &self.target,
                 left,
                 fresh_since,
+                &want,
             )
             .await?;
             let reused = checkout.is_reused_exclusive();

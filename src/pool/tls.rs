@@ -153,13 +153,17 @@ impl TlsConfig {
         }
     }
 
-    /// The name to send (SNI) and to verify the server's certificate for — the host of your
-    /// URLs (`api.example.com`). Without one, a connection is verified for the endpoint's IP
-    /// address (its certificate must list it as an IP SAN) and sends no SNI.
-    ///
-    /// Every request sent on the connections must be for this host: a request whose URI (or
-    /// `Host`) names another is refused before it is written
+    /// The name to send (SNI) and to verify the server's certificate for, whatever host the
+    /// requests name (`api.example.com`, when the endpoints are IP addresses from DNS). Every
+    /// request sent on the connections must be for this host: a request whose URI (or `Host`)
+    /// names another is refused before it is written
     /// ([`ServerNameMismatch`](super::ServerNameMismatch)).
+    ///
+    /// Without one (the default), each connection is verified for the host of the request it
+    /// is made for ([`connecting_for`](super::connecting_for)): a DNS name is sent as SNI, an
+    /// IP-literal host sends no SNI and is verified against the certificate's IP SANs, and a
+    /// request that names no host gets the endpoint's IP. The pool keys such connections by
+    /// that name: a connection verified for one host never carries a request for another.
     ///
     /// # Errors
     /// A [`ConfigError`] naming `server_name` if `name` is neither a DNS name nor an IP address.
@@ -185,11 +189,36 @@ impl TlsConfig {
         Arc::new(config)
     }
 
-    /// The name a connection to `addr` is verified for.
-    pub(super) fn name_for(&self, addr: SocketAddr) -> ServerName<'static> {
-        self.server_name
-            .clone()
-            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
+    /// The name a connection to `addr` for a request naming `host` is verified for: the
+    /// configured server name; else the request's host (a DNS name, sent as SNI; an IP literal,
+    /// verified against the certificate's IP SANs with no SNI); else — no host, or one that is
+    /// no valid server name — the endpoint's IP. `true` with it unless the name was configured:
+    /// the pool keys the connection by it.
+    pub(super) fn name_for(
+        &self,
+        addr: SocketAddr,
+        host: Option<&str>,
+    ) -> (ServerName<'static>, bool) {
+        if let Some(name) = &self.server_name {
+            return (name.clone(), false);
+        }
+        let ip = || ServerName::IpAddress(addr.ip().into());
+        match host {
+            // Keyed too: a path-only request (or a warm connection made before any request)
+            // gets an IP-named connection that named requests never take.
+            None => (ip(), true),
+            Some(host) => {
+                let bare = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                let bare = bare.strip_suffix('.').unwrap_or(bare);
+                (
+                    ServerName::try_from(bare.to_owned()).unwrap_or_else(|_| ip()),
+                    true,
+                )
+            }
+        }
     }
 }
 
