@@ -280,6 +280,9 @@ pub(crate) fn same_host(verified: &str, requested: &str) -> bool {
             .unwrap_or(h)
     }
     let (v, r) = (bare(verified), bare(requested));
+    if v.eq_ignore_ascii_case(r) {
+        return true;
+    }
     if let (Ok(a), Ok(b)) = (v.parse::<std::net::IpAddr>(), r.parse::<std::net::IpAddr>()) {
         return a == b;
     }
