@@ -145,7 +145,8 @@ impl<B> HttpConnector<B> {
     }
 
     /// Connects over TLS with `config` (feature `tls`): the certificate is verified for the
-    /// config's [server name](super::TlsConfig::server_name) (or the endpoint's IP), ALPN
+    /// config's [server name](super::TlsConfig::server_name), or else for the host of the
+    /// request each connection is made for (an IP-literal host, or none, as an IP), ALPN
     /// offers what [the version](HttpVersion) speaks, and the handshake is bounded by the
     /// config's handshake timeout, the checkout timeout and the call's deadline. Connections
     /// are then secure: `https` requests go on them, and only for the verified name.

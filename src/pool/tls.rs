@@ -10,9 +10,10 @@
 //!   another provider (aws-lc-rs, for FIPS) through [`TlsConfig::from_client_config`].
 //! - **A connection is verified for one name** and the pool never sends a request for another
 //!   host on it ([`ServerNameMismatch`](super::ServerNameMismatch)): pools are per endpoint
-//!   address, and a connector per name, so pooled connections are keyed by (server name,
-//!   address); every request on a TLS connector's connections goes over TLS, `http://` ones
-//!   included.
+//!   address, and the name is the configured server name or, without one, the host of the
+//!   request the connection is made for — the pool keys such connections by it — so pooled
+//!   connections are keyed by (server name, address); every request on a TLS connector's
+//!   connections goes over TLS, `http://` ones included.
 //! - **A failed handshake says what failed** ([`TlsError`]): a certificate the client does not
 //!   trust, one for another name, expired, a fatal alert from the server (it refused our client
 //!   certificate), no common protocol. Those say the *endpoint* is unfit for this client:
