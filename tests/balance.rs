@@ -160,8 +160,16 @@ proptest! {
 
 /// Which endpoints take calls with `open` breakers (by index), after Envoy's rules: at most
 /// `cap · n` endpoints are ejected (at least one when the cap is above zero), the first open
-/// ones in order; below `threshold · n` endpoints taking calls, all take them. `None`: none do.
-fn model_takers(n: usize, open: &[bool], cap: f64, threshold: f64) -> Option<Vec<usize>> {
+/// ones in order; below `threshold · n` endpoints taking calls, all take them — but not a call
+/// waiting for ready (`ready`), which panic mode never sends through an open breaker. `None`:
+/// none do.
+fn model_takers(
+    n: usize,
+    open: &[bool],
+    cap: f64,
+    threshold: f64,
+    ready: bool,
+) -> Option<Vec<usize>> {
     // Shares to the nearest millionth, as documented.
     let ppm = |share: f64| (share * 1e6).round() as usize;
     let mut max_ejected = n * ppm(cap) / 1_000_000;
@@ -171,7 +179,7 @@ fn model_takers(n: usize, open: &[bool], cap: f64, threshold: f64) -> Option<Vec
     let ejected: Vec<usize> = (0..n).filter(|&i| open[i]).take(max_ejected).collect();
     let healthy = n - ejected.len();
     // healthy < threshold · n, exactly: healthy · 10⁶ < ppm(threshold) · n.
-    let panic = healthy * 1_000_000 < ppm(threshold) * n;
+    let panic = healthy * 1_000_000 < ppm(threshold) * n && !ready;
     let takers: Vec<usize> = (0..n).filter(|i| panic || !ejected.contains(i)).collect();
     (!takers.is_empty()).then_some(takers)
 }
@@ -179,17 +187,24 @@ fn model_takers(n: usize, open: &[bool], cap: f64, threshold: f64) -> Option<Vec
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The ejection cap and the panic threshold, over every share and set of open breakers: the
-    /// endpoints the model says take calls get exactly their turns, the others none.
+    /// The ejection cap and the panic threshold, over every share and set of open breakers, for
+    /// calls that fail fast and calls that wait for ready: the endpoints the model says take
+    /// calls get exactly their turns, the others none; with none, a fail-fast call is refused
+    /// and a waiting one waits.
     #[test]
     fn the_ejection_cap_and_the_panic_threshold_decide_who_takes_calls(
         open in proptest::collection::vec(any::<bool>(), 1..9),
         cap in prop_oneof![Just(0.0), Just(0.1), Just(0.25), Just(0.5), Just(0.75), Just(1.0), 0.0..=1.0f64],
         threshold in prop_oneof![Just(0.0), Just(0.3), Just(0.5), Just(0.75), Just(1.0), 0.0..=1.0f64],
         k in 1usize..4,
+        ready in any::<bool>(),
     ) {
         let n = open.len();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
         let outcome = rt.block_on(async {
             let addrs: Vec<SocketAddr> = (0..n)
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)))
@@ -206,18 +221,26 @@ proptest! {
             }
             let mut served = Vec::new();
             for _ in 0..n * k {
-                match lb.clone().oneshot(Request::new(())).await {
-                    Ok(res) => {
+                let mut req = Request::new(());
+                if ready {
+                    req.extensions_mut().insert(stanchion::balance::WaitForReady);
+                }
+                // Time is paused: a call that waits for ready sees its 10 s pass at once.
+                let call = tokio::time::timeout(Duration::from_secs(10), lb.clone().oneshot(req));
+                match call.await {
+                    Ok(Ok(res)) => {
                         let addr = res.extensions().get::<ServedBy>().unwrap().endpoint;
                         served.push(addrs.iter().position(|a| *a == addr).unwrap());
                     }
-                    Err(Error::NoEndpoints { .. }) => return None,
-                    Err(e) => panic!("{e:?}"),
+                    Ok(Err(Error::NoEndpoints { .. })) if !ready => return None,
+                    Err(_) if ready => return None,
+                    Ok(Err(e)) => panic!("{e:?}"),
+                    Err(_) => panic!("a fail-fast call waited"),
                 }
             }
             Some(served)
         });
-        match (model_takers(n, &open, cap, threshold), outcome) {
+        match (model_takers(n, &open, cap, threshold, ready), outcome) {
             (None, None) => {}
             (Some(takers), Some(served)) => {
                 let mut counts = vec![0usize; n];

@@ -615,21 +615,21 @@ fn invalid_settings_are_errors() {
         ),
         (
             Bulkhead::builder().partition("", Limits::default()),
-            "partition",
+            "partitions[0].name",
         ),
         (
             Bulkhead::builder().partition(DEFAULT_PARTITION, Limits::default()),
-            "partition",
+            "partitions[0].name",
         ),
         (
             Bulkhead::builder()
                 .partition("a", Limits::default())
                 .partition("a", Limits::default()),
-            "partition",
+            "partitions[1].name",
         ),
         (
             Bulkhead::builder().per_key(20_000, Limits::default()),
-            "per_key",
+            "per_key.max",
         ),
     ];
     // Paths are the shape the settings are written in as data (docs/configuration.md).

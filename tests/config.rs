@@ -581,4 +581,34 @@ async fn routes_sharing_a_budget_share_it_after_the_round_trip() {
         attempts.push(server.count() - before);
     }
     assert_eq!(attempts, [2, 1]);
+
+    // Budgets with no name of their own stay apart: each route's call makes 2 attempts.
+    let builder = Client::http(Target::addrs([server.addr()]))
+        .max_attempts(5)
+        .backoff(Backoff::new(MS, 2 * MS).unwrap())
+        .route(
+            Route::path_prefix("/a"),
+            RoutePolicy::new().retry_budget(RetryBudget::throttling(4.0, 0.1).build().unwrap()),
+        )
+        .route(
+            Route::path_prefix("/b"),
+            RoutePolicy::new().retry_budget(RetryBudget::throttling(4.0, 0.1).build().unwrap()),
+        );
+    let json = serde_json::to_string(&builder.config()).unwrap();
+    let client = Client::http(Target::addrs([server.addr()]))
+        .configure(ClientConfig::from_json(&json).unwrap())
+        .unwrap()
+        .build(HttpConnector::<Full<Bytes>>::http1())
+        .unwrap();
+    client.resolved().await;
+    let mut attempts = Vec::new();
+    for path in ["/a", "/b"] {
+        let before = server.count();
+        let _ = client
+            .clone()
+            .oneshot(Request::get(path).body(Full::new(Bytes::new())).unwrap())
+            .await;
+        attempts.push(server.count() - before);
+    }
+    assert_eq!(attempts, [2, 2]);
 }

@@ -20,8 +20,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{RootCertStore, ServerConfig};
 use stanchion::client::{Client, Target};
 use stanchion::pool::{
-    Handshake, HttpConnection, HttpConnector, PoolBuilder, Secured, ServerNameMismatch, TlsConfig,
-    TlsError, TlsErrorKind,
+    Handshake, HostNotServed, HttpConnection, HttpConnector, PoolBuilder, Secured,
+    ServerNameMismatch, TlsConfig, TlsError, TlsErrorKind,
 };
 use stanchion::retry::Backoff;
 use tokio::net::TcpListener;
@@ -1005,4 +1005,84 @@ async fn warm_connections_are_made_for_the_last_host() {
     }
     assert!(named() >= 2, "{:?}", server.snis.lock().unwrap());
     assert_eq!(server.requests(), 1);
+}
+
+/// A request's host is its own business: a host the endpoint's certificate does not name, or
+/// one no certificate can name, is the caller's mistake (`HostNotServed`) — refused, not
+/// retried, never counted against the endpoint (ten of them leave it serving other hosts); the
+/// second is refused before connecting. A request naming no host takes only a connection
+/// verified for the endpoint's IP, never one made for another host.
+#[tokio::test]
+async fn a_host_the_endpoint_does_not_serve_is_the_callers_mistake() {
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(ServerSetup::new(ca.leaf(
+        &["api.test"],
+        &["127.0.0.1"],
+        false,
+    )))
+    .await;
+    let client = https_client(
+        [server.addr],
+        HttpConnector::<Body>::http1().tls(TlsConfig::with_roots(ca.roots())),
+    )
+    .await;
+    for _ in 0..10 {
+        let accepted = server.accepted();
+        let err = client
+            .clone()
+            .oneshot(get("https://other.test/"))
+            .await
+            .unwrap_err();
+        assert!(
+            support_chain(&err).any(|e| e.is::<HostNotServed>()),
+            "{}",
+            err.report()
+        );
+        assert_eq!(server.accepted(), accepted + 1, "retried: {}", err.report());
+    }
+    // Not the endpoint's failure: its breaker saw none of them.
+    let breaker = client.balancer().breaker(server.addr).unwrap();
+    assert_eq!(breaker.state(), stanchion::breaker::BreakerState::Closed);
+    let res = client
+        .clone()
+        .oneshot(get("https://api.test/"))
+        .await
+        .unwrap();
+    assert_eq!(text(res).await, "ok HTTP/1.1");
+    // No certificate can name `a..b`: refused before connecting.
+    let accepted = server.accepted();
+    let err = client
+        .clone()
+        .oneshot(get("https://a..b/"))
+        .await
+        .unwrap_err();
+    assert!(
+        support_chain(&err).any(|e| e.is::<HostNotServed>()),
+        "{}",
+        err.report()
+    );
+    assert_eq!(server.accepted(), accepted);
+
+    // A path-only request: not on api.test's connection, but on one verified for the IP.
+    let pool = PoolBuilder::new()
+        .build(
+            HttpConnector::<Full<Bytes>>::http1().tls(TlsConfig::with_roots(ca.roots())),
+            server.addr,
+        )
+        .unwrap();
+    let res = pool
+        .clone()
+        .oneshot(get("https://api.test/"))
+        .await
+        .unwrap();
+    assert_eq!(text(res).await, "ok HTTP/1.1");
+    let before = server.accepted();
+    let res = pool.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(text(res).await, "ok HTTP/1.1");
+    assert_eq!(server.accepted(), before + 1);
+    assert_eq!(server.snis.lock().unwrap().last(), Some(&None));
+    assert_eq!(
+        server.hosts.lock().unwrap().last().map(String::as_str),
+        Some("127.0.0.1")
+    );
 }

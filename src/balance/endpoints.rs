@@ -152,6 +152,11 @@ pub(crate) struct Picker<'a> {
     pub(crate) cursor: &'a AtomicUsize,
     pub(crate) jitter: &'a Jitter,
     pub(crate) metrics: &'a crate::metrics::BalancerMetrics,
+    /// A call waiting for ready ([`WaitForReady`](super::WaitForReady)): panic mode does not
+    /// send it through an open breaker — with no endpoint taking calls but by panic, it is told
+    /// none is usable, and waits. The ejection cap still holds (an endpoint over the cap takes
+    /// it through its breaker, as any call).
+    pub(crate) ready_only: bool,
 }
 
 impl Picker<'_> {
@@ -168,8 +173,9 @@ impl Picker<'_> {
                 reason: NoEndpointsReason::NoneResolved,
             });
         }
-        let health = snapshot.health();
+        let mut health = snapshot.health();
         self.metrics.panic(health.panic);
+        health.panic &= !self.ready_only;
         if health.panic || health.over_cap {
             return self.pick_among(endpoints, health, avoid);
         }
@@ -208,8 +214,9 @@ impl Picker<'_> {
             });
         }
         let allowed = |e: &Arc<Endpoint<S>>| !rejected.contains(&e.addr);
-        let health = snapshot.health();
+        let mut health = snapshot.health();
         self.metrics.panic(health.panic);
+        health.panic &= !self.ready_only;
         let candidates = |i: usize| allowed(&endpoints[i]) && health.takes_calls(i, &endpoints[i]);
         let others = (0..n).filter(|&i| candidates(i)).count();
         let first = self.cursor.fetch_add(1, Ordering::Relaxed);

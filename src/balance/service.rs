@@ -138,20 +138,11 @@ impl<S, C> Balancer<S, C> {
             cursor: &shared.cursor,
             jitter: &shared.jitter,
             metrics: &shared.metrics,
+            // A call waiting for ready does not go through panic mode: with every endpoint
+            // ejected (refusing connections, failing), it waits for one to admit calls again,
+            // as gRPC holds wait-for-ready calls while the channel is in TRANSIENT_FAILURE.
+            ready_only: req.wait_for_ready(),
         };
-        // A call waiting for ready does not go through panic mode: with every breaker open
-        // (the endpoints refuse connections, or fail), it waits for one to admit calls again,
-        // as gRPC holds wait-for-ready calls while the channel is in TRANSIENT_FAILURE. Only
-        // such calls pay for the scan.
-        if req.wait_for_ready()
-            && !snapshot.endpoints.is_empty()
-            && !snapshot
-                .endpoints
-                .iter()
-                .any(|e| e.breaker.is_usable() && !req.rejected_endpoints().contains(&e.addr))
-        {
-            return Err(req);
-        }
         let avoid = req.avoid_endpoint();
         let given = req.attempt_budget();
         let picked = match req.rejected_endpoints() {

@@ -200,14 +200,14 @@ impl BulkheadBuilder {
         check_limits(&self.default).map_err(|e| e.within("limits"))?;
         for (i, (name, limits)) in self.named.iter().enumerate() {
             if name.is_empty() || name == DEFAULT_PARTITION {
-                return Err(ConfigError::new(
-                    "partition",
+                return Err(ConfigError::at_path(
+                    &format!("partitions[{i}].name"),
                     format!("{name:?} is not a usable partition name"),
                 ));
             }
             if self.named[..i].iter().any(|(other, _)| other == name) {
-                return Err(ConfigError::new(
-                    "partition",
+                return Err(ConfigError::at_path(
+                    &format!("partitions[{i}].name"),
                     format!("{name:?} is declared twice"),
                 ));
             }
@@ -215,8 +215,8 @@ impl BulkheadBuilder {
         }
         if let Some((max, limits)) = &self.per_key {
             if *max > 10_000 {
-                return Err(ConfigError::new(
-                    "per_key",
+                return Err(ConfigError::at_path(
+                    "per_key.max",
                     format!("{max} partitions is more than 10,000"),
                 ));
             }
@@ -224,8 +224,8 @@ impl BulkheadBuilder {
         }
         if let Some(a) = &self.adaptive {
             if a.min == 0 || a.initial < a.min {
-                return Err(ConfigError::new(
-                    "adaptive",
+                return Err(ConfigError::at_path(
+                    "adaptive.min",
                     format!(
                         "needs 1 <= min <= initial, got min {} and initial {}",
                         a.min, a.initial
@@ -233,14 +233,14 @@ impl BulkheadBuilder {
                 ));
             }
             if !(a.backoff > 0.0 && a.backoff < 1.0) {
-                return Err(ConfigError::new(
-                    "adaptive",
+                return Err(ConfigError::at_path(
+                    "adaptive.backoff",
                     format!("backoff {} is not in (0, 1)", a.backoff),
                 ));
             }
             if a.slow_call.is_some_and(|t| t.is_zero()) {
-                return Err(ConfigError::new(
-                    "adaptive",
+                return Err(ConfigError::at_path(
+                    "adaptive.slow_call",
                     "slow_call must be longer than zero",
                 ));
             }

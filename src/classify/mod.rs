@@ -197,6 +197,8 @@ pub struct Class {
     hint: ServerHint,
     never_sent: bool,
     other_endpoint: bool,
+    /// The per-try timeout cut the attempt ([`Error::AttemptTimedOut`]).
+    per_try_cut: bool,
     grpc_code: Option<GrpcCode>,
     status: Option<u16>,
 }
@@ -214,6 +216,7 @@ impl Class {
             hint: ServerHint::None,
             never_sent: false,
             other_endpoint: false,
+            per_try_cut: false,
             grpc_code: None,
             status: None,
         }
@@ -306,6 +309,12 @@ impl Class {
     /// identity, its protocols): the request may go only to another endpoint.
     pub const fn needs_other_endpoint(&self) -> bool {
         self.other_endpoint
+    }
+
+    /// Whether the client's own per-try timeout cut the attempt ([`Error::AttemptTimedOut`]),
+    /// as opposed to any other timeout (a TCP timeout, a server's DEADLINE_EXCEEDED).
+    pub const fn is_per_try_cut(&self) -> bool {
+        self.per_try_cut
     }
 }
 
@@ -515,9 +524,10 @@ fn classify_own(err: &Error) -> Option<Class> {
         Error::DeadlineExceeded { .. } => Class::new(Kind::Timeout),
         // Cut while it waited for one of the client's own connections, or while connecting:
         // never sent.
-        Error::AttemptTimedOut { never_sent, .. } => {
-            Class::new(Kind::Timeout).with_never_sent(*never_sent)
-        }
+        Error::AttemptTimedOut { never_sent, .. } => Class {
+            per_try_cut: true,
+            ..Class::new(Kind::Timeout).with_never_sent(*never_sent)
+        },
         Error::CircuitOpen { .. }
         | Error::NoEndpoints { .. }
         | Error::PoolTimeout { .. }

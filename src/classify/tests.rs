@@ -26,7 +26,11 @@ fn errors_are_classified_by_what_raised_them() {
                 endpoint: None,
                 never_sent: false,
             }),
-            Class::new(Kind::Timeout),
+            // The client's own per-try timer: a cut, which a route may retry whatever its codes.
+            Class {
+                per_try_cut: true,
+                ..Class::new(Kind::Timeout)
+            },
         ),
         (
             Box::new(Error::CircuitOpen {
@@ -58,7 +62,10 @@ fn errors_are_classified_by_what_raised_them() {
                     never_sent: false,
                 }),
             }),
-            Class::new(Kind::Timeout),
+            Class {
+                per_try_cut: true,
+                ..Class::new(Kind::Timeout)
+            },
         ),
     ];
     for (err, expected) in cases {

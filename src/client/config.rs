@@ -534,14 +534,16 @@ impl<C: ClientClassifier> ClientBuilder<C> {
                 },
             ));
         }
-        // Budgets are shared by name: routes whose budgets have one name and the same settings
-        // (clones of one handle, when written) share one budget again, and the client's too.
+        // Budgets are shared by name: routes whose budgets have one name of their own (not the
+        // default `default`) and the same settings — clones of one handle, when written —
+        // share one budget again, and the client's too. Unnamed budgets stay apart.
         let mut budgets: Vec<RetryBudget> = config.retry_budget.iter().cloned().collect();
         let mut shared = |budget: &RetryBudget| -> RetryBudget {
-            match budgets
-                .iter()
-                .find(|b| b.name() == budget.name() && b.mode() == budget.mode())
-            {
+            match budgets.iter().find(|b| {
+                b.name() != crate::retry::DEFAULT_BUDGET_NAME
+                    && b.name() == budget.name()
+                    && b.mode() == budget.mode()
+            }) {
                 Some(seen) => seen.clone(),
                 None => {
                     budgets.push(budget.clone());

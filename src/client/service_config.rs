@@ -210,18 +210,11 @@ fn positive_duration(value: &Value, at: &At<'_>, field: &str) -> Result<Duration
     Ok(d)
 }
 
-/// A `timeout` or `perAttemptRecvTimeout`: above zero, and at most what a deadline holds
-/// ([`MAX_BUDGET`](crate::deadline::MAX_BUDGET), a year) — checked here, so the error names
-/// the field, not the route the builder made of it.
+/// A `timeout` or `perAttemptRecvTimeout`: above zero; a longer one than a deadline holds
+/// ([`MAX_BUDGET`](crate::deadline::MAX_BUDGET), a year) is a year — gRPC accepts any protobuf
+/// duration, and a year is no bound in practice.
 fn time_budget(value: &Value, at: &At<'_>, field: &str) -> Result<Duration, ConfigError> {
-    let d = positive_duration(value, at, field)?;
-    if d > crate::deadline::MAX_BUDGET {
-        return Err(at.err(
-            field,
-            format!("{d:?} is longer than a deadline holds (a year)"),
-        ));
-    }
-    Ok(d)
+    Ok(positive_duration(value, at, field)?.min(crate::deadline::MAX_BUDGET))
 }
 
 fn required<'a>(
@@ -340,9 +333,12 @@ fn balancing(
     root: &Map<String, Value>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<Policy>, ConfigError> {
+    let list = root.get("loadBalancingConfig");
     let legacy = match root.get("loadBalancingPolicy").map(|v| v.as_str()) {
         None => None,
         Some(Some(p)) if p.eq_ignore_ascii_case("round_robin") => Some(Policy::RoundRobin),
+        // Beside `loadBalancingConfig`, gRPC does not read it: a warning below.
+        Some(_) if list.is_some() => Some(Policy::RoundRobin),
         Some(other) => {
             return Err(At("").err(
                 "loadBalancingPolicy",
@@ -350,7 +346,7 @@ fn balancing(
             ));
         }
     };
-    let Some(list) = root.get("loadBalancingConfig") else {
+    let Some(list) = list else {
         return Ok(legacy);
     };
     if legacy.is_some() {
@@ -581,7 +577,8 @@ impl ClientBuilder<GrpcClassifier> {
     /// an entry names takes nothing from the default entry (gRPC uses one entry per call):
     /// what its entry leaves out is the client's setting from before the service config. Every
     /// listed code is retried, an overload too, without a delay hint
-    /// ([`retry_overload_without_hint`](Self::retry_overload_without_hint) is turned on); an
+    /// ([`retry_overload_without_hint`](Self::retry_overload_without_hint) is turned on when an
+    /// entry has a `retryPolicy`); an
     /// attempt cut by `perAttemptRecvTimeout` is retried whatever the codes
     /// ([`retry_per_try_timeouts`](Self::retry_per_try_timeouts)). The throttling budget is
     /// named after the client as it is named when this is called: call
@@ -653,7 +650,9 @@ impl ClientBuilder<GrpcClassifier> {
         // that gRPC reads as UNAVAILABLE), unless the server's pushback says otherwise; the
         // client's default retries an overload only with a delay hint. Codes not listed are
         // not retried either way.
-        self = self.retry_overload_without_hint(true);
+        if config.methods.iter().any(|m| m.retry.is_some()) {
+            self = self.retry_overload_without_hint(true);
+        }
         // A6 retries a retryable code on any endpoint (the balancer still spreads the calls);
         // the client's default retries a hint-less UNAVAILABLE only on another one.
         self = self.unavailable(crate::retry::UnavailablePolicy::AnyEndpoint);

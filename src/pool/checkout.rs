@@ -10,6 +10,8 @@ use super::core::Slots;
 /// Room reserved for one new connection; given back if the connect fails or is dropped.
 pub(crate) struct Reservation<Conn: Connection> {
     pub(super) slots: Option<Arc<Slots<Conn>>>,
+    /// The host the connect is for, when the pool's connections are keyed by host.
+    pub(super) host: Option<Arc<str>>,
 }
 
 impl<Conn: Connection> Reservation<Conn> {
@@ -17,14 +19,14 @@ impl<Conn: Connection> Reservation<Conn> {
     /// `take`.
     pub(crate) fn fill(mut self, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
         let slots = self.slots.take()?;
-        slots.insert(conn, take)
+        slots.insert(conn, take, &self.host)
     }
 }
 
 impl<Conn: Connection> Drop for Reservation<Conn> {
     fn drop(&mut self) {
         if let Some(slots) = self.slots.take() {
-            slots.lock().connecting -= 1;
+            Slots::end_pending(&mut slots.lock(), &self.host);
             // Someone waiting may connect in our place.
             slots.notify.notify_one();
         }

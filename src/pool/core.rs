@@ -60,10 +60,14 @@ pub(super) struct State<Conn> {
     connect_failures: u64,
     last_connect_error: Option<Arc<crate::BoxError>>,
     /// Whether this endpoint's connections are verified for the host of the request that made
-    /// each (learned from the first connection), and the last host a request named then: the
-    /// reaper's warm connections are made for it.
+    /// each (learned from the first connection), and the name of the last such connection
+    /// made: the reaper's warm connections are made for it.
     keyed: bool,
     last_host: Option<Arc<str>>,
+    /// The host each connect in flight is for, once connections are known to be keyed
+    /// (`None`: not known, or a request naming no host): a checkout waits only for a connect
+    /// that may carry it.
+    pending: Vec<Option<Arc<str>>>,
 }
 
 /// What a checkout looks for: the host its request names (its URI's, else its `Host`
@@ -75,13 +79,17 @@ pub(crate) struct Want<'a> {
 }
 
 impl Want<'_> {
-    /// Any connection (a checkout with no request).
-    pub(crate) const ANY: Want<'static> = Want { host: None };
+    /// A checkout with no request: as a request naming no host.
+    pub(crate) const NO_HOST: Want<'static> = Want { host: None };
 
-    /// Whether a connection verified for `name` may carry it: a request naming no host may
-    /// (the connection fills in its name).
-    fn fits(&self, name: &str) -> bool {
-        self.host.is_none_or(|host| super::same_host(name, host))
+    /// Whether a connection verified for `name` may carry it: one for its host; for a request
+    /// naming no host, one verified for the endpoint's own IP (`endpoint_ip`), as a connection
+    /// made for it would be — never one for another host, which would fill in that host.
+    fn fits(&self, name: &str, endpoint_ip: Option<std::net::IpAddr>) -> bool {
+        match self.host {
+            Some(host) => super::same_host(name, host),
+            None => endpoint_ip.is_some_and(|ip| name.parse::<std::net::IpAddr>() == Ok(ip)),
+        }
     }
 }
 
@@ -122,6 +130,9 @@ pub(crate) struct Slots<Conn> {
     /// The pool's instruments (feature `metrics`; nothing without it).
     metrics: PoolMetrics,
     pub(crate) reaper_started: AtomicBool,
+    /// The endpoint's IP, when its name is a socket address: a request naming no host takes
+    /// only connections verified for it.
+    endpoint_ip: Option<std::net::IpAddr>,
     /// One WARN a second for refusals that repeat on every call (checkout timeouts, refused
     /// requests); the rest at DEBUG.
     pub(crate) warnings: PoolWarnings,
@@ -139,6 +150,10 @@ impl<Conn> Slots<Conn> {
     pub(crate) fn new(config: PoolConfig, endpoint: Arc<str>) -> Self {
         let jitter = config.seed.map_or_else(Jitter::new, Jitter::seeded);
         let metrics = PoolMetrics::new(&endpoint, config.max_size);
+        let endpoint_ip = endpoint
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip());
         Slots {
             warnings: PoolWarnings::default(),
             config,
@@ -152,12 +167,14 @@ impl<Conn> Slots<Conn> {
                 last_connect_error: None,
                 keyed: false,
                 last_host: None,
+                pending: Vec::new(),
             }),
             notify: Notify::new(),
             jitter,
             counters: Counters::default(),
             metrics,
             reaper_started: AtomicBool::new(false),
+            endpoint_ip,
         }
     }
 
@@ -237,13 +254,12 @@ impl<Conn: Connection> Slots<Conn> {
     ) -> Take<Conn> {
         let mut state = self.lock();
         self.prune(&mut state, now);
-        if state.keyed
-            && let Some(host) = want.host
-            && state.last_host.as_deref() != Some(host)
-        {
-            state.last_host = Some(Arc::from(host));
-        }
-        let fits = |s: &Slot<Conn>| s.name.as_deref().is_none_or(|name| want.fits(name));
+        let endpoint_ip = self.endpoint_ip;
+        let fits = |s: &Slot<Conn>| {
+            s.name
+                .as_deref()
+                .is_none_or(|name| want.fits(name, endpoint_ip))
+        };
         let max_streams = self.config.max_streams;
         // A stream on a multiplexed connection first (oldest first, so streams pack onto few
         // connections), then the newest idle exclusive connection (older ones go idle and close).
@@ -307,8 +323,18 @@ impl<Conn: Connection> Slots<Conn> {
             // for. If that connect fails, every waiter gets its error at once
             // (`connect_failed`). On HTTP/1 each caller connects itself, up to
             // `max_connecting`.
+            // With connections keyed by host, only a connect for a host that fits counts.
+            let coming = if state.keyed {
+                state
+                    .pending
+                    .iter()
+                    .filter(|h| h.as_deref().is_none_or(|h| want.fits(h, endpoint_ip)))
+                    .count()
+            } else {
+                state.connecting
+            };
             let waiting = self.counters.waiters.load(Ordering::Relaxed);
-            if waiting < state.connecting * max_streams {
+            if waiting < coming * max_streams {
                 return Take::Wait(state.connect_failures);
             }
         }
@@ -328,18 +354,26 @@ impl<Conn: Connection> Slots<Conn> {
         }
         if open < self.config.max_size && state.connecting < self.config.max_connecting {
             state.connecting += 1;
+            let host = if state.keyed {
+                want.host.map(Arc::from)
+            } else {
+                None
+            };
+            state.pending.push(host.clone());
             return Take::Connect(Reservation {
                 slots: Some(self.clone()),
+                host,
             });
         }
         Take::Wait(state.connect_failures)
     }
 
-    /// The host the reaper's warm connections are made for: the last one a request named, once
-    /// the connections are known to be named from requests.
-    pub(crate) fn warm_host(&self) -> Option<Arc<str>> {
-        let state = self.lock();
-        state.keyed.then(|| state.last_host.clone()).flatten()
+    /// A connect in flight ended (its reservation filled or given back).
+    pub(super) fn end_pending(state: &mut State<Conn>, host: &Option<Arc<str>>) {
+        state.connecting -= 1;
+        if let Some(i) = state.pending.iter().position(|h| h == host) {
+            state.pending.swap_remove(i);
+        }
     }
 
     /// Records a failed connect (its reservation already given back). With `tell_waiters` — the
@@ -404,7 +438,12 @@ impl<Conn: Connection> Slots<Conn> {
 
     /// Adds a new connection. With `take` the caller gets it (or a stream on it) checked out;
     /// otherwise it waits idle (the reaper's warm connections).
-    pub(super) fn insert(self: &Arc<Self>, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
+    pub(super) fn insert(
+        self: &Arc<Self>,
+        conn: Conn,
+        take: bool,
+        pending: &Option<Arc<str>>,
+    ) -> Option<Checkout<Conn>> {
         let now = Instant::now();
         let shared = conn.share();
         let multiplexed = shared.is_some();
@@ -414,8 +453,15 @@ impl<Conn: Connection> Slots<Conn> {
             None
         };
         let mut state = self.lock();
-        state.connecting -= 1;
-        state.keyed |= name.is_some();
+        Self::end_pending(&mut state, pending);
+        if let Some(name) = &name {
+            state.keyed = true;
+            // Warm connections follow the last host a connection was made for (one that
+            // failed to connect never gets here).
+            if state.last_host.as_deref() != Some(&**name) {
+                state.last_host = Some(name.clone());
+            }
+        }
         let learned = state.multiplexed.replace(multiplexed) != Some(multiplexed);
         let id = state.next_id;
         state.next_id += 1;
@@ -509,10 +555,17 @@ impl<Conn: Connection> Slots<Conn> {
     pub(crate) fn reap(self: &Arc<Self>, refill: bool) -> Vec<Reservation<Conn>> {
         let mut state = self.lock();
         self.prune(&mut state, Instant::now());
+        // Idle connections that can carry the warm host's requests (with keyed connections,
+        // those verified for it).
+        let warm = state.last_host.clone().filter(|_| state.keyed);
         let idle = state
             .slots
             .iter()
             .filter(|s| s.in_flight == 0 && !s.is_retired())
+            .filter(|s| match (&s.name, &warm) {
+                (Some(name), Some(host)) => super::same_host(name, host),
+                _ => true,
+            })
             .count();
         let active = state.slots.iter().filter(|s| s.in_flight > 0).count();
         self.metrics.gauges(
@@ -531,9 +584,11 @@ impl<Conn: Connection> Slots<Conn> {
             && state.connecting < self.config.max_connecting
         {
             state.connecting += 1;
+            state.pending.push(warm.clone());
             wanted -= 1;
             reserved.push(Reservation {
                 slots: Some(self.clone()),
+                host: warm.clone(),
             });
         }
         reserved

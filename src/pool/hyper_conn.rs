@@ -220,12 +220,20 @@ enum ConnectError {
     #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(super::TlsError),
+    /// The request's host, when the name is taken from it: refused.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Host(super::HostNotServed),
 }
 
 impl ConnectError {
     /// The error the pool sees: never sent, and for an endpoint unfit for the request (its
     /// certificate, an alert, no common protocol), rejected.
     fn into_boxed(self) -> BoxError {
+        #[cfg(feature = "tls")]
+        if let ConnectError::Host(refused) = self {
+            return Box::new(refused);
+        }
         #[cfg(feature = "tls")]
         if let ConnectError::Tls(tls) = self {
             if tls.kind().rejects_endpoint() {
@@ -271,6 +279,19 @@ where
     B::Error: Into<BoxError>,
 {
     async fn connect(self, addr: SocketAddr) -> Result<HttpConnection<B, S>, ConnectError> {
+        // The name to verify, before dialling: a host no certificate can be verified for is
+        // refused without a connect.
+        #[cfg(feature = "tls")]
+        let host = super::connecting_for();
+        #[cfg(feature = "tls")]
+        let tls_name = match &self.tls {
+            Some(tls) => Some(
+                tls.settings
+                    .name_for(addr, host.as_deref())
+                    .map_err(ConnectError::Host)?,
+            ),
+            None => None,
+        };
         let connecting = TcpStream::connect(addr);
         let stream = if self.connect_timeout.is_zero() {
             connecting.await
@@ -290,10 +311,16 @@ where
         let h2 = self.version == HttpVersion::Http2;
         let handshake = |source| ConnectError::Handshake { addr, source };
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            let host = super::connecting_for();
-            let (stream, h2, name, from_request) = tls
-                .handshake(stream, addr, host.as_deref(), self.version)
+        if let (Some(tls), Some((name, from_request))) = (&self.tls, tls_name) {
+            let (stream, h2, name) = tls
+                .handshake(
+                    stream,
+                    addr,
+                    name,
+                    from_request,
+                    host.as_deref(),
+                    self.version,
+                )
                 .await?;
             let mut start = self.start(h2).secure(Some(&name));
             if from_request {
@@ -341,26 +368,20 @@ fn authority_text(name: &str, addr: SocketAddr) -> String {
 
 #[cfg(feature = "tls")]
 impl Tls {
-    /// The TLS handshake over `stream` for a request naming `host`: the stream, whether the
-    /// server picked `h2`, the name the certificate was verified for, and whether that name is
-    /// the request's.
+    /// The TLS handshake over `stream`, verifying `name` (`from_request`: the host of the
+    /// request, `host`): the stream, whether the server picked `h2`, and the name as text. A
+    /// certificate not valid for a name taken from the request is the request's host not
+    /// served there ([`HostNotServed`](super::HostNotServed)), not the endpoint's fault.
     async fn handshake(
         &self,
         stream: TcpStream,
         addr: SocketAddr,
+        name: rustls::pki_types::ServerName<'static>,
+        from_request: bool,
         host: Option<&str>,
         version: HttpVersion,
-    ) -> Result<
-        (
-            tokio_rustls::client::TlsStream<TcpStream>,
-            bool,
-            String,
-            bool,
-        ),
-        ConnectError,
-    > {
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, bool, String), ConnectError> {
         use super::{TlsError, TlsErrorKind};
-        let (name, from_request) = self.settings.name_for(addr, host);
         let text = super::tls::name_text(&name);
         let connecting = self.connector.connect(name, stream);
         let timeout = self.settings.handshake_timeout;
@@ -379,8 +400,20 @@ impl Tls {
                 }
             }
         };
-        let stream =
-            done.map_err(|e| ConnectError::Tls(TlsError::from_io(e, addr, text.clone())))?;
+        let stream = done.map_err(|e| {
+            let tls = TlsError::from_io(e, addr, text.clone());
+            match host {
+                Some(host) if from_request && tls.kind() == TlsErrorKind::CertificateWrongName => {
+                    ConnectError::Host(super::HostNotServed::new(
+                        addr,
+                        host,
+                        "its certificate is not valid for that name",
+                        Some(Box::new(tls)),
+                    ))
+                }
+                _ => ConnectError::Tls(tls),
+            }
+        })?;
         let picked_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         if version == HttpVersion::Http2 && !picked_h2 {
             return Err(ConnectError::Tls(TlsError::new(
@@ -390,6 +423,6 @@ impl Tls {
                 Some("the server did not pick h2 by ALPN (HTTP/2 is required)".into()),
             )));
         }
-        Ok((stream, picked_h2, text, from_request))
+        Ok((stream, picked_h2, text))
     }
 }

@@ -141,7 +141,7 @@ tokio::task_local! {
 /// for the warm connections of `min_idle`, the host the last request named. `None` outside a
 /// pool's connect, or for a request that names no host. A TLS connector with no configured
 /// server name verifies the connection for this host (SNI), as
-/// [`HttpConnector`](crate::pool::HttpConnector)'s does; a connector of your own may too
+/// `HttpConnector`'s does; a connector of your own may too
 /// (then say so with [`Connection::names_from_requests`]).
 pub fn connecting_for() -> Option<std::sync::Arc<str>> {
     CONNECTING_FOR.try_with(Clone::clone).ok().flatten()
@@ -305,9 +305,51 @@ pub struct ServerNameMismatch {
     requested: String,
 }
 
-/// Whether `err` is the pool's own refusal to send (plaintext, or a TLS name mismatch).
+/// A request for a host no TLS connection to the endpoint can be verified for, when the name
+/// is taken from the request (a `TlsConfig` with no configured
+/// server name): the host is no name TLS can verify (refused before connecting), or the
+/// endpoint's certificate is not valid for it (rustls' error in `source()`). The caller's own
+/// mistake — a host the service does not serve, a typo — never retried, neither a failure nor
+/// a success of the endpoint (another endpoint, or the next request for a served host, is not
+/// at fault), gRPC FAILED_PRECONDITION.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused a request for host {host:?}: {endpoint} cannot be verified for it over TLS ({why})"
+)]
+pub struct HostNotServed {
+    endpoint: std::sync::Arc<str>,
+    host: String,
+    why: &'static str,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl HostNotServed {
+    #[cfg(feature = "tls")]
+    pub(crate) fn new(
+        endpoint: std::net::SocketAddr,
+        host: &str,
+        why: &'static str,
+        source: Option<BoxError>,
+    ) -> Self {
+        HostNotServed {
+            endpoint: endpoint.to_string().into(),
+            host: host.to_owned(),
+            why,
+            source,
+        }
+    }
+
+    /// The host the request named.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+/// Whether `err` is the pool's own refusal to send (plaintext, a TLS name mismatch, a host no
+/// TLS connection can be verified for).
 pub(crate) fn is_own_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
-    err.is::<PlaintextRefused>() || err.is::<ServerNameMismatch>()
+    err.is::<PlaintextRefused>() || err.is::<ServerNameMismatch>() || err.is::<HostNotServed>()
 }
 
 /// Why a pool would not write `req` on `conn`, if it would not.

@@ -65,16 +65,15 @@ pub(super) async fn reaper<C, T>(
         let refill = last_refill.is_none_or(|at| at.elapsed() >= backoff);
         let reserved = slots.reap(refill);
         let timeout = slots.config.checkout_timeout;
-        // Warm connections for the host the last request named, when connections are named
-        // from requests (`Connection::names_from_requests`).
-        let host = slots.warm_host();
         drop(slots);
         if !reserved.is_empty() {
             last_refill = Some(Instant::now());
         }
         for reservation in reserved {
-            let connect =
-                super::connect_for(host.clone(), connector.clone().oneshot(target.clone()));
+            let connect = super::connect_for(
+                reservation.host.clone(),
+                connector.clone().oneshot(target.clone()),
+            );
             let weak = weak.clone();
             let failures = failures.clone();
             tokio::spawn(async move {

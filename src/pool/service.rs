@@ -112,7 +112,7 @@ where
             &self.target,
             bound,
             None,
-            &Want::ANY,
+            &Want::NO_HOST,
         )
         .await
     }
@@ -228,6 +228,12 @@ where
                     },
                     Ok(Err(error)) => {
                         let error: BoxError = error.into();
+                        // The request's own fault (a host no TLS connection can be verified
+                        // for): not the endpoint's failure, and nothing for the other waiters.
+                        if crate::classify::chain(error.as_ref()).any(super::is_own_refusal) {
+                            drop(reservation);
+                            return Err(Error::Inner(error));
+                        }
                         tracing::debug!(endpoint = %slots.endpoint, %error, "pool connect failed");
                         // The room goes back before the others are told: the last connect in
                         // flight failing, with none open, is news for every waiter.

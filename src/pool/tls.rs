@@ -192,32 +192,38 @@ impl TlsConfig {
 
     /// The name a connection to `addr` for a request naming `host` is verified for: the
     /// configured server name; else the request's host (a DNS name, sent as SNI; an IP literal,
-    /// verified against the certificate's IP SANs with no SNI); else — no host, or one that is
-    /// no valid server name — the endpoint's IP. `true` with it unless the name was configured:
-    /// the pool keys the connection by it.
+    /// verified against the certificate's IP SANs with no SNI); else — no host — the endpoint's
+    /// IP. `true` with it unless the name was configured: the pool keys the connection by it.
+    /// A host that is no valid server name is refused.
     pub(super) fn name_for(
         &self,
         addr: SocketAddr,
         host: Option<&str>,
-    ) -> (ServerName<'static>, bool) {
+    ) -> Result<(ServerName<'static>, bool), super::HostNotServed> {
         if let Some(name) = &self.server_name {
-            return (name.clone(), false);
+            return Ok((name.clone(), false));
         }
-        let ip = || ServerName::IpAddress(addr.ip().into());
         match host {
             // Keyed too: a path-only request (or a warm connection made before any request)
             // gets an IP-named connection that named requests never take.
-            None => (ip(), true),
+            None => Ok((ServerName::IpAddress(addr.ip().into()), true)),
             Some(host) => {
-                let bare = host
-                    .strip_prefix('[')
-                    .and_then(|h| h.strip_suffix(']'))
-                    .unwrap_or(host);
-                let bare = bare.strip_suffix('.').unwrap_or(bare);
-                (
-                    ServerName::try_from(bare.to_owned()).unwrap_or_else(|_| ip()),
-                    true,
-                )
+                // Brackets only around an IPv6 literal; one trailing dot (a DNS root).
+                let bare = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                    Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+                    Some(_) => host,
+                    None => host.strip_suffix('.').unwrap_or(host),
+                };
+                ServerName::try_from(bare.to_owned())
+                    .map(|name| (name, true))
+                    .map_err(|_| {
+                        super::HostNotServed::new(
+                            addr,
+                            host,
+                            "it is no DNS name or IP address a certificate can be verified for",
+                            None,
+                        )
+                    })
             }
         }
     }

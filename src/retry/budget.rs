@@ -87,6 +87,9 @@ pub struct RetryBudget {
     mode: Mode,
 }
 
+/// The name of a budget not given one (`default`): the `budget` label of its instruments.
+pub const DEFAULT_BUDGET_NAME: &str = "default";
+
 /// Which rule a budget follows.
 #[derive(Debug, Clone)]
 enum Mode {
@@ -240,7 +243,7 @@ impl RetryBudget {
             ratio: DEFAULT_RATIO,
             min_per_second: DEFAULT_MIN_PER_SECOND,
             window: DEFAULT_WINDOW,
-            name: "default".to_owned(),
+            name: DEFAULT_BUDGET_NAME.to_owned(),
         }
     }
 
@@ -277,7 +280,7 @@ impl RetryBudget {
         ThrottlingBuilder {
             max_tokens,
             token_ratio,
-            name: "default".to_owned(),
+            name: DEFAULT_BUDGET_NAME.to_owned(),
         }
     }
 

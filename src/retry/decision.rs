@@ -319,14 +319,19 @@ impl Rules {
         // budget (gRFC A6) loses a token, whether or not a retry follows. A route that makes
         // one attempt retries nothing, so none of its failures count (as a gRPC method
         // without a `retryPolicy`).
-        // A server's "do not retry" (a negative `grpc-retry-pushback-ms`) counts too (A6).
-        if self.max_attempts > 1
-            && matches!(
-                refusal,
-                None | Some(RetryStop::NotSafeToRepeat | RetryStop::ServerAskedNotToRetry)
-            )
-            && outcome.observed != Observed::Conflict
-        {
+        // A server's "do not retry" (a negative `grpc-retry-pushback-ms`) on a failure the
+        // route would retry counts too (A6, as grpc-go counts it).
+        let would_retry =
+            |refusal: Option<RetryStop>| matches!(refusal, None | Some(RetryStop::NotSafeToRepeat));
+        let counts = match refusal {
+            Some(RetryStop::ServerAskedNotToRetry) => would_retry(self.retryable.refusal(
+                &class.with_hint(ServerHint::None),
+                outcome.observed,
+                request,
+            )),
+            other => would_retry(other),
+        };
+        if self.max_attempts > 1 && counts && outcome.observed != Observed::Conflict {
             self.budget.failed();
         }
         if let Some(stop) = refusal {

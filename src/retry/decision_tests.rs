@@ -803,13 +803,19 @@ fn a_throttling_budget_counts_retryable_failures_only() {
         ..call()
     };
     // (outcome, call state, tokens it takes)
-    let table: [(Outcome, CallState, f64); 8] = [
+    let table: [(Outcome, CallState, f64); 9] = [
         (outcome(http(404)), call(), 0.0),
-        // The server said not to retry: a failure all the same (A6).
+        // The server said not to retry: a failure all the same (A6), if the route would
+        // retry it; a 404 it never retries takes nothing.
         (
             outcome(http(503).with_hint(ServerHint::DoNotRetry)),
             call(),
             1.0,
+        ),
+        (
+            outcome(http(404).with_hint(ServerHint::DoNotRetry)),
+            call(),
+            0.0,
         ),
         (outcome(http(501)), call(), 0.0),
         (never_sent, call(), 0.0),
@@ -866,4 +872,11 @@ fn per_try_timeouts_are_retried_when_the_route_says_so() {
     r.retryable.per_try_timeouts = true;
     assert!(is_retry(r.decide(cut, grpc_call)));
     assert_eq!(r.decide(answered, grpc_call), stop(RetryStop::NotRetryable));
+    // Only the client's own per-try timer: another timeout error (a classifier's, a nested
+    // client's deadline) is judged by its code.
+    let other = Outcome {
+        observed: Observed::Error,
+        ..outcome(Class::new(Kind::Timeout).with_grpc_code(GrpcCode::DeadlineExceeded))
+    };
+    assert_eq!(r.decide(other, grpc_call), stop(RetryStop::NotRetryable));
 }

@@ -74,8 +74,8 @@ pub use self::body::{
     DEFAULT_REPLAY_LIMIT, ReplayBody, ReplayBodyLayer, ReplayBodyService, ReplayError,
 };
 pub use self::budget::{
-    BudgetMode, BudgetStats, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_WINDOW, RetryBudget,
-    RetryBudgetBuilder, ThrottlingBuilder,
+    BudgetMode, BudgetStats, DEFAULT_BUDGET_NAME, DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO,
+    DEFAULT_WINDOW, RetryBudget, RetryBudgetBuilder, ThrottlingBuilder,
 };
 #[cfg(feature = "metrics")]
 pub(crate) use self::decision::STOP_LABELS;

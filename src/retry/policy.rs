@@ -121,7 +121,7 @@ impl Retryable {
         // An attempt the per-try timeout cut (an error of the client's own; a server's
         // DEADLINE_EXCEEDED is a response): gRPC retries it whatever the method's codes when its
         // policy sets `perAttemptRecvTimeout`.
-        let cut = observed == Observed::Error && class.kind() == Kind::Timeout;
+        let cut = observed == Observed::Error && class.is_per_try_cut();
         let worth = (cut && self.per_try_timeouts) || self.worth_retrying(class, code);
         if !worth {
             return Some(RetryStop::NotRetryable);
