@@ -18,17 +18,29 @@ impl<Conn: Connection> Reservation<Conn> {
     /// Turns the reservation into a connection in the pool, checked out by the caller when
     /// `take`.
     pub(crate) fn fill(mut self, conn: Conn, take: bool) -> Option<Checkout<Conn>> {
+        // The connection's own code first, while the reservation still holds its place: if it
+        // panics, dropping the reservation gives the place back.
+        let shared = conn.share();
+        let name = super::core::keyed_name(&conn, &self.host);
         let slots = self.slots.take()?;
-        slots.insert(conn, take, &self.host)
+        slots.insert(conn, shared, name, take, &self.host)
     }
 }
 
 impl<Conn: Connection> Drop for Reservation<Conn> {
     fn drop(&mut self) {
         if let Some(slots) = self.slots.take() {
-            Slots::end_pending(&mut slots.lock(), &self.host);
-            // Someone waiting may connect in our place.
-            slots.notify.notify_one();
+            let keyed = {
+                let mut state = slots.lock();
+                Slots::end_pending(&mut state, &self.host);
+                state.keyed
+            };
+            // Someone waiting may connect in our place (keyed by host: anyone may be it).
+            if keyed {
+                slots.notify.notify_waiters();
+            } else {
+                slots.notify.notify_one();
+            }
         }
     }
 }

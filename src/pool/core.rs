@@ -62,7 +62,7 @@ pub(super) struct State<Conn> {
     /// Whether this endpoint's connections are verified for the host of the request that made
     /// each (learned from the first connection), and the name of the last such connection
     /// made: the reaper's warm connections are made for it.
-    keyed: bool,
+    pub(super) keyed: bool,
     last_host: Option<Arc<str>>,
     /// The host each connect in flight is for, once connections are known to be keyed
     /// (`None`: not known, or a request naming no host): a checkout waits only for a connect
@@ -91,6 +91,24 @@ impl Want<'_> {
             None => endpoint_ip.is_some_and(|ip| name.parse::<std::net::IpAddr>() == Ok(ip)),
         }
     }
+}
+
+/// The name a new connection is keyed by: its verified name when it names itself from
+/// requests — failing closed: one that says so but names nothing is keyed by the host it was
+/// made for (`pending`), or by a name no request has.
+pub(super) fn keyed_name<Conn: Connection>(
+    conn: &Conn,
+    pending: &Option<Arc<str>>,
+) -> Option<Arc<str>> {
+    if !conn.names_from_requests() {
+        return None;
+    }
+    Some(
+        conn.verified_name()
+            .map(Arc::from)
+            .or_else(|| pending.clone())
+            .unwrap_or_else(|| Arc::from("")),
+    )
 }
 
 /// What a checkout attempt found.
@@ -133,6 +151,7 @@ pub(crate) struct Slots<Conn> {
     /// The endpoint's IP, when its name is a socket address: a request naming no host takes
     /// only connections verified for it.
     endpoint_ip: Option<std::net::IpAddr>,
+    endpoint_ip_text: Option<Arc<str>>,
     /// One WARN a second for refusals that repeat on every call (checkout timeouts, refused
     /// requests); the rest at DEBUG.
     pub(crate) warnings: PoolWarnings,
@@ -175,6 +194,7 @@ impl<Conn> Slots<Conn> {
             metrics,
             reaper_started: AtomicBool::new(false),
             endpoint_ip,
+            endpoint_ip_text: endpoint_ip.map(|ip| Arc::from(ip.to_string())),
         }
     }
 
@@ -354,8 +374,12 @@ impl<Conn: Connection> Slots<Conn> {
         }
         if open < self.config.max_size && state.connecting < self.config.max_connecting {
             state.connecting += 1;
+            // Keyed: the host it connects for — a request naming none, the endpoint's IP (as
+            // the connection will be named). `None` only while keying is not known yet.
             let host = if state.keyed {
-                want.host.map(Arc::from)
+                want.host
+                    .map(Arc::from)
+                    .or_else(|| self.endpoint_ip_text.clone())
             } else {
                 None
             };
@@ -438,20 +462,19 @@ impl<Conn: Connection> Slots<Conn> {
 
     /// Adds a new connection. With `take` the caller gets it (or a stream on it) checked out;
     /// otherwise it waits idle (the reaper's warm connections).
+    /// `shared` and `name` are [`Connection::share`]'s and the name it is keyed by
+    /// ([`keyed_name`]), asked before (connector code that may panic runs before the pool's
+    /// books change).
     pub(super) fn insert(
         self: &Arc<Self>,
         conn: Conn,
+        shared: Option<Conn>,
+        name: Option<Arc<str>>,
         take: bool,
         pending: &Option<Arc<str>>,
     ) -> Option<Checkout<Conn>> {
         let now = Instant::now();
-        let shared = conn.share();
         let multiplexed = shared.is_some();
-        let name = if conn.names_from_requests() {
-            conn.verified_name().map(Arc::from)
-        } else {
-            None
-        };
         let mut state = self.lock();
         Self::end_pending(&mut state, pending);
         if let Some(name) = &name {
@@ -474,7 +497,7 @@ impl<Conn: Connection> Slots<Conn> {
             expires: now + self.lifetime(),
             idle_since: now,
             retired: None,
-            name,
+            name: name.clone(),
         };
         let checkout = take.then(|| {
             slot.in_flight = 1;
@@ -502,8 +525,9 @@ impl<Conn: Connection> Slots<Conn> {
         self.counters.created.fetch_add(1, Ordering::Relaxed);
         self.metrics.created();
         tracing::debug!(endpoint = %self.endpoint, id, multiplexed, "pool opened a connection");
-        if multiplexed || !take || learned {
-            // Room for others, or news about what connections are: every waiter looks again.
+        if multiplexed || !take || learned || name.is_some() {
+            // Room for others, or news about what connections are, or a connection only some
+            // waiters can use (keyed by host): every waiter looks again.
             self.notify.notify_waiters();
         } else {
             // A connect slot is free again: one waiter may connect.
@@ -541,12 +565,19 @@ impl<Conn: Connection> Slots<Conn> {
                 }
             }
         }
+        let keyed = state.keyed;
         drop(state);
         if let Some(why) = closed {
             self.counters.closed.fetch_add(1, Ordering::Relaxed);
             self.metrics.closed(why);
         }
-        self.notify.notify_one();
+        // Keyed by host, the first waiter may be unable to use what came back: every waiter
+        // looks again (each registered before looking, so none sleeps through its turn).
+        if keyed {
+            self.notify.notify_waiters();
+        } else {
+            self.notify.notify_one();
+        }
     }
 
     /// The reaper's pass: closes idle, expired and broken connections and reserves room for
