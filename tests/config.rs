@@ -546,21 +546,27 @@ fn every_bad_field_names_its_path() {
 #[tokio::test]
 async fn routes_sharing_a_budget_share_it_after_the_round_trip() {
     let server = HttpServer::start(FaultPlan::always(Fault::status(500))).await;
-    let budget = RetryBudget::throttling(4.0, 0.1)
+    let shared = RetryBudget::throttling(4.0, 0.1)
         .name("shared")
         .build()
         .unwrap();
+    let attempts = attempts_after_round_trip(&server, [shared.clone(), shared]).await;
+    assert_eq!(attempts, [2, 1]);
+    // Budgets with no name of their own stay apart: each route's call makes 2 attempts.
+    let apart = || RetryBudget::throttling(4.0, 0.1).build().unwrap();
+    let attempts = attempts_after_round_trip(&server, [apart(), apart()]).await;
+    assert_eq!(attempts, [2, 2]);
+}
+
+/// Routes `/a` and `/b` with `budgets`, through `config()` → JSON → `configure`: how many
+/// attempts one call on each makes against `server`.
+async fn attempts_after_round_trip(server: &HttpServer, budgets: [RetryBudget; 2]) -> Vec<usize> {
+    let [a, b] = budgets;
     let builder = Client::http(Target::addrs([server.addr()]))
         .max_attempts(5)
         .backoff(Backoff::new(MS, 2 * MS).unwrap())
-        .route(
-            Route::path_prefix("/a"),
-            RoutePolicy::new().retry_budget(budget.clone()),
-        )
-        .route(
-            Route::path_prefix("/b"),
-            RoutePolicy::new().retry_budget(budget),
-        );
+        .route(Route::path_prefix("/a"), RoutePolicy::new().retry_budget(a))
+        .route(Route::path_prefix("/b"), RoutePolicy::new().retry_budget(b));
     let json = serde_json::to_string(&builder.config()).unwrap();
     let client = Client::http(Target::addrs([server.addr()]))
         .configure(ClientConfig::from_json(&json).unwrap())
@@ -580,35 +586,5 @@ async fn routes_sharing_a_budget_share_it_after_the_round_trip() {
         }
         attempts.push(server.count() - before);
     }
-    assert_eq!(attempts, [2, 1]);
-
-    // Budgets with no name of their own stay apart: each route's call makes 2 attempts.
-    let builder = Client::http(Target::addrs([server.addr()]))
-        .max_attempts(5)
-        .backoff(Backoff::new(MS, 2 * MS).unwrap())
-        .route(
-            Route::path_prefix("/a"),
-            RoutePolicy::new().retry_budget(RetryBudget::throttling(4.0, 0.1).build().unwrap()),
-        )
-        .route(
-            Route::path_prefix("/b"),
-            RoutePolicy::new().retry_budget(RetryBudget::throttling(4.0, 0.1).build().unwrap()),
-        );
-    let json = serde_json::to_string(&builder.config()).unwrap();
-    let client = Client::http(Target::addrs([server.addr()]))
-        .configure(ClientConfig::from_json(&json).unwrap())
-        .unwrap()
-        .build(HttpConnector::<Full<Bytes>>::http1())
-        .unwrap();
-    client.resolved().await;
-    let mut attempts = Vec::new();
-    for path in ["/a", "/b"] {
-        let before = server.count();
-        let _ = client
-            .clone()
-            .oneshot(Request::get(path).body(Full::new(Bytes::new())).unwrap())
-            .await;
-        attempts.push(server.count() - before);
-    }
-    assert_eq!(attempts, [2, 2]);
+    attempts
 }
