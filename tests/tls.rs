@@ -273,6 +273,21 @@ async fn https_client(
     client
 }
 
+/// A pool over `server` with no configured server name (each connection verified for its
+/// request's host), trusting `ca`.
+fn named_pool(
+    ca: &Ca,
+    server: &TlsServer,
+    pool: PoolBuilder,
+    connector: HttpConnector<Full<Bytes>>,
+) -> stanchion::pool::Pool<HttpConnector<Full<Bytes>, Secured>, SocketAddr> {
+    pool.build(
+        connector.tls(TlsConfig::with_roots(ca.roots())),
+        server.addr,
+    )
+    .unwrap()
+}
+
 fn fast() -> Backoff {
     Backoff::new(Duration::from_millis(1), Duration::from_millis(5)).unwrap()
 }
@@ -409,12 +424,7 @@ async fn a_connection_is_used_only_for_the_name_it_was_verified_for() {
     .await;
     let port = server.addr.port();
     // No server name: the request's host.
-    let pool = PoolBuilder::new()
-        .build(
-            HttpConnector::<Full<Bytes>>::http1().tls(TlsConfig::with_roots(ca.roots())),
-            server.addr,
-        )
-        .unwrap();
+    let pool = named_pool(&ca, &server, PoolBuilder::new(), HttpConnector::http1());
     for uri in [
         format!("https://127.0.0.1:{port}/"),
         format!("https://localhost:{port}/"),
@@ -464,13 +474,12 @@ async fn a_connection_is_used_only_for_the_name_it_was_verified_for() {
 
     // A pool of one connection, hosts alternating: an idle connection for another host is
     // closed to make room, and every call goes through.
-    let small = PoolBuilder::new()
-        .max_size(1)
-        .build(
-            HttpConnector::<Full<Bytes>>::auto().tls(TlsConfig::with_roots(ca.roots())),
-            server.addr,
-        )
-        .unwrap();
+    let small = named_pool(
+        &ca,
+        &server,
+        PoolBuilder::new().max_size(1),
+        HttpConnector::auto(),
+    );
     let before = server.accepted();
     for uri in [
         "https://localhost/",
@@ -964,15 +973,15 @@ async fn warm_connections_are_made_for_the_last_host() {
         false,
     )))
     .await;
-    let pool = PoolBuilder::new()
-        .min_idle(2)
-        .max_size(4)
-        .idle_timeout(Duration::from_millis(400))
-        .build(
-            HttpConnector::<Full<Bytes>>::http1().tls(TlsConfig::with_roots(ca.roots())),
-            server.addr,
-        )
-        .unwrap();
+    let pool = named_pool(
+        &ca,
+        &server,
+        PoolBuilder::new()
+            .min_idle(2)
+            .max_size(4)
+            .idle_timeout(Duration::from_millis(400)),
+        HttpConnector::http1(),
+    );
     // Before any request the reaper warms connections for the endpoint's IP (no SNI).
     for _ in 0..100 {
         if pool.stats().idle >= 2 {
@@ -1064,12 +1073,7 @@ async fn a_host_the_endpoint_does_not_serve_is_the_callers_mistake() {
     assert_eq!(server.accepted(), accepted);
 
     // A path-only request: not on api.test's connection, but on one verified for the IP.
-    let pool = PoolBuilder::new()
-        .build(
-            HttpConnector::<Full<Bytes>>::http1().tls(TlsConfig::with_roots(ca.roots())),
-            server.addr,
-        )
-        .unwrap();
+    let pool = named_pool(&ca, &server, PoolBuilder::new(), HttpConnector::http1());
     let res = pool
         .clone()
         .oneshot(get("https://api.test/"))
